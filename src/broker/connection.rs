@@ -1,0 +1,131 @@
+//! Accept loop and per-connection request pipeline.
+//!
+//! Each connection reads frames in order. A request's ordered part (decode,
+//! validation, offset assignment for Produce) runs inline, so requests of one
+//! connection take effect in the order sent; the rest (waiting for the group
+//! commit, long-polling a Fetch) runs as its own task. Responses are written
+//! strictly in request order, at most `max_inflight_per_connection` pending.
+//! A malformed frame closes the connection; other connections are untouched.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use super::Broker;
+use super::dispatch::{Dispatched, dispatch};
+use crate::protocol::frame::{check_frame_size, decode_request_header};
+
+pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = shutdown.cancelled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let _ = stream.set_nodelay(true);
+                let broker = Arc::clone(&broker);
+                let shutdown = shutdown.clone();
+                tokio::spawn(async move {
+                    if let Err(reason) = serve(broker, stream, shutdown).await {
+                        tracing::debug!(%peer, %reason, "connection closed");
+                    }
+                });
+            }
+            Err(error) => {
+                tracing::warn!(%error, "accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Reads one frame body of `size` bytes without trusting `size` for the
+/// allocation: the buffer grows only as bytes actually arrive.
+async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, size: usize) -> std::io::Result<Bytes> {
+    let mut buf = BytesMut::with_capacity(size.min(64 * 1024));
+    while buf.len() < size {
+        let want = (size - buf.len()).min(1024 * 1024);
+        buf.reserve(want);
+        let n = (&mut *reader).take(want as u64).read_buf(&mut buf).await?;
+        if n == 0 {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                format!("frame truncated at {} of {size} bytes", buf.len()),
+            ));
+        }
+    }
+    Ok(buf.freeze())
+}
+
+async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: CancellationToken) -> Result<(), String> {
+    let (read_half, mut write_half) = stream.into_split();
+    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let max_frame = broker.config.kafka.max_frame_bytes;
+    let (tx, mut rx) = mpsc::channel::<JoinHandle<Option<Bytes>>>(
+        broker.config.kafka.max_inflight_per_connection,
+    );
+    let writer = tokio::spawn(async move {
+        while let Some(pending) = rx.recv().await {
+            match pending.await {
+                Ok(Some(response)) => {
+                    if let Err(error) = write_half.write_all(&response).await {
+                        return Err(format!("write failed: {error}"));
+                    }
+                }
+                Ok(None) => {}
+                Err(error) => return Err(format!("request task failed: {error}")),
+            }
+        }
+        Ok(())
+    });
+    let result = loop {
+        let size = tokio::select! {
+            size = reader.read_i32() => size,
+            _ = shutdown.cancelled() => break Ok(()),
+        };
+        let size = match size {
+            Ok(size) => size,
+            Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
+            Err(e) => break Err(format!("read failed: {e}")),
+        };
+        let size = match check_frame_size(size, max_frame) {
+            Ok(size) => size,
+            Err(e) => break Err(e.to_string()),
+        };
+        let frame = match read_frame(&mut reader, size).await {
+            Ok(frame) => frame,
+            Err(e) => break Err(e.to_string()),
+        };
+        let request = match decode_request_header(frame) {
+            Ok(request) => request,
+            Err(e) => break Err(e.to_string()),
+        };
+        match dispatch(&broker, request).await {
+            Ok(Dispatched::Response(bytes)) => {
+                let handle = tokio::spawn(async move { Some(bytes) });
+                if tx.send(handle).await.is_err() {
+                    break Err("writer stopped".into());
+                }
+            }
+            Ok(Dispatched::Deferred(future)) => {
+                if tx.send(tokio::spawn(future)).await.is_err() {
+                    break Err("writer stopped".into());
+                }
+            }
+            Ok(Dispatched::NoResponse) => {}
+            Err(reason) => break Err(reason),
+        }
+    };
+    drop(tx);
+    // Let responses already due reach the client before closing.
+    match writer.await {
+        Ok(Err(e)) if result.is_ok() => Err(e),
+        _ => result,
+    }
+}

@@ -1,0 +1,107 @@
+//! Routes a decoded request header to its handler and encodes the response.
+//! Unknown APIs and versions, and bodies that do not decode, close the
+//! connection (as Kafka does), except ApiVersions, which answers an unknown
+//! version with UNSUPPORTED_VERSION in the v0 layout so a client can downgrade.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use kafka_protocol::messages::ApiKey;
+use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
+
+use super::Broker;
+use super::handlers;
+use crate::protocol::frame::{RequestFrame, encode_response};
+use crate::protocol::versions::is_supported;
+
+pub enum Dispatched {
+    /// Ready now.
+    Response(Bytes),
+    /// Computed by a task; written in order when done (`None`: no response).
+    Deferred(BoxFuture<'static, Option<Bytes>>),
+    /// acks=0 produce: Kafka sends nothing back.
+    NoResponse,
+}
+
+fn decode<T: Decodable>(frame: &mut RequestFrame) -> Result<T, String> {
+    T::decode(&mut frame.body, frame.api_version)
+        .map_err(|e| format!("malformed {:?} v{} request: {e}", frame.api_key, frame.api_version))
+}
+
+fn encode<M: Encodable + HeaderVersion>(frame: &RequestFrame, body: &M) -> Result<Bytes, String> {
+    encode_response(
+        frame.api_key,
+        frame.api_version,
+        frame.header.correlation_id,
+        body,
+    )
+    .map_err(|e| e.to_string())
+}
+
+pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<Dispatched, String> {
+    let api = frame.api_key;
+    let version = frame.api_version;
+    if !is_supported(api, version) {
+        if api == ApiKey::ApiVersions {
+            let body = handlers::api_versions::unsupported_version();
+            let bytes = encode_response(api, 0, frame.header.correlation_id, &body)
+                .map_err(|e| e.to_string())?;
+            return Ok(Dispatched::Response(bytes));
+        }
+        return Err(format!("unsupported {api:?} version {version}"));
+    }
+    let response = match api {
+        ApiKey::ApiVersions => {
+            let _request: kafka_protocol::messages::ApiVersionsRequest = decode(&mut frame)?;
+            encode(&frame, &handlers::api_versions::handle())?
+        }
+        ApiKey::Metadata => {
+            let request = decode(&mut frame)?;
+            encode(&frame, &handlers::metadata::handle(broker, version, request).await)?
+        }
+        ApiKey::CreateTopics => {
+            let request = decode(&mut frame)?;
+            encode(&frame, &handlers::create_topics::handle(broker, version, request).await)?
+        }
+        ApiKey::DeleteTopics => {
+            let request = decode(&mut frame)?;
+            encode(&frame, &handlers::delete_topics::handle(broker, version, request).await)?
+        }
+        ApiKey::DescribeConfigs => {
+            let request = decode(&mut frame)?;
+            encode(&frame, &handlers::describe_configs::handle(broker, request))?
+        }
+        ApiKey::ListOffsets => {
+            let request = decode(&mut frame)?;
+            encode(&frame, &handlers::list_offsets::handle(broker, request).await)?
+        }
+        ApiKey::Produce => {
+            let request = decode(&mut frame)?;
+            return match handlers::produce::prepare(broker, version, request).await? {
+                None => Ok(Dispatched::NoResponse),
+                Some(pending) => Ok(Dispatched::Deferred(
+                    async move {
+                        let response = pending.await;
+                        encode(&frame, &response).ok()
+                    }
+                    .boxed(),
+                )),
+            };
+        }
+        ApiKey::Fetch => {
+            let request = decode(&mut frame)?;
+            let pending = handlers::fetch::handle(Arc::clone(broker), version, request);
+            return Ok(Dispatched::Deferred(
+                async move {
+                    let response = pending.await;
+                    encode(&frame, &response).ok()
+                }
+                .boxed(),
+            ));
+        }
+        other => return Err(format!("no handler for {other:?}")),
+    };
+    Ok(Dispatched::Response(response))
+}

@@ -1,0 +1,99 @@
+//! DescribeConfigs for topic resources (every known config with its value and
+//! whether it is a default or an override) and broker resources (the broker
+//! settings that act as topic defaults).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult,
+};
+use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::broker::topics::{ConfigType, topic_config_defaults};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+const SOURCE_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+fn entry(name: &str, value: String, kind: ConfigType, source: i8, read_only: bool) -> DescribeConfigsResourceResult {
+    DescribeConfigsResourceResult::default()
+        .with_name(str_bytes(name))
+        .with_value(Some(str_bytes(value)))
+        .with_config_source(source)
+        .with_config_type(kind.code())
+        .with_read_only(read_only)
+}
+
+fn broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
+    let k = &broker.config.kafka;
+    let (host, port) = (&broker.advertised_host, broker.advertised_port);
+    vec![
+        entry("advertised.listeners", format!("PLAINTEXT://{host}:{port}"), ConfigType::String, SOURCE_STATIC_BROKER, true),
+        entry("auto.create.topics.enable", k.auto_create_topics.to_string(), ConfigType::String, SOURCE_STATIC_BROKER, true),
+        entry("broker.id", broker.node_id.to_string(), ConfigType::Int, SOURCE_STATIC_BROKER, true),
+        entry("delete.topic.enable", k.delete_topic_enable.to_string(), ConfigType::String, SOURCE_STATIC_BROKER, true),
+        entry("log.retention.ms", k.retention_ms.to_string(), ConfigType::Long, SOURCE_STATIC_BROKER, true),
+        entry("message.max.bytes", k.message_max_bytes.to_string(), ConfigType::Int, SOURCE_STATIC_BROKER, true),
+        entry("num.partitions", k.default_partitions.to_string(), ConfigType::Int, SOURCE_STATIC_BROKER, true),
+        entry("socket.request.max.bytes", k.max_frame_bytes.to_string(), ConfigType::Int, SOURCE_STATIC_BROKER, true),
+    ]
+}
+
+pub fn handle(broker: &Arc<Broker>, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+    let mut results = Vec::with_capacity(request.resources.len());
+    for resource in request.resources {
+        let name = resource.resource_name.to_string();
+        let base = DescribeConfigsResult::default()
+            .with_resource_type(resource.resource_type)
+            .with_resource_name(resource.resource_name.clone());
+        let configs = match resource.resource_type {
+            RESOURCE_TOPIC => match broker.catalog.by_name(&name) {
+                Some(topic) => topic_config_defaults(broker)
+                    .into_iter()
+                    .map(|(key, kind, default)| match topic.record.configs.get(key) {
+                        Some(value) => entry(key, value.clone(), kind, SOURCE_TOPIC, false),
+                        None => entry(key, default, kind, SOURCE_DEFAULT, false),
+                    })
+                    .collect::<Vec<_>>(),
+                None => {
+                    results.push(
+                        base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
+                            .with_error_message(Some(str_bytes(format!("topic '{name}' does not exist")))),
+                    );
+                    continue;
+                }
+            },
+            RESOURCE_BROKER => {
+                if !name.is_empty() && name != broker.node_id.to_string() {
+                    results.push(
+                        base.with_error_code(ResponseError::InvalidRequest.code())
+                            .with_error_message(Some(str_bytes(format!("unknown broker '{name}'")))),
+                    );
+                    continue;
+                }
+                broker_configs(broker)
+            }
+            other => {
+                results.push(
+                    base.with_error_code(ResponseError::InvalidRequest.code())
+                        .with_error_message(Some(str_bytes(format!("unsupported resource type {other}")))),
+                );
+                continue;
+            }
+        };
+        let configs = match &resource.configuration_keys {
+            Some(keys) => configs
+                .into_iter()
+                .filter(|c| keys.iter().any(|k| **k == *c.name))
+                .collect(),
+            None => configs,
+        };
+        results.push(base.with_configs(configs));
+    }
+    DescribeConfigsResponse::default().with_results(results)
+}

@@ -1,0 +1,164 @@
+//! Fetch: record batches as stored (zero copy from the cache), never above
+//! the high watermark. Long-polls up to `max_wait_ms` until `min_bytes` are
+//! available, woken by each partition's high-watermark watch. Honours the
+//! response `max_bytes` and each `partition_max_bytes`, but always returns at
+//! least one whole batch of the first partition with data (KIP-74) so a
+//! consumer can make progress past a large batch. No fetch sessions: the
+//! response's session id is 0, which tells clients to send full fetches.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::select_all;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::metadata::TopicId;
+use crate::storage::catalog::TopicState;
+use crate::storage::partition::ReadError;
+
+/// Longest long-poll honoured, whatever the client asks.
+const MAX_WAIT_CAP: Duration = Duration::from_secs(30);
+
+struct Target {
+    name: TopicName,
+    topic_id: uuid::Uuid,
+    state: Option<Arc<TopicState>>,
+    partitions: Vec<(i32, i64, i32)>, // (partition, fetch offset, partition max bytes)
+}
+
+pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) -> FetchResponse {
+    let targets: Vec<Target> = request
+        .topics
+        .into_iter()
+        .map(|t| {
+            let state = if version >= 13 {
+                broker.catalog.by_id(TopicId(t.topic_id))
+            } else {
+                broker.catalog.by_name(&t.topic)
+            };
+            let name = match (&state, version >= 13) {
+                (Some(s), _) => TopicName(str_bytes(s.record.name.clone())),
+                (None, _) => t.topic.clone(),
+            };
+            Target {
+                name,
+                topic_id: t.topic_id,
+                state,
+                partitions: t
+                    .partitions
+                    .iter()
+                    .map(|p| (p.partition, p.fetch_offset, p.partition_max_bytes))
+                    .collect(),
+            }
+        })
+        .collect();
+    let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
+    let deadline = Instant::now() + max_wait;
+    let min_bytes = request.min_bytes.max(0) as usize;
+    let max_bytes = if request.max_bytes <= 0 {
+        usize::MAX
+    } else {
+        request.max_bytes as usize
+    };
+    loop {
+        // Subscribe before reading so no commit slips between the two.
+        let mut watches: Vec<watch::Receiver<i64>> = targets
+            .iter()
+            .filter_map(|t| t.state.as_ref().map(|s| (t, s)))
+            .flat_map(|(t, s)| t.partitions.iter().filter_map(|(p, _, _)| s.partition(*p)))
+            .map(|log| log.subscribe())
+            .collect();
+        let (response, bytes, errors) = read_once(&broker, version, &targets, max_bytes).await;
+        if bytes >= min_bytes || errors || watches.is_empty() || Instant::now() >= deadline {
+            return response;
+        }
+        let any_change = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        tokio::select! {
+            _ = any_change => {}
+            _ = tokio::time::sleep_until(deadline) => {
+                return read_once(&broker, version, &targets, max_bytes).await.0;
+            }
+        }
+    }
+}
+
+/// One pass over the requested partitions: (response, bytes, any error).
+async fn read_once(
+    broker: &Broker,
+    version: i16,
+    targets: &[Target],
+    max_bytes: usize,
+) -> (FetchResponse, usize, bool) {
+    let mut total = 0usize;
+    let mut any_error = false;
+    let mut topics = Vec::with_capacity(targets.len());
+    for target in targets {
+        let mut partitions = Vec::with_capacity(target.partitions.len());
+        for &(index, offset, partition_max) in &target.partitions {
+            let data = PartitionData::default()
+                .with_partition_index(index)
+                .with_aborted_transactions(None)
+                .with_records(None);
+            let Some(log) = target.state.as_ref().and_then(|s| s.partition(index)) else {
+                any_error = true;
+                let code = if version >= 13 && target.state.is_none() {
+                    ResponseError::UnknownTopicId
+                } else {
+                    ResponseError::UnknownTopicOrPartition
+                };
+                partitions.push(data.with_error_code(code.code()).with_high_watermark(-1));
+                continue;
+            };
+            let hw = log.high_watermark();
+            let data = data
+                .with_high_watermark(hw)
+                .with_last_stable_offset(hw)
+                .with_log_start_offset(log.log_start_offset());
+            // KIP-74: the first batch returned may exceed the limits.
+            let budget = (partition_max.max(0) as usize).min(max_bytes.saturating_sub(total));
+            if budget == 0 && total > 0 {
+                partitions.push(data);
+                continue;
+            }
+            match log.read(&broker.cache, offset, budget.max(1)).await {
+                Ok(records) => {
+                    if !records.is_empty() && total > 0 && records.len() > budget {
+                        // Does not fit the response any more; the client asks again.
+                        partitions.push(data);
+                        continue;
+                    }
+                    total += records.len();
+                    partitions.push(data.with_records(Some(records)));
+                }
+                Err(error) => {
+                    any_error = true;
+                    let code = match error {
+                        ReadError::OutOfRange { .. } => ResponseError::OffsetOutOfRange,
+                        ReadError::Missing(_) | ReadError::Storage { .. } => {
+                            tracing::warn!(topic = %&*target.name, partition = index, %error, "fetch read failed");
+                            ResponseError::KafkaStorageError
+                        }
+                    };
+                    partitions.push(data.with_error_code(code.code()));
+                }
+            }
+        }
+        topics.push(
+            FetchableTopicResponse::default()
+                .with_topic(target.name.clone())
+                .with_topic_id(target.topic_id)
+                .with_partitions(partitions),
+        );
+    }
+    (
+        FetchResponse::default().with_session_id(0).with_responses(topics),
+        total,
+        any_error,
+    )
+}

@@ -1,0 +1,61 @@
+//! ListOffsets: earliest (-2, and -4 "earliest local", the same here), latest
+//! (-1, the high watermark), max timestamp (-3), or the first offset whose
+//! record timestamp is at or after a given time (-1/-1 when there is none).
+
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::list_offsets_response::{
+    ListOffsetsPartitionResponse, ListOffsetsTopicResponse,
+};
+use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
+
+use crate::broker::Broker;
+
+const LATEST: i64 = -1;
+const EARLIEST: i64 = -2;
+const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+
+pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in request.topics {
+        let state = broker.catalog.by_name(&topic.name);
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for p in topic.partitions {
+            let response = ListOffsetsPartitionResponse::default()
+                .with_partition_index(p.partition_index)
+                .with_timestamp(-1)
+                .with_offset(-1);
+            let Some(log) = state.as_ref().and_then(|t| t.partition(p.partition_index)) else {
+                partitions.push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                continue;
+            };
+            let response = response.with_leader_epoch(log.leader_epoch());
+            let found = match p.timestamp {
+                LATEST => Ok(Some((log.high_watermark(), -1))),
+                EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
+                MAX_TIMESTAMP => log.max_timestamp_offset(&broker.cache).await,
+                ts if ts >= 0 => log.offset_for_timestamp(&broker.cache, ts).await,
+                _ => {
+                    partitions.push(response.with_error_code(ResponseError::InvalidRequest.code()));
+                    continue;
+                }
+            };
+            partitions.push(match found {
+                Ok(Some((offset, timestamp))) => response.with_offset(offset).with_timestamp(timestamp),
+                Ok(None) => response,
+                Err(error) => {
+                    tracing::warn!(topic = %&*topic.name, partition = p.partition_index, %error, "list offsets failed");
+                    response.with_error_code(ResponseError::KafkaStorageError.code())
+                }
+            });
+        }
+        topics.push(
+            ListOffsetsTopicResponse::default()
+                .with_name(topic.name)
+                .with_partitions(partitions),
+        );
+    }
+    ListOffsetsResponse::default().with_topics(topics)
+}

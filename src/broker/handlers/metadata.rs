@@ -1,0 +1,102 @@
+//! Metadata: this broker, the cluster id, and the requested topics (all when
+//! the list is null), with topic ids. Unknown topics are created when both
+//! the request and `kafka.auto_create_topics` allow it.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::metadata_response::{
+    MetadataResponseBroker, MetadataResponsePartition, MetadataResponseTopic,
+};
+use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, TopicName};
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::broker::topics::{create_topic, validate_topic_name};
+use crate::metadata::TopicId;
+use crate::storage::catalog::TopicState;
+
+fn describe(broker: &Broker, topic: &TopicState) -> MetadataResponseTopic {
+    let node = BrokerId(broker.node_id);
+    let partitions = topic
+        .partitions
+        .iter()
+        .map(|log| {
+            MetadataResponsePartition::default()
+                .with_partition_index(log.partition)
+                .with_leader_id(node)
+                .with_leader_epoch(log.leader_epoch())
+                .with_replica_nodes(vec![node])
+                .with_isr_nodes(vec![node])
+        })
+        .collect();
+    MetadataResponseTopic::default()
+        .with_name(Some(TopicName(str_bytes(topic.record.name.clone()))))
+        .with_topic_id(topic.record.id.0)
+        .with_partitions(partitions)
+}
+
+fn topic_error(name: Option<TopicName>, id: uuid::Uuid, code: ResponseError) -> MetadataResponseTopic {
+    MetadataResponseTopic::default()
+        .with_name(name)
+        .with_topic_id(id)
+        .with_error_code(code.code())
+}
+
+pub async fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest) -> MetadataResponse {
+    let auto_create = broker.config.kafka.auto_create_topics
+        && (version < 4 || request.allow_auto_topic_creation);
+    let topics = match request.topics {
+        // v0 uses an empty list for "all topics"; later versions use null.
+        None => broker.catalog.all().iter().map(|t| describe(broker, t)).collect(),
+        Some(list) if list.is_empty() && version == 0 => {
+            broker.catalog.all().iter().map(|t| describe(broker, t)).collect()
+        }
+        Some(list) => {
+            let mut out = Vec::with_capacity(list.len());
+            for requested in list {
+                out.push(match requested.name {
+                    Some(name) => lookup_or_create(broker, name, auto_create).await,
+                    None => match broker.catalog.by_id(TopicId(requested.topic_id)) {
+                        Some(topic) => describe(broker, &topic),
+                        None => topic_error(None, requested.topic_id, ResponseError::UnknownTopicId),
+                    },
+                });
+            }
+            out
+        }
+    };
+    let node = BrokerId(broker.node_id);
+    MetadataResponse::default()
+        .with_brokers(vec![
+            MetadataResponseBroker::default()
+                .with_node_id(node)
+                .with_host(str_bytes(broker.advertised_host.clone()))
+                .with_port(broker.advertised_port),
+        ])
+        .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
+        .with_controller_id(node)
+        .with_topics(topics)
+}
+
+async fn lookup_or_create(broker: &Broker, name: TopicName, auto_create: bool) -> MetadataResponseTopic {
+    if let Some(topic) = broker.catalog.by_name(&name) {
+        return describe(broker, &topic);
+    }
+    if let Err(e) = validate_topic_name(&name) {
+        return topic_error(Some(name), uuid::Uuid::nil(), e.code);
+    }
+    if !auto_create {
+        return topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition);
+    }
+    let partitions = broker.config.kafka.default_partitions;
+    match create_topic(broker, &name, partitions, BTreeMap::new(), false).await {
+        Ok(Some(topic)) => describe(broker, &topic),
+        // Lost a race with another creator: describe theirs.
+        Err(_) | Ok(None) => match broker.catalog.by_name(&name) {
+            Some(topic) => describe(broker, &topic),
+            None => topic_error(Some(name), uuid::Uuid::nil(), ResponseError::LeaderNotAvailable),
+        },
+    }
+}

@@ -1,0 +1,199 @@
+//! Produce: validates each partition's batches, appends them to the write
+//! buffer (offsets are assigned here, in request order), and answers once the
+//! group commit made them durable. acks=0 gets no response; an error under
+//! acks=0 closes the connection, as Kafka does, so the producer notices.
+
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::BytesMut;
+use futures::FutureExt;
+use futures::future::BoxFuture;
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+
+use super::str_bytes;
+use crate::broker::Broker;
+use crate::broker::topics::max_message_bytes;
+use crate::metadata::TopicId;
+use crate::protocol::batch::{BatchError, set_log_append_time, validate_produce_batches};
+use crate::storage::catalog::TopicState;
+use crate::storage::wal::{AppendError, AppendTicket};
+
+enum Outcome {
+    Failed(ResponseError, String),
+    Pending(AppendTicket),
+}
+
+struct PartitionOutcome {
+    index: i32,
+    outcome: Outcome,
+    log_append_time: i64,
+}
+
+fn batch_error(error: &BatchError) -> ResponseError {
+    match error {
+        BatchError::CrcMismatch { .. } | BatchError::Truncated(_) | BatchError::LengthMismatch { .. } => {
+            ResponseError::CorruptMessage
+        }
+        BatchError::UnsupportedMagic(_) | BatchError::BadRecordCount { .. } => ResponseError::InvalidRecord,
+    }
+}
+
+fn append_error(error: &AppendError) -> ResponseError {
+    match error {
+        AppendError::TopicDeleted => ResponseError::UnknownTopicOrPartition,
+        AppendError::Storage(_) => ResponseError::KafkaStorageError,
+        AppendError::Fenced(_) | AppendError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+async fn append_partition(
+    broker: &Broker,
+    topic: Option<&Arc<TopicState>>,
+    index: i32,
+    records: Option<bytes::Bytes>,
+) -> PartitionOutcome {
+    let failed = |code, message: String| PartitionOutcome {
+        index,
+        outcome: Outcome::Failed(code, message),
+        log_append_time: -1,
+    };
+    let Some(topic) = topic else {
+        return failed(ResponseError::UnknownTopicOrPartition, "unknown topic".into());
+    };
+    let Some(log) = topic.partition(index) else {
+        return failed(
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic '{}' has no partition {index}", topic.record.name),
+        );
+    };
+    let Some(records) = records.filter(|r| !r.is_empty()) else {
+        return failed(ResponseError::CorruptMessage, "no record batch in the request".into());
+    };
+    let summary = match validate_produce_batches(&records) {
+        Ok(summary) => summary,
+        Err(e) => return failed(batch_error(&e), e.to_string()),
+    };
+    let limit = max_message_bytes(broker, topic);
+    if summary.largest_batch > limit {
+        return failed(
+            ResponseError::MessageTooLarge,
+            format!(
+                "record batch of {} bytes exceeds max.message.bytes {limit}",
+                summary.largest_batch
+            ),
+        );
+    }
+    let mut records = BytesMut::from(records);
+    let mut log_append_time = -1;
+    if topic.record.configs.get("message.timestamp.type").map(String::as_str) == Some("LogAppendTime") {
+        log_append_time = now_ms();
+        set_log_append_time(&mut records, log_append_time);
+    }
+    match broker.writer.append(log, records, summary).await {
+        Ok(ticket) => PartitionOutcome {
+            index,
+            outcome: Outcome::Pending(ticket),
+            log_append_time,
+        },
+        Err(e) => failed(append_error(&e), e.to_string()),
+    }
+}
+
+/// The ordered part of a Produce: validation and append. Returns the future
+/// of the response, or `None` for acks=0.
+pub async fn prepare(
+    broker: &Arc<Broker>,
+    _version: i16,
+    request: ProduceRequest,
+) -> Result<Option<BoxFuture<'static, ProduceResponse>>, String> {
+    let acks = request.acks;
+    let valid_acks = matches!(acks, -1..=1);
+    let mut topics: Vec<(TopicName, uuid::Uuid, Vec<PartitionOutcome>)> = Vec::new();
+    for topic in request.topic_data {
+        let state = if topic.name.is_empty() {
+            broker.catalog.by_id(TopicId(topic.topic_id))
+        } else {
+            broker.catalog.by_name(&topic.name)
+        };
+        let mut outcomes = Vec::with_capacity(topic.partition_data.len());
+        for partition in topic.partition_data {
+            if !valid_acks {
+                outcomes.push(PartitionOutcome {
+                    index: partition.index,
+                    outcome: Outcome::Failed(
+                        ResponseError::InvalidRequiredAcks,
+                        format!("acks must be -1, 0 or 1, got {acks}"),
+                    ),
+                    log_append_time: -1,
+                });
+                continue;
+            }
+            outcomes.push(append_partition(broker, state.as_ref(), partition.index, partition.records).await);
+        }
+        topics.push((topic.name, topic.topic_id, outcomes));
+    }
+    if acks == 0 {
+        for (name, _, outcomes) in &topics {
+            for p in outcomes {
+                if let Outcome::Failed(code, message) = &p.outcome {
+                    return Err(format!("acks=0 produce to {}-{} failed ({code:?}): {message}", &**name, p.index));
+                }
+            }
+        }
+        return Ok(None);
+    }
+    let broker = Arc::clone(broker);
+    Ok(Some(
+        async move {
+            let mut responses = Vec::with_capacity(topics.len());
+            for (name, topic_id, outcomes) in topics {
+                let mut partitions = Vec::with_capacity(outcomes.len());
+                for p in outcomes {
+                    let mut response = PartitionProduceResponse::default()
+                        .with_index(p.index)
+                        .with_base_offset(-1)
+                        .with_log_append_time_ms(p.log_append_time)
+                        .with_log_start_offset(-1);
+                    let result = match p.outcome {
+                        Outcome::Failed(code, message) => Err((code, message)),
+                        Outcome::Pending(ticket) => ticket
+                            .committed()
+                            .await
+                            .map_err(|e| (append_error(&e), e.to_string())),
+                    };
+                    match result {
+                        Ok(base_offset) => {
+                            response = response.with_base_offset(base_offset).with_log_start_offset(0);
+                        }
+                        Err((code, message)) => {
+                            tracing::debug!(topic = %&*name, partition = p.index, ?code, %message, "produce failed");
+                            response = response
+                                .with_error_code(code.code())
+                                .with_error_message(Some(str_bytes(message)));
+                        }
+                    }
+                    partitions.push(response);
+                }
+                responses.push(
+                    TopicProduceResponse::default()
+                        .with_name(name)
+                        .with_topic_id(topic_id)
+                        .with_partition_responses(partitions),
+                );
+            }
+            drop(broker);
+            ProduceResponse::default().with_responses(responses)
+        }
+        .boxed(),
+    ))
+}

@@ -1,0 +1,160 @@
+//! The broker: a Kafka listener, one task per connection, one handler file
+//! per Kafka API, over the storage and metadata layers.
+//!
+//! `Broker::start` wires everything: metadata store, object store, cache,
+//! leadership of every partition (bumping epochs, fencing any earlier
+//! process), the write buffer's flusher, the object sweeper and the listener.
+
+mod connection;
+mod dispatch;
+mod handlers;
+pub mod topics;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::metadata::{self, MetadataStore};
+use crate::storage::cache::BlockCache;
+use crate::storage::catalog::{Catalog, TopicState};
+use crate::storage::gc::Collector;
+use crate::storage::object::ObjectStorage;
+use crate::storage::partition::PartitionLog;
+use crate::storage::wal::WalWriter;
+
+pub struct Broker {
+    pub config: Config,
+    pub cluster_id: String,
+    pub node_id: i32,
+    pub advertised_host: String,
+    pub advertised_port: i32,
+    pub metadata: Arc<dyn MetadataStore>,
+    pub storage: ObjectStorage,
+    pub cache: Arc<BlockCache>,
+    pub catalog: Catalog,
+    pub writer: Arc<WalWriter>,
+    /// Serialises topic creation and deletion.
+    pub admin_lock: tokio::sync::Mutex<()>,
+}
+
+/// A running broker; dropping it does not stop it, `shutdown` does.
+pub struct RunningBroker {
+    pub broker: Arc<Broker>,
+    pub local_addr: SocketAddr,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl RunningBroker {
+    /// Stops accepting, flushes the write buffer, stops background tasks.
+    pub async fn shutdown(self) {
+        self.shutdown.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+        if let Err(error) = self.broker.cache.close().await {
+            tracing::warn!(%error, "closing the cache failed");
+        }
+    }
+
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+impl Broker {
+    pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
+        config.validate()?;
+        std::fs::create_dir_all(&config.data_dir)
+            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        let metadata = metadata::open(&config.metadata_url()).await?;
+        let cluster_id = metadata.cluster_id().await?;
+        let storage = ObjectStorage::open(&config.object_store_url(), &config.s3)?;
+        let cache = Arc::new(
+            BlockCache::open(&config.cache, &config.data_dir.join("cache"), storage.clone()).await?,
+        );
+        // Single node: this broker leads every partition. Bumping the epochs
+        // fences any earlier process still holding the old ones.
+        metadata.claim_all_partitions(config.node_id).await?;
+        let catalog = Catalog::default();
+        for record in metadata.list_topics().await? {
+            let mut partitions = Vec::new();
+            for p in metadata.partitions(record.id).await? {
+                let chunks = metadata.chunks(record.id, p.partition).await?;
+                partitions.push(Arc::new(PartitionLog::new(
+                    record.id,
+                    p.partition,
+                    p.leader_epoch,
+                    p.log_start_offset,
+                    p.high_watermark,
+                    chunks,
+                )));
+            }
+            catalog.insert(TopicState { record, partitions });
+        }
+        let writer = WalWriter::new(
+            config.wal.flush_bytes,
+            config.flush_interval(),
+            config.wal.max_buffered_bytes,
+            storage.clone(),
+            Arc::clone(&metadata),
+            Arc::clone(&cache),
+        );
+        let listener = TcpListener::bind(config.kafka_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
+        let local_addr = listener.local_addr()?;
+        let (advertised_host, mut advertised_port) = config.advertised();
+        if config.advertised_addr.is_none() {
+            // Port 0 binds an ephemeral port; advertise the real one.
+            advertised_port = i32::from(local_addr.port());
+        }
+        let broker = Arc::new(Broker {
+            node_id: config.node_id,
+            cluster_id,
+            advertised_host,
+            advertised_port,
+            metadata: Arc::clone(&metadata),
+            storage: storage.clone(),
+            cache,
+            catalog,
+            writer: Arc::clone(&writer),
+            admin_lock: tokio::sync::Mutex::new(()),
+            config,
+        });
+        let shutdown = CancellationToken::new();
+        let collector = Collector {
+            storage,
+            metadata,
+            orphan_grace: Duration::from_secs(broker.config.gc.orphan_grace_secs),
+        };
+        let sweep_every = Duration::from_secs(broker.config.gc.sweep_interval_secs.max(1));
+        let tasks = vec![
+            tokio::spawn(writer.run(shutdown.clone())),
+            tokio::spawn(collector.run(sweep_every, shutdown.clone())),
+            tokio::spawn(connection::accept_loop(
+                Arc::clone(&broker),
+                listener,
+                shutdown.clone(),
+            )),
+        ];
+        tracing::info!(
+            addr = %local_addr,
+            objects = broker.storage.description(),
+            topics = broker.catalog.all().len(),
+            "strata broker started"
+        );
+        Ok(RunningBroker {
+            broker,
+            local_addr,
+            shutdown,
+            tasks,
+        })
+    }
+}

@@ -1,0 +1,292 @@
+//! Broker configuration: a TOML file, then `STRATA_*` environment variables,
+//! then command-line flags, each overriding the one before. Every key is listed
+//! with its default in `docs/configuration.md`; unknown keys are an error so a
+//! typo never silently falls back to a default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid value for {key}: {message}")]
+    Invalid { key: &'static str, message: String },
+}
+
+/// The whole broker configuration, as read from the TOML file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Directory holding all local state: objects (embedded store), metadata, cache.
+    pub data_dir: PathBuf,
+    /// Address the Kafka listener binds.
+    pub kafka_addr: SocketAddr,
+    /// `host:port` given to clients in Metadata; defaults to `kafka_addr`
+    /// (with `0.0.0.0` replaced by `127.0.0.1`).
+    pub advertised_addr: Option<String>,
+    /// `file:///path`, a plain path, or `s3://bucket/prefix`; default `<data_dir>/objects`.
+    pub object_store: Option<String>,
+    /// `sqlite:///path/to/file.db`; default `sqlite://<data_dir>/metadata.db`.
+    pub metadata: Option<String>,
+    /// This broker's node id in Metadata responses.
+    pub node_id: i32,
+    pub s3: S3Config,
+    pub wal: WalConfig,
+    pub cache: CacheConfig,
+    pub kafka: KafkaConfig,
+    pub gc: GcConfig,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("./data"),
+            kafka_addr: "0.0.0.0:9092".parse().expect("literal address"),
+            advertised_addr: None,
+            object_store: None,
+            metadata: None,
+            node_id: 0,
+            s3: S3Config::default(),
+            wal: WalConfig::default(),
+            cache: CacheConfig::default(),
+            kafka: KafkaConfig::default(),
+            gc: GcConfig::default(),
+        }
+    }
+}
+
+/// S3 connection settings. Unset fields fall back to the standard `AWS_*`
+/// environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, ...).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct S3Config {
+    pub endpoint: Option<String>,
+    pub region: Option<String>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<String>,
+    /// Allow `http://` endpoints (MinIO on a private network).
+    pub allow_http: Option<bool>,
+    /// Path-style requests (`endpoint/bucket/key`), as MinIO needs.
+    pub path_style: Option<bool>,
+}
+
+/// The write buffer and its group commit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct WalConfig {
+    /// Flush the buffer as one object once it holds this many bytes.
+    pub flush_bytes: usize,
+    /// Flush the buffer once its oldest byte is this old, in milliseconds.
+    pub flush_interval_ms: u64,
+    /// Produce requests wait once this many bytes are buffered or uploading.
+    pub max_buffered_bytes: usize,
+}
+
+impl Default for WalConfig {
+    fn default() -> Self {
+        Self {
+            flush_bytes: 4 * 1024 * 1024,
+            flush_interval_ms: 10,
+            max_buffered_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// The read cache (foyer hybrid: memory, then disk under `<data_dir>/cache`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    pub memory_bytes: usize,
+    pub disk_bytes: usize,
+    /// Objects are read and cached in blocks of this size.
+    pub block_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            memory_bytes: 256 * 1024 * 1024,
+            disk_bytes: 1024 * 1024 * 1024,
+            block_bytes: 1024 * 1024,
+        }
+    }
+}
+
+/// Kafka protocol and topic defaults (Kafka's broker config names in brackets).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KafkaConfig {
+    /// Largest request frame accepted (`socket.request.max.bytes`).
+    pub max_frame_bytes: usize,
+    /// Create unknown topics on Metadata/Produce (`auto.create.topics.enable`).
+    pub auto_create_topics: bool,
+    /// Partitions of auto-created topics (`num.partitions`).
+    pub default_partitions: i32,
+    /// Default `max.message.bytes` of topics (`message.max.bytes`).
+    pub message_max_bytes: i32,
+    /// Default `retention.ms` of topics (`log.retention.ms`); -1 keeps data forever.
+    pub retention_ms: i64,
+    /// Whether DeleteTopics is allowed (`delete.topic.enable`).
+    pub delete_topic_enable: bool,
+    /// Requests processed concurrently per connection (responses stay in order).
+    pub max_inflight_per_connection: usize,
+}
+
+impl Default for KafkaConfig {
+    fn default() -> Self {
+        Self {
+            max_frame_bytes: 100 * 1024 * 1024,
+            auto_create_topics: true,
+            default_partitions: 1,
+            message_max_bytes: 1_048_588,
+            retention_ms: 604_800_000,
+            delete_topic_enable: true,
+            max_inflight_per_connection: 32,
+        }
+    }
+}
+
+/// Garbage collection of orphan objects (uploaded, never committed).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GcConfig {
+    /// An unreferenced object younger than this is left alone (it may be
+    /// between its PUT and its metadata commit).
+    pub orphan_grace_secs: u64,
+    /// Interval between sweeps; one sweep also runs at startup.
+    pub sweep_interval_secs: u64,
+}
+
+impl Default for GcConfig {
+    fn default() -> Self {
+        Self {
+            orphan_grace_secs: 600,
+            sweep_interval_secs: 300,
+        }
+    }
+}
+
+impl Config {
+    pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_path_buf(),
+            source,
+        })
+    }
+
+    pub fn flush_interval(&self) -> Duration {
+        Duration::from_millis(self.wal.flush_interval_ms)
+    }
+
+    /// The object store URL, defaulting to a directory in the data dir.
+    pub fn object_store_url(&self) -> String {
+        self.object_store
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("objects").display().to_string())
+    }
+
+    /// The metadata URL, defaulting to a SQLite file in the data dir.
+    pub fn metadata_url(&self) -> String {
+        self.metadata
+            .clone()
+            .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("metadata.db").display()))
+    }
+
+    /// The `host:port` advertised to clients.
+    pub fn advertised(&self) -> (String, i32) {
+        if let Some(addr) = &self.advertised_addr
+            && let Some((host, port)) = addr.rsplit_once(':')
+            && let Ok(port) = port.parse::<u16>()
+        {
+            return (host.trim_matches(['[', ']']).to_string(), i32::from(port));
+        }
+        let ip = if self.kafka_addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            self.kafka_addr.ip().to_string()
+        };
+        (ip, i32::from(self.kafka_addr.port()))
+    }
+
+    /// Checks values that would make the broker misbehave rather than fail.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: &str| {
+            Err(ConfigError::Invalid {
+                key,
+                message: message.to_string(),
+            })
+        };
+        if let Some(addr) = &self.advertised_addr
+            && addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none()
+        {
+            return invalid("advertised_addr", "expected HOST:PORT");
+        }
+        if self.wal.flush_bytes == 0 {
+            return invalid("wal.flush_bytes", "must be greater than 0");
+        }
+        if self.wal.max_buffered_bytes < self.wal.flush_bytes {
+            return invalid("wal.max_buffered_bytes", "must be at least wal.flush_bytes");
+        }
+        if (self.wal.max_buffered_bytes as u64) < self.kafka.max_frame_bytes as u64 {
+            return invalid(
+                "wal.max_buffered_bytes",
+                "must be at least kafka.max_frame_bytes so one request always fits",
+            );
+        }
+        if self.cache.block_bytes < 4096 {
+            return invalid("cache.block_bytes", "must be at least 4096");
+        }
+        if self.kafka.default_partitions < 1 {
+            return invalid("kafka.default_partitions", "must be at least 1");
+        }
+        if self.kafka.max_inflight_per_connection == 0 {
+            return invalid("kafka.max_inflight_per_connection", "must be at least 1");
+        }
+        if self.kafka.max_frame_bytes < 1024 || self.kafka.max_frame_bytes > i32::MAX as usize {
+            return invalid("kafka.max_frame_bytes", "must be between 1024 and 2147483647");
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        let err = toml::from_str::<Config>("data_dirr = \"/tmp\"").expect_err("typo");
+        assert!(err.to_string().contains("data_dirr"));
+        let cfg: Config = toml::from_str("[wal]\nflush_bytes = 1024\n").expect("valid");
+        assert_eq!(cfg.wal.flush_bytes, 1024);
+        assert_eq!(cfg.wal.flush_interval_ms, 10);
+    }
+
+    #[test]
+    fn advertised_defaults_to_loopback_for_wildcard() {
+        let cfg = Config::default();
+        assert_eq!(cfg.advertised(), ("127.0.0.1".to_string(), 9092));
+        let cfg = Config {
+            advertised_addr: Some("broker.example:19092".into()),
+            ..Config::default()
+        };
+        assert_eq!(cfg.advertised(), ("broker.example".to_string(), 19092));
+    }
+}

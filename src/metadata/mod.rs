@@ -1,0 +1,145 @@
+//! The metadata store: topics, partitions (leader epoch, log start offset,
+//! high watermark) and the chunk index that maps offset ranges to byte ranges
+//! of objects. One trait; the embedded SQLite backend lives in `sqlite`
+//! (PostgreSQL comes with clusters).
+//!
+//! Guarantees every backend keeps:
+//! - `commit_object` is one transaction: either every chunk of the object is
+//!   recorded and every high watermark advanced, or nothing is.
+//! - A chunk is accepted only if the partition's leader epoch equals the
+//!   writer's epoch and the chunk starts exactly at the high watermark, so a
+//!   fenced writer cannot change anything and offsets stay dense.
+//! - A commit that returned `Ok` is durable (survives a machine crash).
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use thiserror::Error;
+use uuid::Uuid;
+
+/// A topic's immutable identity; object keys are built from it, never from names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TopicId(pub Uuid);
+
+impl fmt::Display for TopicId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.simple())
+    }
+}
+
+#[derive(Debug, Error)]
+pub enum MetadataError {
+    #[error("topic '{0}' already exists")]
+    TopicExists(String),
+    #[error("unknown topic {0}")]
+    UnknownTopic(String),
+    #[error("commit fenced: {0}")]
+    Fenced(String),
+    #[error("metadata store: {0}")]
+    Backend(String),
+}
+
+impl From<rusqlite::Error> for MetadataError {
+    fn from(e: rusqlite::Error) -> Self {
+        MetadataError::Backend(e.to_string())
+    }
+}
+
+pub type Result<T> = std::result::Result<T, MetadataError>;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicRecord {
+    pub id: TopicId,
+    pub name: String,
+    pub partitions: i32,
+    /// Overrides only; defaults come from the broker config.
+    pub configs: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PartitionRecord {
+    pub partition: i32,
+    pub leader_id: i32,
+    pub leader_epoch: i32,
+    pub log_start_offset: i64,
+    pub high_watermark: i64,
+}
+
+/// One partition's contiguous run of record batches inside one object.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkRecord {
+    pub base_offset: i64,
+    pub last_offset: i64,
+    pub max_timestamp: i64,
+    pub object_key: Arc<str>,
+    pub object_size: u64,
+    pub byte_start: u64,
+    pub byte_len: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChunkCommit {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub leader_epoch: i32,
+    pub chunk: ChunkRecord,
+}
+
+/// Everything one flushed object adds to the log.
+#[derive(Debug, Clone)]
+pub struct ObjectCommit {
+    pub object_key: String,
+    pub object_size: u64,
+    pub chunks: Vec<ChunkCommit>,
+}
+
+/// Per chunk of a committed object: whether it was recorded, or its topic was
+/// deleted while the object was uploading.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkOutcome {
+    Committed,
+    TopicDeleted,
+}
+
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// The cluster id, created on first start.
+    async fn cluster_id(&self) -> Result<String>;
+    async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        leader_id: i32,
+    ) -> Result<TopicRecord>;
+    async fn delete_topic(&self, id: TopicId) -> Result<()>;
+    async fn list_topics(&self) -> Result<Vec<TopicRecord>>;
+    async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>>;
+    async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>>;
+    /// Takes leadership of every partition for `leader_id`, bumping each
+    /// partition's leader epoch so that any earlier writer is fenced.
+    async fn claim_all_partitions(&self, leader_id: i32) -> Result<()>;
+    /// Records a flushed object (see the module header for the guarantees).
+    async fn commit_object(&self, commit: ObjectCommit) -> Result<Vec<ChunkOutcome>>;
+    /// Whether an object key is known (committed) to the store.
+    async fn object_exists(&self, key: &str) -> Result<bool>;
+    /// Committed objects that no chunk references any more.
+    async fn unreferenced_objects(&self) -> Result<Vec<String>>;
+    async fn forget_object(&self, key: &str) -> Result<()>;
+}
+
+/// Opens the store named by a metadata URL (`sqlite://PATH`).
+pub async fn open(url: &str) -> anyhow::Result<Arc<dyn MetadataStore>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let store = sqlite::SqliteStore::open(std::path::Path::new(path)).await?;
+        return Ok(Arc::new(store));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        anyhow::bail!("PostgreSQL metadata is not available yet; use sqlite://PATH");
+    }
+    anyhow::bail!("unsupported metadata URL '{url}': expected sqlite://PATH")
+}

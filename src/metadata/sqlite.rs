@@ -1,0 +1,456 @@
+//! Embedded SQLite backend. One connection behind a mutex, every call on the
+//! blocking pool. WAL journal with `synchronous=FULL`: a commit that returned
+//! is on disk.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use uuid::Uuid;
+
+use super::{
+    ChunkOutcome, ChunkRecord, MetadataError, MetadataStore, ObjectCommit, PartitionRecord,
+    Result, TopicId, TopicRecord,
+};
+
+const SCHEMA_VERSION: i64 = 1;
+
+const SCHEMA_V1: &str = "
+CREATE TABLE cluster (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    cluster_id TEXT NOT NULL
+);
+CREATE TABLE topics (
+    topic_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    partitions INTEGER NOT NULL,
+    configs TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE partitions (
+    topic_id TEXT NOT NULL REFERENCES topics(topic_id) ON DELETE CASCADE,
+    partition INTEGER NOT NULL,
+    leader_id INTEGER NOT NULL,
+    leader_epoch INTEGER NOT NULL,
+    log_start_offset INTEGER NOT NULL,
+    high_watermark INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition)
+);
+CREATE TABLE objects (
+    object_key TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE chunks (
+    topic_id TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    base_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    max_timestamp INTEGER NOT NULL,
+    object_key TEXT NOT NULL REFERENCES objects(object_key),
+    byte_start INTEGER NOT NULL,
+    byte_len INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition, base_offset),
+    FOREIGN KEY (topic_id, partition) REFERENCES partitions(topic_id, partition) ON DELETE CASCADE
+);
+CREATE INDEX chunks_by_object ON chunks(object_key);
+";
+
+pub struct SqliteStore {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+fn parse_topic_id(text: &str) -> Result<TopicId> {
+    Uuid::parse_str(text)
+        .map(TopicId)
+        .map_err(|e| MetadataError::Backend(format!("corrupt topic id '{text}': {e}")))
+}
+
+impl SqliteStore {
+    pub async fn open(path: &Path) -> Result<Self> {
+        if let Some(dir) = path.parent()
+            && !dir.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(dir).map_err(|e| {
+                MetadataError::Backend(format!("cannot create {}: {e}", dir.display()))
+            })?;
+        }
+        let path = path.to_path_buf();
+        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+            let conn = Connection::open(&path)?;
+            conn.pragma_update(None, "journal_mode", "WAL")?;
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            conn.pragma_update(None, "foreign_keys", "ON")?;
+            conn.busy_timeout(std::time::Duration::from_secs(5))?;
+            migrate(&conn)?;
+            Ok(conn)
+        })
+        .await
+        .map_err(|e| MetadataError::Backend(format!("open task failed: {e}")))??;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    async fn with_conn<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.conn);
+        tokio::task::spawn_blocking(move || {
+            let mut guard = conn
+                .lock()
+                .map_err(|_| MetadataError::Backend("sqlite connection mutex poisoned".into()))?;
+            f(&mut guard)
+        })
+        .await
+        .map_err(|e| MetadataError::Backend(format!("metadata task failed: {e}")))?
+    }
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .optional()?
+        .flatten();
+    match current {
+        None => {
+            conn.execute_batch(&format!(
+                "BEGIN; {SCHEMA_V1} INSERT INTO schema_version VALUES ({SCHEMA_VERSION}); COMMIT;"
+            ))?;
+            Ok(())
+        }
+        Some(SCHEMA_VERSION) => Ok(()),
+        Some(other) => Err(MetadataError::Backend(format!(
+            "metadata schema version {other} is newer than this broker's {SCHEMA_VERSION}"
+        ))),
+    }
+}
+
+#[async_trait]
+impl MetadataStore for SqliteStore {
+    async fn cluster_id(&self) -> Result<String> {
+        self.with_conn(|conn| {
+            let existing: Option<String> = conn
+                .query_row("SELECT cluster_id FROM cluster WHERE id = 0", [], |r| r.get(0))
+                .optional()?;
+            if let Some(id) = existing {
+                return Ok(id);
+            }
+            let id = Uuid::new_v4().simple().to_string();
+            conn.execute("INSERT INTO cluster (id, cluster_id) VALUES (0, ?1)", params![id])?;
+            Ok(id)
+        })
+        .await
+    }
+
+    async fn create_topic(
+        &self,
+        name: &str,
+        partitions: i32,
+        configs: BTreeMap<String, String>,
+        leader_id: i32,
+    ) -> Result<TopicRecord> {
+        let name = name.to_string();
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let exists: Option<String> = tx
+                .query_row("SELECT topic_id FROM topics WHERE name = ?1", params![name], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            if exists.is_some() {
+                return Err(MetadataError::TopicExists(name));
+            }
+            let id = TopicId(Uuid::new_v4());
+            let configs_json = serde_json::to_string(&configs)
+                .map_err(|e| MetadataError::Backend(format!("encode configs: {e}")))?;
+            tx.execute(
+                "INSERT INTO topics (topic_id, name, partitions, configs, created_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![id.0.to_string(), name, partitions, configs_json, now_ms()],
+            )?;
+            for partition in 0..partitions {
+                tx.execute(
+                    "INSERT INTO partitions
+                     (topic_id, partition, leader_id, leader_epoch, log_start_offset, high_watermark)
+                     VALUES (?1, ?2, ?3, 0, 0, 0)",
+                    params![id.0.to_string(), partition, leader_id],
+                )?;
+            }
+            tx.commit()?;
+            Ok(TopicRecord {
+                id,
+                name,
+                partitions,
+                configs,
+            })
+        })
+        .await
+    }
+
+    async fn delete_topic(&self, id: TopicId) -> Result<()> {
+        self.with_conn(move |conn| {
+            let deleted =
+                conn.execute("DELETE FROM topics WHERE topic_id = ?1", params![id.0.to_string()])?;
+            if deleted == 0 {
+                return Err(MetadataError::UnknownTopic(id.to_string()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list_topics(&self) -> Result<Vec<TopicRecord>> {
+        self.with_conn(|conn| {
+            let mut stmt =
+                conn.prepare("SELECT topic_id, name, partitions, configs FROM topics ORDER BY name")?;
+            let rows = stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, i32>(2)?,
+                    r.get::<_, String>(3)?,
+                ))
+            })?;
+            let mut topics = Vec::new();
+            for row in rows {
+                let (id, name, partitions, configs) = row?;
+                let configs: BTreeMap<String, String> = serde_json::from_str(&configs)
+                    .map_err(|e| MetadataError::Backend(format!("corrupt configs of {name}: {e}")))?;
+                topics.push(TopicRecord {
+                    id: parse_topic_id(&id)?,
+                    name,
+                    partitions,
+                    configs,
+                });
+            }
+            Ok(topics)
+        })
+        .await
+    }
+
+    async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT partition, leader_id, leader_epoch, log_start_offset, high_watermark
+                 FROM partitions WHERE topic_id = ?1 ORDER BY partition",
+            )?;
+            let rows = stmt.query_map(params![id.0.to_string()], |r| {
+                Ok(PartitionRecord {
+                    partition: r.get(0)?,
+                    leader_id: r.get(1)?,
+                    leader_epoch: r.get(2)?,
+                    log_start_offset: r.get(3)?,
+                    high_watermark: r.get(4)?,
+                })
+            })?;
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>> {
+        self.with_conn(move |conn| {
+            let mut stmt = conn.prepare(
+                "SELECT c.base_offset, c.last_offset, c.max_timestamp, c.object_key, o.size,
+                        c.byte_start, c.byte_len
+                 FROM chunks c JOIN objects o ON o.object_key = c.object_key
+                 WHERE c.topic_id = ?1 AND c.partition = ?2 ORDER BY c.base_offset",
+            )?;
+            let rows = stmt.query_map(params![id.0.to_string(), partition], |r| {
+                Ok(ChunkRecord {
+                    base_offset: r.get(0)?,
+                    last_offset: r.get(1)?,
+                    max_timestamp: r.get(2)?,
+                    object_key: Arc::from(r.get::<_, String>(3)?),
+                    object_size: r.get::<_, i64>(4)? as u64,
+                    byte_start: r.get::<_, i64>(5)? as u64,
+                    byte_len: r.get::<_, i64>(6)? as u64,
+                })
+            })?;
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn claim_all_partitions(&self, leader_id: i32) -> Result<()> {
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE partitions SET leader_id = ?1, leader_epoch = leader_epoch + 1",
+                params![leader_id],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn commit_object(&self, commit: ObjectCommit) -> Result<Vec<ChunkOutcome>> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO objects (object_key, size, created_ms) VALUES (?1, ?2, ?3)",
+                params![commit.object_key, commit.object_size as i64, now_ms()],
+            )?;
+            let mut outcomes = Vec::with_capacity(commit.chunks.len());
+            for c in &commit.chunks {
+                let topic = c.topic_id.0.to_string();
+                let next = c.chunk.last_offset + 1;
+                let updated = tx.execute(
+                    "UPDATE partitions SET high_watermark = ?1
+                     WHERE topic_id = ?2 AND partition = ?3 AND leader_epoch = ?4
+                       AND high_watermark = ?5",
+                    params![next, topic, c.partition, c.leader_epoch, c.chunk.base_offset],
+                )?;
+                if updated == 0 {
+                    let state: Option<(i32, i64)> = tx
+                        .query_row(
+                            "SELECT leader_epoch, high_watermark FROM partitions
+                             WHERE topic_id = ?1 AND partition = ?2",
+                            params![topic, c.partition],
+                            |r| Ok((r.get(0)?, r.get(1)?)),
+                        )
+                        .optional()?;
+                    match state {
+                        None => {
+                            outcomes.push(ChunkOutcome::TopicDeleted);
+                            continue;
+                        }
+                        Some((epoch, hw)) => {
+                            // Dropping `tx` rolls the whole object back.
+                            return Err(MetadataError::Fenced(format!(
+                                "partition {}-{}: store has epoch {epoch} and high watermark {hw}, \
+                                 writer has epoch {} and base offset {}",
+                                c.topic_id, c.partition, c.leader_epoch, c.chunk.base_offset
+                            )));
+                        }
+                    }
+                }
+                tx.execute(
+                    "INSERT INTO chunks (topic_id, partition, base_offset, last_offset,
+                         max_timestamp, object_key, byte_start, byte_len)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                    params![
+                        topic,
+                        c.partition,
+                        c.chunk.base_offset,
+                        c.chunk.last_offset,
+                        c.chunk.max_timestamp,
+                        commit.object_key,
+                        c.chunk.byte_start as i64,
+                        c.chunk.byte_len as i64
+                    ],
+                )?;
+                outcomes.push(ChunkOutcome::Committed);
+            }
+            tx.commit()?;
+            Ok(outcomes)
+        })
+        .await
+    }
+
+    async fn object_exists(&self, key: &str) -> Result<bool> {
+        let key = key.to_string();
+        self.with_conn(move |conn| {
+            let found: Option<i64> = conn
+                .query_row("SELECT 1 FROM objects WHERE object_key = ?1", params![key], |r| {
+                    r.get(0)
+                })
+                .optional()?;
+            Ok(found.is_some())
+        })
+        .await
+    }
+
+    async fn unreferenced_objects(&self) -> Result<Vec<String>> {
+        self.with_conn(|conn| {
+            let mut stmt = conn.prepare(
+                "SELECT o.object_key FROM objects o
+                 WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = o.object_key)",
+            )?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    async fn forget_object(&self, key: &str) -> Result<()> {
+        let key = key.to_string();
+        self.with_conn(move |conn| {
+            conn.execute("DELETE FROM objects WHERE object_key = ?1", params![key])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::ChunkCommit;
+
+    fn chunk(base: i64, last: i64) -> ChunkRecord {
+        ChunkRecord {
+            base_offset: base,
+            last_offset: last,
+            max_timestamp: 5,
+            object_key: Arc::from("wal/x"),
+            object_size: 100,
+            byte_start: 0,
+            byte_len: 100,
+        }
+    }
+
+    #[tokio::test]
+    async fn commit_is_fenced_on_epoch_and_offsets() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("m.db")).await.expect("open");
+        let topic = store
+            .create_topic("t", 1, BTreeMap::new(), 0)
+            .await
+            .expect("create");
+        let commit = |key: &str, epoch, base, last| ObjectCommit {
+            object_key: key.to_string(),
+            object_size: 100,
+            chunks: vec![ChunkCommit {
+                topic_id: topic.id,
+                partition: 0,
+                leader_epoch: epoch,
+                chunk: chunk(base, last),
+            }],
+        };
+        let out = store.commit_object(commit("a", 0, 0, 9)).await.expect("commit");
+        assert_eq!(out, vec![ChunkOutcome::Committed]);
+        // A gap is refused and leaves nothing behind.
+        assert!(matches!(
+            store.commit_object(commit("b", 0, 11, 12)).await,
+            Err(MetadataError::Fenced(_))
+        ));
+        assert!(!store.object_exists("b").await.expect("query"));
+        store.claim_all_partitions(0).await.expect("claim");
+        // The old epoch is fenced now.
+        assert!(matches!(
+            store.commit_object(commit("c", 0, 10, 12)).await,
+            Err(MetadataError::Fenced(_))
+        ));
+        store.commit_object(commit("d", 1, 10, 12)).await.expect("new epoch commits");
+        let parts = store.partitions(topic.id).await.expect("partitions");
+        assert_eq!(parts[0].high_watermark, 13);
+        assert_eq!(store.chunks(topic.id, 0).await.expect("chunks").len(), 2);
+        store.delete_topic(topic.id).await.expect("delete");
+        let mut orphans = store.unreferenced_objects().await.expect("unreferenced");
+        orphans.sort();
+        assert_eq!(orphans, vec!["a".to_string(), "d".to_string()]);
+    }
+}

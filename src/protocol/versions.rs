@@ -1,0 +1,44 @@
+//! The APIs and version ranges Strata answers. ApiVersions advertises exactly
+//! this table; the dispatcher refuses anything outside it.
+
+use kafka_protocol::messages::ApiKey;
+
+/// `(api, min_version, max_version)` for every implemented API.
+pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
+    (ApiKey::Produce, 3, 11),
+    (ApiKey::Fetch, 4, 16),
+    (ApiKey::ListOffsets, 1, 8),
+    (ApiKey::Metadata, 0, 12),
+    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::CreateTopics, 2, 7),
+    (ApiKey::DeleteTopics, 1, 6),
+    (ApiKey::DescribeConfigs, 1, 4),
+];
+
+/// The supported version range of `api`, if Strata implements it at all.
+pub fn supported_range(api: ApiKey) -> Option<(i16, i16)> {
+    SUPPORTED
+        .iter()
+        .find(|(key, _, _)| *key == api)
+        .map(|(_, min, max)| (*min, *max))
+}
+
+pub fn is_supported(api: ApiKey, version: i16) -> bool {
+    supported_range(api).is_some_and(|(min, max)| (min..=max).contains(&version))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_stays_within_what_the_codec_knows() {
+        for (api, min, max) in SUPPORTED {
+            let known = api.valid_versions();
+            assert!(*min >= known.min && *max <= known.max, "{api:?} {min}..={max}");
+        }
+        assert!(is_supported(ApiKey::ApiVersions, 3));
+        assert!(!is_supported(ApiKey::ApiVersions, 4));
+        assert!(!is_supported(ApiKey::JoinGroup, 0));
+    }
+}

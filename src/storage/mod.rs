@@ -1,0 +1,17 @@
+//! Storage: everything between a validated record batch and the object store.
+//!
+//! - `wal`: the write buffer and group commit (the durability point);
+//! - `partition` / `catalog`: the committed log of each partition in memory;
+//! - `cache`: block cache over the object store (foyer, memory + disk);
+//! - `object`: the object store behind retry and metrics layers;
+//! - `paths`: every object key, built in one place;
+//! - `gc`: orphan and unreferenced object removal.
+
+pub mod cache;
+pub mod catalog;
+pub mod gc;
+pub mod metrics;
+pub mod object;
+pub mod partition;
+pub mod paths;
+pub mod wal;

@@ -1,0 +1,174 @@
+//! One partition's committed log as the broker holds it in memory: the chunk
+//! index (offset range -> byte range of an object), the high watermark and a
+//! watch channel that long-polling fetches wait on.
+//!
+//! Invariant: the index holds exactly the chunks committed to the metadata
+//! store, contiguous from the log start offset to the high watermark; nothing
+//! at or above the high watermark is ever readable.
+
+use std::collections::BTreeMap;
+use std::sync::RwLock;
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+
+use bytes::Bytes;
+use kafka_protocol::records::RecordBatchDecoder;
+use thiserror::Error;
+use tokio::sync::watch;
+
+use super::cache::BlockCache;
+use crate::metadata::{ChunkRecord, TopicId};
+use crate::protocol::batch::{iter_batches, slice_from_offset};
+
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error("offset {offset} is outside the log range {start}..{end}")]
+    OutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("no chunk holds offset {0}")]
+    Missing(i64),
+    #[error("cannot read offset {offset}: {source}")]
+    Storage { offset: i64, source: anyhow::Error },
+}
+
+pub struct PartitionLog {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    index: RwLock<BTreeMap<i64, ChunkRecord>>,
+    log_start: AtomicI64,
+    leader_epoch: AtomicI32,
+    high_watermark: watch::Sender<i64>,
+}
+
+impl PartitionLog {
+    pub fn new(
+        topic_id: TopicId,
+        partition: i32,
+        leader_epoch: i32,
+        log_start: i64,
+        high_watermark: i64,
+        chunks: Vec<ChunkRecord>,
+    ) -> Self {
+        let index = chunks.into_iter().map(|c| (c.base_offset, c)).collect();
+        Self {
+            topic_id,
+            partition,
+            index: RwLock::new(index),
+            log_start: AtomicI64::new(log_start),
+            leader_epoch: AtomicI32::new(leader_epoch),
+            high_watermark: watch::Sender::new(high_watermark),
+        }
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+    /// A receiver that wakes up whenever the high watermark moves.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// Makes a chunk just committed to the metadata store readable.
+    pub fn apply_commit(&self, chunk: ChunkRecord) {
+        let next = chunk.last_offset + 1;
+        debug_assert_eq!(chunk.base_offset, self.high_watermark(), "commits apply in order");
+        if let Ok(mut index) = self.index.write() {
+            index.insert(chunk.base_offset, chunk);
+        }
+        self.high_watermark.send_replace(next);
+    }
+
+    fn chunk_for(&self, offset: i64) -> Option<ChunkRecord> {
+        let index = self.index.read().ok()?;
+        let (_, chunk) = index.range(..=offset).next_back()?;
+        (chunk.last_offset >= offset).then(|| chunk.clone())
+    }
+
+    fn chunks_snapshot(&self) -> Vec<ChunkRecord> {
+        self.index
+            .read()
+            .map(|index| index.values().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn chunk_bytes(&self, cache: &BlockCache, chunk: &ChunkRecord, offset: i64) -> Result<Bytes, ReadError> {
+        cache
+            .read(
+                &chunk.object_key,
+                chunk.object_size,
+                chunk.byte_start..chunk.byte_start + chunk.byte_len,
+            )
+            .await
+            .map_err(|source| ReadError::Storage { offset, source })
+    }
+
+    /// Whole record batches starting with the one holding `offset`, up to
+    /// `max_bytes` (at least one batch). Empty at the high watermark.
+    pub async fn read(&self, cache: &BlockCache, offset: i64, max_bytes: usize) -> Result<Bytes, ReadError> {
+        let (start, end) = (self.log_start_offset(), self.high_watermark());
+        if offset < start || offset > end {
+            return Err(ReadError::OutOfRange { offset, start, end });
+        }
+        if offset == end {
+            return Ok(Bytes::new());
+        }
+        let chunk = self.chunk_for(offset).ok_or(ReadError::Missing(offset))?;
+        let data = self.chunk_bytes(cache, &chunk, offset).await?;
+        Ok(slice_from_offset(&data, offset, max_bytes))
+    }
+
+    /// `(offset, timestamp)` of the first record with a timestamp at or after
+    /// `timestamp`, as ListOffsets answers; `None` if there is none.
+    pub async fn offset_for_timestamp(&self, cache: &BlockCache, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
+        for chunk in self.chunks_snapshot() {
+            if chunk.max_timestamp < timestamp || chunk.last_offset < self.log_start_offset() {
+                continue;
+            }
+            let data = self.chunk_bytes(cache, &chunk, chunk.base_offset).await?;
+            if let Some(found) = find_in_batches(&data, |ts| ts >= timestamp)? {
+                return Ok(Some(found));
+            }
+        }
+        Ok(None)
+    }
+
+    /// `(offset, timestamp)` of the first record carrying the largest timestamp.
+    pub async fn max_timestamp_offset(&self, cache: &BlockCache) -> Result<Option<(i64, i64)>, ReadError> {
+        let Some(best) = self
+            .chunks_snapshot()
+            .into_iter()
+            .filter(|c| c.last_offset >= self.log_start_offset())
+            .reduce(|best, c| if c.max_timestamp > best.max_timestamp { c } else { best })
+        else {
+            return Ok(None);
+        };
+        let data = self.chunk_bytes(cache, &best, best.base_offset).await?;
+        find_in_batches(&data, |ts| ts >= best.max_timestamp)
+    }
+}
+
+/// Scans stored batches for the first record whose timestamp satisfies `want`.
+/// Only batches whose max timestamp could match are decoded.
+fn find_in_batches(data: &Bytes, want: impl Fn(i64) -> bool) -> Result<Option<(i64, i64)>, ReadError> {
+    for (pos, header) in iter_batches(data) {
+        if !want(header.max_timestamp()) {
+            continue;
+        }
+        let end = pos + header.total_len() as usize;
+        let mut batch = data.slice(pos..end);
+        let set = RecordBatchDecoder::decode(&mut batch).map_err(|source| ReadError::Storage {
+            offset: header.base_offset(),
+            source,
+        })?;
+        if let Some(record) = set.records.iter().find(|r| want(r.timestamp)) {
+            return Ok(Some((record.offset, record.timestamp)));
+        }
+        // Log-append-time batches carry the time only in the header.
+        return Ok(Some((header.base_offset(), header.max_timestamp())));
+    }
+    Ok(None)
+}

@@ -1,0 +1,333 @@
+//! The write buffer and its group commit: the durability point of Strata.
+//!
+//! Produce handlers `append` validated batches of any partition into one
+//! shared buffer; offsets are assigned there, by rewriting `baseOffset` in
+//! place. A single flusher task turns the buffer into ONE object once it holds
+//! `flush_bytes` or its oldest byte is `flush_interval` old, PUTs it, records
+//! every partition's chunk in ONE metadata transaction fenced on the leader
+//! epoch, and only then completes the appends (the acks). While one buffer
+//! uploads the next one fills.
+//!
+//! Ordering and failure rules:
+//! - one flush at a time, so commits apply in order per partition;
+//! - if a flush fails (PUT or commit), its appends and those of the buffer
+//!   filling behind it fail too, and offset assignment restarts from the
+//!   committed high watermarks: an unacknowledged write never leaves a gap
+//!   or a half-visible batch. The uploaded object, if any, is an orphan the
+//!   garbage collector removes.
+//! - at most `max_buffered_bytes` are buffered or uploading; appends wait
+//!   for room beyond that.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use thiserror::Error;
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use super::cache::BlockCache;
+use super::object::ObjectStorage;
+use super::partition::PartitionLog;
+use super::paths;
+use crate::metadata::{ChunkCommit, ChunkOutcome, ChunkRecord, MetadataStore, ObjectCommit, TopicId};
+use crate::protocol::batch::{BatchesSummary, assign_offsets};
+
+#[derive(Debug, Clone, Error)]
+pub enum AppendError {
+    #[error("the topic was deleted before the write was committed")]
+    TopicDeleted,
+    #[error("the write could not be made durable: {0}")]
+    Storage(String),
+    #[error("this broker is no longer the partition leader: {0}")]
+    Fenced(String),
+    #[error("the broker is shutting down")]
+    ShuttingDown,
+}
+
+/// Completes when the appended batches are durable (or failed).
+pub struct AppendTicket {
+    pub base_offset: i64,
+    done: oneshot::Receiver<Result<(), AppendError>>,
+}
+
+impl AppendTicket {
+    pub async fn committed(self) -> Result<i64, AppendError> {
+        match self.done.await {
+            Ok(Ok(())) => Ok(self.base_offset),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(AppendError::ShuttingDown),
+        }
+    }
+}
+
+type PartitionKey = (TopicId, i32);
+
+struct PartitionBuffer {
+    log: Arc<PartitionLog>,
+    leader_epoch: i32,
+    base_offset: i64,
+    next_offset: i64,
+    max_timestamp: i64,
+    batches: Vec<Bytes>,
+}
+
+#[derive(Default)]
+struct Buffer {
+    partitions: Vec<PartitionBuffer>,
+    slot: HashMap<PartitionKey, usize>,
+    bytes: usize,
+    first_append: Option<Instant>,
+    /// `(partition slot, waiter)` per append.
+    waiters: Vec<(usize, oneshot::Sender<Result<(), AppendError>>)>,
+    permits: Vec<OwnedSemaphorePermit>,
+}
+
+impl Buffer {
+    fn fail(self, error: &AppendError) {
+        for (_, waiter) in self.waiters {
+            let _ = waiter.send(Err(error.clone()));
+        }
+    }
+}
+
+#[derive(Default)]
+struct State {
+    /// Next offset to assign per partition, ahead of the committed high
+    /// watermark by what is buffered or uploading. Absent = high watermark.
+    next_offsets: HashMap<PartitionKey, i64>,
+    buffer: Buffer,
+}
+
+pub struct WalWriter {
+    state: Mutex<State>,
+    kick: Notify,
+    room: Arc<Semaphore>,
+    flush_bytes: usize,
+    flush_interval: Duration,
+    storage: ObjectStorage,
+    metadata: Arc<dyn MetadataStore>,
+    cache: Arc<BlockCache>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl WalWriter {
+    pub fn new(
+        flush_bytes: usize,
+        flush_interval: Duration,
+        max_buffered_bytes: usize,
+        storage: ObjectStorage,
+        metadata: Arc<dyn MetadataStore>,
+        cache: Arc<BlockCache>,
+    ) -> Arc<Self> {
+        let permits = max_buffered_bytes.min(Semaphore::MAX_PERMITS);
+        Arc::new(Self {
+            state: Mutex::new(State::default()),
+            kick: Notify::new(),
+            room: Arc::new(Semaphore::new(permits)),
+            flush_bytes,
+            flush_interval,
+            storage,
+            metadata,
+            cache,
+        })
+    }
+
+    /// Appends validated batches to `log`, assigning their offsets. The
+    /// returned ticket completes once they are durable.
+    pub async fn append(
+        &self,
+        log: &Arc<PartitionLog>,
+        mut records: BytesMut,
+        summary: BatchesSummary,
+    ) -> Result<AppendTicket, AppendError> {
+        let size = records.len();
+        let permit = Arc::clone(&self.room)
+            .acquire_many_owned(u32::try_from(size).unwrap_or(u32::MAX))
+            .await
+            .map_err(|_| AppendError::ShuttingDown)?;
+        let (tx, rx) = oneshot::channel();
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| AppendError::Storage("write buffer mutex poisoned".into()))?;
+        let key = (log.topic_id, log.partition);
+        let next = state.next_offsets.entry(key).or_insert_with(|| log.high_watermark());
+        let base_offset = *next;
+        let epoch = log.leader_epoch();
+        *next = assign_offsets(&mut records, base_offset, epoch);
+        let next_offset = *next;
+        let buffer = &mut state.buffer;
+        let slot = match buffer.slot.get(&key) {
+            Some(slot) => *slot,
+            None => {
+                buffer.partitions.push(PartitionBuffer {
+                    log: Arc::clone(log),
+                    leader_epoch: epoch,
+                    base_offset,
+                    next_offset,
+                    max_timestamp: -1,
+                    batches: Vec::new(),
+                });
+                buffer.slot.insert(key, buffer.partitions.len() - 1);
+                buffer.partitions.len() - 1
+            }
+        };
+        let part = &mut buffer.partitions[slot];
+        part.next_offset = next_offset;
+        part.max_timestamp = part.max_timestamp.max(summary.max_timestamp);
+        part.batches.push(records.freeze());
+        buffer.bytes += size;
+        buffer.waiters.push((slot, tx));
+        buffer.permits.push(permit);
+        let first = buffer.first_append.is_none();
+        if first {
+            buffer.first_append = Some(Instant::now());
+        }
+        if first || buffer.bytes >= self.flush_bytes {
+            self.kick.notify_one();
+        }
+        Ok(AppendTicket {
+            base_offset,
+            done: rx,
+        })
+    }
+
+    /// Drops the offset bookkeeping of a deleted topic.
+    pub fn forget_topic(&self, topic_id: TopicId) {
+        if let Ok(mut state) = self.state.lock() {
+            state.next_offsets.retain(|(id, _), _| *id != topic_id);
+        }
+    }
+
+    /// Takes the buffer if it is due (or `force`), leaving an empty one.
+    fn take_due(&self, force: bool) -> (Option<Buffer>, Option<Instant>) {
+        let Ok(mut state) = self.state.lock() else {
+            return (None, None);
+        };
+        let Some(first) = state.buffer.first_append else {
+            return (None, None);
+        };
+        let deadline = first + self.flush_interval;
+        if force || state.buffer.bytes >= self.flush_bytes || Instant::now() >= deadline {
+            return (Some(std::mem::take(&mut state.buffer)), None);
+        }
+        (None, Some(deadline))
+    }
+
+    /// The flusher: runs until `shutdown`, then flushes what is left.
+    pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        loop {
+            let (due, deadline) = self.take_due(false);
+            if let Some(buffer) = due {
+                self.flush(buffer).await;
+                continue;
+            }
+            let wait_deadline = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.kick.notified() => {}
+                _ = wait_deadline => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        if let (Some(buffer), _) = self.take_due(true) {
+            self.flush(buffer).await;
+        }
+        self.room.close();
+    }
+
+    async fn flush(&self, buffer: Buffer) {
+        match self.write_and_commit(&buffer).await {
+            Ok(outcomes) => {
+                for (slot, waiter) in buffer.waiters {
+                    let result = match outcomes.get(slot) {
+                        Some(ChunkOutcome::Committed) => Ok(()),
+                        _ => Err(AppendError::TopicDeleted),
+                    };
+                    let _ = waiter.send(result);
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, "flush failed; failing buffered writes");
+                buffer.fail(&error);
+                // Everything behind the failed flush was assigned offsets
+                // after it: fail it too and restart from the committed state.
+                let behind = match self.state.lock() {
+                    Ok(mut state) => {
+                        state.next_offsets.clear();
+                        Some(std::mem::take(&mut state.buffer))
+                    }
+                    Err(_) => None,
+                };
+                if let Some(behind) = behind {
+                    behind.fail(&error);
+                }
+            }
+        }
+    }
+
+    async fn write_and_commit(&self, buffer: &Buffer) -> Result<Vec<ChunkOutcome>, AppendError> {
+        let mut object = BytesMut::with_capacity(buffer.bytes);
+        let mut chunks = Vec::with_capacity(buffer.partitions.len());
+        let key = paths::new_wal_object(now_ms());
+        let key_str: Arc<str> = Arc::from(key.as_ref());
+        for part in &buffer.partitions {
+            let start = object.len() as u64;
+            for batch in &part.batches {
+                object.extend_from_slice(batch);
+            }
+            chunks.push(ChunkCommit {
+                topic_id: part.log.topic_id,
+                partition: part.log.partition,
+                leader_epoch: part.leader_epoch,
+                chunk: ChunkRecord {
+                    base_offset: part.base_offset,
+                    last_offset: part.next_offset - 1,
+                    max_timestamp: part.max_timestamp,
+                    object_key: Arc::clone(&key_str),
+                    object_size: buffer.bytes as u64,
+                    byte_start: start,
+                    byte_len: object.len() as u64 - start,
+                },
+            });
+        }
+        let object = object.freeze();
+        self.storage
+            .put(&key, object.clone())
+            .await
+            .map_err(|e| AppendError::Storage(e.to_string()))?;
+        let outcomes = self
+            .metadata
+            .commit_object(ObjectCommit {
+                object_key: key_str.to_string(),
+                object_size: object.len() as u64,
+                chunks: chunks.clone(),
+            })
+            .await
+            .map_err(|e| match e {
+                crate::metadata::MetadataError::Fenced(msg) => AppendError::Fenced(msg),
+                other => AppendError::Storage(other.to_string()),
+            })?;
+        // Durable now: make it readable, tail first from the cache.
+        self.cache.insert_object(&key_str, &object);
+        // `chunks` and `outcomes` are in the order of `buffer.partitions`.
+        for ((part, commit), outcome) in buffer.partitions.iter().zip(chunks).zip(&outcomes) {
+            if *outcome == ChunkOutcome::Committed {
+                part.log.apply_commit(commit.chunk);
+            }
+        }
+        Ok(outcomes)
+    }
+}
