@@ -67,18 +67,18 @@ async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: CancellationTok
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let max_frame = broker.config.kafka.max_frame_bytes;
-    let (tx, mut rx) = mpsc::channel::<JoinHandle<Option<Bytes>>>(
+    let (tx, mut rx) = mpsc::channel::<JoinHandle<Result<Bytes, String>>>(
         broker.config.kafka.max_inflight_per_connection,
     );
     let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
             match pending.await {
-                Ok(Some(response)) => {
+                Ok(Ok(response)) => {
                     if let Err(error) = write_half.write_all(&response).await {
                         return Err(format!("write failed: {error}"));
                     }
                 }
-                Ok(None) => {}
+                Ok(Err(reason)) => return Err(reason),
                 Err(error) => return Err(format!("request task failed: {error}")),
             }
         }
@@ -108,7 +108,7 @@ async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: CancellationTok
         };
         match dispatch(&broker, request).await {
             Ok(Dispatched::Response(bytes)) => {
-                let handle = tokio::spawn(async move { Some(bytes) });
+                let handle = tokio::spawn(async move { Ok(bytes) });
                 if tx.send(handle).await.is_err() {
                     break Err("writer stopped".into());
                 }

@@ -19,8 +19,9 @@ use crate::protocol::versions::is_supported;
 pub enum Dispatched {
     /// Ready now.
     Response(Bytes),
-    /// Computed by a task; written in order when done (`None`: no response).
-    Deferred(BoxFuture<'static, Option<Bytes>>),
+    /// Computed by a task; written in order when done. An error closes the
+    /// connection (a response we could not encode is our bug; say so loudly).
+    Deferred(BoxFuture<'static, Result<Bytes, String>>),
     /// acks=0 produce: Kafka sends nothing back.
     NoResponse,
 }
@@ -37,7 +38,10 @@ fn encode<M: Encodable + HeaderVersion>(frame: &RequestFrame, body: &M) -> Resul
         frame.header.correlation_id,
         body,
     )
-    .map_err(|e| e.to_string())
+    .map_err(|e| {
+        tracing::error!(api = ?frame.api_key, version = frame.api_version, error = %e, "cannot encode response");
+        e.to_string()
+    })
 }
 
 pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<Dispatched, String> {
@@ -71,11 +75,11 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<D
         }
         ApiKey::DescribeConfigs => {
             let request = decode(&mut frame)?;
-            encode(&frame, &handlers::describe_configs::handle(broker, request))?
+            encode(&frame, &handlers::describe_configs::handle(broker, version, request))?
         }
         ApiKey::ListOffsets => {
             let request = decode(&mut frame)?;
-            encode(&frame, &handlers::list_offsets::handle(broker, request).await)?
+            encode(&frame, &handlers::list_offsets::handle(broker, version, request).await)?
         }
         ApiKey::Produce => {
             let request = decode(&mut frame)?;
@@ -84,7 +88,7 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<D
                 Some(pending) => Ok(Dispatched::Deferred(
                     async move {
                         let response = pending.await;
-                        encode(&frame, &response).ok()
+                        encode(&frame, &response)
                     }
                     .boxed(),
                 )),
@@ -96,7 +100,7 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<D
             return Ok(Dispatched::Deferred(
                 async move {
                     let response = pending.await;
-                    encode(&frame, &response).ok()
+                    encode(&frame, &response)
                 }
                 .boxed(),
             ));

@@ -2,6 +2,7 @@
 //! are Kafka clients (librdkafka) that work against any Kafka-compatible
 //! broker.
 
+pub mod client;
 mod serve;
 
 use clap::{Parser, Subcommand};
@@ -18,10 +19,23 @@ pub struct Cli {
 pub enum Command {
     /// Run a broker.
     Serve(serve::ServeArgs),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(client::topic::TopicCommand),
+    /// Produce lines from stdin as records.
+    Produce(client::produce::ProduceArgs),
+    /// Print records of a topic.
+    Consume(client::consume::ConsumeArgs),
+    /// Open-loop produce benchmark; prints JSON.
+    Bench(client::bench::BenchArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
+        Command::Topic(cmd) => client::topic::run(cmd).await,
+        Command::Produce(args) => client::produce::run(args).await,
+        Command::Consume(args) => client::consume::run(args).await,
+        Command::Bench(args) => client::bench::run(args).await,
     }
 }

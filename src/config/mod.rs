@@ -244,12 +244,6 @@ impl Config {
         if self.wal.max_buffered_bytes < self.wal.flush_bytes {
             return invalid("wal.max_buffered_bytes", "must be at least wal.flush_bytes");
         }
-        if (self.wal.max_buffered_bytes as u64) < self.kafka.max_frame_bytes as u64 {
-            return invalid(
-                "wal.max_buffered_bytes",
-                "must be at least kafka.max_frame_bytes so one request always fits",
-            );
-        }
         if self.cache.block_bytes < 4096 {
             return invalid("cache.block_bytes", "must be at least 4096");
         }

@@ -1,7 +1,10 @@
 //! Garbage collection of objects nothing needs:
 //! - orphans: WAL objects whose PUT finished but whose metadata commit never
 //!   happened (crash, failed or fenced commit), once older than the grace
-//!   period (a younger one may still be between its PUT and its commit);
+//!   period (a younger one may still be between its PUT and its commit). An
+//!   object written before this broker claimed its partitions can never be
+//!   committed (its writer's epoch is fenced), so it is an orphan at any age
+//!   (single-node rule; clusters will rely on the grace period alone);
 //! - unreferenced objects: committed objects whose every chunk is gone
 //!   (deleted topics).
 //!
@@ -27,6 +30,8 @@ pub struct Collector {
     pub storage: ObjectStorage,
     pub metadata: Arc<dyn MetadataStore>,
     pub orphan_grace: Duration,
+    /// Wall-clock time (ms) before this broker claimed leadership.
+    pub fenced_before_ms: u64,
 }
 
 impl Collector {
@@ -42,7 +47,8 @@ impl Collector {
                 continue;
             };
             let modified = meta.last_modified.timestamp_millis().max(0) as u64;
-            if written.max(modified) > cutoff {
+            let fenced = written < self.fenced_before_ms;
+            if written.max(modified) > cutoff && !fenced {
                 continue;
             }
             if !self.metadata.object_exists(meta.location.as_ref()).await? {

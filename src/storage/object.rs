@@ -16,10 +16,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures::TryStreamExt;
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
 use rand::Rng;
 use thiserror::Error;
 
@@ -138,12 +138,12 @@ impl ObjectStorage {
                 max_retries: 0,
                 ..RetryConfig::default()
             };
-            let options = ClientOptions::new()
-                .with_connect_timeout(Duration::from_secs(5))
-                .with_timeout(Duration::from_secs(30));
+            // Set timeouts key by key: `with_client_options` would replace the
+            // options (allow_http among them) taken from flags and AWS_* vars.
             let store = builder
                 .with_retry(no_retry)
-                .with_client_options(options)
+                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "30s")
                 .build()
                 .map_err(|e| anyhow::anyhow!("cannot configure S3 store for '{url}': {e}"))?;
             let inner: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {

@@ -104,6 +104,7 @@ pub struct WalWriter {
     state: Mutex<State>,
     kick: Notify,
     room: Arc<Semaphore>,
+    max_buffered_bytes: usize,
     flush_bytes: usize,
     flush_interval: Duration,
     storage: ObjectStorage,
@@ -127,11 +128,12 @@ impl WalWriter {
         metadata: Arc<dyn MetadataStore>,
         cache: Arc<BlockCache>,
     ) -> Arc<Self> {
-        let permits = max_buffered_bytes.min(Semaphore::MAX_PERMITS);
+        let max_buffered_bytes = max_buffered_bytes.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
         Arc::new(Self {
             state: Mutex::new(State::default()),
             kick: Notify::new(),
-            room: Arc::new(Semaphore::new(permits)),
+            room: Arc::new(Semaphore::new(max_buffered_bytes)),
+            max_buffered_bytes,
             flush_bytes,
             flush_interval,
             storage,
@@ -149,8 +151,10 @@ impl WalWriter {
         summary: BatchesSummary,
     ) -> Result<AppendTicket, AppendError> {
         let size = records.len();
+        // A batch larger than the whole budget waits for an empty buffer.
+        let want = size.min(self.max_buffered_bytes).min(u32::MAX as usize) as u32;
         let permit = Arc::clone(&self.room)
-            .acquire_many_owned(u32::try_from(size).unwrap_or(u32::MAX))
+            .acquire_many_owned(want)
             .await
             .map_err(|_| AppendError::ShuttingDown)?;
         let (tx, rx) = oneshot::channel();

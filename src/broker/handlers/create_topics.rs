@@ -12,7 +12,7 @@ use super::str_bytes;
 use crate::broker::Broker;
 use crate::broker::topics::{TopicError, create_topic, topic_config_defaults};
 
-pub async fn handle(broker: &Arc<Broker>, _version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(broker: &Arc<Broker>, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.to_string();
@@ -51,21 +51,29 @@ pub async fn handle(broker: &Arc<Broker>, _version: i16, request: CreateTopicsRe
             Ok(created) => {
                 // Durability comes from the object store, so every topic is
                 // reported with replication factor 1 whatever was asked.
-                result = result
-                    .with_num_partitions(partitions)
-                    .with_replication_factor(1)
-                    .with_configs(Some(effective_configs(broker, &configs)));
-                if let Some(topic) = created {
+                if version >= 5 {
+                    result = result
+                        .with_num_partitions(partitions)
+                        .with_replication_factor(1)
+                        .with_configs(Some(effective_configs(broker, &configs)));
+                }
+                if let Some(topic) = created
+                    && version >= 7
+                {
                     result = result.with_topic_id(topic.record.id.0);
                 }
             }
             Err(error) => {
+                tracing::debug!(topic = %name, code = ?error.code, message = %error.message, "create topic refused");
                 result = result
                     .with_error_code(error.code.code())
-                    .with_error_message(Some(str_bytes(error.message)))
-                    .with_num_partitions(-1)
-                    .with_replication_factor(-1)
-                    .with_configs(None);
+                    .with_error_message(Some(str_bytes(error.message)));
+                if version >= 5 {
+                    result = result
+                        .with_num_partitions(-1)
+                        .with_replication_factor(-1)
+                        .with_configs(None);
+                }
             }
         }
         results.push(result);

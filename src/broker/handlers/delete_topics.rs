@@ -28,7 +28,10 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: DeleteTopicsReq
             Some(name) => broker.catalog.by_name(name),
             None => broker.catalog.by_id(TopicId(id)),
         };
-        let mut result = DeletableTopicResult::default().with_name(name.clone()).with_topic_id(id);
+        let mut result = DeletableTopicResult::default().with_name(name.clone());
+        if version >= 6 {
+            result = result.with_topic_id(id);
+        }
         let Some(topic) = topic else {
             let code = if name.is_none() {
                 ResponseError::UnknownTopicId
@@ -38,25 +41,28 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: DeleteTopicsReq
             results.push(
                 result
                     .with_error_code(code.code())
-                    .with_error_message(Some(str_bytes("topic does not exist"))),
+                    .with_error_message((version >= 5).then(|| str_bytes("topic does not exist"))),
             );
             continue;
         };
-        result = result
-            .with_name(Some(TopicName(str_bytes(topic.record.name.clone()))))
-            .with_topic_id(topic.record.id.0);
+        result = result.with_name(Some(TopicName(str_bytes(topic.record.name.clone()))));
+        if version >= 6 {
+            result = result.with_topic_id(topic.record.id.0);
+        }
         if !broker.config.kafka.delete_topic_enable {
             results.push(
                 result
                     .with_error_code(ResponseError::TopicDeletionDisabled.code())
-                    .with_error_message(Some(str_bytes("topic deletion is disabled on this broker"))),
+                    .with_error_message(
+                        (version >= 5).then(|| str_bytes("topic deletion is disabled on this broker")),
+                    ),
             );
             continue;
         }
         if let Err(error) = delete_topic(broker, topic.record.id).await {
             result = result
                 .with_error_code(error.code.code())
-                .with_error_message(Some(str_bytes(error.message)));
+                .with_error_message((version >= 5).then(|| str_bytes(error.message)));
         }
         results.push(result);
     }

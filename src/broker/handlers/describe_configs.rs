@@ -44,7 +44,7 @@ fn broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
     ]
 }
 
-pub fn handle(broker: &Arc<Broker>, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn handle(broker: &Arc<Broker>, version: i16, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
     let mut results = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -92,6 +92,11 @@ pub fn handle(broker: &Arc<Broker>, request: DescribeConfigsRequest) -> Describe
                 .filter(|c| keys.iter().any(|k| **k == *c.name))
                 .collect(),
             None => configs,
+        };
+        let configs = if version >= 3 {
+            configs
+        } else {
+            configs.into_iter().map(|c| c.with_config_type(0)).collect()
         };
         results.push(base.with_configs(configs));
     }

@@ -42,13 +42,15 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
             } else {
                 broker.catalog.by_name(&t.topic)
             };
+            // v13+ names topics by id only; the name field must stay empty.
             let name = match (&state, version >= 13) {
-                (Some(s), _) => TopicName(str_bytes(s.record.name.clone())),
-                (None, _) => t.topic.clone(),
+                (_, true) => TopicName::default(),
+                (Some(s), false) => TopicName(str_bytes(s.record.name.clone())),
+                (None, false) => t.topic.clone(),
             };
             Target {
                 name,
-                topic_id: t.topic_id,
+                topic_id: if version >= 13 { t.topic_id } else { uuid::Uuid::nil() },
                 state,
                 partitions: t
                     .partitions
@@ -104,7 +106,8 @@ async fn read_once(
             let data = PartitionData::default()
                 .with_partition_index(index)
                 .with_aborted_transactions(None)
-                .with_records(None);
+                // Clients expect an empty record set, not null, when there is no data.
+                .with_records(Some(bytes::Bytes::new()));
             let Some(log) = target.state.as_ref().and_then(|s| s.partition(index)) else {
                 any_error = true;
                 let code = if version >= 13 && target.state.is_none() {
@@ -116,10 +119,10 @@ async fn read_once(
                 continue;
             };
             let hw = log.high_watermark();
-            let data = data
-                .with_high_watermark(hw)
-                .with_last_stable_offset(hw)
-                .with_log_start_offset(log.log_start_offset());
+            let mut data = data.with_high_watermark(hw).with_last_stable_offset(hw);
+            if version >= 5 {
+                data = data.with_log_start_offset(log.log_start_offset());
+            }
             // KIP-74: the first batch returned may exceed the limits.
             let budget = (partition_max.max(0) as usize).min(max_bytes.saturating_sub(total));
             if budget == 0 && total > 0 {

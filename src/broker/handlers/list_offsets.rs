@@ -17,7 +17,7 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(broker: &Arc<Broker>, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let state = broker.catalog.by_name(&topic.name);
@@ -31,7 +31,11 @@ pub async fn handle(broker: &Arc<Broker>, request: ListOffsetsRequest) -> ListOf
                 partitions.push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
-            let response = response.with_leader_epoch(log.leader_epoch());
+            let response = if version >= 4 {
+                response.with_leader_epoch(log.leader_epoch())
+            } else {
+                response
+            };
             let found = match p.timestamp {
                 LATEST => Ok(Some((log.high_watermark(), -1))),
                 EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),

@@ -17,24 +17,32 @@ use crate::broker::topics::{create_topic, validate_topic_name};
 use crate::metadata::TopicId;
 use crate::storage::catalog::TopicState;
 
-fn describe(broker: &Broker, topic: &TopicState) -> MetadataResponseTopic {
+fn describe(broker: &Broker, version: i16, topic: &TopicState) -> MetadataResponseTopic {
     let node = BrokerId(broker.node_id);
     let partitions = topic
         .partitions
         .iter()
         .map(|log| {
-            MetadataResponsePartition::default()
+            let partition = MetadataResponsePartition::default()
                 .with_partition_index(log.partition)
                 .with_leader_id(node)
-                .with_leader_epoch(log.leader_epoch())
                 .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node])
+                .with_isr_nodes(vec![node]);
+            if version >= 7 {
+                partition.with_leader_epoch(log.leader_epoch())
+            } else {
+                partition
+            }
         })
         .collect();
-    MetadataResponseTopic::default()
+    let described = MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.record.name.clone()))))
-        .with_topic_id(topic.record.id.0)
-        .with_partitions(partitions)
+        .with_partitions(partitions);
+    if version >= 10 {
+        described.with_topic_id(topic.record.id.0)
+    } else {
+        described
+    }
 }
 
 fn topic_error(name: Option<TopicName>, id: uuid::Uuid, code: ResponseError) -> MetadataResponseTopic {
@@ -49,17 +57,17 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest
         && (version < 4 || request.allow_auto_topic_creation);
     let topics = match request.topics {
         // v0 uses an empty list for "all topics"; later versions use null.
-        None => broker.catalog.all().iter().map(|t| describe(broker, t)).collect(),
+        None => broker.catalog.all().iter().map(|t| describe(broker, version, t)).collect(),
         Some(list) if list.is_empty() && version == 0 => {
-            broker.catalog.all().iter().map(|t| describe(broker, t)).collect()
+            broker.catalog.all().iter().map(|t| describe(broker, version, t)).collect()
         }
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for requested in list {
                 out.push(match requested.name {
-                    Some(name) => lookup_or_create(broker, name, auto_create).await,
+                    Some(name) => lookup_or_create(broker, version, name, auto_create).await,
                     None => match broker.catalog.by_id(TopicId(requested.topic_id)) {
-                        Some(topic) => describe(broker, &topic),
+                        Some(topic) => describe(broker, version, &topic),
                         None => topic_error(None, requested.topic_id, ResponseError::UnknownTopicId),
                     },
                 });
@@ -68,21 +76,26 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest
         }
     };
     let node = BrokerId(broker.node_id);
-    MetadataResponse::default()
+    let mut response = MetadataResponse::default()
         .with_brokers(vec![
             MetadataResponseBroker::default()
                 .with_node_id(node)
                 .with_host(str_bytes(broker.advertised_host.clone()))
                 .with_port(broker.advertised_port),
         ])
-        .with_cluster_id(Some(str_bytes(broker.cluster_id.clone())))
-        .with_controller_id(node)
-        .with_topics(topics)
+        .with_topics(topics);
+    if version >= 1 {
+        response = response.with_controller_id(node);
+    }
+    if version >= 2 {
+        response = response.with_cluster_id(Some(str_bytes(broker.cluster_id.clone())));
+    }
+    response
 }
 
-async fn lookup_or_create(broker: &Broker, name: TopicName, auto_create: bool) -> MetadataResponseTopic {
+async fn lookup_or_create(broker: &Broker, version: i16, name: TopicName, auto_create: bool) -> MetadataResponseTopic {
     if let Some(topic) = broker.catalog.by_name(&name) {
-        return describe(broker, &topic);
+        return describe(broker, version, &topic);
     }
     if let Err(e) = validate_topic_name(&name) {
         return topic_error(Some(name), uuid::Uuid::nil(), e.code);
@@ -92,10 +105,10 @@ async fn lookup_or_create(broker: &Broker, name: TopicName, auto_create: bool) -
     }
     let partitions = broker.config.kafka.default_partitions;
     match create_topic(broker, &name, partitions, BTreeMap::new(), false).await {
-        Ok(Some(topic)) => describe(broker, &topic),
+        Ok(Some(topic)) => describe(broker, version, &topic),
         // Lost a race with another creator: describe theirs.
         Err(_) | Ok(None) => match broker.catalog.by_name(&name) {
-            Some(topic) => describe(broker, &topic),
+            Some(topic) => describe(broker, version, &topic),
             None => topic_error(Some(name), uuid::Uuid::nil(), ResponseError::LeaderNotAvailable),
         },
     }

@@ -30,6 +30,7 @@ struct PartitionOutcome {
     index: i32,
     outcome: Outcome,
     log_append_time: i64,
+    log_start_offset: i64,
 }
 
 fn batch_error(error: &BatchError) -> ResponseError {
@@ -66,6 +67,7 @@ async fn append_partition(
         index,
         outcome: Outcome::Failed(code, message),
         log_append_time: -1,
+        log_start_offset: -1,
     };
     let Some(topic) = topic else {
         return failed(ResponseError::UnknownTopicOrPartition, "unknown topic".into());
@@ -104,6 +106,7 @@ async fn append_partition(
             index,
             outcome: Outcome::Pending(ticket),
             log_append_time,
+            log_start_offset: log.log_start_offset(),
         },
         Err(e) => failed(append_error(&e), e.to_string()),
     }
@@ -113,7 +116,7 @@ async fn append_partition(
 /// of the response, or `None` for acks=0.
 pub async fn prepare(
     broker: &Arc<Broker>,
-    _version: i16,
+    version: i16,
     request: ProduceRequest,
 ) -> Result<Option<BoxFuture<'static, ProduceResponse>>, String> {
     let acks = request.acks;
@@ -135,6 +138,7 @@ pub async fn prepare(
                         format!("acks must be -1, 0 or 1, got {acks}"),
                     ),
                     log_append_time: -1,
+                    log_start_offset: -1,
                 });
                 continue;
             }
@@ -152,7 +156,6 @@ pub async fn prepare(
         }
         return Ok(None);
     }
-    let broker = Arc::clone(broker);
     Ok(Some(
         async move {
             let mut responses = Vec::with_capacity(topics.len());
@@ -173,13 +176,17 @@ pub async fn prepare(
                     };
                     match result {
                         Ok(base_offset) => {
-                            response = response.with_base_offset(base_offset).with_log_start_offset(0);
+                            response = response.with_base_offset(base_offset);
+                            if version >= 5 {
+                                response = response.with_log_start_offset(p.log_start_offset);
+                            }
                         }
                         Err((code, message)) => {
                             tracing::debug!(topic = %&*name, partition = p.index, ?code, %message, "produce failed");
-                            response = response
-                                .with_error_code(code.code())
-                                .with_error_message(Some(str_bytes(message)));
+                            response = response.with_error_code(code.code());
+                            if version >= 8 {
+                                response = response.with_error_message(Some(str_bytes(message)));
+                            }
                         }
                     }
                     partitions.push(response);
@@ -191,7 +198,6 @@ pub async fn prepare(
                         .with_partition_responses(partitions),
                 );
             }
-            drop(broker);
             ProduceResponse::default().with_responses(responses)
         }
         .boxed(),

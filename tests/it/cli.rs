@@ -1,0 +1,83 @@
+//! The newcomer's tools: `strata topic|produce|consume` against a running
+//! broker, checked on their output and exit codes.
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use crate::common::{STRATA, TestBroker};
+
+fn strata(broker: &TestBroker, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(STRATA)
+        .args(args)
+        .env("STRATA_BROKERS", &broker.addr)
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run strata");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    child.wait_with_output().expect("strata output")
+}
+
+fn ok(broker: &TestBroker, args: &[&str], stdin: &str) -> String {
+    let out = strata(broker, args, stdin);
+    assert!(
+        out.status.success(),
+        "strata {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8")
+}
+
+#[test]
+fn topic_produce_consume_round_trip() {
+    let broker = TestBroker::start(&[]);
+    ok(&broker, &["topic", "create", "cli", "--partitions", "2", "--config", "retention.ms=-1"], "");
+    assert_eq!(ok(&broker, &["topic", "list"], ""), "cli\n");
+    let described = ok(&broker, &["topic", "describe", "cli"], "");
+    assert!(described.contains("partitions: 2"), "{described}");
+    assert!(described.contains("retention.ms=-1"), "{described}");
+    assert!(described.contains("max.message.bytes=1048588"), "{described}");
+
+    let lines: String = (0..20).map(|i| format!("user{i}|clicked {i}\n")).collect();
+    ok(&broker, &["produce", "cli", "--key-separator", "|", "--partition", "1", "--compression", "zstd"], &lines);
+    let out = ok(
+        &broker,
+        &["consume", "cli", "--partition", "1", "--from", "beginning", "--max-messages", "20", "--print-key", "--print-offset"],
+        "",
+    );
+    let expected: String = (0..20).map(|i| format!("1\t{i}\tuser{i}\tclicked {i}\n")).collect();
+    assert_eq!(out, expected);
+    let from_offset = ok(
+        &broker,
+        &["consume", "cli", "--partition", "1", "--from", "18", "--max-messages", "2"],
+        "",
+    );
+    assert_eq!(from_offset, "clicked 18\nclicked 19\n");
+    let idle = ok(&broker, &["consume", "cli", "--partition", "0", "--idle-timeout-ms", "1500"], "");
+    assert_eq!(idle, "", "partition 0 is empty; consume exits when idle");
+
+    ok(&broker, &["topic", "delete", "cli"], "");
+    assert_eq!(ok(&broker, &["topic", "list"], ""), "");
+}
+
+#[test]
+fn cli_errors_say_what_to_fix() {
+    let broker = TestBroker::start(&[]);
+    let bad = strata(&broker, &["topic", "create", "has space"], "");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("not a valid topic name"));
+    let missing = strata(&broker, &["topic", "describe", "nope"], "");
+    assert!(!missing.status.success());
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("does not exist"));
+    ok(&broker, &["topic", "create", "dup"], "");
+    let dup = strata(&broker, &["topic", "create", "dup"], "");
+    assert!(!dup.status.success());
+    assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
+}

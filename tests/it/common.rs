@@ -1,0 +1,268 @@
+//! Test harness: start, kill -9 and restart a `strata serve` process, plus
+//! small client helpers.
+
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::FutureProducer;
+use rdkafka::{Offset, TopicPartitionList};
+use tempfile::TempDir;
+
+pub const STRATA: &str = env!("CARGO_BIN_EXE_strata");
+
+pub struct TestBroker {
+    child: Option<Child>,
+    pub addr: String,
+    pub data_dir: PathBuf,
+    args: Vec<String>,
+    envs: Vec<(String, String)>,
+    starts: usize,
+    _tmp: Option<TempDir>,
+}
+
+impl TestBroker {
+    /// A broker with a fresh data directory and extra `serve` arguments.
+    pub fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut broker = TestBroker {
+            child: None,
+            addr: String::new(),
+            data_dir: tmp.path().to_path_buf(),
+            args: args.iter().map(|s| s.to_string()).collect(),
+            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            starts: 0,
+            _tmp: Some(tmp),
+        };
+        broker.spawn();
+        broker
+    }
+
+    fn log_path(&self, n: usize) -> PathBuf {
+        self.data_dir.join(format!("broker-{n}.log"))
+    }
+
+    fn spawn(&mut self) {
+        self.starts += 1;
+        let log = File::create(self.log_path(self.starts)).expect("log file");
+        let mut cmd = Command::new(STRATA);
+        cmd.arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--kafka-addr")
+            .arg("127.0.0.1:0")
+            .args(&self.args)
+            .env("RUST_LOG", "info,strata=debug")
+            .env_remove("STRATA_CONFIG")
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(log));
+        for (k, v) in &self.envs {
+            cmd.env(k, v);
+        }
+        self.child = Some(cmd.spawn().expect("spawn strata"));
+        self.addr = self.wait_for_listen();
+    }
+
+    fn wait_for_listen(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let text = self.log(self.starts);
+            if let Some(line) = text.lines().find(|l| l.starts_with("strata listening on ")) {
+                return line.trim_start_matches("strata listening on ").trim().to_string();
+            }
+            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+                panic!("strata exited with {status} before listening:\n{text}");
+            }
+            assert!(Instant::now() < deadline, "strata did not start within 60s:\n{text}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Everything the n-th start of the broker logged.
+    pub fn log(&self, n: usize) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = File::open(self.log_path(n)) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    /// SIGKILL: no flush, no shutdown hook, like a crash.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Graceful stop (SIGTERM) and wait for the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let mut child = self.child.take().expect("running broker");
+        let pid = child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        child.wait().expect("wait for strata")
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running broker").id()
+    }
+
+    /// Resident set size of the broker process, in KiB.
+    pub fn rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .expect("VmRSS")
+    }
+
+    pub fn objects_dir(&self) -> PathBuf {
+        self.data_dir.join("objects")
+    }
+
+    pub fn producer(&self, extra: &[(&str, &str)]) -> FutureProducer {
+        let mut config = ClientConfig::new();
+        config
+            .set("bootstrap.servers", &self.addr)
+            .set("message.timeout.ms", "30000")
+            .set("linger.ms", "5");
+        for (k, v) in extra {
+            config.set(*k, *v);
+        }
+        config.create().expect("producer")
+    }
+
+    pub fn admin(&self) -> AdminClient<DefaultClientContext> {
+        ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()
+            .expect("admin client")
+    }
+
+    pub async fn create_topic(&self, name: &str, partitions: i32) {
+        let results = self
+            .admin()
+            .create_topics(
+                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                &AdminOptions::new(),
+            )
+            .await
+            .expect("create topics request");
+        for result in results {
+            result.expect("topic created");
+        }
+    }
+
+    /// Consumes every record of `topic`/`partition` from `from` up to the
+    /// current end: `(offset, key, value, timestamp)`.
+    pub fn consume_all(&self, topic: &str, partition: i32, from: Offset) -> Vec<Consumed> {
+        consume_until_end(&self.addr, topic, partition, from)
+    }
+
+    pub fn high_watermark(&self, topic: &str, partition: i32) -> i64 {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &self.addr)
+            .create()
+            .expect("consumer");
+        consumer
+            .fetch_watermarks(topic, partition, Duration::from_secs(10))
+            .expect("watermarks")
+            .1
+    }
+}
+
+impl Drop for TestBroker {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Consumed {
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub value: Option<Vec<u8>>,
+    pub timestamp: Option<i64>,
+    pub headers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+pub fn consume_until_end(addr: &str, topic: &str, partition: i32, from: Offset) -> Vec<Consumed> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("group.id", "strata-tests-unused")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .expect("consumer");
+    let (_, high) = consumer
+        .fetch_watermarks(topic, partition, Duration::from_secs(10))
+        .expect("watermarks");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, from).expect("offset");
+    consumer.assign(&tpl).expect("assign");
+    let mut out = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        assert!(Instant::now() < deadline, "consume timed out after {} records (high watermark {high})", out.len());
+        match consumer.poll(Duration::from_millis(200)) {
+            None => continue,
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            Some(Err(e)) => panic!("consume error: {e}"),
+            Some(Ok(m)) => {
+                use rdkafka::message::Headers;
+                let headers = m
+                    .headers()
+                    .map(|h| {
+                        h.iter()
+                            .map(|h| (h.key.to_string(), h.value.map(|v| v.to_vec())))
+                            .collect()
+                    })
+                    .unwrap_or_default();
+                out.push(Consumed {
+                    offset: m.offset(),
+                    key: m.key().map(|k| k.to_vec()),
+                    value: m.payload().map(|v| v.to_vec()),
+                    timestamp: m.timestamp().to_millis(),
+                    headers,
+                });
+                if m.offset() + 1 >= high {
+                    break;
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Files under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                out.extend(files_under(&path));
+            } else {
+                out.push(path);
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,12 @@
+//! Integration tests: a real `strata` process on a real TCP port, driven by
+//! real Kafka clients (librdkafka through the `rdkafka` crate, kcat, and raw
+//! protocol frames for the bad-input cases), against the embedded object
+//! store and against a real S3 server (moto) over HTTP.
+
+mod admin;
+mod bad_input;
+mod cli;
+mod common;
+mod crash;
+mod produce_consume;
+mod s3;
