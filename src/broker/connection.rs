@@ -47,7 +47,10 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: C
 
 /// Reads one frame body of `size` bytes without trusting `size` for the
 /// allocation: the buffer grows only as bytes actually arrive.
-async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, size: usize) -> std::io::Result<Bytes> {
+async fn read_frame<R: AsyncReadExt + Unpin>(
+    reader: &mut R,
+    size: usize,
+) -> std::io::Result<Bytes> {
     let mut buf = BytesMut::with_capacity(size.min(64 * 1024));
     while buf.len() < size {
         let want = (size - buf.len()).min(1024 * 1024);
@@ -63,7 +66,11 @@ async fn read_frame<R: AsyncReadExt + Unpin>(reader: &mut R, size: usize) -> std
     Ok(buf.freeze())
 }
 
-async fn serve(broker: Arc<Broker>, stream: TcpStream, shutdown: CancellationToken) -> Result<(), String> {
+async fn serve(
+    broker: Arc<Broker>,
+    stream: TcpStream,
+    shutdown: CancellationToken,
+) -> Result<(), String> {
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let max_frame = broker.config.kafka.max_frame_bytes;

@@ -27,8 +27,12 @@ pub enum Dispatched {
 }
 
 fn decode<T: Decodable>(frame: &mut RequestFrame) -> Result<T, String> {
-    T::decode(&mut frame.body, frame.api_version)
-        .map_err(|e| format!("malformed {:?} v{} request: {e}", frame.api_key, frame.api_version))
+    T::decode(&mut frame.body, frame.api_version).map_err(|e| {
+        format!(
+            "malformed {:?} v{} request: {e}",
+            frame.api_key, frame.api_version
+        )
+    })
 }
 
 fn encode<M: Encodable + HeaderVersion>(frame: &RequestFrame, body: &M) -> Result<Bytes, String> {
@@ -63,23 +67,38 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<D
         }
         ApiKey::Metadata => {
             let request = decode(&mut frame)?;
-            encode(&frame, &handlers::metadata::handle(broker, version, request).await)?
+            encode(
+                &frame,
+                &handlers::metadata::handle(broker, version, request).await,
+            )?
         }
         ApiKey::CreateTopics => {
             let request = decode(&mut frame)?;
-            encode(&frame, &handlers::create_topics::handle(broker, version, request).await)?
+            encode(
+                &frame,
+                &handlers::create_topics::handle(broker, version, request).await,
+            )?
         }
         ApiKey::DeleteTopics => {
             let request = decode(&mut frame)?;
-            encode(&frame, &handlers::delete_topics::handle(broker, version, request).await)?
+            encode(
+                &frame,
+                &handlers::delete_topics::handle(broker, version, request).await,
+            )?
         }
         ApiKey::DescribeConfigs => {
             let request = decode(&mut frame)?;
-            encode(&frame, &handlers::describe_configs::handle(broker, version, request))?
+            encode(
+                &frame,
+                &handlers::describe_configs::handle(broker, version, request),
+            )?
         }
         ApiKey::ListOffsets => {
             let request = decode(&mut frame)?;
-            encode(&frame, &handlers::list_offsets::handle(broker, version, request).await)?
+            encode(
+                &frame,
+                &handlers::list_offsets::handle(broker, version, request).await,
+            )?
         }
         ApiKey::Produce => {
             let request = decode(&mut frame)?;

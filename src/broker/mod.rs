@@ -71,13 +71,19 @@ impl RunningBroker {
 impl Broker {
     pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         config.validate()?;
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data directory {}", config.data_dir.display()))?;
+        std::fs::create_dir_all(&config.data_dir).with_context(|| {
+            format!("cannot create data directory {}", config.data_dir.display())
+        })?;
         let metadata = metadata::open(&config.metadata_url()).await?;
         let cluster_id = metadata.cluster_id().await?;
         let storage = ObjectStorage::open(&config.object_store_url(), &config.s3)?;
         let cache = Arc::new(
-            BlockCache::open(&config.cache, &config.data_dir.join("cache"), storage.clone()).await?,
+            BlockCache::open(
+                &config.cache,
+                &config.data_dir.join("cache"),
+                storage.clone(),
+            )
+            .await?,
         );
         let started_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)

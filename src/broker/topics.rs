@@ -86,11 +86,23 @@ pub fn topic_config_defaults(broker: &Broker) -> Vec<(&'static str, ConfigType, 
     vec![
         ("cleanup.policy", ConfigType::List, "delete".into()),
         ("compression.type", ConfigType::String, "producer".into()),
-        ("max.message.bytes", ConfigType::Int, kafka.message_max_bytes.to_string()),
-        ("message.timestamp.type", ConfigType::String, "CreateTime".into()),
+        (
+            "max.message.bytes",
+            ConfigType::Int,
+            kafka.message_max_bytes.to_string(),
+        ),
+        (
+            "message.timestamp.type",
+            ConfigType::String,
+            "CreateTime".into(),
+        ),
         ("min.insync.replicas", ConfigType::Int, "1".into()),
         ("retention.bytes", ConfigType::Long, "-1".into()),
-        ("retention.ms", ConfigType::Long, kafka.retention_ms.to_string()),
+        (
+            "retention.ms",
+            ConfigType::Long,
+            kafka.retention_ms.to_string(),
+        ),
         ("segment.bytes", ConfigType::Int, "1073741824".into()),
         ("segment.ms", ConfigType::Long, "604800000".into()),
     ]
@@ -162,7 +174,9 @@ pub async fn create_topic(
     if !(1..=MAX_PARTITIONS_PER_TOPIC).contains(&partitions) {
         return Err(TopicError::new(
             ResponseError::InvalidPartitions,
-            format!("number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"),
+            format!(
+                "number of partitions must be between 1 and {MAX_PARTITIONS_PER_TOPIC}, got {partitions}"
+            ),
         ));
     }
     validate_configs(broker, &configs)?;
@@ -234,7 +248,9 @@ mod tests {
     fn config_values_are_checked() {
         assert!(validate_config_value("retention.ms", ConfigType::Long, "-1").is_ok());
         assert!(validate_config_value("retention.ms", ConfigType::Long, "-2").is_err());
-        assert!(validate_config_value("cleanup.policy", ConfigType::List, "compact,delete").is_ok());
+        assert!(
+            validate_config_value("cleanup.policy", ConfigType::List, "compact,delete").is_ok()
+        );
         assert!(validate_config_value("cleanup.policy", ConfigType::List, "forever").is_err());
         assert!(validate_config_value("max.message.bytes", ConfigType::Int, "abc").is_err());
     }

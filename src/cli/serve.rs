@@ -106,7 +106,9 @@ impl ServeArgs {
 
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
-    let running = Broker::start(config).await.context("cannot start the broker")?;
+    let running = Broker::start(config)
+        .await
+        .context("cannot start the broker")?;
     // Tests and scripts wait for this line to know the port.
     eprintln!("strata listening on {}", running.local_addr);
     wait_for_signal().await;

@@ -234,7 +234,10 @@ impl Config {
             })
         };
         if let Some(addr) = &self.advertised_addr
-            && addr.rsplit_once(':').and_then(|(_, p)| p.parse::<u16>().ok()).is_none()
+            && addr
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.parse::<u16>().ok())
+                .is_none()
         {
             return invalid("advertised_addr", "expected HOST:PORT");
         }
@@ -254,7 +257,10 @@ impl Config {
             return invalid("kafka.max_inflight_per_connection", "must be at least 1");
         }
         if self.kafka.max_frame_bytes < 1024 || self.kafka.max_frame_bytes > i32::MAX as usize {
-            return invalid("kafka.max_frame_bytes", "must be between 1024 and 2147483647");
+            return invalid(
+                "kafka.max_frame_bytes",
+                "must be between 1024 and 2147483647",
+            );
         }
         Ok(())
     }

@@ -11,8 +11,8 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 use super::{
-    ChunkOutcome, ChunkRecord, MetadataError, MetadataStore, ObjectCommit, PartitionRecord,
-    Result, TopicId, TopicRecord,
+    ChunkOutcome, ChunkRecord, MetadataError, MetadataStore, ObjectCommit, PartitionRecord, Result,
+    TopicId, TopicRecord,
 };
 
 const SCHEMA_VERSION: i64 = 1;
@@ -143,13 +143,18 @@ impl MetadataStore for SqliteStore {
     async fn cluster_id(&self) -> Result<String> {
         self.with_conn(|conn| {
             let existing: Option<String> = conn
-                .query_row("SELECT cluster_id FROM cluster WHERE id = 0", [], |r| r.get(0))
+                .query_row("SELECT cluster_id FROM cluster WHERE id = 0", [], |r| {
+                    r.get(0)
+                })
                 .optional()?;
             if let Some(id) = existing {
                 return Ok(id);
             }
             let id = Uuid::new_v4().simple().to_string();
-            conn.execute("INSERT INTO cluster (id, cluster_id) VALUES (0, ?1)", params![id])?;
+            conn.execute(
+                "INSERT INTO cluster (id, cluster_id) VALUES (0, ?1)",
+                params![id],
+            )?;
             Ok(id)
         })
         .await
@@ -202,8 +207,10 @@ impl MetadataStore for SqliteStore {
 
     async fn delete_topic(&self, id: TopicId) -> Result<()> {
         self.with_conn(move |conn| {
-            let deleted =
-                conn.execute("DELETE FROM topics WHERE topic_id = ?1", params![id.0.to_string()])?;
+            let deleted = conn.execute(
+                "DELETE FROM topics WHERE topic_id = ?1",
+                params![id.0.to_string()],
+            )?;
             if deleted == 0 {
                 return Err(MetadataError::UnknownTopic(id.to_string()));
             }
@@ -214,8 +221,8 @@ impl MetadataStore for SqliteStore {
 
     async fn list_topics(&self) -> Result<Vec<TopicRecord>> {
         self.with_conn(|conn| {
-            let mut stmt =
-                conn.prepare("SELECT topic_id, name, partitions, configs FROM topics ORDER BY name")?;
+            let mut stmt = conn
+                .prepare("SELECT topic_id, name, partitions, configs FROM topics ORDER BY name")?;
             let rows = stmt.query_map([], |r| {
                 Ok((
                     r.get::<_, String>(0)?,
@@ -227,8 +234,10 @@ impl MetadataStore for SqliteStore {
             let mut topics = Vec::new();
             for row in rows {
                 let (id, name, partitions, configs) = row?;
-                let configs: BTreeMap<String, String> = serde_json::from_str(&configs)
-                    .map_err(|e| MetadataError::Backend(format!("corrupt configs of {name}: {e}")))?;
+                let configs: BTreeMap<String, String> =
+                    serde_json::from_str(&configs).map_err(|e| {
+                        MetadataError::Backend(format!("corrupt configs of {name}: {e}"))
+                    })?;
                 topics.push(TopicRecord {
                     id: parse_topic_id(&id)?,
                     name,
@@ -311,7 +320,13 @@ impl MetadataStore for SqliteStore {
                     "UPDATE partitions SET high_watermark = ?1
                      WHERE topic_id = ?2 AND partition = ?3 AND leader_epoch = ?4
                        AND high_watermark = ?5",
-                    params![next, topic, c.partition, c.leader_epoch, c.chunk.base_offset],
+                    params![
+                        next,
+                        topic,
+                        c.partition,
+                        c.leader_epoch,
+                        c.chunk.base_offset
+                    ],
                 )?;
                 if updated == 0 {
                     let state: Option<(i32, i64)> = tx
@@ -364,9 +379,11 @@ impl MetadataStore for SqliteStore {
         let key = key.to_string();
         self.with_conn(move |conn| {
             let found: Option<i64> = conn
-                .query_row("SELECT 1 FROM objects WHERE object_key = ?1", params![key], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT 1 FROM objects WHERE object_key = ?1",
+                    params![key],
+                    |r| r.get(0),
+                )
                 .optional()?;
             Ok(found.is_some())
         })
@@ -415,7 +432,9 @@ mod tests {
     #[tokio::test]
     async fn commit_is_fenced_on_epoch_and_offsets() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let store = SqliteStore::open(&dir.path().join("m.db")).await.expect("open");
+        let store = SqliteStore::open(&dir.path().join("m.db"))
+            .await
+            .expect("open");
         let topic = store
             .create_topic("t", 1, BTreeMap::new(), 0)
             .await
@@ -430,7 +449,10 @@ mod tests {
                 chunk: chunk(base, last),
             }],
         };
-        let out = store.commit_object(commit("a", 0, 0, 9)).await.expect("commit");
+        let out = store
+            .commit_object(commit("a", 0, 0, 9))
+            .await
+            .expect("commit");
         assert_eq!(out, vec![ChunkOutcome::Committed]);
         // A gap is refused and leaves nothing behind.
         assert!(matches!(
@@ -444,7 +466,10 @@ mod tests {
             store.commit_object(commit("c", 0, 10, 12)).await,
             Err(MetadataError::Fenced(_))
         ));
-        store.commit_object(commit("d", 1, 10, 12)).await.expect("new epoch commits");
+        store
+            .commit_object(commit("d", 1, 10, 12))
+            .await
+            .expect("new epoch commits");
         let parts = store.partitions(topic.id).await.expect("partitions");
         assert_eq!(parts[0].high_watermark, 13);
         assert_eq!(store.chunks(topic.id, 0).await.expect("chunks").len(), 2);

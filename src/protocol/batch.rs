@@ -179,7 +179,9 @@ pub fn assign_offsets(records: &mut BytesMut, base_offset: i64, leader_epoch: i3
     let mut at = 0usize;
     while at + BATCH_HEADER_LEN <= records.len() {
         let (total, delta) = {
-            let header = BatchHeader { bytes: &records[at..] };
+            let header = BatchHeader {
+                bytes: &records[at..],
+            };
             (header.total_len() as usize, header.last_offset_delta())
         };
         records[at..at + 8].copy_from_slice(&next.to_be_bytes());
@@ -196,7 +198,10 @@ pub fn assign_offsets(records: &mut BytesMut, base_offset: i64, leader_epoch: i3
 pub fn set_log_append_time(records: &mut BytesMut, now_ms: i64) {
     let mut at = 0usize;
     while at + BATCH_HEADER_LEN <= records.len() {
-        let total = BatchHeader { bytes: &records[at..] }.total_len() as usize;
+        let total = BatchHeader {
+            bytes: &records[at..],
+        }
+        .total_len() as usize;
         let end = (at + total).min(records.len());
         let attributes = read_i16(records, at + OFFSET_ATTRIBUTES) | 0x08;
         records[at + OFFSET_ATTRIBUTES..at + OFFSET_ATTRIBUTES + 2]
@@ -323,7 +328,11 @@ mod tests {
         let tail = slice_from_offset(&frozen, 104, 1);
         let header = BatchHeader::new(&tail).expect("header");
         assert!(header.base_offset() <= 104 && header.last_offset() >= 104);
-        assert_eq!(tail.len() as i64, header.total_len(), "one batch when max_bytes is tiny");
+        assert_eq!(
+            tail.len() as i64,
+            header.total_len(),
+            "one batch when max_bytes is tiny"
+        );
         assert!(slice_from_offset(&frozen, 105, 1 << 20).is_empty());
     }
 
@@ -348,7 +357,10 @@ mod tests {
         ));
         let mut buf = encode_batch(1, Compression::None);
         buf[OFFSET_MAGIC] = 1;
-        assert_eq!(validate_produce_batches(&buf), Err(BatchError::UnsupportedMagic(1)));
+        assert_eq!(
+            validate_produce_batches(&buf),
+            Err(BatchError::UnsupportedMagic(1))
+        );
         let buf = encode_batch(1, Compression::None);
         assert!(matches!(
             validate_produce_batches(&buf[..buf.len() - 1]),

@@ -64,12 +64,13 @@ pub fn decode_request_header(mut frame: Bytes) -> Result<RequestFrame, FrameErro
     } else {
         1
     };
-    let header =
-        RequestHeader::decode(&mut frame, header_version).map_err(|source| FrameError::BadHeader {
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|source| {
+        FrameError::BadHeader {
             api: api_key,
             version: api_version,
             source,
-        })?;
+        }
+    })?;
     Ok(RequestFrame {
         api_key,
         api_version,
@@ -98,7 +99,8 @@ pub fn encode_response<M: Encodable + HeaderVersion>(
     header
         .encode(&mut buf, header_version)
         .map_err(FrameError::Encode)?;
-    body.encode(&mut buf, api_version).map_err(FrameError::Encode)?;
+    body.encode(&mut buf, api_version)
+        .map_err(FrameError::Encode)?;
     let size = (buf.len() - 4) as i32;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
@@ -110,8 +112,14 @@ mod tests {
 
     #[test]
     fn frame_size_limits() {
-        assert!(matches!(check_frame_size(-1, 100), Err(FrameError::NegativeSize(-1))));
-        assert!(matches!(check_frame_size(101, 100), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            check_frame_size(-1, 100),
+            Err(FrameError::NegativeSize(-1))
+        ));
+        assert!(matches!(
+            check_frame_size(101, 100),
+            Err(FrameError::TooLarge { .. })
+        ));
         assert_eq!(check_frame_size(100, 100).expect("fits"), 100);
     }
 

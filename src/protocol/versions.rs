@@ -35,7 +35,10 @@ mod tests {
     fn table_stays_within_what_the_codec_knows() {
         for (api, min, max) in SUPPORTED {
             let known = api.valid_versions();
-            assert!(*min >= known.min && *max <= known.max, "{api:?} {min}..={max}");
+            assert!(
+                *min >= known.min && *max <= known.max,
+                "{api:?} {min}..={max}"
+            );
         }
         assert!(is_supported(ApiKey::ApiVersions, 3));
         assert!(!is_supported(ApiKey::ApiVersions, 4));

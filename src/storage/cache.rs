@@ -29,7 +29,11 @@ fn block_key(object_key: &str, block: u64) -> String {
 }
 
 impl BlockCache {
-    pub async fn open(config: &CacheConfig, dir: &Path, storage: ObjectStorage) -> anyhow::Result<Self> {
+    pub async fn open(
+        config: &CacheConfig,
+        dir: &Path,
+        storage: ObjectStorage,
+    ) -> anyhow::Result<Self> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
         // foyer's disk blocks must hold at least one of our blocks.
@@ -71,7 +75,12 @@ impl BlockCache {
     }
 
     /// Bytes `range` of the object `object_key` of `object_size` bytes.
-    pub async fn read(&self, object_key: &str, object_size: u64, range: Range<u64>) -> anyhow::Result<Bytes> {
+    pub async fn read(
+        &self,
+        object_key: &str,
+        object_size: u64,
+        range: Range<u64>,
+    ) -> anyhow::Result<Bytes> {
         if range.start >= range.end || range.end > object_size {
             bail!(
                 "invalid read of {object_key}: bytes {}..{} of an object of {object_size} bytes",
@@ -105,7 +114,9 @@ impl BlockCache {
         let path = object_store::path::Path::from(object_key);
         let entry = self
             .cache
-            .get_or_fetch(&key, move || async move { storage.get_range(&path, start..end).await })
+            .get_or_fetch(&key, move || async move {
+                storage.get_range(&path, start..end).await
+            })
             .await
             .with_context(|| format!("cannot read block {index} of {object_key}"))?;
         let block = entry.value().clone();
@@ -132,8 +143,11 @@ mod tests {
     #[tokio::test]
     async fn reads_across_blocks_and_from_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let storage = ObjectStorage::open(&dir.path().join("objects").display().to_string(), &S3Config::default())
-            .expect("open");
+        let storage = ObjectStorage::open(
+            &dir.path().join("objects").display().to_string(),
+            &S3Config::default(),
+        )
+        .expect("open");
         let config = CacheConfig {
             memory_bytes: 1 << 20,
             disk_bytes: 64 << 20,
@@ -142,17 +156,31 @@ mod tests {
         let cache = BlockCache::open(&config, &dir.path().join("cache"), storage.clone())
             .await
             .expect("cache");
-        let data: Bytes = (0..10_000u32).map(|i| (i % 251) as u8).collect::<Vec<_>>().into();
+        let data: Bytes = (0..10_000u32)
+            .map(|i| (i % 251) as u8)
+            .collect::<Vec<_>>()
+            .into();
         let key = object_store::path::Path::from("wal/1-x.wal");
         storage.put(&key, data.clone()).await.expect("put");
         // Cold: every block comes from the store.
-        let got = cache.read("wal/1-x.wal", 10_000, 4000..9000).await.expect("read");
+        let got = cache
+            .read("wal/1-x.wal", 10_000, 4000..9000)
+            .await
+            .expect("read");
         assert_eq!(got, data.slice(4000..9000));
         let gets = storage.metrics().get.requests();
         // Warm: no further GET.
-        let again = cache.read("wal/1-x.wal", 10_000, 4100..4200).await.expect("read");
+        let again = cache
+            .read("wal/1-x.wal", 10_000, 4100..4200)
+            .await
+            .expect("read");
         assert_eq!(again, data.slice(4100..4200));
         assert_eq!(storage.metrics().get.requests(), gets);
-        assert!(cache.read("wal/1-x.wal", 10_000, 9000..10_001).await.is_err());
+        assert!(
+            cache
+                .read("wal/1-x.wal", 10_000, 9000..10_001)
+                .await
+                .is_err()
+        );
     }
 }

@@ -15,7 +15,9 @@ pub struct TopicState {
 
 impl TopicState {
     pub fn partition(&self, partition: i32) -> Option<&Arc<PartitionLog>> {
-        usize::try_from(partition).ok().and_then(|p| self.partitions.get(p))
+        usize::try_from(partition)
+            .ok()
+            .and_then(|p| self.partitions.get(p))
     }
 }
 
@@ -34,7 +36,8 @@ impl Catalog {
     pub fn insert(&self, topic: TopicState) -> Arc<TopicState> {
         let topic = Arc::new(topic);
         if let Ok(mut maps) = self.maps.write() {
-            maps.by_name.insert(topic.record.name.clone(), Arc::clone(&topic));
+            maps.by_name
+                .insert(topic.record.name.clone(), Arc::clone(&topic));
             maps.by_id.insert(topic.record.id, Arc::clone(&topic));
         }
         topic

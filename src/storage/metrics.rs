@@ -7,7 +7,17 @@ use std::time::Duration;
 
 /// Upper bounds (microseconds) of the latency histogram buckets.
 pub const LATENCY_BUCKETS_US: [u64; 12] = [
-    500, 1_000, 2_000, 5_000, 10_000, 20_000, 50_000, 100_000, 200_000, 500_000, 1_000_000,
+    500,
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
     u64::MAX,
 ];
 

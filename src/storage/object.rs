@@ -19,7 +19,9 @@ use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
-use object_store::{ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig};
+use object_store::{
+    ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+};
 use rand::Rng;
 use thiserror::Error;
 
@@ -112,7 +114,9 @@ impl ObjectStorage {
         if let Some(rest) = url.strip_prefix("s3://") {
             let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty() {
-                anyhow::bail!("object store URL '{url}' has no bucket: expected s3://bucket/prefix");
+                anyhow::bail!(
+                    "object store URL '{url}' has no bucket: expected s3://bucket/prefix"
+                );
             }
             let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
             if let Some(endpoint) = &s3.endpoint {
@@ -142,7 +146,10 @@ impl ObjectStorage {
             // options (allow_http among them) taken from flags and AWS_* vars.
             let store = builder
                 .with_retry(no_retry)
-                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout), "5s")
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
+                    "5s",
+                )
                 .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "30s")
                 .build()
                 .map_err(|e| anyhow::anyhow!("cannot configure S3 store for '{url}': {e}"))?;
@@ -158,7 +165,9 @@ impl ObjectStorage {
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
         if dir.contains("://") {
-            anyhow::bail!("unsupported object store URL '{url}': expected a path, file:///path or s3://bucket/prefix");
+            anyhow::bail!(
+                "unsupported object store URL '{url}': expected a path, file:///path or s3://bucket/prefix"
+            );
         }
         std::fs::create_dir_all(dir)
             .map_err(|e| anyhow::anyhow!("cannot create object store directory {dir}: {e}"))?;
@@ -226,25 +235,37 @@ impl ObjectStorage {
 
     pub async fn put(&self, key: &Path, data: Bytes) -> Result<(), StorageError> {
         let len = data.len() as u64;
-        self.layered("put", key.as_ref(), &self.metrics.put, |_| len, || {
-            self.inner.put(key, PutPayload::from_bytes(data.clone()))
-        })
+        self.layered(
+            "put",
+            key.as_ref(),
+            &self.metrics.put,
+            |_| len,
+            || self.inner.put(key, PutPayload::from_bytes(data.clone())),
+        )
         .await
         .map(|_| ())
     }
 
     pub async fn get_range(&self, key: &Path, range: Range<u64>) -> Result<Bytes, StorageError> {
-        self.layered("get", key.as_ref(), &self.metrics.get, |b: &Bytes| b.len() as u64, || {
-            self.inner.get_range(key, range.clone())
-        })
+        self.layered(
+            "get",
+            key.as_ref(),
+            &self.metrics.get,
+            |b: &Bytes| b.len() as u64,
+            || self.inner.get_range(key, range.clone()),
+        )
         .await
     }
 
     pub async fn delete(&self, key: &Path) -> Result<(), StorageError> {
         let result = self
-            .layered("delete", key.as_ref(), &self.metrics.delete, |_| 0, || {
-                self.inner.delete(key)
-            })
+            .layered(
+                "delete",
+                key.as_ref(),
+                &self.metrics.delete,
+                |_| 0,
+                || self.inner.delete(key),
+            )
             .await;
         match result {
             Err(e) if e.kind == StorageErrorKind::NotFound => Ok(()),
@@ -254,9 +275,13 @@ impl ObjectStorage {
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
         let prefix_path = Path::from(prefix);
-        self.layered("list", prefix, &self.metrics.list, |v: &Vec<ObjectMeta>| v.len() as u64, || {
-            self.inner.list(Some(&prefix_path)).try_collect::<Vec<_>>()
-        })
+        self.layered(
+            "list",
+            prefix,
+            &self.metrics.list,
+            |v: &Vec<ObjectMeta>| v.len() as u64,
+            || self.inner.list(Some(&prefix_path)).try_collect::<Vec<_>>(),
+        )
         .await
     }
 }
@@ -279,9 +304,18 @@ mod tests {
         let store = ObjectStorage::open(&dir.path().display().to_string(), &S3Config::default())
             .expect("open");
         let key = Path::from("wal/1-a.wal");
-        store.put(&key, Bytes::from_static(b"hello world")).await.expect("put");
-        assert_eq!(store.get_range(&key, 6..11).await.expect("get").as_ref(), b"world");
-        let missing = store.get_range(&Path::from("wal/none"), 0..1).await.expect_err("missing");
+        store
+            .put(&key, Bytes::from_static(b"hello world"))
+            .await
+            .expect("put");
+        assert_eq!(
+            store.get_range(&key, 6..11).await.expect("get").as_ref(),
+            b"world"
+        );
+        let missing = store
+            .get_range(&Path::from("wal/none"), 0..1)
+            .await
+            .expect_err("missing");
         assert_eq!(missing.kind, StorageErrorKind::NotFound);
         assert_eq!(store.list("wal").await.expect("list").len(), 1);
         store.delete(&key).await.expect("delete");

@@ -75,7 +75,11 @@ impl PartitionLog {
     /// Makes a chunk just committed to the metadata store readable.
     pub fn apply_commit(&self, chunk: ChunkRecord) {
         let next = chunk.last_offset + 1;
-        debug_assert_eq!(chunk.base_offset, self.high_watermark(), "commits apply in order");
+        debug_assert_eq!(
+            chunk.base_offset,
+            self.high_watermark(),
+            "commits apply in order"
+        );
         if let Ok(mut index) = self.index.write() {
             index.insert(chunk.base_offset, chunk);
         }
@@ -95,7 +99,12 @@ impl PartitionLog {
             .unwrap_or_default()
     }
 
-    async fn chunk_bytes(&self, cache: &BlockCache, chunk: &ChunkRecord, offset: i64) -> Result<Bytes, ReadError> {
+    async fn chunk_bytes(
+        &self,
+        cache: &BlockCache,
+        chunk: &ChunkRecord,
+        offset: i64,
+    ) -> Result<Bytes, ReadError> {
         cache
             .read(
                 &chunk.object_key,
@@ -108,7 +117,12 @@ impl PartitionLog {
 
     /// Whole record batches starting with the one holding `offset`, up to
     /// `max_bytes` (at least one batch). Empty at the high watermark.
-    pub async fn read(&self, cache: &BlockCache, offset: i64, max_bytes: usize) -> Result<Bytes, ReadError> {
+    pub async fn read(
+        &self,
+        cache: &BlockCache,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, ReadError> {
         let (start, end) = (self.log_start_offset(), self.high_watermark());
         if offset < start || offset > end {
             return Err(ReadError::OutOfRange { offset, start, end });
@@ -123,7 +137,11 @@ impl PartitionLog {
 
     /// `(offset, timestamp)` of the first record with a timestamp at or after
     /// `timestamp`, as ListOffsets answers; `None` if there is none.
-    pub async fn offset_for_timestamp(&self, cache: &BlockCache, timestamp: i64) -> Result<Option<(i64, i64)>, ReadError> {
+    pub async fn offset_for_timestamp(
+        &self,
+        cache: &BlockCache,
+        timestamp: i64,
+    ) -> Result<Option<(i64, i64)>, ReadError> {
         for chunk in self.chunks_snapshot() {
             if chunk.max_timestamp < timestamp || chunk.last_offset < self.log_start_offset() {
                 continue;
@@ -137,12 +155,21 @@ impl PartitionLog {
     }
 
     /// `(offset, timestamp)` of the first record carrying the largest timestamp.
-    pub async fn max_timestamp_offset(&self, cache: &BlockCache) -> Result<Option<(i64, i64)>, ReadError> {
+    pub async fn max_timestamp_offset(
+        &self,
+        cache: &BlockCache,
+    ) -> Result<Option<(i64, i64)>, ReadError> {
         let Some(best) = self
             .chunks_snapshot()
             .into_iter()
             .filter(|c| c.last_offset >= self.log_start_offset())
-            .reduce(|best, c| if c.max_timestamp > best.max_timestamp { c } else { best })
+            .reduce(|best, c| {
+                if c.max_timestamp > best.max_timestamp {
+                    c
+                } else {
+                    best
+                }
+            })
         else {
             return Ok(None);
         };
@@ -153,7 +180,10 @@ impl PartitionLog {
 
 /// Scans stored batches for the first record whose timestamp satisfies `want`.
 /// Only batches whose max timestamp could match are decoded.
-fn find_in_batches(data: &Bytes, want: impl Fn(i64) -> bool) -> Result<Option<(i64, i64)>, ReadError> {
+fn find_in_batches(
+    data: &Bytes,
+    want: impl Fn(i64) -> bool,
+) -> Result<Option<(i64, i64)>, ReadError> {
     for (pos, header) in iter_batches(data) {
         if !want(header.max_timestamp()) {
             continue;

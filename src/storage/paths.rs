@@ -39,6 +39,9 @@ mod tests {
         assert!(key.as_ref().starts_with("wal/1700000000123-"));
         assert_eq!(wal_object_written_ms(&key), Some(1_700_000_000_123));
         assert_eq!(wal_object_written_ms(&Path::from("topics/x/0/1.seg")), None);
-        assert_eq!(wal_object_written_ms(&Path::from("wal/notanumber-1.wal")), None);
+        assert_eq!(
+            wal_object_written_ms(&Path::from("wal/notanumber-1.wal")),
+            None
+        );
     }
 }

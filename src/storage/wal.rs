@@ -31,7 +31,9 @@ use super::cache::BlockCache;
 use super::object::ObjectStorage;
 use super::partition::PartitionLog;
 use super::paths;
-use crate::metadata::{ChunkCommit, ChunkOutcome, ChunkRecord, MetadataStore, ObjectCommit, TopicId};
+use crate::metadata::{
+    ChunkCommit, ChunkOutcome, ChunkRecord, MetadataStore, ObjectCommit, TopicId,
+};
 use crate::protocol::batch::{BatchesSummary, assign_offsets};
 
 #[derive(Debug, Clone, Error)]
@@ -128,7 +130,9 @@ impl WalWriter {
         metadata: Arc<dyn MetadataStore>,
         cache: Arc<BlockCache>,
     ) -> Arc<Self> {
-        let max_buffered_bytes = max_buffered_bytes.min(Semaphore::MAX_PERMITS).min(u32::MAX as usize);
+        let max_buffered_bytes = max_buffered_bytes
+            .min(Semaphore::MAX_PERMITS)
+            .min(u32::MAX as usize);
         Arc::new(Self {
             state: Mutex::new(State::default()),
             kick: Notify::new(),
@@ -163,7 +167,10 @@ impl WalWriter {
             .lock()
             .map_err(|_| AppendError::Storage("write buffer mutex poisoned".into()))?;
         let key = (log.topic_id, log.partition);
-        let next = state.next_offsets.entry(key).or_insert_with(|| log.high_watermark());
+        let next = state
+            .next_offsets
+            .entry(key)
+            .or_insert_with(|| log.high_watermark());
         let base_offset = *next;
         let epoch = log.leader_epoch();
         *next = assign_offsets(&mut records, base_offset, epoch);

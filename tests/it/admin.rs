@@ -15,10 +15,17 @@ use crate::common::TestBroker;
 async fn create(broker: &TestBroker, topic: NewTopic<'_>) -> Result<String, RDKafkaErrorCode> {
     let results = broker
         .admin()
-        .create_topics(&[topic], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))))
+        .create_topics(
+            &[topic],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
+        )
         .await
         .expect("request");
-    results.into_iter().next().expect("one result").map_err(|(_, code)| code)
+    results
+        .into_iter()
+        .next()
+        .expect("one result")
+        .map_err(|(_, code)| code)
 }
 
 fn topic_names(broker: &TestBroker) -> Vec<(String, usize)> {
@@ -26,7 +33,9 @@ fn topic_names(broker: &TestBroker) -> Vec<(String, usize)> {
         .set("bootstrap.servers", &broker.addr)
         .create()
         .expect("consumer");
-    let metadata = consumer.fetch_metadata(None, Duration::from_secs(10)).expect("metadata");
+    let metadata = consumer
+        .fetch_metadata(None, Duration::from_secs(10))
+        .expect("metadata");
     let mut topics: Vec<(String, usize)> = metadata
         .topics()
         .iter()
@@ -60,27 +69,59 @@ async fn create_describe_delete_topics() {
     assert_eq!(topic_names(&broker), vec![("orders".to_string(), 3)]);
 
     let configs = describe_topic(&broker, "orders").await;
-    let get = |name: &str| configs.iter().find(|(n, _, _)| n == name).cloned().expect(name);
-    assert_eq!(get("retention.ms"), ("retention.ms".into(), Some("-1".into()), false));
+    let get = |name: &str| {
+        configs
+            .iter()
+            .find(|(n, _, _)| n == name)
+            .cloned()
+            .expect(name)
+    };
+    assert_eq!(
+        get("retention.ms"),
+        ("retention.ms".into(), Some("-1".into()), false)
+    );
     assert_eq!(
         get("max.message.bytes"),
         ("max.message.bytes".into(), Some("1048588".into()), true),
         "defaults are listed and flagged as defaults"
     );
-    assert_eq!(get("message.timestamp.type").1.as_deref(), Some("CreateTime"));
+    assert_eq!(
+        get("message.timestamp.type").1.as_deref(),
+        Some("CreateTime")
+    );
 
     // The errors a user can cause, each with its Kafka code.
     let again = NewTopic::new("orders", 1, TopicReplication::Fixed(1));
-    assert_eq!(create(&broker, again).await, Err(RDKafkaErrorCode::TopicAlreadyExists));
+    assert_eq!(
+        create(&broker, again).await,
+        Err(RDKafkaErrorCode::TopicAlreadyExists)
+    );
     let bad_name = NewTopic::new("no spaces allowed", 1, TopicReplication::Fixed(1));
-    assert_eq!(create(&broker, bad_name).await, Err(RDKafkaErrorCode::InvalidTopic));
-    let bad_config = NewTopic::new("c", 1, TopicReplication::Fixed(1)).set("retention.forever", "yes");
-    assert_eq!(create(&broker, bad_config).await, Err(RDKafkaErrorCode::InvalidConfig));
+    assert_eq!(
+        create(&broker, bad_name).await,
+        Err(RDKafkaErrorCode::InvalidTopic)
+    );
+    let bad_config =
+        NewTopic::new("c", 1, TopicReplication::Fixed(1)).set("retention.forever", "yes");
+    assert_eq!(
+        create(&broker, bad_config).await,
+        Err(RDKafkaErrorCode::InvalidConfig)
+    );
     let bad_value = NewTopic::new("c", 1, TopicReplication::Fixed(1)).set("retention.ms", "soon");
-    assert_eq!(create(&broker, bad_value).await, Err(RDKafkaErrorCode::InvalidConfig));
+    assert_eq!(
+        create(&broker, bad_value).await,
+        Err(RDKafkaErrorCode::InvalidConfig)
+    );
     let no_partitions = NewTopic::new("c", 0, TopicReplication::Fixed(1));
-    assert_eq!(create(&broker, no_partitions).await, Err(RDKafkaErrorCode::InvalidPartitions));
-    assert_eq!(topic_names(&broker), vec![("orders".to_string(), 3)], "failed creates leave nothing");
+    assert_eq!(
+        create(&broker, no_partitions).await,
+        Err(RDKafkaErrorCode::InvalidPartitions)
+    );
+    assert_eq!(
+        topic_names(&broker),
+        vec![("orders".to_string(), 3)],
+        "failed creates leave nothing"
+    );
 
     // Broker configs are described too.
     let results = broker
@@ -89,7 +130,12 @@ async fn create_describe_delete_topics() {
         .await
         .expect("describe broker");
     let broker_config = results.into_iter().next().expect("one").expect("described");
-    assert!(broker_config.entries.iter().any(|e| e.name == "message.max.bytes"));
+    assert!(
+        broker_config
+            .entries
+            .iter()
+            .any(|e| e.name == "message.max.bytes")
+    );
 
     // Topics and their configs survive a restart.
     broker.restart();
@@ -99,13 +145,19 @@ async fn create_describe_delete_topics() {
     // Delete, then the name is free again and the new topic starts empty.
     let producer = broker.producer(&[]);
     let record: FutureRecord<'_, (), str> = FutureRecord::to("orders").partition(1).payload("old");
-    producer.send(record, Duration::from_secs(10)).await.expect("delivered");
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect("delivered");
     let deleted = broker
         .admin()
         .delete_topics(&["orders"], &AdminOptions::new())
         .await
         .expect("delete request");
-    assert_eq!(deleted.into_iter().next().expect("one"), Ok("orders".to_string()));
+    assert_eq!(
+        deleted.into_iter().next().expect("one"),
+        Ok("orders".to_string())
+    );
     let missing = broker
         .admin()
         .delete_topics(&["orders"], &AdminOptions::new())
@@ -113,13 +165,24 @@ async fn create_describe_delete_topics() {
         .expect("delete request");
     assert_eq!(
         missing.into_iter().next().expect("one"),
-        Err(("orders".to_string(), RDKafkaErrorCode::UnknownTopicOrPartition))
+        Err((
+            "orders".to_string(),
+            RDKafkaErrorCode::UnknownTopicOrPartition
+        ))
     );
     assert_eq!(topic_names(&broker), vec![]);
     let fresh = NewTopic::new("orders", 2, TopicReplication::Fixed(1));
     assert_eq!(create(&broker, fresh).await, Ok("orders".to_string()));
-    assert_eq!(broker.high_watermark("orders", 1), 0, "recreated topic is empty");
-    assert!(broker.consume_all("orders", 1, Offset::Beginning).is_empty());
+    assert_eq!(
+        broker.high_watermark("orders", 1),
+        0,
+        "recreated topic is empty"
+    );
+    assert!(
+        broker
+            .consume_all("orders", 1, Offset::Beginning)
+            .is_empty()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,17 +190,27 @@ async fn auto_create_follows_the_setting() {
     let broker = TestBroker::start(&["--default-partitions", "4"]);
     let producer = broker.producer(&[]);
     let record: FutureRecord<'_, (), str> = FutureRecord::to("auto.created").payload("hi");
-    producer.send(record, Duration::from_secs(10)).await.expect("auto-created and delivered");
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect("auto-created and delivered");
     assert_eq!(topic_names(&broker), vec![("auto.created".to_string(), 4)]);
 
     let strict = TestBroker::start(&["--auto-create-topics", "false"]);
     let producer = strict.producer(&[("message.timeout.ms", "3000")]);
     let record: FutureRecord<'_, (), str> = FutureRecord::to("not.there").payload("hi");
-    let err = producer.send(record, Duration::from_secs(10)).await.expect_err("no auto-create");
+    let err = producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect_err("no auto-create");
     assert!(
         matches!(
             err.0.rdkafka_error_code(),
-            Some(RDKafkaErrorCode::UnknownTopicOrPartition | RDKafkaErrorCode::UnknownTopic | RDKafkaErrorCode::MessageTimedOut)
+            Some(
+                RDKafkaErrorCode::UnknownTopicOrPartition
+                    | RDKafkaErrorCode::UnknownTopic
+                    | RDKafkaErrorCode::MessageTimedOut
+            )
         ),
         "unexpected error {:?}",
         err.0

@@ -14,7 +14,9 @@ use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, StrBytes};
-use kafka_protocol::records::{Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType};
+use kafka_protocol::records::{
+    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+};
 
 use crate::common::TestBroker;
 
@@ -26,8 +28,13 @@ struct Raw {
 impl Raw {
     fn connect(broker: &TestBroker) -> Self {
         let stream = TcpStream::connect(&broker.addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(15))).expect("timeout");
-        Raw { stream, correlation: 0 }
+        stream
+            .set_read_timeout(Some(Duration::from_secs(15)))
+            .expect("timeout");
+        Raw {
+            stream,
+            correlation: 0,
+        }
     }
 
     fn send_raw(&mut self, bytes: &[u8]) {
@@ -43,7 +50,9 @@ impl Raw {
             .with_client_id(Some(StrBytes::from_static_str("raw-test")));
         let mut buf = BytesMut::new();
         buf.put_i32(0);
-        header.encode(&mut buf, api.request_header_version(version)).expect("header");
+        header
+            .encode(&mut buf, api.request_header_version(version))
+            .expect("header");
         body.encode(&mut buf, version).expect("body");
         let size = (buf.len() - 4) as i32;
         buf[0..4].copy_from_slice(&size.to_be_bytes());
@@ -58,12 +67,22 @@ impl Raw {
         Some(Bytes::from(body))
     }
 
-    fn call<Req: Encodable, Resp: Decodable + HeaderVersion>(&mut self, api: ApiKey, version: i16, body: &Req) -> Resp {
+    fn call<Req: Encodable, Resp: Decodable + HeaderVersion>(
+        &mut self,
+        api: ApiKey,
+        version: i16,
+        body: &Req,
+    ) -> Resp {
         let frame = self.frame(api, version, body);
         self.send_raw(&frame);
         let mut response = self.read_frame().expect("a response");
-        let header_version = if api == ApiKey::ApiVersions { 0 } else { api.response_header_version(version) };
-        let header = ResponseHeader::decode(&mut response, header_version).expect("response header");
+        let header_version = if api == ApiKey::ApiVersions {
+            0
+        } else {
+            api.response_header_version(version)
+        };
+        let header =
+            ResponseHeader::decode(&mut response, header_version).expect("response header");
         assert_eq!(header.correlation_id, self.correlation);
         Resp::decode(&mut response, version).expect("response body")
     }
@@ -78,7 +97,8 @@ impl Raw {
 /// The broker still answers a fresh client.
 fn assert_serving(broker: &TestBroker) {
     let mut raw = Raw::connect(broker);
-    let response: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    let response: ApiVersionsResponse =
+        raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(response.error_code, 0);
 }
 
@@ -105,21 +125,39 @@ fn batch(values: &[&[u8]], compression: Compression) -> BytesMut {
         })
         .collect();
     let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(&mut buf, records.iter(), &RecordEncodeOptions { version: 2, compression })
-        .expect("encode");
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression,
+        },
+    )
+    .expect("encode");
     buf
 }
 
 fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
-    ProduceRequest::default().with_acks(acks).with_timeout_ms(10_000).with_topic_data(vec![
-        TopicProduceData::default()
-            .with_name(TopicName(StrBytes::from_string(topic.to_string())))
-            .with_partition_data(vec![PartitionProduceData::default().with_index(partition).with_records(Some(records))]),
-    ])
+    ProduceRequest::default()
+        .with_acks(acks)
+        .with_timeout_ms(10_000)
+        .with_topic_data(vec![
+            TopicProduceData::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_data(vec![
+                    PartitionProduceData::default()
+                        .with_index(partition)
+                        .with_records(Some(records)),
+                ]),
+        ])
 }
 
 fn produce_error(raw: &mut Raw, topic: &str, partition: i32, records: Bytes) -> i16 {
-    let response: ProduceResponse = raw.call(ApiKey::Produce, 9, &produce_request(topic, partition, records, -1));
+    let response: ProduceResponse = raw.call(
+        ApiKey::Produce,
+        9,
+        &produce_request(topic, partition, records, -1),
+    );
     response.responses[0].partition_responses[0].error_code
 }
 
@@ -138,8 +176,13 @@ fn create_topic(raw: &mut Raw, name: &str, configs: &[(&str, &str)]) -> i16 {
                 })
                 .collect(),
         );
-    let response: CreateTopicsResponse =
-        raw.call(ApiKey::CreateTopics, 7, &CreateTopicsRequest::default().with_topics(vec![topic]).with_timeout_ms(5000));
+    let response: CreateTopicsResponse = raw.call(
+        ApiKey::CreateTopics,
+        7,
+        &CreateTopicsRequest::default()
+            .with_topics(vec![topic])
+            .with_timeout_ms(5000),
+    );
     response.topics[0].error_code
 }
 
@@ -158,7 +201,9 @@ fn framing_errors_close_only_that_connection() {
     let mut raw = Raw::connect(&broker);
     raw.send_raw(&100i32.to_be_bytes());
     raw.send_raw(&[0, 18, 0, 3, 0, 0, 0, 1, 0, 0]);
-    raw.stream.shutdown(std::net::Shutdown::Write).expect("shutdown");
+    raw.stream
+        .shutdown(std::net::Shutdown::Write)
+        .expect("shutdown");
     assert!(raw.is_closed());
     // Frame too short for a header.
     let mut raw = Raw::connect(&broker);
@@ -179,7 +224,11 @@ fn framing_errors_close_only_that_connection() {
     liar.send_raw(&(50 * 1024 * 1024i32).to_be_bytes());
     liar.send_raw(&[0, 3, 0, 12]);
     assert_serving(&broker);
-    assert!(broker.rss_kib() < 200 * 1024, "rss {} KiB after a 50 MB promise", broker.rss_kib());
+    assert!(
+        broker.rss_kib() < 200 * 1024,
+        "rss {} KiB after a 50 MB promise",
+        broker.rss_kib()
+    );
 }
 
 #[test]
@@ -206,12 +255,22 @@ fn api_versions_answers_unknown_versions_with_v0() {
     for api in [0, 1, 2, 3, 18, 19, 20, 32] {
         assert!(apis.contains(&api), "api {api} advertised");
     }
-    assert!(!apis.contains(&(ApiKey::JoinGroup as i16)), "only implemented APIs are advertised");
+    assert!(
+        !apis.contains(&(ApiKey::JoinGroup as i16)),
+        "only implemented APIs are advertised"
+    );
     // And the supported versions work.
     let ok: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(ok.error_code, 0);
-    let produce = ok.api_keys.iter().find(|k| k.api_key == 0).expect("produce");
-    assert_eq!(produce.min_version, 3, "magic 0/1 produce versions are not offered");
+    let produce = ok
+        .api_keys
+        .iter()
+        .find(|k| k.api_key == 0)
+        .expect("produce");
+    assert_eq!(
+        produce.min_version, 3,
+        "magic 0/1 produce versions are not offered"
+    );
 }
 
 #[test]
@@ -264,39 +323,80 @@ fn counts_larger_than_the_bytes_that_follow() {
     }
     assert_serving(&broker);
     let after = broker.rss_kib();
-    assert!(after < before + 100 * 1024, "rss grew from {before} KiB to {after} KiB");
+    assert!(
+        after < before + 100 * 1024,
+        "rss grew from {before} KiB to {after} KiB"
+    );
 }
 
 #[test]
 fn produce_errors_carry_kafka_codes() {
     let broker = TestBroker::start(&[]);
     let mut raw = Raw::connect(&broker);
-    assert_eq!(create_topic(&mut raw, "p", &[("max.message.bytes", "2000")]), 0);
+    assert_eq!(
+        create_topic(&mut raw, "p", &[("max.message.bytes", "2000")]),
+        0
+    );
     let good = batch(&[b"fine"], Compression::None).freeze();
     assert_eq!(produce_error(&mut raw, "p", 0, good.clone()), 0);
 
     let mut bad_crc = batch(&[b"tampered"], Compression::None);
     let last = bad_crc.len() - 1;
     bad_crc[last] ^= 0x55;
-    assert_eq!(produce_error(&mut raw, "p", 0, bad_crc.freeze()), 2, "CORRUPT_MESSAGE");
+    assert_eq!(
+        produce_error(&mut raw, "p", 0, bad_crc.freeze()),
+        2,
+        "CORRUPT_MESSAGE"
+    );
 
     let mut old_magic = batch(&[b"old"], Compression::None);
     old_magic[16] = 1;
-    assert_eq!(produce_error(&mut raw, "p", 0, old_magic.freeze()), 87, "INVALID_RECORD");
+    assert_eq!(
+        produce_error(&mut raw, "p", 0, old_magic.freeze()),
+        87,
+        "INVALID_RECORD"
+    );
 
     let truncated = good.slice(..good.len() - 3);
-    assert_eq!(produce_error(&mut raw, "p", 0, truncated), 2, "CORRUPT_MESSAGE");
+    assert_eq!(
+        produce_error(&mut raw, "p", 0, truncated),
+        2,
+        "CORRUPT_MESSAGE"
+    );
 
     let big = batch(&[&[1u8; 3000][..]], Compression::None).freeze();
-    assert_eq!(produce_error(&mut raw, "p", 0, big), 10, "MESSAGE_TOO_LARGE");
+    assert_eq!(
+        produce_error(&mut raw, "p", 0, big),
+        10,
+        "MESSAGE_TOO_LARGE"
+    );
 
-    assert_eq!(produce_error(&mut raw, "no-such-topic", 0, good.clone()), 3, "UNKNOWN_TOPIC_OR_PARTITION");
-    assert_eq!(produce_error(&mut raw, "p", -1, good.clone()), 3, "negative partition");
-    assert_eq!(produce_error(&mut raw, "p", 7, good.clone()), 3, "partition out of range");
+    assert_eq!(
+        produce_error(&mut raw, "no-such-topic", 0, good.clone()),
+        3,
+        "UNKNOWN_TOPIC_OR_PARTITION"
+    );
+    assert_eq!(
+        produce_error(&mut raw, "p", -1, good.clone()),
+        3,
+        "negative partition"
+    );
+    assert_eq!(
+        produce_error(&mut raw, "p", 7, good.clone()),
+        3,
+        "partition out of range"
+    );
     assert_eq!(produce_error(&mut raw, "bad name!", 0, good.clone()), 3);
 
-    let response: ProduceResponse = raw.call(ApiKey::Produce, 9, &produce_request("p", 0, good.clone(), 5));
-    assert_eq!(response.responses[0].partition_responses[0].error_code, 21, "INVALID_REQUIRED_ACKS");
+    let response: ProduceResponse = raw.call(
+        ApiKey::Produce,
+        9,
+        &produce_request("p", 0, good.clone(), 5),
+    );
+    assert_eq!(
+        response.responses[0].partition_responses[0].error_code, 21,
+        "INVALID_REQUIRED_ACKS"
+    );
 
     // Nothing bad was stored: only the one good batch is there.
     let fetch = fetch(&mut raw, "p", 0, 0);
@@ -323,7 +423,11 @@ fn fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64) -> (i16, i64, 
         ]);
     let response: FetchResponse = raw.call(ApiKey::Fetch, 11, &request);
     let p = &response.responses[0].partitions[0];
-    (p.error_code, p.high_watermark, p.records.as_ref().map(|r| r.len()).unwrap_or(0))
+    (
+        p.error_code,
+        p.high_watermark,
+        p.records.as_ref().map(|r| r.len()).unwrap_or(0),
+    )
 }
 
 #[test]
@@ -331,31 +435,63 @@ fn fetch_and_admin_errors_carry_kafka_codes() {
     let broker = TestBroker::start(&[]);
     let mut raw = Raw::connect(&broker);
     assert_eq!(create_topic(&mut raw, "f", &[]), 0);
-    assert_eq!(create_topic(&mut raw, "bad/name", &[]), 17, "INVALID_TOPIC_EXCEPTION");
+    assert_eq!(
+        create_topic(&mut raw, "bad/name", &[]),
+        17,
+        "INVALID_TOPIC_EXCEPTION"
+    );
     assert_eq!(create_topic(&mut raw, &"x".repeat(300), &[]), 17);
-    assert_eq!(produce_error(&mut raw, "f", 0, batch(&[b"a", b"b"], Compression::Zstd).freeze()), 0);
-    assert_eq!(fetch(&mut raw, "f", 0, -1).0, 1, "negative offset: OFFSET_OUT_OF_RANGE");
-    assert_eq!(fetch(&mut raw, "f", 0, 3).0, 1, "past the end: OFFSET_OUT_OF_RANGE");
+    assert_eq!(
+        produce_error(
+            &mut raw,
+            "f",
+            0,
+            batch(&[b"a", b"b"], Compression::Zstd).freeze()
+        ),
+        0
+    );
+    assert_eq!(
+        fetch(&mut raw, "f", 0, -1).0,
+        1,
+        "negative offset: OFFSET_OUT_OF_RANGE"
+    );
+    assert_eq!(
+        fetch(&mut raw, "f", 0, 3).0,
+        1,
+        "past the end: OFFSET_OUT_OF_RANGE"
+    );
     assert_eq!(fetch(&mut raw, "f", -4, 0).0, 3, "negative partition");
     assert_eq!(fetch(&mut raw, "nope", 0, 0).0, 3, "unknown topic");
     let (code, hw, bytes) = fetch(&mut raw, "f", 0, 1);
     assert_eq!((code, hw), (0, 2));
     assert!(bytes > 0, "the batch holding offset 1 is returned");
-    assert_eq!(fetch(&mut raw, "f", 0, 2), (0, 2, 0), "at the end: empty after max_wait");
+    assert_eq!(
+        fetch(&mut raw, "f", 0, 2),
+        (0, 2, 0),
+        "at the end: empty after max_wait"
+    );
 
     let metadata: MetadataResponse = raw.call(
         ApiKey::Metadata,
         12,
         &MetadataRequest::default()
             .with_topics(Some(vec![
-                MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("in valid")))),
-                MetadataRequestTopic::default().with_name(Some(TopicName(StrBytes::from_static_str("f")))),
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("in valid")))),
+                MetadataRequestTopic::default()
+                    .with_name(Some(TopicName(StrBytes::from_static_str("f")))),
             ]))
             .with_allow_auto_topic_creation(true),
     );
-    assert_eq!(metadata.topics[0].error_code, 17, "invalid names are never auto-created");
+    assert_eq!(
+        metadata.topics[0].error_code, 17,
+        "invalid names are never auto-created"
+    );
     assert_eq!(metadata.topics[1].error_code, 0);
-    assert!(!metadata.topics[1].topic_id.is_nil(), "topic ids are returned");
+    assert!(
+        !metadata.topics[1].topic_id.is_nil(),
+        "topic ids are returned"
+    );
 }
 
 #[test]
@@ -369,11 +505,17 @@ fn list_offsets_max_timestamp_and_timestamps() {
         assert_eq!(produce_error(&mut raw, "ts", 0, b.freeze()), 0);
     }
     let list = |raw: &mut Raw, ts: i64| -> (i16, i64, i64) {
-        let request = ListOffsetsRequest::default().with_replica_id(BrokerId(-1)).with_topics(vec![
-            ListOffsetsTopic::default()
-                .with_name(TopicName(StrBytes::from_static_str("ts")))
-                .with_partitions(vec![ListOffsetsPartition::default().with_partition_index(0).with_timestamp(ts)]),
-        ]);
+        let request = ListOffsetsRequest::default()
+            .with_replica_id(BrokerId(-1))
+            .with_topics(vec![
+                ListOffsetsTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("ts")))
+                    .with_partitions(vec![
+                        ListOffsetsPartition::default()
+                            .with_partition_index(0)
+                            .with_timestamp(ts),
+                    ]),
+            ]);
         let response: ListOffsetsResponse = raw.call(ApiKey::ListOffsets, 8, &request);
         let p = &response.topics[0].partitions[0];
         (p.error_code, p.offset, p.timestamp)
@@ -382,7 +524,15 @@ fn list_offsets_max_timestamp_and_timestamps() {
     assert_eq!(list(&mut raw, -1).1, 6, "latest is the high watermark");
     // Each batch encodes timestamps 1_700_000_000_000 + index in batch, so
     // the max (…002) is first reached at offset 4 (third record of batch two).
-    assert_eq!(list(&mut raw, -3), (0, 4, 1_700_000_000_002), "max timestamp");
+    assert_eq!(
+        list(&mut raw, -3),
+        (0, 4, 1_700_000_000_002),
+        "max timestamp"
+    );
     assert_eq!(list(&mut raw, 1_700_000_000_001), (0, 1, 1_700_000_000_001));
-    assert_eq!(list(&mut raw, 1_700_000_000_003), (0, -1, -1), "none that late");
+    assert_eq!(
+        list(&mut raw, 1_700_000_000_003),
+        (0, -1, -1),
+        "none that late"
+    );
 }

@@ -38,29 +38,90 @@ fn ok(broker: &TestBroker, args: &[&str], stdin: &str) -> String {
 #[test]
 fn topic_produce_consume_round_trip() {
     let broker = TestBroker::start(&[]);
-    ok(&broker, &["topic", "create", "cli", "--partitions", "2", "--config", "retention.ms=-1"], "");
+    ok(
+        &broker,
+        &[
+            "topic",
+            "create",
+            "cli",
+            "--partitions",
+            "2",
+            "--config",
+            "retention.ms=-1",
+        ],
+        "",
+    );
     assert_eq!(ok(&broker, &["topic", "list"], ""), "cli\n");
     let described = ok(&broker, &["topic", "describe", "cli"], "");
     assert!(described.contains("partitions: 2"), "{described}");
     assert!(described.contains("retention.ms=-1"), "{described}");
-    assert!(described.contains("max.message.bytes=1048588"), "{described}");
+    assert!(
+        described.contains("max.message.bytes=1048588"),
+        "{described}"
+    );
 
     let lines: String = (0..20).map(|i| format!("user{i}|clicked {i}\n")).collect();
-    ok(&broker, &["produce", "cli", "--key-separator", "|", "--partition", "1", "--compression", "zstd"], &lines);
+    ok(
+        &broker,
+        &[
+            "produce",
+            "cli",
+            "--key-separator",
+            "|",
+            "--partition",
+            "1",
+            "--compression",
+            "zstd",
+        ],
+        &lines,
+    );
     let out = ok(
         &broker,
-        &["consume", "cli", "--partition", "1", "--from", "beginning", "--max-messages", "20", "--print-key", "--print-offset"],
+        &[
+            "consume",
+            "cli",
+            "--partition",
+            "1",
+            "--from",
+            "beginning",
+            "--max-messages",
+            "20",
+            "--print-key",
+            "--print-offset",
+        ],
         "",
     );
-    let expected: String = (0..20).map(|i| format!("1\t{i}\tuser{i}\tclicked {i}\n")).collect();
+    let expected: String = (0..20)
+        .map(|i| format!("1\t{i}\tuser{i}\tclicked {i}\n"))
+        .collect();
     assert_eq!(out, expected);
     let from_offset = ok(
         &broker,
-        &["consume", "cli", "--partition", "1", "--from", "18", "--max-messages", "2"],
+        &[
+            "consume",
+            "cli",
+            "--partition",
+            "1",
+            "--from",
+            "18",
+            "--max-messages",
+            "2",
+        ],
         "",
     );
     assert_eq!(from_offset, "clicked 18\nclicked 19\n");
-    let idle = ok(&broker, &["consume", "cli", "--partition", "0", "--idle-timeout-ms", "1500"], "");
+    let idle = ok(
+        &broker,
+        &[
+            "consume",
+            "cli",
+            "--partition",
+            "0",
+            "--idle-timeout-ms",
+            "1500",
+        ],
+        "",
+    );
     assert_eq!(idle, "", "partition 0 is empty; consume exits when idle");
 
     ok(&broker, &["topic", "delete", "cli"], "");

@@ -41,7 +41,10 @@ impl TestBroker {
             addr: String::new(),
             data_dir: tmp.path().to_path_buf(),
             args: args.iter().map(|s| s.to_string()).collect(),
-            envs: envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             starts: 0,
             _tmp: Some(tmp),
         };
@@ -79,12 +82,22 @@ impl TestBroker {
         loop {
             let text = self.log(self.starts);
             if let Some(line) = text.lines().find(|l| l.starts_with("strata listening on ")) {
-                return line.trim_start_matches("strata listening on ").trim().to_string();
+                return line
+                    .trim_start_matches("strata listening on ")
+                    .trim()
+                    .to_string();
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("strata exited with {status} before listening:\n{text}");
             }
-            assert!(Instant::now() < deadline, "strata did not start within 60s:\n{text}");
+            assert!(
+                Instant::now() < deadline,
+                "strata did not start within 60s:\n{text}"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -125,7 +138,8 @@ impl TestBroker {
 
     /// Resident set size of the broker process, in KiB.
     pub fn rss_kib(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).expect("proc status");
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -215,12 +229,17 @@ pub fn consume_until_end(addr: &str, topic: &str, partition: i32, from: Offset) 
         .fetch_watermarks(topic, partition, Duration::from_secs(10))
         .expect("watermarks");
     let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, partition, from).expect("offset");
+    tpl.add_partition_offset(topic, partition, from)
+        .expect("offset");
     consumer.assign(&tpl).expect("assign");
     let mut out = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        assert!(Instant::now() < deadline, "consume timed out after {} records (high watermark {high})", out.len());
+        assert!(
+            Instant::now() < deadline,
+            "consume timed out after {} records (high watermark {high})",
+            out.len()
+        );
         match consumer.poll(Duration::from_millis(200)) {
             None => continue,
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,

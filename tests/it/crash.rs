@@ -24,12 +24,16 @@ fn payload(i: u64) -> String {
 /// Produces as fast as librdkafka takes it until `stop`, then waits for every
 /// delivery report. Returns the acknowledged `(partition, offset) -> index`
 /// and the next unused index.
-async fn produce_until(addr: String, first: u64, stop: Arc<AtomicBool>) -> (BTreeMap<(i32, i64), u64>, u64) {
+async fn produce_until(
+    addr: String,
+    first: u64,
+    stop: Arc<AtomicBool>,
+) -> (BTreeMap<(i32, i64), u64>, u64) {
     let producer: rdkafka::producer::FutureProducer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", &addr)
         .set("acks", "all")
         .set("linger.ms", "2")
-        .set("message.timeout.ms", "6000")
+        .set("message.timeout.ms", "3000")
         .set("compression.type", "lz4")
         .create()
         .expect("producer");
@@ -74,10 +78,18 @@ fn verify(broker: &TestBroker, acked: &BTreeMap<(i32, i64), u64>) -> usize {
     for partition in 0..PARTITIONS {
         let records = broker.consume_all("crash", partition, Offset::Beginning);
         for (position, record) in records.iter().enumerate() {
-            assert_eq!(record.offset, position as i64, "offsets of partition {partition} are dense");
-            let key = String::from_utf8(record.key.clone().expect("every record has a key")).expect("utf-8 key");
+            assert_eq!(
+                record.offset, position as i64,
+                "offsets of partition {partition} are dense"
+            );
+            let key = String::from_utf8(record.key.clone().expect("every record has a key"))
+                .expect("utf-8 key");
             let index: u64 = key.parse().expect("numeric key");
-            assert_eq!((index % PARTITIONS as u64) as i32, partition, "record {index} in the right partition");
+            assert_eq!(
+                (index % PARTITIONS as u64) as i32,
+                partition,
+                "record {index} in the right partition"
+            );
             assert_eq!(
                 record.value.as_deref(),
                 Some(payload(index).as_bytes()),
@@ -88,15 +100,22 @@ fn verify(broker: &TestBroker, acked: &BTreeMap<(i32, i64), u64>) -> usize {
             }
         }
         for ((p, offset), index) in acked.range((partition, i64::MIN)..(partition + 1, i64::MIN)) {
-            let record = records
-                .get(*offset as usize)
-                .unwrap_or_else(|| panic!("acknowledged record {index} at {p}/{offset} is missing"));
-            assert_eq!(record.key.as_deref(), Some(index.to_string().as_bytes()), "acked {p}/{offset}");
+            let record = records.get(*offset as usize).unwrap_or_else(|| {
+                panic!("acknowledged record {index} at {p}/{offset} is missing")
+            });
+            assert_eq!(
+                record.key.as_deref(),
+                Some(index.to_string().as_bytes()),
+                "acked {p}/{offset}"
+            );
         }
         stored += records.len();
     }
     // Unacknowledged resends may duplicate; acknowledged records never move.
-    eprintln!("verified {stored} stored records, {} acknowledged, {duplicates} duplicates", acked.len());
+    eprintln!(
+        "verified {stored} stored records, {} acknowledged, {duplicates} duplicates",
+        acked.len()
+    );
     stored
 }
 
@@ -117,9 +136,15 @@ async fn kill_9_under_load_loses_no_acknowledged_record() {
             stop.store(true, Ordering::Relaxed);
         };
         let ((acked, last), ()) = tokio::join!(producing, kill);
-        assert!(!acked.is_empty(), "round {round}: some records were acknowledged before the kill");
+        assert!(
+            !acked.is_empty(),
+            "round {round}: some records were acknowledged before the kill"
+        );
         for (position, index) in acked {
-            assert!(all_acked.insert(position, index).is_none(), "offset {position:?} acknowledged twice");
+            assert!(
+                all_acked.insert(position, index).is_none(),
+                "offset {position:?} acknowledged twice"
+            );
         }
         next = last;
         broker.restart();
@@ -136,11 +161,17 @@ async fn orphans_are_swept_and_committed_objects_kept() {
     for i in 0..50 {
         let value = format!("v{i}");
         let record: FutureRecord<'_, (), String> = FutureRecord::to("gc").payload(&value);
-        producer.send(record, Duration::from_secs(10)).await.expect("delivered");
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("delivered");
     }
     broker.kill9();
     // What a crash between PUT and commit leaves behind.
-    let orphan = broker.objects_dir().join("wal").join("0000000000001-00000000deadbeef.wal");
+    let orphan = broker
+        .objects_dir()
+        .join("wal")
+        .join("0000000000001-00000000deadbeef.wal");
     std::fs::write(&orphan, b"uploaded but never committed").expect("write orphan");
     let committed_before: Vec<_> = files_under(&broker.objects_dir())
         .into_iter()
@@ -150,11 +181,19 @@ async fn orphans_are_swept_and_committed_objects_kept() {
     broker.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while orphan.exists() {
-        assert!(std::time::Instant::now() < deadline, "orphan not swept:\n{}", broker.log(2));
+        assert!(
+            std::time::Instant::now() < deadline,
+            "orphan not swept:\n{}",
+            broker.log(2)
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     for path in &committed_before {
-        assert!(path.exists(), "committed object {} was kept", path.display());
+        assert!(
+            path.exists(),
+            "committed object {} was kept",
+            path.display()
+        );
     }
     let records = broker.consume_all("gc", 0, Offset::Beginning);
     assert_eq!(records.len(), 50);
@@ -170,7 +209,10 @@ async fn orphans_are_swept_and_committed_objects_kept() {
     broker.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while committed_before.iter().any(|p| p.exists()) {
-        assert!(std::time::Instant::now() < deadline, "objects of the deleted topic not swept");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "objects of the deleted topic not swept"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -183,7 +225,10 @@ async fn sigterm_drains_and_exits_cleanly() {
     for i in 0..100 {
         let value = format!("d{i}");
         let record: FutureRecord<'_, (), String> = FutureRecord::to("drain").payload(&value);
-        producer.send(record, Duration::from_secs(10)).await.expect("delivered");
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("delivered");
     }
     let status = broker.terminate();
     assert!(status.success(), "SIGTERM exits with success, got {status}");

@@ -21,14 +21,25 @@ fn expected(i: usize) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     (key, value)
 }
 
-async fn produce_numbered(broker: &TestBroker, topic: &str, count: usize, config: &[(&str, &str)]) -> Vec<i64> {
+async fn produce_numbered(
+    broker: &TestBroker,
+    topic: &str,
+    count: usize,
+    config: &[(&str, &str)],
+) -> Vec<i64> {
     let producer = broker.producer(config);
     let mut deliveries = Vec::new();
     for i in 0..count {
         let (key, value) = expected(i);
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "index", value: Some(&i.to_string()) })
-            .insert(Header::<&[u8]> { key: "empty", value: None });
+            .insert(Header {
+                key: "index",
+                value: Some(&i.to_string()),
+            })
+            .insert(Header::<&[u8]> {
+                key: "empty",
+                value: None,
+            });
         let mut record: FutureRecord<'_, Vec<u8>, Vec<u8>> =
             FutureRecord::to(topic).partition(0).headers(headers);
         if let Some(k) = &key {
@@ -56,7 +67,10 @@ fn assert_numbered(records: &[Consumed], count: usize) {
         assert_eq!(r.value, value, "value of record {i}");
         assert_eq!(
             r.headers,
-            vec![("index".to_string(), Some(i.to_string().into_bytes())), ("empty".to_string(), None)],
+            vec![
+                ("index".to_string(), Some(i.to_string().into_bytes())),
+                ("empty".to_string(), None)
+            ],
             "headers of record {i}"
         );
     }
@@ -73,7 +87,11 @@ async fn every_codec_and_ack_level_round_trips() {
                 &broker,
                 &topic,
                 250,
-                &[("compression.type", codec), ("acks", acks), ("batch.num.messages", "40")],
+                &[
+                    ("compression.type", codec),
+                    ("acks", acks),
+                    ("batch.num.messages", "40"),
+                ],
             )
             .await;
             if acks != "0" {
@@ -83,7 +101,10 @@ async fn every_codec_and_ack_level_round_trips() {
             // acks=0 is fire-and-forget: wait until the broker made it all visible.
             let deadline = std::time::Instant::now() + Duration::from_secs(30);
             while broker.high_watermark(&topic, 0) < 250 {
-                assert!(std::time::Instant::now() < deadline, "{topic} never reached 250 records");
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "{topic} never reached 250 records"
+                );
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let records = broker.consume_all(&topic, 0, Offset::Beginning);
@@ -107,9 +128,14 @@ async fn reads_from_any_offset_and_lists_offsets() {
     let base_ts = 1_700_000_000_000i64;
     for i in 0..100i64 {
         let value = format!("v{i}");
-        let record: FutureRecord<'_, (), String> =
-            FutureRecord::to("offsets").partition(0).payload(&value).timestamp(base_ts + i * 1000);
-        producer.send(record, Duration::from_secs(10)).await.expect("delivered");
+        let record: FutureRecord<'_, (), String> = FutureRecord::to("offsets")
+            .partition(0)
+            .payload(&value)
+            .timestamp(base_ts + i * 1000);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("delivered");
     }
     let from_50 = broker.consume_all("offsets", 0, Offset::Offset(50));
     assert_eq!(from_50.first().map(|r| r.offset), Some(50));
@@ -127,14 +153,25 @@ async fn reads_from_any_offset_and_lists_offsets() {
     assert_eq!((low, high), (0, 100));
     let lookup = |ts: i64| {
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("offsets", 0, Offset::Offset(ts)).expect("tpl");
-        let found = consumer.offsets_for_times(tpl, Duration::from_secs(10)).expect("offsets for times");
+        tpl.add_partition_offset("offsets", 0, Offset::Offset(ts))
+            .expect("tpl");
+        let found = consumer
+            .offsets_for_times(tpl, Duration::from_secs(10))
+            .expect("offsets for times");
         found.elements()[0].offset()
     };
     assert_eq!(lookup(base_ts + 30_000), Offset::Offset(30));
-    assert_eq!(lookup(base_ts + 30_500), Offset::Offset(31), "first record at or after the time");
+    assert_eq!(
+        lookup(base_ts + 30_500),
+        Offset::Offset(31),
+        "first record at or after the time"
+    );
     assert_eq!(lookup(base_ts - 1), Offset::Offset(0));
-    assert_eq!(lookup(base_ts + 1_000_000), Offset::End, "no record that late");
+    assert_eq!(
+        lookup(base_ts + 1_000_000),
+        Offset::End,
+        "no record that late"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,10 +184,13 @@ async fn fetch_long_polls_until_data_arrives() {
             .set("bootstrap.servers", &addr)
             .set("group.id", "unused")
             .set("fetch.wait.max.ms", "5000")
+            // No group coordinator yet: auto-commit would make close() wait for one.
+            .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("tail", 0, Offset::Beginning).expect("tpl");
+        tpl.add_partition_offset("tail", 0, Offset::Beginning)
+            .expect("tpl");
         consumer.assign(&tpl).expect("assign");
         loop {
             if let Some(message) = consumer.poll(Duration::from_secs(20)) {
@@ -163,7 +203,10 @@ async fn fetch_long_polls_until_data_arrives() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let producer = broker.producer(&[]);
     let record: FutureRecord<'_, (), str> = FutureRecord::to("tail").payload("late arrival");
-    producer.send(record, Duration::from_secs(10)).await.expect("delivered");
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect("delivered");
     let got = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
         .await
         .expect("join");
@@ -177,11 +220,17 @@ async fn large_records_up_to_the_limit() {
     let producer = broker.producer(&[("message.max.bytes", "10000000"), ("linger.ms", "0")]);
     let near_limit = vec![7u8; 1_000_000];
     let record: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to("big").payload(&near_limit);
-    let delivery = producer.send(record, Duration::from_secs(10)).await.expect("1 MB record fits");
+    let delivery = producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect("1 MB record fits");
     assert_eq!(delivery.offset, 0);
     let too_big = vec![8u8; 2_000_000];
     let record: FutureRecord<'_, (), Vec<u8>> = FutureRecord::to("big").payload(&too_big);
-    let err = producer.send(record, Duration::from_secs(10)).await.expect_err("2 MB is over max.message.bytes");
+    let err = producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect_err("2 MB is over max.message.bytes");
     assert_eq!(
         err.0,
         KafkaError::MessageProduction(RDKafkaErrorCode::MessageSizeTooLarge)
@@ -207,7 +256,11 @@ fn kcat(args: &[&str], stdin: &str) -> String {
         .write_all(stdin.as_bytes())
         .expect("write stdin");
     let out = child.wait_with_output().expect("kcat output");
-    assert!(out.status.success(), "kcat {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "kcat {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
@@ -216,10 +269,41 @@ async fn kcat_produces_and_consumes() {
     let broker = TestBroker::start(&[]);
     let input: String = (0..500).map(|i| format!("k{i}:hello {i}\n")).collect();
     // Auto-created on first use.
-    kcat(&["-b", &broker.addr, "-P", "-t", "kc", "-K:", "-z", "snappy"], &input);
-    let out = kcat(&["-b", &broker.addr, "-C", "-t", "kc", "-o", "beginning", "-e", "-f", "%o %k %s\n"], "");
+    kcat(
+        &["-b", &broker.addr, "-P", "-t", "kc", "-K:", "-z", "snappy"],
+        &input,
+    );
+    let out = kcat(
+        &[
+            "-b",
+            &broker.addr,
+            "-C",
+            "-t",
+            "kc",
+            "-o",
+            "beginning",
+            "-e",
+            "-f",
+            "%o %k %s\n",
+        ],
+        "",
+    );
     let expected: String = (0..500).map(|i| format!("{i} k{i} hello {i}\n")).collect();
     assert_eq!(out, expected);
-    let tail = kcat(&["-b", &broker.addr, "-C", "-t", "kc", "-o", "-2", "-e", "-f", "%o %s\n"], "");
+    let tail = kcat(
+        &[
+            "-b",
+            &broker.addr,
+            "-C",
+            "-t",
+            "kc",
+            "-o",
+            "-2",
+            "-e",
+            "-f",
+            "%o %s\n",
+        ],
+        "",
+    );
     assert_eq!(tail, "498 hello 498\n499 hello 499\n");
 }

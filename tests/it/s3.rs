@@ -25,7 +25,11 @@ impl Drop for S3Server {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+    TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
 }
 
 /// One raw HTTP/1.1 request; returns (status, body).
@@ -39,7 +43,11 @@ fn http(endpoint: &str, method: &str, path: &str) -> (u16, String) {
     .expect("send");
     let mut response = String::new();
     stream.read_to_string(&mut response).expect("read");
-    let status = response.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
@@ -71,7 +79,9 @@ async fn produce(broker: &TestBroker, topic: &str, count: usize) {
     let mut pending = Vec::new();
     for i in 0..count {
         let value = format!("s3 record {i}");
-        let record: FutureRecord<'_, (), String> = FutureRecord::to(topic).partition((i % 2) as i32).payload(&value);
+        let record: FutureRecord<'_, (), String> = FutureRecord::to(topic)
+            .partition((i % 2) as i32)
+            .payload(&value);
         pending.push(producer.send_result(record).expect("enqueue"));
     }
     for p in pending {
@@ -86,7 +96,11 @@ fn assert_all(broker: &TestBroker, topic: &str, count: usize) {
         for (i, r) in records.iter().enumerate() {
             assert_eq!(r.offset, i as i64);
         }
-        values.extend(records.into_iter().map(|r| String::from_utf8(r.value.expect("value")).expect("utf-8")));
+        values.extend(
+            records
+                .into_iter()
+                .map(|r| String::from_utf8(r.value.expect("value")).expect("utf-8")),
+        );
     }
     let mut expected: Vec<String> = (0..count).map(|i| format!("s3 record {i}")).collect();
     values.sort();
@@ -117,10 +131,20 @@ async fn s3_with_flags_survives_kill_9_and_cold_cache() {
     produce(&broker, "remote", 600).await;
     assert_all(&broker, "remote", 600);
 
-    let (status, listing) = http(&s3.endpoint, "GET", "/strata-flags?list-type=2&prefix=cluster-a/wal/");
+    let (status, listing) = http(
+        &s3.endpoint,
+        "GET",
+        "/strata-flags?list-type=2&prefix=cluster-a/wal/",
+    );
     assert_eq!(status, 200);
-    assert!(listing.contains("<Key>cluster-a/wal/"), "WAL objects are in the bucket under the prefix: {listing}");
-    assert!(!broker.objects_dir().exists(), "nothing is written to a local object directory");
+    assert!(
+        listing.contains("<Key>cluster-a/wal/"),
+        "WAL objects are in the bucket under the prefix: {listing}"
+    );
+    assert!(
+        !broker.objects_dir().exists(),
+        "nothing is written to a local object directory"
+    );
 
     // Crash, empty the local cache: every byte must come back from S3.
     broker.kill9();
@@ -154,7 +178,13 @@ async fn s3_with_standard_aws_environment() {
 fn unreachable_s3_is_a_clear_startup_error_or_retry_not_a_panic() {
     // A bucket URL without a bucket is refused up front with a message.
     let out = Command::new(crate::common::STRATA)
-        .args(["serve", "--kafka-addr", "127.0.0.1:0", "--object-store", "s3://"])
+        .args([
+            "serve",
+            "--kafka-addr",
+            "127.0.0.1:0",
+            "--object-store",
+            "s3://",
+        ])
         .arg("--data-dir")
         .arg(tempfile::tempdir().expect("tmp").path())
         .output()

@@ -5,14 +5,20 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::create_topics_response::{CreatableTopicConfigs, CreatableTopicResult};
+use kafka_protocol::messages::create_topics_response::{
+    CreatableTopicConfigs, CreatableTopicResult,
+};
 use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::broker::topics::{TopicError, create_topic, topic_config_defaults};
 
-pub async fn handle(broker: &Arc<Broker>, version: i16, request: CreateTopicsRequest) -> CreateTopicsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    request: CreateTopicsRequest,
+) -> CreateTopicsResponse {
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.to_string();
@@ -40,12 +46,24 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: CreateTopicsReq
         if topic.replication_factor == 0 || topic.replication_factor < -1 {
             invalid = Some(TopicError::new(
                 ResponseError::InvalidReplicationFactor,
-                format!("replication factor must be positive, got {}", topic.replication_factor),
+                format!(
+                    "replication factor must be positive, got {}",
+                    topic.replication_factor
+                ),
             ));
         }
         let outcome = match invalid {
             Some(error) => Err(error),
-            None => create_topic(broker, &name, partitions, configs.clone(), request.validate_only).await,
+            None => {
+                create_topic(
+                    broker,
+                    &name,
+                    partitions,
+                    configs.clone(),
+                    request.validate_only,
+                )
+                .await
+            }
         };
         match outcome {
             Ok(created) => {
@@ -81,7 +99,10 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: CreateTopicsReq
     CreateTopicsResponse::default().with_topics(results)
 }
 
-fn effective_configs(broker: &Broker, overrides: &BTreeMap<String, String>) -> Vec<CreatableTopicConfigs> {
+fn effective_configs(
+    broker: &Broker,
+    overrides: &BTreeMap<String, String>,
+) -> Vec<CreatableTopicConfigs> {
     topic_config_defaults(broker)
         .into_iter()
         .map(|(name, _, default)| {

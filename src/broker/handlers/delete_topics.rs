@@ -11,10 +11,18 @@ use crate::broker::Broker;
 use crate::broker::topics::delete_topic;
 use crate::metadata::TopicId;
 
-pub async fn handle(broker: &Arc<Broker>, version: i16, request: DeleteTopicsRequest) -> DeleteTopicsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    request: DeleteTopicsRequest,
+) -> DeleteTopicsResponse {
     // (name, id) pairs as the client named them.
     let targets: Vec<(Option<TopicName>, uuid::Uuid)> = if version >= 6 {
-        request.topics.into_iter().map(|t| (t.name, t.topic_id)).collect()
+        request
+            .topics
+            .into_iter()
+            .map(|t| (t.name, t.topic_id))
+            .collect()
     } else {
         request
             .topic_names
@@ -54,7 +62,8 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: DeleteTopicsReq
                 result
                     .with_error_code(ResponseError::TopicDeletionDisabled.code())
                     .with_error_message(
-                        (version >= 5).then(|| str_bytes("topic deletion is disabled on this broker")),
+                        (version >= 5)
+                            .then(|| str_bytes("topic deletion is disabled on this broker")),
                     ),
             );
             continue;

@@ -20,7 +20,13 @@ const SOURCE_TOPIC: i8 = 1;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
-fn entry(name: &str, value: String, kind: ConfigType, source: i8, read_only: bool) -> DescribeConfigsResourceResult {
+fn entry(
+    name: &str,
+    value: String,
+    kind: ConfigType,
+    source: i8,
+    read_only: bool,
+) -> DescribeConfigsResourceResult {
     DescribeConfigsResourceResult::default()
         .with_name(str_bytes(name))
         .with_value(Some(str_bytes(value)))
@@ -33,18 +39,70 @@ fn broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
     let k = &broker.config.kafka;
     let (host, port) = (&broker.advertised_host, broker.advertised_port);
     vec![
-        entry("advertised.listeners", format!("PLAINTEXT://{host}:{port}"), ConfigType::String, SOURCE_STATIC_BROKER, true),
-        entry("auto.create.topics.enable", k.auto_create_topics.to_string(), ConfigType::String, SOURCE_STATIC_BROKER, true),
-        entry("broker.id", broker.node_id.to_string(), ConfigType::Int, SOURCE_STATIC_BROKER, true),
-        entry("delete.topic.enable", k.delete_topic_enable.to_string(), ConfigType::String, SOURCE_STATIC_BROKER, true),
-        entry("log.retention.ms", k.retention_ms.to_string(), ConfigType::Long, SOURCE_STATIC_BROKER, true),
-        entry("message.max.bytes", k.message_max_bytes.to_string(), ConfigType::Int, SOURCE_STATIC_BROKER, true),
-        entry("num.partitions", k.default_partitions.to_string(), ConfigType::Int, SOURCE_STATIC_BROKER, true),
-        entry("socket.request.max.bytes", k.max_frame_bytes.to_string(), ConfigType::Int, SOURCE_STATIC_BROKER, true),
+        entry(
+            "advertised.listeners",
+            format!("PLAINTEXT://{host}:{port}"),
+            ConfigType::String,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
+            "auto.create.topics.enable",
+            k.auto_create_topics.to_string(),
+            ConfigType::String,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
+            "broker.id",
+            broker.node_id.to_string(),
+            ConfigType::Int,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
+            "delete.topic.enable",
+            k.delete_topic_enable.to_string(),
+            ConfigType::String,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
+            "log.retention.ms",
+            k.retention_ms.to_string(),
+            ConfigType::Long,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
+            "message.max.bytes",
+            k.message_max_bytes.to_string(),
+            ConfigType::Int,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
+            "num.partitions",
+            k.default_partitions.to_string(),
+            ConfigType::Int,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
+            "socket.request.max.bytes",
+            k.max_frame_bytes.to_string(),
+            ConfigType::Int,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
     ]
 }
 
-pub fn handle(broker: &Arc<Broker>, version: i16, request: DescribeConfigsRequest) -> DescribeConfigsResponse {
+pub fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    request: DescribeConfigsRequest,
+) -> DescribeConfigsResponse {
     let mut results = Vec::with_capacity(request.resources.len());
     for resource in request.resources {
         let name = resource.resource_name.to_string();
@@ -63,7 +121,9 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: DescribeConfigsReques
                 None => {
                     results.push(
                         base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            .with_error_message(Some(str_bytes(format!("topic '{name}' does not exist")))),
+                            .with_error_message(Some(str_bytes(format!(
+                                "topic '{name}' does not exist"
+                            )))),
                     );
                     continue;
                 }
@@ -72,7 +132,9 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: DescribeConfigsReques
                 if !name.is_empty() && name != broker.node_id.to_string() {
                     results.push(
                         base.with_error_code(ResponseError::InvalidRequest.code())
-                            .with_error_message(Some(str_bytes(format!("unknown broker '{name}'")))),
+                            .with_error_message(Some(str_bytes(format!(
+                                "unknown broker '{name}'"
+                            )))),
                     );
                     continue;
                 }
@@ -81,7 +143,9 @@ pub fn handle(broker: &Arc<Broker>, version: i16, request: DescribeConfigsReques
             other => {
                 results.push(
                     base.with_error_code(ResponseError::InvalidRequest.code())
-                        .with_error_message(Some(str_bytes(format!("unsupported resource type {other}")))),
+                        .with_error_message(Some(str_bytes(format!(
+                            "unsupported resource type {other}"
+                        )))),
                 );
                 continue;
             }

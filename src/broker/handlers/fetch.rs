@@ -50,7 +50,11 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
             };
             Target {
                 name,
-                topic_id: if version >= 13 { t.topic_id } else { uuid::Uuid::nil() },
+                topic_id: if version >= 13 {
+                    t.topic_id
+                } else {
+                    uuid::Uuid::nil()
+                },
                 state,
                 partitions: t
                     .partitions
@@ -160,7 +164,9 @@ async fn read_once(
         );
     }
     (
-        FetchResponse::default().with_session_id(0).with_responses(topics),
+        FetchResponse::default()
+            .with_session_id(0)
+            .with_responses(topics),
         total,
         any_error,
     )

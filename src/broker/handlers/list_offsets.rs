@@ -17,7 +17,11 @@ const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
 
-pub async fn handle(broker: &Arc<Broker>, version: i16, request: ListOffsetsRequest) -> ListOffsetsResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    request: ListOffsetsRequest,
+) -> ListOffsetsResponse {
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let state = broker.catalog.by_name(&topic.name);
@@ -28,7 +32,8 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: ListOffsetsRequ
                 .with_timestamp(-1)
                 .with_offset(-1);
             let Some(log) = state.as_ref().and_then(|t| t.partition(p.partition_index)) else {
-                partitions.push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
+                partitions
+                    .push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
             let response = if version >= 4 {

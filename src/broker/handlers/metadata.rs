@@ -45,22 +45,38 @@ fn describe(broker: &Broker, version: i16, topic: &TopicState) -> MetadataRespon
     }
 }
 
-fn topic_error(name: Option<TopicName>, id: uuid::Uuid, code: ResponseError) -> MetadataResponseTopic {
+fn topic_error(
+    name: Option<TopicName>,
+    id: uuid::Uuid,
+    code: ResponseError,
+) -> MetadataResponseTopic {
     MetadataResponseTopic::default()
         .with_name(name)
         .with_topic_id(id)
         .with_error_code(code.code())
 }
 
-pub async fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest) -> MetadataResponse {
+pub async fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    request: MetadataRequest,
+) -> MetadataResponse {
     let auto_create = broker.config.kafka.auto_create_topics
         && (version < 4 || request.allow_auto_topic_creation);
     let topics = match request.topics {
         // v0 uses an empty list for "all topics"; later versions use null.
-        None => broker.catalog.all().iter().map(|t| describe(broker, version, t)).collect(),
-        Some(list) if list.is_empty() && version == 0 => {
-            broker.catalog.all().iter().map(|t| describe(broker, version, t)).collect()
-        }
+        None => broker
+            .catalog
+            .all()
+            .iter()
+            .map(|t| describe(broker, version, t))
+            .collect(),
+        Some(list) if list.is_empty() && version == 0 => broker
+            .catalog
+            .all()
+            .iter()
+            .map(|t| describe(broker, version, t))
+            .collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for requested in list {
@@ -68,7 +84,9 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest
                     Some(name) => lookup_or_create(broker, version, name, auto_create).await,
                     None => match broker.catalog.by_id(TopicId(requested.topic_id)) {
                         Some(topic) => describe(broker, version, &topic),
-                        None => topic_error(None, requested.topic_id, ResponseError::UnknownTopicId),
+                        None => {
+                            topic_error(None, requested.topic_id, ResponseError::UnknownTopicId)
+                        }
                     },
                 });
             }
@@ -93,7 +111,12 @@ pub async fn handle(broker: &Arc<Broker>, version: i16, request: MetadataRequest
     response
 }
 
-async fn lookup_or_create(broker: &Broker, version: i16, name: TopicName, auto_create: bool) -> MetadataResponseTopic {
+async fn lookup_or_create(
+    broker: &Broker,
+    version: i16,
+    name: TopicName,
+    auto_create: bool,
+) -> MetadataResponseTopic {
     if let Some(topic) = broker.catalog.by_name(&name) {
         return describe(broker, version, &topic);
     }
@@ -101,7 +124,11 @@ async fn lookup_or_create(broker: &Broker, version: i16, name: TopicName, auto_c
         return topic_error(Some(name), uuid::Uuid::nil(), e.code);
     }
     if !auto_create {
-        return topic_error(Some(name), uuid::Uuid::nil(), ResponseError::UnknownTopicOrPartition);
+        return topic_error(
+            Some(name),
+            uuid::Uuid::nil(),
+            ResponseError::UnknownTopicOrPartition,
+        );
     }
     let partitions = broker.config.kafka.default_partitions;
     match create_topic(broker, &name, partitions, BTreeMap::new(), false).await {
@@ -109,7 +136,11 @@ async fn lookup_or_create(broker: &Broker, version: i16, name: TopicName, auto_c
         // Lost a race with another creator: describe theirs.
         Err(_) | Ok(None) => match broker.catalog.by_name(&name) {
             Some(topic) => describe(broker, version, &topic),
-            None => topic_error(Some(name), uuid::Uuid::nil(), ResponseError::LeaderNotAvailable),
+            None => topic_error(
+                Some(name),
+                uuid::Uuid::nil(),
+                ResponseError::LeaderNotAvailable,
+            ),
         },
     }
 }

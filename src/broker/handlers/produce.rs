@@ -35,10 +35,12 @@ struct PartitionOutcome {
 
 fn batch_error(error: &BatchError) -> ResponseError {
     match error {
-        BatchError::CrcMismatch { .. } | BatchError::Truncated(_) | BatchError::LengthMismatch { .. } => {
-            ResponseError::CorruptMessage
+        BatchError::CrcMismatch { .. }
+        | BatchError::Truncated(_)
+        | BatchError::LengthMismatch { .. } => ResponseError::CorruptMessage,
+        BatchError::UnsupportedMagic(_) | BatchError::BadRecordCount { .. } => {
+            ResponseError::InvalidRecord
         }
-        BatchError::UnsupportedMagic(_) | BatchError::BadRecordCount { .. } => ResponseError::InvalidRecord,
     }
 }
 
@@ -70,7 +72,10 @@ async fn append_partition(
         log_start_offset: -1,
     };
     let Some(topic) = topic else {
-        return failed(ResponseError::UnknownTopicOrPartition, "unknown topic".into());
+        return failed(
+            ResponseError::UnknownTopicOrPartition,
+            "unknown topic".into(),
+        );
     };
     let Some(log) = topic.partition(index) else {
         return failed(
@@ -79,7 +84,10 @@ async fn append_partition(
         );
     };
     let Some(records) = records.filter(|r| !r.is_empty()) else {
-        return failed(ResponseError::CorruptMessage, "no record batch in the request".into());
+        return failed(
+            ResponseError::CorruptMessage,
+            "no record batch in the request".into(),
+        );
     };
     let summary = match validate_produce_batches(&records) {
         Ok(summary) => summary,
@@ -97,7 +105,13 @@ async fn append_partition(
     }
     let mut records = BytesMut::from(records);
     let mut log_append_time = -1;
-    if topic.record.configs.get("message.timestamp.type").map(String::as_str) == Some("LogAppendTime") {
+    if topic
+        .record
+        .configs
+        .get("message.timestamp.type")
+        .map(String::as_str)
+        == Some("LogAppendTime")
+    {
         log_append_time = now_ms();
         set_log_append_time(&mut records, log_append_time);
     }
@@ -142,7 +156,9 @@ pub async fn prepare(
                 });
                 continue;
             }
-            outcomes.push(append_partition(broker, state.as_ref(), partition.index, partition.records).await);
+            outcomes.push(
+                append_partition(broker, state.as_ref(), partition.index, partition.records).await,
+            );
         }
         topics.push((topic.name, topic.topic_id, outcomes));
     }
@@ -150,7 +166,10 @@ pub async fn prepare(
         for (name, _, outcomes) in &topics {
             for p in outcomes {
                 if let Outcome::Failed(code, message) = &p.outcome {
-                    return Err(format!("acks=0 produce to {}-{} failed ({code:?}): {message}", &**name, p.index));
+                    return Err(format!(
+                        "acks=0 produce to {}-{} failed ({code:?}): {message}",
+                        &**name, p.index
+                    ));
                 }
             }
         }
