@@ -61,6 +61,10 @@ impl RunningBroker {
         if let Err(error) = self.broker.cache.close().await {
             tracing::warn!(%error, "closing the cache failed");
         }
+        tracing::info!(
+            object_store = %self.broker.storage.metrics().summary(),
+            "broker stopped"
+        );
     }
 
     pub fn shutdown_token(&self) -> CancellationToken {

@@ -154,7 +154,7 @@ impl Default for KafkaConfig {
             message_max_bytes: 1_048_588,
             retention_ms: 604_800_000,
             delete_topic_enable: true,
-            max_inflight_per_connection: 32,
+            max_inflight_per_connection: 1024,
         }
     }
 }

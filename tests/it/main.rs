@@ -7,6 +7,7 @@ mod admin;
 mod bad_input;
 mod cli;
 mod common;
+mod config;
 mod crash;
 mod produce_consume;
 mod s3;
