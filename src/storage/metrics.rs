@@ -88,19 +88,27 @@ pub struct ObjectStoreMetrics {
 impl ObjectStoreMetrics {
     /// One line per operation: requests, errors, retries, bytes, mean latency.
     pub fn summary(&self) -> String {
-        [("put", &self.put), ("get", &self.get), ("delete", &self.delete), ("list", &self.list)]
-            .iter()
-            .map(|(name, op)| {
-                let mean_us = op.latency_us_total().checked_div(op.requests()).unwrap_or(0);
-                format!(
-                    "{name}: {} requests, {} errors, {} retries, {} bytes, mean {mean_us} us",
-                    op.requests(),
-                    op.errors(),
-                    op.retries(),
-                    op.bytes()
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; ")
+        [
+            ("put", &self.put),
+            ("get", &self.get),
+            ("delete", &self.delete),
+            ("list", &self.list),
+        ]
+        .iter()
+        .map(|(name, op)| {
+            let mean_us = op
+                .latency_us_total()
+                .checked_div(op.requests())
+                .unwrap_or(0);
+            format!(
+                "{name}: {} requests, {} errors, {} retries, {} bytes, mean {mean_us} us",
+                op.requests(),
+                op.errors(),
+                op.retries(),
+                op.bytes()
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
     }
 }

@@ -13,7 +13,10 @@ use crate::common::{STRATA, TestBroker};
 async fn partitions_of_auto_created(broker: &TestBroker) -> usize {
     let producer = broker.producer(&[]);
     let record: FutureRecord<'_, (), str> = FutureRecord::to("auto").payload("x");
-    producer.send(record, Duration::from_secs(10)).await.expect("delivered");
+    producer
+        .send(record, Duration::from_secs(10))
+        .await
+        .expect("delivered");
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.addr)
         .create()
@@ -28,13 +31,18 @@ async fn partitions_of_auto_created(broker: &TestBroker) -> usize {
 async fn file_then_environment_then_flags() {
     let dir = tempfile::tempdir().expect("tmp");
     let file = dir.path().join("strata.toml");
-    std::fs::write(&file, "[kafka]\ndefault_partitions = 3\n\n[wal]\nflush_interval_ms = 5\n").expect("write");
+    std::fs::write(
+        &file,
+        "[kafka]\ndefault_partitions = 3\n\n[wal]\nflush_interval_ms = 5\n",
+    )
+    .expect("write");
     let file = file.display().to_string();
 
     let from_file = TestBroker::start(&["--config", &file]);
     assert_eq!(partitions_of_auto_created(&from_file).await, 3);
 
-    let from_env = TestBroker::start_with_env(&["--config", &file], &[("STRATA_DEFAULT_PARTITIONS", "5")]);
+    let from_env =
+        TestBroker::start_with_env(&["--config", &file], &[("STRATA_DEFAULT_PARTITIONS", "5")]);
     assert_eq!(partitions_of_auto_created(&from_env).await, 5);
 
     let from_flag = TestBroker::start_with_env(
@@ -58,7 +66,10 @@ fn bad_config_is_refused_with_the_key_named() {
         .expect("run");
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("flush_byte"), "the unknown key is named: {stderr}");
+    assert!(
+        stderr.contains("flush_byte"),
+        "the unknown key is named: {stderr}"
+    );
 
     std::fs::write(&file, "[kafka]\ndefault_partitions = 0\n").expect("write");
     let out = Command::new(STRATA)
