@@ -35,15 +35,18 @@ fn decode<T: Decodable>(frame: &mut RequestFrame) -> Result<T, String> {
     })
 }
 
-fn encode<M: Encodable + HeaderVersion>(frame: &RequestFrame, body: &M) -> Result<Bytes, String> {
-    encode_response(
-        frame.api_key,
-        frame.api_version,
-        frame.header.correlation_id,
-        body,
-    )
-    .map_err(|e| {
-        tracing::error!(api = ?frame.api_key, version = frame.api_version, error = %e, "cannot encode response");
+/// What a response needs from its request. Deferred responses keep only this,
+/// never the request frame, whose buffer may be up to `max_frame_bytes`.
+#[derive(Debug, Clone, Copy)]
+struct ResponseMeta {
+    api_key: ApiKey,
+    api_version: i16,
+    correlation_id: i32,
+}
+
+fn encode<M: Encodable + HeaderVersion>(meta: &ResponseMeta, body: &M) -> Result<Bytes, String> {
+    encode_response(meta.api_key, meta.api_version, meta.correlation_id, body).map_err(|e| {
+        tracing::error!(api = ?meta.api_key, version = meta.api_version, error = %e, "cannot encode response");
         e.to_string()
     })
 }
@@ -51,6 +54,11 @@ fn encode<M: Encodable + HeaderVersion>(frame: &RequestFrame, body: &M) -> Resul
 pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<Dispatched, String> {
     let api = frame.api_key;
     let version = frame.api_version;
+    let meta = ResponseMeta {
+        api_key: api,
+        api_version: version,
+        correlation_id: frame.header.correlation_id,
+    };
     if !is_supported(api, version) {
         if api == ApiKey::ApiVersions {
             let body = handlers::api_versions::unsupported_version();
@@ -63,40 +71,40 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<D
     let response = match api {
         ApiKey::ApiVersions => {
             let _request: kafka_protocol::messages::ApiVersionsRequest = decode(&mut frame)?;
-            encode(&frame, &handlers::api_versions::handle())?
+            encode(&meta, &handlers::api_versions::handle())?
         }
         ApiKey::Metadata => {
             let request = decode(&mut frame)?;
             encode(
-                &frame,
+                &meta,
                 &handlers::metadata::handle(broker, version, request).await,
             )?
         }
         ApiKey::CreateTopics => {
             let request = decode(&mut frame)?;
             encode(
-                &frame,
+                &meta,
                 &handlers::create_topics::handle(broker, version, request).await,
             )?
         }
         ApiKey::DeleteTopics => {
             let request = decode(&mut frame)?;
             encode(
-                &frame,
+                &meta,
                 &handlers::delete_topics::handle(broker, version, request).await,
             )?
         }
         ApiKey::DescribeConfigs => {
             let request = decode(&mut frame)?;
             encode(
-                &frame,
+                &meta,
                 &handlers::describe_configs::handle(broker, version, request),
             )?
         }
         ApiKey::ListOffsets => {
             let request = decode(&mut frame)?;
             encode(
-                &frame,
+                &meta,
                 &handlers::list_offsets::handle(broker, version, request).await,
             )?
         }
@@ -107,7 +115,7 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<D
                 Some(pending) => Ok(Dispatched::Deferred(
                     async move {
                         let response = pending.await;
-                        encode(&frame, &response)
+                        encode(&meta, &response)
                     }
                     .boxed(),
                 )),
@@ -119,7 +127,7 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<D
             return Ok(Dispatched::Deferred(
                 async move {
                     let response = pending.await;
-                    encode(&frame, &response)
+                    encode(&meta, &response)
                 }
                 .boxed(),
             ));

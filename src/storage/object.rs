@@ -298,6 +298,84 @@ mod tests {
         }
     }
 
+    fn generic(message: &str) -> object_store::Error {
+        object_store::Error::Generic {
+            store: "test",
+            source: message.to_string().into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn transient_errors_are_retried_and_permanent_ones_are_not() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let mut store =
+            ObjectStorage::open(&dir.path().display().to_string(), &S3Config::default())
+                .expect("open");
+        store.retry.base_delay = Duration::from_millis(1);
+        let metrics = OpMetrics::default();
+        // Two 503 SlowDown answers, then success.
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let result = store
+            .layered("put", "k", &metrics, |_: &u32| 0, || {
+                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    if n < 2 {
+                        Err(generic("Server returned non-2xx status code: 503 Service Unavailable: SlowDown"))
+                    } else {
+                        Ok(n)
+                    }
+                }
+            })
+            .await;
+        assert_eq!(result.expect("succeeds on the third attempt"), 2);
+        assert_eq!(metrics.retries(), 2);
+        assert_eq!(metrics.requests(), 3);
+        assert_eq!(metrics.errors(), 2);
+        // A 403 is not retried.
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let denied = store
+            .layered(
+                "get",
+                "k",
+                &metrics,
+                |_: &u32| 0,
+                || {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async {
+                        Err::<u32, _>(generic(
+                            "Client error with status 403 Forbidden: AccessDenied",
+                        ))
+                    }
+                },
+            )
+            .await
+            .expect_err("denied");
+        assert_eq!(denied.kind, StorageErrorKind::Invalid);
+        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
+        // Throttling (429) keeps being retried until the attempts run out.
+        let calls = std::sync::atomic::AtomicU32::new(0);
+        let throttled = store
+            .layered(
+                "get",
+                "k",
+                &metrics,
+                |_: &u32| 0,
+                || {
+                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    async {
+                        Err::<u32, _>(generic("Client error with status 429 Too Many Requests"))
+                    }
+                },
+            )
+            .await
+            .expect_err("gives up");
+        assert_eq!(throttled.kind, StorageErrorKind::Unavailable);
+        assert_eq!(
+            calls.load(std::sync::atomic::Ordering::SeqCst),
+            store.retry.max_attempts
+        );
+    }
+
     #[tokio::test]
     async fn local_round_trip_and_missing_objects() {
         let dir = tempfile::tempdir().expect("tempdir");

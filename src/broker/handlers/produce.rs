@@ -160,7 +160,10 @@ pub async fn prepare(
                 append_partition(broker, state.as_ref(), partition.index, partition.records).await,
             );
         }
-        topics.push((topic.name, topic.topic_id, outcomes));
+        // A fresh copy: the request's name is a slice of the whole frame,
+        // which must not stay alive until the group commit completes.
+        let name = TopicName(str_bytes(topic.name.to_string()));
+        topics.push((name, topic.topic_id, outcomes));
     }
     if acks == 0 {
         for (name, _, outcomes) in &topics {
