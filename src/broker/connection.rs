@@ -32,7 +32,7 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: C
                 let broker = Arc::clone(&broker);
                 let shutdown = shutdown.clone();
                 tokio::spawn(async move {
-                    if let Err(reason) = serve(broker, stream, shutdown).await {
+                    if let Err(reason) = serve(broker, stream, peer, shutdown).await {
                         tracing::debug!(%peer, %reason, "connection closed");
                     }
                 });
@@ -69,6 +69,7 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
 async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
+    peer: std::net::SocketAddr,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (read_half, mut write_half) = stream.into_split();
@@ -113,7 +114,7 @@ async fn serve(
             Ok(request) => request,
             Err(e) => break Err(e.to_string()),
         };
-        match dispatch(&broker, request).await {
+        match dispatch(&broker, request, peer).await {
             Ok(Dispatched::Response(bytes)) => {
                 let handle = tokio::spawn(async move { Ok(bytes) });
                 if tx.send(handle).await.is_err() {

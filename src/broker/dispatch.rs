@@ -3,6 +3,7 @@
 //! connection (as Kafka does), except ApiVersions, which answers an unknown
 //! version with UNSUPPORTED_VERSION in the v0 layout so a client can downgrade.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -51,7 +52,11 @@ fn encode<M: Encodable + HeaderVersion>(meta: &ResponseMeta, body: &M) -> Result
     })
 }
 
-pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<Dispatched, String> {
+pub async fn dispatch(
+    broker: &Arc<Broker>,
+    mut frame: RequestFrame,
+    peer: SocketAddr,
+) -> Result<Dispatched, String> {
     let api = frame.api_key;
     let version = frame.api_version;
     let meta = ResponseMeta {
@@ -131,6 +136,94 @@ pub async fn dispatch(broker: &Arc<Broker>, mut frame: RequestFrame) -> Result<D
                 }
                 .boxed(),
             ));
+        }
+        ApiKey::FindCoordinator => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::find_coordinator::handle(broker, version, request),
+            )?
+        }
+        ApiKey::JoinGroup => {
+            let request = decode(&mut frame)?;
+            let client_id = frame
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            let pending = handlers::join_group::prepare(broker, version, request, client_id, peer);
+            return Ok(Dispatched::Deferred(
+                async move {
+                    let result = pending.wait(handlers::join_group::dropped()).await;
+                    encode(&meta, &handlers::join_group::response(version, result))
+                }
+                .boxed(),
+            ));
+        }
+        ApiKey::SyncGroup => {
+            let request = decode(&mut frame)?;
+            let pending = handlers::sync_group::prepare(broker, request);
+            return Ok(Dispatched::Deferred(
+                async move {
+                    let result = pending.wait(handlers::sync_group::dropped()).await;
+                    encode(&meta, &handlers::sync_group::response(version, result))
+                }
+                .boxed(),
+            ));
+        }
+        ApiKey::Heartbeat => {
+            let request = decode(&mut frame)?;
+            encode(&meta, &handlers::heartbeat::handle(broker, request))?
+        }
+        ApiKey::LeaveGroup => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::leave_group::handle(broker, version, request),
+            )?
+        }
+        ApiKey::OffsetCommit => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::offset_commit::handle(broker, request).await,
+            )?
+        }
+        ApiKey::OffsetFetch => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::offset_fetch::handle(broker, version, request).await,
+            )?
+        }
+        ApiKey::OffsetDelete => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::groups_admin::delete_offsets(broker, request).await,
+            )?
+        }
+        ApiKey::DescribeGroups => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::groups_admin::describe(broker, version, request).await,
+            )?
+        }
+        ApiKey::ListGroups => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::groups_admin::list(broker, version, request).await,
+            )?
+        }
+        ApiKey::DeleteGroups => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::groups_admin::delete(broker, request).await,
+            )?
         }
         other => return Err(format!("no handler for {other:?}")),
     };

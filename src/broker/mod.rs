@@ -7,6 +7,7 @@
 
 mod connection;
 mod dispatch;
+pub mod group;
 mod handlers;
 pub mod topics;
 
@@ -39,6 +40,7 @@ pub struct Broker {
     pub cache: Arc<BlockCache>,
     pub catalog: Catalog,
     pub writer: Arc<WalWriter>,
+    pub groups: Arc<group::GroupCoordinator>,
     /// Serialises topic creation and deletion.
     pub admin_lock: tokio::sync::Mutex<()>,
 }
@@ -139,6 +141,7 @@ impl Broker {
             cache,
             catalog,
             writer: Arc::clone(&writer),
+            groups: group::GroupCoordinator::new(Arc::clone(&metadata), config.groups.clone()),
             admin_lock: tokio::sync::Mutex::new(()),
             config,
         });
@@ -154,6 +157,7 @@ impl Broker {
         let tasks = vec![
             tokio::spawn(writer.run(shutdown.clone())),
             tokio::spawn(collector.run(sweep_every, shutdown.clone())),
+            tokio::spawn(Arc::clone(&broker.groups).run(shutdown.clone())),
             tokio::spawn(connection::accept_loop(
                 Arc::clone(&broker),
                 listener,

@@ -48,6 +48,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub kafka: KafkaConfig,
     pub gc: GcConfig,
+    pub groups: GroupConfig,
 }
 
 impl Default for Config {
@@ -64,6 +65,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             kafka: KafkaConfig::default(),
             gc: GcConfig::default(),
+            groups: GroupConfig::default(),
         }
     }
 }
@@ -179,6 +181,35 @@ impl Default for GcConfig {
     }
 }
 
+/// Consumer groups (Kafka's broker config names in brackets).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GroupConfig {
+    /// Delay of the first rebalance of an empty group, so that members
+    /// starting together land in one generation (`group.initial.rebalance.delay.ms`).
+    pub initial_rebalance_delay_ms: u64,
+    /// Smallest session timeout a member may ask for (`group.min.session.timeout.ms`).
+    pub min_session_timeout_ms: i32,
+    /// Largest session timeout a member may ask for (`group.max.session.timeout.ms`).
+    pub max_session_timeout_ms: i32,
+    /// Committed offsets of a group without members expire after this (`offsets.retention.minutes`).
+    pub offsets_retention_minutes: i64,
+    /// Longest commit metadata string accepted (`offset.metadata.max.bytes`).
+    pub offset_metadata_max_bytes: usize,
+}
+
+impl Default for GroupConfig {
+    fn default() -> Self {
+        Self {
+            initial_rebalance_delay_ms: 3000,
+            min_session_timeout_ms: 6000,
+            max_session_timeout_ms: 1_800_000,
+            offsets_retention_minutes: 10_080,
+            offset_metadata_max_bytes: 4096,
+        }
+    }
+}
+
 impl Config {
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -252,6 +283,17 @@ impl Config {
         }
         if self.kafka.default_partitions < 1 {
             return invalid("kafka.default_partitions", "must be at least 1");
+        }
+        if self.groups.min_session_timeout_ms < 1
+            || self.groups.max_session_timeout_ms < self.groups.min_session_timeout_ms
+        {
+            return invalid(
+                "groups.max_session_timeout_ms",
+                "session timeouts must be positive with min <= max",
+            );
+        }
+        if self.groups.offsets_retention_minutes < 1 {
+            return invalid("groups.offsets_retention_minutes", "must be at least 1");
         }
         if self.kafka.max_inflight_per_connection == 0 {
             return invalid("kafka.max_inflight_per_connection", "must be at least 1");

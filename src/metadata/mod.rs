@@ -105,6 +105,17 @@ pub enum ChunkOutcome {
     TopicDeleted,
 }
 
+/// A consumer group's committed offset of one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedOffset {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub offset: i64,
+    pub leader_epoch: i32,
+    pub metadata: Option<String>,
+    pub commit_ms: i64,
+}
+
 #[async_trait]
 pub trait MetadataStore: Send + Sync + 'static {
     /// The cluster id, created on first start.
@@ -130,6 +141,21 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Committed objects that no chunk references any more.
     async fn unreferenced_objects(&self) -> Result<Vec<String>>;
     async fn forget_object(&self, key: &str) -> Result<()>;
+
+    /// Writes a group's offsets in one transaction (all or nothing).
+    async fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffset>) -> Result<()>;
+    async fn fetch_offsets(&self, group: &str) -> Result<Vec<CommittedOffset>>;
+    async fn delete_offsets(&self, group: &str, partitions: Vec<(TopicId, i32)>) -> Result<()>;
+    /// Removes a group's offsets and its record.
+    async fn delete_group(&self, group: &str) -> Result<()>;
+    /// Remembers a group and its protocol type (so it is listed after a restart).
+    async fn record_group(&self, group: &str, protocol_type: &str) -> Result<()>;
+    /// `(group, protocol type)` of every group with a record or committed offsets.
+    async fn stored_groups(&self) -> Result<Vec<(String, String)>>;
+    /// Deletes offsets committed before `before_ms` by groups not in
+    /// `active` (Kafka's `offsets.retention.minutes` for empty groups);
+    /// returns how many were deleted.
+    async fn expire_offsets(&self, before_ms: i64, active: Vec<String>) -> Result<usize>;
 }
 
 /// Opens the store named by a metadata URL (`sqlite://PATH`).

@@ -6,6 +6,7 @@
 //! with bounded pre-allocation, see `vendor/kafka-protocol/README.vendor.md`).
 
 pub mod batch;
+pub mod consumer;
 pub mod frame;
 pub mod versions;
 

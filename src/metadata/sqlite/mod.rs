@@ -10,66 +10,26 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
+mod groups;
+mod schema;
+
 use super::{
-    ChunkOutcome, ChunkRecord, MetadataError, MetadataStore, ObjectCommit, PartitionRecord, Result,
-    TopicId, TopicRecord,
+    ChunkOutcome, ChunkRecord, CommittedOffset, MetadataError, MetadataStore, ObjectCommit,
+    PartitionRecord, Result, TopicId, TopicRecord,
 };
-
-const SCHEMA_VERSION: i64 = 1;
-
-const SCHEMA_V1: &str = "
-CREATE TABLE cluster (
-    id INTEGER PRIMARY KEY CHECK (id = 0),
-    cluster_id TEXT NOT NULL
-);
-CREATE TABLE topics (
-    topic_id TEXT PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    partitions INTEGER NOT NULL,
-    configs TEXT NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE partitions (
-    topic_id TEXT NOT NULL REFERENCES topics(topic_id) ON DELETE CASCADE,
-    partition INTEGER NOT NULL,
-    leader_id INTEGER NOT NULL,
-    leader_epoch INTEGER NOT NULL,
-    log_start_offset INTEGER NOT NULL,
-    high_watermark INTEGER NOT NULL,
-    PRIMARY KEY (topic_id, partition)
-);
-CREATE TABLE objects (
-    object_key TEXT PRIMARY KEY,
-    size INTEGER NOT NULL,
-    created_ms INTEGER NOT NULL
-);
-CREATE TABLE chunks (
-    topic_id TEXT NOT NULL,
-    partition INTEGER NOT NULL,
-    base_offset INTEGER NOT NULL,
-    last_offset INTEGER NOT NULL,
-    max_timestamp INTEGER NOT NULL,
-    object_key TEXT NOT NULL REFERENCES objects(object_key),
-    byte_start INTEGER NOT NULL,
-    byte_len INTEGER NOT NULL,
-    PRIMARY KEY (topic_id, partition, base_offset),
-    FOREIGN KEY (topic_id, partition) REFERENCES partitions(topic_id, partition) ON DELETE CASCADE
-);
-CREATE INDEX chunks_by_object ON chunks(object_key);
-";
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
 }
 
-fn now_ms() -> i64 {
+pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
 }
 
-fn parse_topic_id(text: &str) -> Result<TopicId> {
+pub(super) fn parse_topic_id(text: &str) -> Result<TopicId> {
     Uuid::parse_str(text)
         .map(TopicId)
         .map_err(|e| MetadataError::Backend(format!("corrupt topic id '{text}': {e}")))
@@ -91,7 +51,7 @@ impl SqliteStore {
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
-            migrate(&conn)?;
+            schema::migrate(&conn)?;
             Ok(conn)
         })
         .await
@@ -115,26 +75,6 @@ impl SqliteStore {
         })
         .await
         .map_err(|e| MetadataError::Backend(format!("metadata task failed: {e}")))?
-    }
-}
-
-fn migrate(conn: &Connection) -> Result<()> {
-    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
-    let current: Option<i64> = conn
-        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
-        .optional()?
-        .flatten();
-    match current {
-        None => {
-            conn.execute_batch(&format!(
-                "BEGIN; {SCHEMA_V1} INSERT INTO schema_version VALUES ({SCHEMA_VERSION}); COMMIT;"
-            ))?;
-            Ok(())
-        }
-        Some(SCHEMA_VERSION) => Ok(()),
-        Some(other) => Err(MetadataError::Backend(format!(
-            "metadata schema version {other} is newer than this broker's {SCHEMA_VERSION}"
-        ))),
     }
 }
 
@@ -400,6 +340,45 @@ impl MetadataStore for SqliteStore {
             Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
         })
         .await
+    }
+
+    async fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffset>) -> Result<()> {
+        let group = group.to_string();
+        self.with_conn(move |conn| groups::commit(conn, &group, &offsets))
+            .await
+    }
+
+    async fn fetch_offsets(&self, group: &str) -> Result<Vec<CommittedOffset>> {
+        let group = group.to_string();
+        self.with_conn(move |conn| groups::fetch(conn, &group))
+            .await
+    }
+
+    async fn delete_offsets(&self, group: &str, partitions: Vec<(TopicId, i32)>) -> Result<()> {
+        let group = group.to_string();
+        self.with_conn(move |conn| groups::delete_partitions(conn, &group, &partitions))
+            .await
+    }
+
+    async fn delete_group(&self, group: &str) -> Result<()> {
+        let group = group.to_string();
+        self.with_conn(move |conn| groups::delete_group(conn, &group))
+            .await
+    }
+
+    async fn record_group(&self, group: &str, protocol_type: &str) -> Result<()> {
+        let (group, protocol_type) = (group.to_string(), protocol_type.to_string());
+        self.with_conn(move |conn| groups::record(conn, &group, &protocol_type))
+            .await
+    }
+
+    async fn stored_groups(&self) -> Result<Vec<(String, String)>> {
+        self.with_conn(|conn| groups::stored(conn)).await
+    }
+
+    async fn expire_offsets(&self, before_ms: i64, active: Vec<String>) -> Result<usize> {
+        self.with_conn(move |conn| groups::expire(conn, before_ms, &active))
+            .await
     }
 
     async fn forget_object(&self, key: &str) -> Result<()> {

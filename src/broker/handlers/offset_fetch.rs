@@ -1,0 +1,152 @@
+//! OffsetFetch: committed offsets of one group (v1-v7) or several (v8+),
+//! for the listed partitions or all of them. A partition without a commit
+//! answers offset -1 with empty metadata, as Kafka does.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use kafka_protocol::error::ResponseError;
+use kafka_protocol::messages::offset_fetch_response::{
+    OffsetFetchResponseGroup, OffsetFetchResponsePartition, OffsetFetchResponsePartitions,
+    OffsetFetchResponseTopic, OffsetFetchResponseTopics,
+};
+use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicName};
+
+use super::str_bytes;
+use crate::broker::Broker;
+
+/// `(topic, [(partition, offset, leader epoch, metadata)])`
+type GroupOffsets = Vec<(String, Vec<(i32, i64, i32, String)>)>;
+
+async fn offsets_of(
+    broker: &Broker,
+    group: &str,
+    wanted: Option<Vec<(String, Vec<i32>)>>,
+) -> Result<GroupOffsets, ResponseError> {
+    if group.is_empty() {
+        return Err(ResponseError::InvalidGroupId);
+    }
+    let committed = broker
+        .metadata
+        .fetch_offsets(group)
+        .await
+        .map_err(|error| {
+            tracing::warn!(%group, %error, "offset fetch failed");
+            ResponseError::CoordinatorNotAvailable
+        })?;
+    let mut by_topic: HashMap<String, Vec<(i32, i64, i32, String)>> = HashMap::new();
+    for c in committed {
+        let Some(topic) = broker.catalog.by_id(c.topic_id) else {
+            continue;
+        };
+        by_topic
+            .entry(topic.record.name.clone())
+            .or_default()
+            .push((
+                c.partition,
+                c.offset,
+                c.leader_epoch,
+                c.metadata.unwrap_or_default(),
+            ));
+    }
+    Ok(match wanted {
+        None => {
+            let mut all: GroupOffsets = by_topic.into_iter().collect();
+            all.sort();
+            all
+        }
+        Some(list) => list
+            .into_iter()
+            .map(|(topic, partitions)| {
+                let known = by_topic.get(&topic);
+                let rows = partitions
+                    .into_iter()
+                    .map(|p| {
+                        known
+                            .and_then(|rows| rows.iter().find(|r| r.0 == p).cloned())
+                            .unwrap_or((p, -1, -1, String::new()))
+                    })
+                    .collect();
+                (topic, rows)
+            })
+            .collect(),
+    })
+}
+
+pub async fn handle(
+    broker: &Arc<Broker>,
+    version: i16,
+    request: OffsetFetchRequest,
+) -> OffsetFetchResponse {
+    if version >= 8 {
+        let mut groups = Vec::with_capacity(request.groups.len());
+        for g in request.groups {
+            let wanted = g.topics.map(|topics| {
+                topics
+                    .into_iter()
+                    .map(|t| (t.name.to_string(), t.partition_indexes))
+                    .collect()
+            });
+            let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
+            groups.push(match offsets_of(broker, &g.group_id, wanted).await {
+                Err(code) => group.with_error_code(code.code()),
+                Ok(offsets) => group.with_topics(
+                    offsets
+                        .into_iter()
+                        .map(|(topic, rows)| {
+                            OffsetFetchResponseTopics::default()
+                                .with_name(TopicName(str_bytes(topic)))
+                                .with_partitions(
+                                    rows.into_iter()
+                                        .map(|(p, offset, epoch, metadata)| {
+                                            OffsetFetchResponsePartitions::default()
+                                                .with_partition_index(p)
+                                                .with_committed_offset(offset)
+                                                .with_committed_leader_epoch(epoch)
+                                                .with_metadata(Some(str_bytes(metadata)))
+                                        })
+                                        .collect(),
+                                )
+                        })
+                        .collect(),
+                ),
+            });
+        }
+        return OffsetFetchResponse::default().with_groups(groups);
+    }
+    let wanted = request.topics.map(|topics| {
+        topics
+            .into_iter()
+            .map(|t| (t.name.to_string(), t.partition_indexes))
+            .collect()
+    });
+    match offsets_of(broker, &request.group_id, wanted).await {
+        // v1 has no top-level error code: an empty answer is all it can carry.
+        Err(code) if version >= 2 => OffsetFetchResponse::default().with_error_code(code.code()),
+        Err(_) => OffsetFetchResponse::default(),
+        Ok(offsets) => OffsetFetchResponse::default().with_topics(
+            offsets
+                .into_iter()
+                .map(|(topic, rows)| {
+                    OffsetFetchResponseTopic::default()
+                        .with_name(TopicName(str_bytes(topic)))
+                        .with_partitions(
+                            rows.into_iter()
+                                .map(|(p, offset, epoch, metadata)| {
+                                    let partition = OffsetFetchResponsePartition::default()
+                                        .with_partition_index(p)
+                                        .with_committed_offset(offset)
+                                        .with_metadata(Some(str_bytes(metadata)));
+                                    if version >= 5 {
+                                        partition.with_committed_leader_epoch(epoch)
+                                    } else {
+                                        partition
+                                    }
+                                })
+                                .collect(),
+                        )
+                })
+                .collect(),
+        ),
+    }
+}

@@ -1,0 +1,147 @@
+//! Consumer-group rows: committed offsets and the group records that keep
+//! empty groups listable across restarts.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use super::{now_ms, parse_topic_id};
+use crate::metadata::{CommittedOffset, Result, TopicId};
+
+pub(super) fn commit(
+    conn: &mut Connection,
+    group: &str,
+    offsets: &[CommittedOffset],
+) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO group_offsets
+                 (group_id, topic_id, partition, committed_offset, leader_epoch, metadata, commit_ms)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT (group_id, topic_id, partition) DO UPDATE SET
+                 committed_offset = excluded.committed_offset,
+                 leader_epoch = excluded.leader_epoch,
+                 metadata = excluded.metadata,
+                 commit_ms = excluded.commit_ms",
+        )?;
+        for o in offsets {
+            stmt.execute(params![
+                group,
+                o.topic_id.0.to_string(),
+                o.partition,
+                o.offset,
+                o.leader_epoch,
+                o.metadata,
+                o.commit_ms
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn fetch(conn: &Connection, group: &str) -> Result<Vec<CommittedOffset>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT topic_id, partition, committed_offset, leader_epoch, metadata, commit_ms
+         FROM group_offsets WHERE group_id = ?1 ORDER BY topic_id, partition",
+    )?;
+    let rows = stmt.query_map(params![group], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i32>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i32>(3)?,
+            r.get::<_, Option<String>>(4)?,
+            r.get::<_, i64>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (topic, partition, offset, leader_epoch, metadata, commit_ms) = row?;
+        out.push(CommittedOffset {
+            topic_id: parse_topic_id(&topic)?,
+            partition,
+            offset,
+            leader_epoch,
+            metadata,
+            commit_ms,
+        });
+    }
+    Ok(out)
+}
+
+pub(super) fn delete_partitions(
+    conn: &mut Connection,
+    group: &str,
+    partitions: &[(TopicId, i32)],
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    for (topic, partition) in partitions {
+        tx.execute(
+            "DELETE FROM group_offsets WHERE group_id = ?1 AND topic_id = ?2 AND partition = ?3",
+            params![group, topic.0.to_string(), partition],
+        )?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn delete_group(conn: &mut Connection, group: &str) -> Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "DELETE FROM group_offsets WHERE group_id = ?1",
+        params![group],
+    )?;
+    tx.execute("DELETE FROM groups WHERE group_id = ?1", params![group])?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn record(conn: &Connection, group: &str, protocol_type: &str) -> Result<()> {
+    conn.execute(
+        "INSERT INTO groups (group_id, protocol_type, updated_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT (group_id) DO UPDATE SET protocol_type = excluded.protocol_type,
+             updated_ms = excluded.updated_ms",
+        params![group, protocol_type, now_ms()],
+    )?;
+    Ok(())
+}
+
+pub(super) fn stored(conn: &Connection) -> Result<Vec<(String, String)>> {
+    let mut groups: BTreeMap<String, String> = BTreeMap::new();
+    let mut stmt = conn.prepare_cached("SELECT DISTINCT group_id FROM group_offsets")?;
+    for row in stmt.query_map([], |r| r.get::<_, String>(0))? {
+        groups.insert(row?, String::new());
+    }
+    let mut stmt = conn.prepare_cached("SELECT group_id, protocol_type FROM groups")?;
+    for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))? {
+        let (group, protocol_type) = row?;
+        groups.insert(group, protocol_type);
+    }
+    Ok(groups.into_iter().collect())
+}
+
+pub(super) fn expire(conn: &mut Connection, before_ms: i64, active: &[String]) -> Result<usize> {
+    let tx = conn.transaction()?;
+    let candidates: Vec<String> = {
+        let mut stmt =
+            tx.prepare("SELECT DISTINCT group_id FROM group_offsets WHERE commit_ms < ?1")?;
+        let rows = stmt.query_map(params![before_ms], |r| r.get::<_, String>(0))?;
+        rows.collect::<std::result::Result<_, _>>()?
+    };
+    let mut deleted = 0;
+    for group in candidates.iter().filter(|g| !active.contains(g)) {
+        deleted += tx.execute(
+            "DELETE FROM group_offsets WHERE group_id = ?1 AND commit_ms < ?2",
+            params![group, before_ms],
+        )?;
+        tx.execute(
+            "DELETE FROM groups WHERE group_id = ?1
+               AND NOT EXISTS (SELECT 1 FROM group_offsets WHERE group_id = ?1)",
+            params![group],
+        )?;
+    }
+    tx.commit()?;
+    Ok(deleted)
+}

@@ -1,0 +1,93 @@
+//! The SQLite schema and its migrations. A database is brought up to the
+//! latest version at open, one transaction per step; a database newer than
+//! this broker is refused.
+
+use rusqlite::{Connection, OptionalExtension};
+
+use crate::metadata::{MetadataError, Result};
+
+/// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+
+const SCHEMA_V1: &str = "
+CREATE TABLE cluster (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    cluster_id TEXT NOT NULL
+);
+CREATE TABLE topics (
+    topic_id TEXT PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    partitions INTEGER NOT NULL,
+    configs TEXT NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE partitions (
+    topic_id TEXT NOT NULL REFERENCES topics(topic_id) ON DELETE CASCADE,
+    partition INTEGER NOT NULL,
+    leader_id INTEGER NOT NULL,
+    leader_epoch INTEGER NOT NULL,
+    log_start_offset INTEGER NOT NULL,
+    high_watermark INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition)
+);
+CREATE TABLE objects (
+    object_key TEXT PRIMARY KEY,
+    size INTEGER NOT NULL,
+    created_ms INTEGER NOT NULL
+);
+CREATE TABLE chunks (
+    topic_id TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    base_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    max_timestamp INTEGER NOT NULL,
+    object_key TEXT NOT NULL REFERENCES objects(object_key),
+    byte_start INTEGER NOT NULL,
+    byte_len INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition, base_offset),
+    FOREIGN KEY (topic_id, partition) REFERENCES partitions(topic_id, partition) ON DELETE CASCADE
+);
+CREATE INDEX chunks_by_object ON chunks(object_key);
+";
+
+const SCHEMA_V2: &str = "
+CREATE TABLE groups (
+    group_id TEXT PRIMARY KEY,
+    protocol_type TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE group_offsets (
+    group_id TEXT NOT NULL,
+    topic_id TEXT NOT NULL REFERENCES topics(topic_id) ON DELETE CASCADE,
+    partition INTEGER NOT NULL,
+    committed_offset INTEGER NOT NULL,
+    leader_epoch INTEGER NOT NULL,
+    metadata TEXT,
+    commit_ms INTEGER NOT NULL,
+    PRIMARY KEY (group_id, topic_id, partition)
+);
+";
+
+pub(super) fn migrate(conn: &Connection) -> Result<()> {
+    conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
+    let current: i64 = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .optional()?
+        .flatten()
+        .unwrap_or(0);
+    let latest = MIGRATIONS.len() as i64;
+    if current > latest {
+        return Err(MetadataError::Backend(format!(
+            "metadata schema version {current} is newer than this broker's {latest}"
+        )));
+    }
+    for (index, migration) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = index as i64 + 1;
+        conn.execute_batch(&format!(
+            "BEGIN; {migration} DELETE FROM schema_version; INSERT INTO schema_version VALUES ({version}); COMMIT;"
+        ))?;
+    }
+    Ok(())
+}
