@@ -266,7 +266,8 @@ impl Group {
         }
         let deadline_passed = self.rebalance_deadline.is_some_and(|d| now >= d);
         let delay_over = self.initial_delay_until.is_none_or(|d| now >= d);
-        if !deadline_passed && !(self.all_joined() && delay_over) {
+        let everyone_in = self.all_joined() && delay_over;
+        if !(deadline_passed || everyone_in) {
             return;
         }
         let stragglers: Vec<String> = self

@@ -15,6 +15,9 @@ use super::str_bytes;
 use crate::broker::Broker;
 use crate::metadata::CommittedOffset;
 
+/// `(partition, error)` in request order; `None` once written.
+type PartitionAnswer = (i32, Option<ResponseError>);
+
 pub async fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.to_string();
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
@@ -33,8 +36,7 @@ pub async fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Offse
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0);
     let max_metadata = broker.config.groups.offset_metadata_max_bytes;
-    // (topic, [(partition, error)]) in request order; `None` = to be written.
-    let mut answers: Vec<(TopicName, Vec<(i32, Option<ResponseError>)>)> = Vec::new();
+    let mut answers: Vec<(TopicName, Vec<PartitionAnswer>)> = Vec::new();
     let mut to_write = Vec::new();
     for topic in &request.topics {
         let state = broker.catalog.by_name(&topic.name);
