@@ -20,13 +20,13 @@ use kafka_protocol::records::{
 
 use crate::common::TestBroker;
 
-struct Raw {
-    stream: TcpStream,
+pub struct Raw {
+    pub stream: TcpStream,
     correlation: i32,
 }
 
 impl Raw {
-    fn connect(broker: &TestBroker) -> Self {
+    pub fn connect(broker: &TestBroker) -> Self {
         let stream = TcpStream::connect(&broker.addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(15)))
@@ -67,7 +67,7 @@ impl Raw {
         Some(Bytes::from(body))
     }
 
-    fn call<Req: Encodable, Resp: Decodable + HeaderVersion>(
+    pub fn call<Req: Encodable, Resp: Decodable + HeaderVersion>(
         &mut self,
         api: ApiKey,
         version: i16,

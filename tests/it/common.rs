@@ -34,8 +34,22 @@ impl TestBroker {
         Self::start_with_env(args, &[])
     }
 
-    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
+    /// A broker started with `toml` as its configuration file.
+    pub fn start_configured(toml: &str, args: &[&str]) -> Self {
         let tmp = tempfile::tempdir().expect("tempdir");
+        let config = tmp.path().join("strata.toml");
+        std::fs::write(&config, toml).expect("write config");
+        let config = config.display().to_string();
+        let mut all: Vec<&str> = vec!["--config", &config];
+        all.extend_from_slice(args);
+        Self::start_in(tmp, &all, &[])
+    }
+
+    pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
+        Self::start_in(tempfile::tempdir().expect("tempdir"), args, envs)
+    }
+
+    fn start_in(tmp: TempDir, args: &[&str], envs: &[(&str, &str)]) -> Self {
         let mut broker = TestBroker {
             child: None,
             addr: String::new(),

@@ -9,5 +9,6 @@ mod cli;
 mod common;
 mod config;
 mod crash;
+mod groups;
 mod produce_consume;
 mod s3;
