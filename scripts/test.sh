@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine
-# (C toolchain for librdkafka, kcat, cargo-nextest, the moto S3 server in a
-# Python venv), then runs lints and the whole test suite.
+# (C toolchain for librdkafka, kcat, cargo-nextest, the moto S3 server and
+# confluent-kafka in a Python venv), then runs lints and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -23,10 +23,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 venv=target/test-venv
-if [ ! -x "$venv/bin/moto_server" ]; then
-  echo "==> installing the moto S3 server into $venv"
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
+  echo "==> installing the moto S3 server and confluent-kafka into $venv"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.5"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.5" "confluent-kafka==2.16.1"
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 

@@ -225,6 +225,26 @@ pub async fn dispatch(
                 &handlers::groups_admin::delete(broker, request).await,
             )?
         }
+        ApiKey::ConsumerGroupHeartbeat => {
+            let request = decode(&mut frame)?;
+            let client_id = frame
+                .header
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .unwrap_or_default();
+            encode(
+                &meta,
+                &handlers::consumer_group::heartbeat(broker, request, client_id, peer),
+            )?
+        }
+        ApiKey::ConsumerGroupDescribe => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::consumer_group::describe(broker, version, request),
+            )?
+        }
         other => return Err(format!("no handler for {other:?}")),
     };
     Ok(Dispatched::Response(response))

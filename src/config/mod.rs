@@ -196,6 +196,12 @@ pub struct GroupConfig {
     pub offsets_retention_minutes: i64,
     /// Longest commit metadata string accepted (`offset.metadata.max.bytes`).
     pub offset_metadata_max_bytes: usize,
+    /// KIP-848 groups: a member without a heartbeat for this long is removed
+    /// (`group.consumer.session.timeout.ms`).
+    pub consumer_session_timeout_ms: u64,
+    /// KIP-848 groups: heartbeat interval given to members
+    /// (`group.consumer.heartbeat.interval.ms`).
+    pub consumer_heartbeat_interval_ms: i32,
 }
 
 impl Default for GroupConfig {
@@ -206,6 +212,8 @@ impl Default for GroupConfig {
             max_session_timeout_ms: 1_800_000,
             offsets_retention_minutes: 10_080,
             offset_metadata_max_bytes: 4096,
+            consumer_session_timeout_ms: 45_000,
+            consumer_heartbeat_interval_ms: 5_000,
         }
     }
 }
@@ -290,6 +298,15 @@ impl Config {
             return invalid(
                 "groups.max_session_timeout_ms",
                 "session timeouts must be positive with min <= max",
+            );
+        }
+        if self.groups.consumer_heartbeat_interval_ms < 1
+            || self.groups.consumer_heartbeat_interval_ms as u64
+                >= self.groups.consumer_session_timeout_ms
+        {
+            return invalid(
+                "groups.consumer_heartbeat_interval_ms",
+                "must be positive and below groups.consumer_session_timeout_ms",
             );
         }
         if self.groups.offsets_retention_minutes < 1 {

@@ -49,9 +49,13 @@ fn member(
         .set("group.id", group)
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "true")
-        .set("auto.commit.interval.ms", "200")
-        .set("session.timeout.ms", "6000")
-        .set("heartbeat.interval.ms", "300");
+        .set("auto.commit.interval.ms", "200");
+    // With KIP-848 the broker owns session and heartbeat timing.
+    if !extra.contains(&("group.protocol", "consumer")) {
+        config
+            .set("session.timeout.ms", "6000")
+            .set("heartbeat.interval.ms", "300");
+    }
     for (k, v) in extra {
         config.set(*k, *v);
     }
@@ -629,5 +633,183 @@ mod raw {
             &DeleteGroupsRequest::default().with_groups_names(vec![GroupId(s("fence"))]),
         );
         assert_eq!(delete.results[0].error_code, 0);
+    }
+}
+
+mod kip848 {
+    //! The KIP-848 consumer protocol (`group.protocol=consumer`): server-side
+    //! assignment, incremental reconciliation, and a member lost to SIGKILL.
+
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use kafka_protocol::messages::*;
+    use kafka_protocol::protocol::StrBytes;
+
+    use super::{Member, Seen, all_seen, member, produce_range, wait_until};
+    use crate::bad_input::Raw;
+    use crate::common::TestBroker;
+
+    const CONFIG: &str =
+        "[groups]\nconsumer_session_timeout_ms = 6000\nconsumer_heartbeat_interval_ms = 300\n";
+
+    const PY_MEMBER: &str = r#"
+import sys
+from confluent_kafka import Consumer
+c = Consumer({"bootstrap.servers": sys.argv[1], "group.id": sys.argv[2],
+              "group.protocol": "consumer", "auto.offset.reset": "earliest"})
+c.subscribe([sys.argv[3]])
+while True:
+    m = c.poll(0.2)
+    if m is None or m.error():
+        continue
+    print(m.value().decode(), flush=True)
+"#;
+
+    /// (members, union of assigned partitions, any partition owned twice).
+    fn described(raw: &mut Raw, group: &str) -> (usize, Vec<i32>, bool, String) {
+        let request = ConsumerGroupDescribeRequest::default()
+            .with_group_ids(vec![GroupId(StrBytes::from_string(group.to_string()))]);
+        let response: ConsumerGroupDescribeResponse =
+            raw.call(ApiKey::ConsumerGroupDescribe, 0, &request);
+        let g = &response.groups[0];
+        let mut all: Vec<i32> = g
+            .members
+            .iter()
+            .flat_map(|m| {
+                m.assignment
+                    .topic_partitions
+                    .iter()
+                    .flat_map(|t| t.partitions.clone())
+            })
+            .collect();
+        all.sort();
+        let mut distinct = all.clone();
+        distinct.dedup();
+        let doubled = distinct.len() != all.len();
+        (
+            g.members.len(),
+            distinct,
+            doubled,
+            g.group_state.to_string(),
+        )
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn server_side_assignment_survives_a_killed_member() {
+        let broker = TestBroker::start_configured(CONFIG, &[]);
+        broker.create_topic("kip848", 4).await;
+        produce_range(&broker, "kip848", 4, 0..400).await;
+        let mut raw = Raw::connect(&broker);
+        let protocol = [("group.protocol", "consumer")];
+        let seen: Vec<Seen> = (0..3).map(|_| Seen::default()).collect();
+        let members: Vec<Member> = (0..2)
+            .map(|i| {
+                member(
+                    &broker.addr,
+                    "new-proto",
+                    "kip848",
+                    &protocol,
+                    Arc::clone(&seen[i]),
+                    Arc::default(),
+                )
+            })
+            .collect();
+        let script = broker.data_dir.join("kip848_member.py");
+        std::fs::write(&script, PY_MEMBER).expect("write script");
+        let mut python = Command::new("python3")
+            .arg(&script)
+            .args([broker.addr.as_str(), "new-proto", "kip848"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect(
+                "python3 with confluent-kafka is installed by the test command (scripts/test.sh)",
+            );
+        let stdout = python.stdout.take().expect("stdout");
+        let py_seen = Arc::clone(&seen[2]);
+        let reader = std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                py_seen.lock().expect("seen").push(line);
+            }
+        });
+        wait_until(
+            "three KIP-848 members sharing four partitions",
+            Duration::from_secs(60),
+            || {
+                let (count, partitions, doubled, state) = described(&mut raw, "new-proto");
+                assert!(!doubled, "a partition was owned by two members");
+                count == 3 && partitions == vec![0, 1, 2, 3] && state == "Stable"
+            },
+        );
+        let refs: Vec<&Seen> = seen.iter().collect();
+        wait_until("all 400 records consumed", Duration::from_secs(30), || {
+            all_seen(&refs, 400).0
+        });
+
+        python.kill().expect("SIGKILL the python member");
+        let _ = python.wait();
+        let _ = reader.join();
+        produce_range(&broker, "kip848", 4, 400..800).await;
+        wait_until(
+            "the two survivors to own all four partitions",
+            Duration::from_secs(60),
+            || {
+                let (count, partitions, doubled, _) = described(&mut raw, "new-proto");
+                assert!(!doubled, "a partition was owned by two members");
+                count == 2 && partitions == vec![0, 1, 2, 3]
+            },
+        );
+        wait_until("all 800 records consumed", Duration::from_secs(30), || {
+            all_seen(&refs, 800).0
+        });
+        let (_, duplicates) = all_seen(&refs, 800);
+        eprintln!("kip-848 with a killed member: 800 records, {duplicates} duplicates");
+        for m in members {
+            m.stop();
+        }
+    }
+
+    #[test]
+    fn heartbeat_fencing_on_raw_frames() {
+        let broker = TestBroker::start_configured(CONFIG, &[]);
+        let mut raw = Raw::connect(&broker);
+        let hb = |raw: &mut Raw, member: &str, epoch: i32| -> ConsumerGroupHeartbeatResponse {
+            let request = ConsumerGroupHeartbeatRequest::default()
+                .with_group_id(GroupId(StrBytes::from_static_str("raw848")))
+                .with_member_id(StrBytes::from_string(member.to_string()))
+                .with_member_epoch(epoch)
+                .with_rebalance_timeout_ms(5000)
+                .with_subscribed_topic_names(Some(vec![TopicName(StrBytes::from_static_str(
+                    "none",
+                ))]))
+                .with_topic_partitions(Some(vec![]));
+            raw.call(ApiKey::ConsumerGroupHeartbeat, 0, &request)
+        };
+        let joined = hb(&mut raw, "", 0);
+        assert_eq!(joined.error_code, 0);
+        let id = joined.member_id.expect("member id").to_string();
+        assert!(joined.member_epoch > 0);
+        assert_eq!(joined.heartbeat_interval_ms, 300);
+        assert_eq!(hb(&mut raw, &id, joined.member_epoch).error_code, 0);
+        assert_eq!(
+            hb(&mut raw, &id, joined.member_epoch + 7).error_code,
+            110,
+            "FENCED_MEMBER_EPOCH"
+        );
+        assert_eq!(
+            hb(&mut raw, "stranger", 1).error_code,
+            25,
+            "UNKNOWN_MEMBER_ID"
+        );
+        let left = hb(&mut raw, &id, -1);
+        assert_eq!((left.error_code, left.member_epoch), (0, -1));
+        assert_eq!(
+            hb(&mut raw, &id, joined.member_epoch).error_code,
+            25,
+            "gone after leaving"
+        );
     }
 }

@@ -7,6 +7,7 @@
 //! deadline passed. Membership does not survive a restart: members get
 //! UNKNOWN_MEMBER_ID and rejoin, and their committed offsets are intact.
 
+pub mod consumer;
 pub mod state;
 
 use std::collections::{BTreeMap, HashMap};
@@ -18,9 +19,11 @@ use kafka_protocol::error::ResponseError;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use self::consumer::{ConsumerGroup, Heartbeat, HeartbeatResult};
 use self::state::{Group, GroupState, JoinResult, Member, SyncResult};
 use crate::config::GroupConfig;
 use crate::metadata::MetadataStore;
+use crate::metadata::TopicId;
 
 /// A JoinGroup as the coordinator needs it.
 pub struct JoinRequest {
@@ -66,6 +69,8 @@ pub struct GroupView {
 
 pub struct GroupCoordinator {
     groups: Mutex<HashMap<String, Group>>,
+    /// KIP-848 groups; lock after `groups` when both are needed.
+    consumer_groups: Mutex<HashMap<String, ConsumerGroup>>,
     metadata: Arc<dyn MetadataStore>,
     config: GroupConfig,
 }
@@ -78,6 +83,7 @@ impl GroupCoordinator {
     pub fn new(metadata: Arc<dyn MetadataStore>, config: GroupConfig) -> Arc<Self> {
         Arc::new(GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
+            consumer_groups: Mutex::new(HashMap::new()),
             metadata,
             config,
         })
@@ -88,6 +94,67 @@ impl GroupCoordinator {
         self.groups
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn lock_consumer(&self) -> MutexGuard<'_, HashMap<String, ConsumerGroup>> {
+        self.consumer_groups
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub fn heartbeat_interval_ms(&self) -> i32 {
+        self.config.consumer_heartbeat_interval_ms
+    }
+
+    /// A KIP-848 ConsumerGroupHeartbeat.
+    pub fn consumer_heartbeat(
+        &self,
+        group_id: &str,
+        heartbeat: Heartbeat,
+        resolve: &dyn Fn(&str) -> Option<(TopicId, i32)>,
+    ) -> HeartbeatResult {
+        if group_id.is_empty() {
+            return HeartbeatResult {
+                error: Some((
+                    ResponseError::InvalidGroupId,
+                    "the group id is empty".into(),
+                )),
+                ..HeartbeatResult::default()
+            };
+        }
+        if self
+            .lock()
+            .get(group_id)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            return HeartbeatResult {
+                error: Some((
+                    ResponseError::GroupIdNotFound,
+                    "a classic group with members already uses this id".into(),
+                )),
+                ..HeartbeatResult::default()
+            };
+        }
+        let mut groups = self.lock_consumer();
+        let new_group = !groups.contains_key(group_id);
+        let group = groups
+            .entry(group_id.to_string())
+            .or_insert_with(|| ConsumerGroup::new(group_id));
+        let result = group.heartbeat(heartbeat, Instant::now(), resolve);
+        drop(groups);
+        if new_group && result.error.is_none() {
+            self.remember(group_id, "consumer");
+        }
+        result
+    }
+
+    /// Runs `f` on a KIP-848 group, if there is one.
+    pub fn with_consumer_group<T>(
+        &self,
+        group_id: &str,
+        f: impl FnOnce(&ConsumerGroup) -> T,
+    ) -> Option<T> {
+        self.lock_consumer().get(group_id).map(f)
     }
 
     fn remember(&self, group: &str, protocol_type: &str) {
@@ -111,6 +178,13 @@ impl GroupCoordinator {
             || session > self.config.max_session_timeout_ms
         {
             return fail(ResponseError::InvalidSessionTimeout);
+        }
+        if self
+            .lock_consumer()
+            .get(&req.group_id)
+            .is_some_and(|g| !g.members.is_empty())
+        {
+            return fail(ResponseError::InconsistentGroupProtocol);
         }
         let mut groups = self.lock();
         let new_group = !groups.contains_key(&req.group_id);
@@ -397,6 +471,15 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> Result<(), ResponseError> {
+        if let Some(result) = self.with_consumer_group(group_id, |g| {
+            if g.members.is_empty() && generation < 0 {
+                Ok(())
+            } else {
+                g.validate_commit(member_id, generation)
+            }
+        }) {
+            return result;
+        }
         let groups = self.lock();
         let Some(group) = groups.get(group_id) else {
             // A group nobody joined: simple commits (generation -1) only.
@@ -424,6 +507,13 @@ impl GroupCoordinator {
 
     /// Notes a heartbeat for a member that committed.
     pub fn touch(&self, group_id: &str, member_id: &str) {
+        if let Some(member) = self
+            .lock_consumer()
+            .get_mut(group_id)
+            .and_then(|g| g.members.get_mut(member_id))
+        {
+            member.last_heartbeat = Instant::now();
+        }
         if let Some(member) = self
             .lock()
             .get_mut(group_id)
@@ -473,7 +563,8 @@ impl GroupCoordinator {
 
     /// `(group, protocol type, state)` of every group in memory.
     pub fn live_groups(&self) -> BTreeMap<String, (String, &'static str)> {
-        self.lock()
+        let mut all: BTreeMap<String, (String, &'static str)> = self
+            .lock()
             .values()
             .map(|g| {
                 (
@@ -481,7 +572,13 @@ impl GroupCoordinator {
                     (g.protocol_type.clone().unwrap_or_default(), g.state.name()),
                 )
             })
-            .collect()
+            .collect();
+        for g in self.lock_consumer().values() {
+            if !g.members.is_empty() || !all.contains_key(&g.id) {
+                all.insert(g.id.clone(), ("consumer".to_string(), g.state()));
+            }
+        }
+        all
     }
 
     /// Whether the group has members (DeleteGroups and OffsetDelete refuse then).
@@ -489,10 +586,26 @@ impl GroupCoordinator {
         self.lock()
             .get(group_id)
             .is_some_and(|g| !g.members.is_empty())
+            || self
+                .with_consumer_group(group_id, |g| !g.members.is_empty())
+                .unwrap_or(false)
     }
 
     /// Topics the members subscribe to (consumer protocol), for OffsetDelete.
     pub fn subscribed_topics(&self, group_id: &str) -> Vec<String> {
+        if let Some(topics) = self.with_consumer_group(group_id, |g| {
+            let mut topics: Vec<String> = g
+                .members
+                .values()
+                .flat_map(|m| m.subscribed.clone())
+                .collect();
+            topics.sort();
+            topics.dedup();
+            topics
+        }) && !topics.is_empty()
+        {
+            return topics;
+        }
         let groups = self.lock();
         let Some(group) = groups.get(group_id) else {
             return Vec::new();
@@ -516,6 +629,10 @@ impl GroupCoordinator {
         if groups.get(group_id).is_some_and(|g| g.members.is_empty()) {
             groups.remove(group_id);
         }
+        let mut consumer = self.lock_consumer();
+        if consumer.get(group_id).is_some_and(|g| g.members.is_empty()) {
+            consumer.remove(group_id);
+        }
     }
 
     /// Ticks until shutdown: session expiry, rebalance deadlines, offset expiry.
@@ -535,6 +652,13 @@ impl GroupCoordinator {
     }
 
     fn tick(&self, now: Instant) {
+        let session = Duration::from_millis(self.config.consumer_session_timeout_ms);
+        for group in self.lock_consumer().values_mut() {
+            for id in group.expired(now, session) {
+                tracing::info!(group = %group.id, member = %id, "consumer group member expired");
+                group.remove(&id);
+            }
+        }
         let mut groups = self.lock();
         for group in groups.values_mut() {
             let expired = group.expired_members(now);
@@ -560,12 +684,18 @@ impl GroupCoordinator {
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_millis() as i64)
             .unwrap_or(0);
-        let active: Vec<String> = self
+        let mut active: Vec<String> = self
             .lock()
             .values()
             .filter(|g| !g.members.is_empty())
             .map(|g| g.id.clone())
             .collect();
+        active.extend(
+            self.lock_consumer()
+                .values()
+                .filter(|g| !g.members.is_empty())
+                .map(|g| g.id.clone()),
+        );
         match self
             .metadata
             .expire_offsets(now_ms - retention_ms, active)

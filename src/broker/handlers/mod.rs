@@ -2,6 +2,7 @@
 //! Kafka error codes.
 
 pub mod api_versions;
+pub mod consumer_group;
 pub mod create_topics;
 pub mod delete_topics;
 pub mod describe_configs;
