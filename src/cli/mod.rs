@@ -22,6 +22,9 @@ pub enum Command {
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(client::topic::TopicCommand),
+    /// List, describe, reset the offsets of, and delete consumer groups.
+    #[command(subcommand)]
+    Group(client::group::GroupCommand),
     /// Produce lines from stdin as records.
     Produce(client::produce::ProduceArgs),
     /// Print records of a topic.
@@ -34,6 +37,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve::run(args).await,
         Command::Topic(cmd) => client::topic::run(cmd).await,
+        Command::Group(cmd) => client::group::run(cmd).await,
         Command::Produce(args) => client::produce::run(args).await,
         Command::Consume(args) => client::consume::run(args).await,
         Command::Bench(args) => client::bench::run(args).await,

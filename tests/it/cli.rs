@@ -142,3 +142,113 @@ fn cli_errors_say_what_to_fix() {
     assert!(!dup.status.success());
     assert!(String::from_utf8_lossy(&dup.stderr).contains("already exists"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn group_describe_reset_and_delete() {
+    use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer};
+    use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+    let broker = TestBroker::start(&[]);
+    ok(
+        &broker,
+        &["topic", "create", "lag", "--partitions", "2"],
+        "",
+    );
+    let lines: String = (0..30).map(|i| format!("{i}\n")).collect();
+    ok(&broker, &["produce", "lag", "--partition", "0"], &lines);
+    let fifteen: String = (0..15).map(|i| format!("{i}\n")).collect();
+    ok(&broker, &["produce", "lag", "--partition", "1"], &fifteen);
+    // A group that committed 20 of partition 0 and 5 of partition 1.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "readers")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("lag", 0, Offset::Offset(20))
+        .expect("tpl");
+    tpl.add_partition_offset("lag", 1, Offset::Offset(5))
+        .expect("tpl");
+    consumer.commit(&tpl, CommitMode::Sync).expect("commit");
+    drop(consumer);
+
+    let listed = ok(&broker, &["group", "list"], "");
+    assert!(
+        listed.lines().any(|l| l.starts_with("readers ")),
+        "{listed}"
+    );
+    let described = ok(&broker, &["group", "describe", "readers"], "");
+    let row = |text: &str, partition: &str| -> Vec<String> {
+        text.lines()
+            .find(|l| l.split_whitespace().take(2).collect::<Vec<_>>() == ["lag", partition])
+            .unwrap_or_else(|| panic!("no row for partition {partition} in:\n{text}"))
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
+    };
+    // TOPIC PARTITION CURRENT-OFFSET LOG-END-OFFSET LAG ...
+    assert_eq!(
+        row(&described, "0")[2..5],
+        ["20", "30", "10"],
+        "{described}"
+    );
+    assert_eq!(row(&described, "1")[2..5], ["5", "15", "10"], "{described}");
+
+    let dry = ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "readers",
+            "--topic",
+            "lag",
+            "--to-earliest",
+        ],
+        "",
+    );
+    assert!(dry.contains("dry run"), "{dry}");
+    let after_dry = ok(&broker, &["group", "describe", "readers"], "");
+    assert_eq!(row(&after_dry, "0")[2], "20", "a dry run changes nothing");
+
+    let real = ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "readers",
+            "--topic",
+            "lag",
+            "--partition",
+            "0",
+            "--to-offset",
+            "3",
+            "--execute",
+        ],
+        "",
+    );
+    assert!(real.contains("offsets committed"), "{real}");
+    let after = ok(&broker, &["group", "describe", "readers"], "");
+    assert_eq!(row(&after, "0")[2..5], ["3", "30", "27"], "{after}");
+    assert_eq!(row(&after, "1")[2], "5", "other partitions untouched");
+    let latest = ok(
+        &broker,
+        &[
+            "group",
+            "reset-offsets",
+            "readers",
+            "--topic",
+            "lag",
+            "--to-latest",
+            "--execute",
+        ],
+        "",
+    );
+    assert!(latest.contains("offsets committed"));
+    let caught_up = ok(&broker, &["group", "describe", "readers"], "");
+    assert_eq!(row(&caught_up, "1")[2..5], ["15", "15", "0"], "{caught_up}");
+
+    ok(&broker, &["group", "delete", "readers"], "");
+    let gone = strata(&broker, &["group", "describe", "readers"], "");
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
+}

@@ -616,6 +616,7 @@ impl GroupCoordinator {
             .values()
             .flat_map(|m| {
                 crate::protocol::consumer::subscription_topics(&m.metadata_for(&protocol))
+                    .unwrap_or_default()
             })
             .collect();
         topics.sort();

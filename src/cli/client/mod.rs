@@ -1,5 +1,5 @@
-//! Client-side subcommands: `strata topic`, `strata produce`, `strata consume`
-//! and `strata bench`.
+//! Client-side subcommands: `strata topic`, `strata group`, `strata produce`,
+//! `strata consume` and `strata bench`.
 //!
 //! Everything here speaks the Kafka protocol through librdkafka (the `rdkafka`
 //! crate) and never reaches into broker internals, so these commands work
@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod consume;
+pub mod group;
 pub mod produce;
 pub mod topic;
 
@@ -295,6 +296,7 @@ mod tests {
 
     use super::bench::BenchArgs;
     use super::consume::{ConsumeArgs, Start};
+    use super::group::GroupCommand;
     use super::parse_separator;
     use super::produce::ProduceArgs;
     use super::topic::TopicCommand;
@@ -310,6 +312,8 @@ mod tests {
     enum Command {
         #[command(subcommand)]
         Topic(TopicCommand),
+        #[command(subcommand)]
+        Group(GroupCommand),
         Produce(ProduceArgs),
         Consume(ConsumeArgs),
         Bench(BenchArgs),
@@ -321,6 +325,7 @@ mod tests {
     fn command_futures_are_send() {
         fn assert_send<A, F: std::future::Future + Send>(_: fn(A) -> F) {}
         assert_send(super::topic::run);
+        assert_send(super::group::run);
         assert_send(super::produce::run);
         assert_send(super::consume::run);
         assert_send(super::bench::run);
