@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine
 # (C toolchain for librdkafka, kcat, cargo-nextest, the moto S3 server and
-# confluent-kafka in a Python venv), then runs lints and the whole test suite.
+# the Python clients in a venv, kafkajs with npm), then runs lints and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -15,6 +15,8 @@ command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v kcat >/dev/null || missing+=(kcat)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
 command -v python3 >/dev/null || missing+=(python3)
+command -v node >/dev/null || missing+=(nodejs)
+command -v npm >/dev/null || missing+=(npm)
 python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "==> installing Debian packages: ${missing[*]}"
@@ -23,10 +25,18 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 venv=target/test-venv
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent_kafka' 2>/dev/null; then
-  echo "==> installing the moto S3 server and confluent-kafka into $venv"
+python_packages=("moto[server]==5.2.5" "confluent-kafka==2.16.1" "kafka-python==3.0.12")
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent_kafka, kafka' 2>/dev/null; then
+  echo "==> installing Python test clients into $venv: ${python_packages[*]}"
   python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check "moto[server]==5.2.5" "confluent-kafka==2.16.1"
+  "$venv/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"
+fi
+
+node_dir=target/test-node
+if [ ! -d "$node_dir/node_modules/kafkajs" ]; then
+  echo "==> installing kafkajs into $node_dir"
+  mkdir -p "$node_dir"
+  npm install --prefix "$node_dir" --no-audit --no-fund --silent kafkajs@2.2.4
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 

@@ -33,7 +33,7 @@ struct Counting {
     rebalances: AtomicUsize,
 }
 
-type Seen = Arc<Mutex<Vec<String>>>;
+pub type Seen = Arc<Mutex<Vec<String>>>;
 
 fn member(
     addr: &str,
@@ -115,7 +115,7 @@ impl Member {
     }
 }
 
-async fn produce_range(
+pub async fn produce_range(
     broker: &TestBroker,
     topic: &str,
     partitions: i32,
@@ -135,7 +135,7 @@ async fn produce_range(
     }
 }
 
-fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
+pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + timeout;
     while !done() {
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
@@ -150,7 +150,7 @@ fn partitioned(assignments: &[BTreeSet<i32>], partitions: i32) -> bool {
     total == partitions as usize && union == (0..partitions).collect()
 }
 
-fn all_seen(seens: &[&Seen], count: usize) -> (bool, usize) {
+pub fn all_seen(seens: &[&Seen], count: usize) -> (bool, usize) {
     let mut distinct = HashSet::new();
     let mut total = 0;
     for seen in seens {
@@ -393,6 +393,43 @@ async fn commits_survive_kill_9_with_metadata() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_commits_land() {
+    let broker = TestBroker::start_configured(GROUP_CONFIG, &[]);
+    broker.create_topic("async", 1).await;
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "async-committers")
+        .set("enable.auto.commit", "false")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset("async", 0, Offset::Offset(0))
+        .expect("tpl");
+    let committed_now = |c: &BaseConsumer| {
+        c.committed_offsets(tpl.clone(), Duration::from_secs(10))
+            .expect("committed")
+            .elements()[0]
+            .offset()
+    };
+    assert_eq!(
+        committed_now(&consumer),
+        Offset::Invalid,
+        "nothing committed yet"
+    );
+    let mut wanted = TopicPartitionList::new();
+    wanted
+        .add_partition_offset("async", 0, Offset::Offset(42))
+        .expect("tpl");
+    consumer
+        .commit(&wanted, CommitMode::Async)
+        .expect("async commit queued");
+    wait_until("the async commit to land", Duration::from_secs(20), || {
+        let _ = consumer.poll(Duration::from_millis(50));
+        committed_now(&consumer) == Offset::Offset(42)
+    });
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn static_member_rejoins_without_a_rebalance() {
     let broker = TestBroker::start_configured(GROUP_CONFIG, &[]);
     broker.create_topic("static", 4).await;
@@ -626,6 +663,24 @@ mod raw {
         );
         assert_eq!(described.groups[0].group_state.to_string(), "Empty");
         assert!(described.groups[0].members.is_empty());
+        // OffsetFetch v8: several groups in one request, all partitions.
+        let fetched: OffsetFetchResponse = raw.call(
+            ApiKey::OffsetFetch,
+            8,
+            &OffsetFetchRequest::default().with_groups(vec![
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s("fence")))
+                    .with_topics(None),
+                offset_fetch_request::OffsetFetchRequestGroup::default()
+                    .with_group_id(GroupId(s("nobody")))
+                    .with_topics(None),
+            ]),
+        );
+        assert_eq!(fetched.groups.len(), 2);
+        let fence = &fetched.groups[0];
+        assert_eq!(fence.topics.len(), 1);
+        assert_eq!(fence.topics[0].partitions[0].committed_offset, 1);
+        assert!(fetched.groups[1].topics.is_empty());
         // Empty now, with its committed offset: deletable.
         let delete: DeleteGroupsResponse = raw.call(
             ApiKey::DeleteGroups,

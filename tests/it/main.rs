@@ -10,5 +10,6 @@ mod common;
 mod config;
 mod crash;
 mod groups;
+mod polyglot;
 mod produce_consume;
 mod s3;

@@ -409,6 +409,78 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn group_offsets_commit_fetch_and_expire() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = SqliteStore::open(&dir.path().join("m.db"))
+            .await
+            .expect("open");
+        let topic = store
+            .create_topic("t", 2, BTreeMap::new(), 0)
+            .await
+            .expect("create");
+        let offset = |partition, offset, commit_ms| CommittedOffset {
+            topic_id: topic.id,
+            partition,
+            offset,
+            leader_epoch: 3,
+            metadata: Some(format!("m{offset}")),
+            commit_ms,
+        };
+        store
+            .commit_offsets("old", vec![offset(0, 5, 1_000), offset(1, 6, 1_000)])
+            .await
+            .expect("commit");
+        store
+            .commit_offsets("busy", vec![offset(0, 7, 1_000)])
+            .await
+            .expect("commit");
+        store
+            .commit_offsets("fresh", vec![offset(0, 8, 9_000)])
+            .await
+            .expect("commit");
+        // A later commit overwrites, with its metadata.
+        store
+            .commit_offsets("old", vec![offset(1, 9, 1_000)])
+            .await
+            .expect("commit");
+        let old = store.fetch_offsets("old").await.expect("fetch");
+        assert_eq!(
+            old.iter()
+                .map(|o| (o.partition, o.offset))
+                .collect::<Vec<_>>(),
+            vec![(0, 5), (1, 9)]
+        );
+        assert_eq!(old[1].metadata.as_deref(), Some("m9"));
+        store
+            .record_group("busy", "consumer")
+            .await
+            .expect("record");
+        let groups = store.stored_groups().await.expect("groups");
+        assert!(groups.contains(&("busy".to_string(), "consumer".to_string())));
+        assert!(groups.contains(&("old".to_string(), String::new())));
+        // Expire before t=5000, except the group that still has members.
+        let expired = store
+            .expire_offsets(5_000, vec!["busy".into()])
+            .await
+            .expect("expire");
+        assert_eq!(expired, 2);
+        assert!(store.fetch_offsets("old").await.expect("fetch").is_empty());
+        assert_eq!(store.fetch_offsets("busy").await.expect("fetch").len(), 1);
+        assert_eq!(store.fetch_offsets("fresh").await.expect("fetch").len(), 1);
+        store.delete_group("busy").await.expect("delete");
+        assert!(store.fetch_offsets("busy").await.expect("fetch").is_empty());
+        // Deleting the topic deletes its offsets.
+        store.delete_topic(topic.id).await.expect("delete topic");
+        assert!(
+            store
+                .fetch_offsets("fresh")
+                .await
+                .expect("fetch")
+                .is_empty()
+        );
+    }
+
+    #[tokio::test]
     async fn commit_is_fenced_on_epoch_and_offsets() {
         let dir = tempfile::tempdir().expect("tempdir");
         let store = SqliteStore::open(&dir.path().join("m.db"))
