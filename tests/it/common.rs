@@ -25,6 +25,7 @@ pub struct TestBroker {
     args: Vec<String>,
     envs: Vec<(String, String)>,
     starts: usize,
+    listen_on: Option<String>,
     _tmp: Option<TempDir>,
 }
 
@@ -60,6 +61,7 @@ impl TestBroker {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
             starts: 0,
+            listen_on: None,
             _tmp: Some(tmp),
         };
         broker.spawn();
@@ -78,7 +80,7 @@ impl TestBroker {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--kafka-addr")
-            .arg("127.0.0.1:0")
+            .arg(self.listen_on.as_deref().unwrap_or("127.0.0.1:0"))
             .args(&self.args)
             .env("RUST_LOG", "info,strata=debug")
             .env_remove("STRATA_CONFIG")
@@ -144,6 +146,16 @@ impl TestBroker {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// kill -9, then start again on the same address, so that running
+    /// clients reconnect to it.
+    pub fn restart_same_port(&mut self) {
+        self.kill9();
+        let addr = self.addr.clone();
+        self.listen_on = Some(addr.clone());
+        self.spawn();
+        assert_eq!(self.addr, addr);
     }
 
     pub fn pid(&self) -> u32 {
@@ -298,4 +310,17 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Fails (never skips) unless `python3` can import `module`; the test command
+/// (scripts/test.sh) puts a venv with every client on PATH.
+pub fn require_python_module(module: &str) {
+    let ok = std::process::Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        ok,
+        "python3 cannot import '{module}': run the tests with ./scripts/test.sh, which installs it"
+    );
 }

@@ -125,6 +125,7 @@ async fn three_members_one_killed(client: &str, command: impl Fn() -> Command) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_python_group_survives_a_killed_member() {
+    crate::common::require_python_module("kafka");
     three_members_one_killed("kafka-python", || {
         let mut c = Command::new("python3");
         c.arg(clients_dir().join("kafka_python_member.py"));
@@ -136,6 +137,11 @@ async fn kafka_python_group_survives_a_killed_member() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafkajs_group_survives_a_killed_member() {
     let modules = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/test-node/node_modules");
+    assert!(
+        modules.join("kafkajs").is_dir(),
+        "kafkajs is missing from {}: run the tests with ./scripts/test.sh, which installs it",
+        modules.display()
+    );
     three_members_one_killed("kafkajs", || {
         let mut c = Command::new("node");
         c.arg(clients_dir().join("kafkajs_member.js"))

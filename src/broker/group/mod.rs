@@ -497,10 +497,11 @@ impl GroupCoordinator {
             };
         }
         group.validate_member(member_id, instance_id, generation)?;
+        // As Kafka: members may commit while a rebalance is being prepared
+        // (they commit what they are about to give up), not between the
+        // join and the sync of a new generation.
         match group.state {
-            GroupState::PreparingRebalance | GroupState::CompletingRebalance => {
-                Err(ResponseError::RebalanceInProgress)
-            }
+            GroupState::CompletingRebalance => Err(ResponseError::RebalanceInProgress),
             _ => Ok(()),
         }
     }
