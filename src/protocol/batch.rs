@@ -35,6 +35,8 @@ pub enum BatchError {
     CrcMismatch { expected: u32, actual: u32 },
     #[error("record batch has {count} records but last offset delta {delta}")]
     BadRecordCount { count: i32, delta: i32 },
+    #[error("invalid records in batch: {0}")]
+    Records(String),
 }
 
 /// A borrowed view of one v2 record batch header.
@@ -118,6 +120,8 @@ pub struct BatchesSummary {
     pub offset_count: i64,
     pub max_timestamp: i64,
     pub largest_batch: usize,
+    /// Whether any batch is compressed (its records need inflating to check).
+    pub compressed: bool,
 }
 
 /// Validates every batch in `records` as a producer sent it: full length,
@@ -128,6 +132,7 @@ pub fn validate_produce_batches(records: &[u8]) -> Result<BatchesSummary, BatchE
         offset_count: 0,
         max_timestamp: -1,
         largest_batch: 0,
+        compressed: false,
     };
     let mut rest = records;
     if rest.is_empty() {
@@ -165,6 +170,7 @@ pub fn validate_produce_batches(records: &[u8]) -> Result<BatchesSummary, BatchE
         summary.offset_count += i64::from(delta) + 1;
         summary.max_timestamp = summary.max_timestamp.max(header.max_timestamp());
         summary.largest_batch = summary.largest_batch.max(total);
+        summary.compressed |= header.compression() != 0;
         rest = &rest[total..];
     }
     Ok(summary)
@@ -266,7 +272,7 @@ pub fn peek_i32(buf: &[u8]) -> Option<i32> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use kafka_protocol::records::{
         Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
@@ -283,7 +289,8 @@ mod tests {
                 producer_epoch: -1,
                 timestamp_type: TimestampType::Creation,
                 offset: i as i64,
-                sequence: -1,
+                // offset - sequence constant keeps the encoder to one batch.
+                sequence: i as i32,
                 timestamp: 1_000 + i as i64,
                 key: Some(Bytes::from(format!("k{i}"))),
                 value: Some(Bytes::from(format!("value {i}"))),

@@ -8,6 +8,7 @@
 pub mod batch;
 pub mod consumer;
 pub mod frame;
+pub mod records;
 pub mod versions;
 
 pub use frame::{FrameError, RequestFrame, decode_request_header, encode_response};

@@ -11,13 +11,13 @@ use std::sync::RwLock;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 
 use bytes::Bytes;
-use kafka_protocol::records::RecordBatchDecoder;
 use thiserror::Error;
 use tokio::sync::watch;
 
 use super::cache::BlockCache;
 use crate::metadata::{ChunkRecord, TopicId};
 use crate::protocol::batch::{iter_batches, slice_from_offset};
+use crate::protocol::records::walk_records;
 
 #[derive(Debug, Error)]
 pub enum ReadError {
@@ -147,7 +147,7 @@ impl PartitionLog {
                 continue;
             }
             let data = self.chunk_bytes(cache, &chunk, chunk.base_offset).await?;
-            if let Some(found) = find_in_batches(&data, |ts| ts >= timestamp)? {
+            if let Some(found) = find_in_batches(data, move |ts| ts >= timestamp).await? {
                 return Ok(Some(found));
             }
         }
@@ -174,31 +174,55 @@ impl PartitionLog {
             return Ok(None);
         };
         let data = self.chunk_bytes(cache, &best, best.base_offset).await?;
-        find_in_batches(&data, |ts| ts >= best.max_timestamp)
+        let max = best.max_timestamp;
+        find_in_batches(data, move |ts| ts >= max).await
     }
 }
 
-/// Scans stored batches for the first record whose timestamp satisfies `want`.
-/// Only batches whose max timestamp could match are decoded.
-fn find_in_batches(
-    data: &Bytes,
-    want: impl Fn(i64) -> bool,
+/// Scans stored batches for the first record whose timestamp satisfies
+/// `want`; only batches whose max timestamp could match are walked. Runs on
+/// the blocking pool: compressed batches are inflated.
+async fn find_in_batches(
+    data: Bytes,
+    want: impl Fn(i64) -> bool + Send + 'static,
 ) -> Result<Option<(i64, i64)>, ReadError> {
-    for (pos, header) in iter_batches(data) {
-        if !want(header.max_timestamp()) {
-            continue;
+    tokio::task::spawn_blocking(move || {
+        for (pos, header) in iter_batches(&data) {
+            if !want(header.max_timestamp()) {
+                continue;
+            }
+            // Log-append-time batches carry the time only in the header.
+            if header.attributes() & 0x08 != 0 {
+                return Ok(Some((header.base_offset(), header.max_timestamp())));
+            }
+            let batch = &data[pos..pos + header.total_len() as usize];
+            let mut found = None;
+            walk_records(batch, |record| {
+                let timestamp = header
+                    .base_timestamp()
+                    .saturating_add(record.timestamp_delta);
+                if want(timestamp) {
+                    found = Some((
+                        header.base_offset() + i64::from(record.offset_delta),
+                        timestamp,
+                    ));
+                    return false;
+                }
+                true
+            })
+            .map_err(|e| ReadError::Storage {
+                offset: header.base_offset(),
+                source: anyhow::Error::new(e),
+            })?;
+            if found.is_some() {
+                return Ok(found);
+            }
         }
-        let end = pos + header.total_len() as usize;
-        let mut batch = data.slice(pos..end);
-        let set = RecordBatchDecoder::decode(&mut batch).map_err(|source| ReadError::Storage {
-            offset: header.base_offset(),
-            source,
-        })?;
-        if let Some(record) = set.records.iter().find(|r| want(r.timestamp)) {
-            return Ok(Some((record.offset, record.timestamp)));
-        }
-        // Log-append-time batches carry the time only in the header.
-        return Ok(Some((header.base_offset(), header.max_timestamp())));
-    }
-    Ok(None)
+        Ok(None)
+    })
+    .await
+    .map_err(|e| ReadError::Storage {
+        offset: -1,
+        source: anyhow::anyhow!("timestamp scan failed: {e}"),
+    })?
 }

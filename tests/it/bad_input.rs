@@ -359,6 +359,17 @@ fn produce_errors_carry_kafka_codes() {
         "INVALID_RECORD"
     );
 
+    // A well-formed, correctly checksummed batch whose one record claims
+    // offset delta 5: it would make offset base+5 hold two records.
+    let mut liar = batch(&[b"x"], Compression::None);
+    liar.truncate(61);
+    liar.extend_from_slice(&[12, 0, 0, 10, 1, 0, 0]); // length 6: attrs, ts 0, delta 5, key null, value 0... headers
+    let len = (liar.len() - 12) as i32;
+    liar[8..12].copy_from_slice(&len.to_be_bytes());
+    let crc = crc32c::crc32c(&liar[21..]);
+    liar[17..21].copy_from_slice(&crc.to_be_bytes());
+    assert_eq!(produce_error(&mut raw, "p", 0, liar.freeze()), 87, "INVALID_RECORD");
+
     let truncated = good.slice(..good.len() - 3);
     assert_eq!(
         produce_error(&mut raw, "p", 0, truncated),

@@ -18,6 +18,7 @@ use crate::broker::Broker;
 use crate::broker::topics::max_message_bytes;
 use crate::metadata::TopicId;
 use crate::protocol::batch::{BatchError, set_log_append_time, validate_produce_batches};
+use crate::protocol::records::validate_records;
 use crate::storage::catalog::TopicState;
 use crate::storage::wal::{AppendError, AppendTicket};
 
@@ -38,9 +39,9 @@ fn batch_error(error: &BatchError) -> ResponseError {
         BatchError::CrcMismatch { .. }
         | BatchError::Truncated(_)
         | BatchError::LengthMismatch { .. } => ResponseError::CorruptMessage,
-        BatchError::UnsupportedMagic(_) | BatchError::BadRecordCount { .. } => {
-            ResponseError::InvalidRecord
-        }
+        BatchError::UnsupportedMagic(_)
+        | BatchError::BadRecordCount { .. }
+        | BatchError::Records(_) => ResponseError::InvalidRecord,
     }
 }
 
@@ -93,6 +94,19 @@ async fn append_partition(
         Ok(summary) => summary,
         Err(e) => return failed(batch_error(&e), e.to_string()),
     };
+    // The records themselves, as Kafka checks them: counts and offset deltas
+    // (inflating compressed batches, off the async workers).
+    let checked = if summary.compressed {
+        let records = records.clone();
+        tokio::task::spawn_blocking(move || validate_records(&records))
+            .await
+            .unwrap_or_else(|e| Err(BatchError::Records(format!("validation task failed: {e}"))))
+    } else {
+        validate_records(&records)
+    };
+    if let Err(e) = checked {
+        return failed(batch_error(&e), e.to_string());
+    }
     let limit = max_message_bytes(broker, topic);
     if summary.largest_batch > limit {
         return failed(

@@ -1,0 +1,266 @@
+//! Walking the records inside a v2 record batch, without materialising them:
+//! each record's offset delta and timestamp delta, with every length checked.
+//! Compressed batches are inflated with a hard cap on the output size, so a
+//! small "zip bomb" batch cannot make the broker allocate without bound.
+//!
+//! Used to validate produced batches as Kafka does (record count and offset
+//! deltas consistent with the header, so one offset holds one record) and to
+//! find records by timestamp for ListOffsets.
+
+use std::borrow::Cow;
+use std::io::Read;
+
+use super::batch::{BATCH_HEADER_LEN, BatchError, BatchHeader};
+
+/// Largest decompressed size of one batch's records.
+pub const MAX_INFLATED_BYTES: usize = 128 * 1024 * 1024;
+
+/// What a record walk sees of one record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordView {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+}
+
+fn read_varlong(data: &[u8], at: &mut usize) -> Option<i64> {
+    let mut raw: u64 = 0;
+    for shift in (0..70).step_by(7) {
+        let byte = *data.get(*at)?;
+        *at += 1;
+        raw |= u64::from(byte & 0x7f).checked_shl(shift)?;
+        if byte & 0x80 == 0 {
+            // Zig-zag decoding.
+            return Some(((raw >> 1) as i64) ^ -((raw & 1) as i64));
+        }
+    }
+    None
+}
+
+fn read_capped<R: Read>(reader: R, what: &str) -> Result<Vec<u8>, BatchError> {
+    let mut out = Vec::new();
+    reader
+        .take(MAX_INFLATED_BYTES as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|e| BatchError::Records(format!("cannot decompress {what}: {e}")))?;
+    if out.len() > MAX_INFLATED_BYTES {
+        return Err(BatchError::Records(format!(
+            "{what} batch inflates beyond {MAX_INFLATED_BYTES} bytes"
+        )));
+    }
+    Ok(out)
+}
+
+/// Kafka's snappy framing (xerial): an optional 16-byte magic header, then
+/// blocks each prefixed with a 4-byte length; without the header, one raw block.
+fn inflate_snappy(data: &[u8]) -> Result<Vec<u8>, BatchError> {
+    const MAGIC: &[u8] = b"\x82SNAPPY\x00";
+    let bad = |e: snap::Error| BatchError::Records(format!("cannot decompress snappy: {e}"));
+    let mut out = Vec::new();
+    let mut block = |compressed: &[u8]| -> Result<(), BatchError> {
+        let len = snap::raw::decompress_len(compressed).map_err(bad)?;
+        if out.len().saturating_add(len) > MAX_INFLATED_BYTES {
+            return Err(BatchError::Records(format!(
+                "snappy batch inflates beyond {MAX_INFLATED_BYTES} bytes"
+            )));
+        }
+        let start = out.len();
+        out.resize(start + len, 0);
+        snap::raw::Decoder::new()
+            .decompress(compressed, &mut out[start..])
+            .map_err(bad)?;
+        Ok(())
+    };
+    if !data.starts_with(MAGIC) {
+        block(data)?;
+        return Ok(out);
+    }
+    let mut rest = data
+        .get(16..)
+        .ok_or_else(|| BatchError::Records("truncated snappy header".into()))?;
+    while !rest.is_empty() {
+        let (len, tail) = rest
+            .split_first_chunk::<4>()
+            .ok_or_else(|| BatchError::Records("truncated snappy block length".into()))?;
+        let len = u32::from_be_bytes(*len) as usize;
+        let (compressed, tail) = tail
+            .split_at_checked(len)
+            .ok_or_else(|| BatchError::Records("truncated snappy block".into()))?;
+        block(compressed)?;
+        rest = tail;
+    }
+    Ok(out)
+}
+
+/// The records region of `batch`, inflated if the batch is compressed.
+fn records_region(batch: &[u8]) -> Result<Cow<'_, [u8]>, BatchError> {
+    let header = BatchHeader::new(batch)?;
+    let data = batch.get(BATCH_HEADER_LEN..).unwrap_or_default();
+    Ok(match header.compression() {
+        0 => Cow::Borrowed(data),
+        1 => Cow::Owned(read_capped(flate2::read::GzDecoder::new(data), "gzip")?),
+        2 => Cow::Owned(inflate_snappy(data)?),
+        3 => {
+            let decoder = lz4::Decoder::new(data)
+                .map_err(|e| BatchError::Records(format!("cannot decompress lz4: {e}")))?;
+            Cow::Owned(read_capped(decoder, "lz4")?)
+        }
+        4 => {
+            let decoder = zstd::stream::read::Decoder::new(data)
+                .map_err(|e| BatchError::Records(format!("cannot decompress zstd: {e}")))?;
+            Cow::Owned(read_capped(decoder, "zstd")?)
+        }
+        other => {
+            return Err(BatchError::Records(format!(
+                "unknown compression codec {other}"
+            )));
+        }
+    })
+}
+
+/// Calls `visit` for each record of one batch (whole batch bytes, as
+/// validated by `validate_produce_batches`) until it returns `false`.
+/// Checks that the records fill the region exactly and that their number
+/// matches the header's record count.
+pub fn walk_records(
+    batch: &[u8],
+    mut visit: impl FnMut(RecordView) -> bool,
+) -> Result<(), BatchError> {
+    let expected = BatchHeader::new(batch)?.record_count();
+    let data = records_region(batch)?;
+    let mut at = 0usize;
+    let mut seen: i64 = 0;
+    let truncated = || BatchError::Records("record truncated".into());
+    while at < data.len() {
+        let length = read_varlong(&data, &mut at).ok_or_else(truncated)?;
+        let Ok(length) = usize::try_from(length) else {
+            return Err(BatchError::Records(format!(
+                "negative record length {length}"
+            )));
+        };
+        let end = at
+            .checked_add(length)
+            .filter(|end| *end <= data.len())
+            .ok_or_else(truncated)?;
+        let mut field = at + 1; // attributes
+        let timestamp_delta = read_varlong(&data[..end], &mut field).ok_or_else(truncated)?;
+        let offset_delta = read_varlong(&data[..end], &mut field).ok_or_else(truncated)?;
+        let offset_delta = i32::try_from(offset_delta).map_err(|_| {
+            BatchError::Records(format!("offset delta {offset_delta} out of range"))
+        })?;
+        seen += 1;
+        at = end;
+        if !visit(RecordView {
+            offset_delta,
+            timestamp_delta,
+        }) {
+            return Ok(());
+        }
+    }
+    if seen != i64::from(expected) {
+        return Err(BatchError::Records(format!(
+            "header says {expected} records, the batch holds {seen}"
+        )));
+    }
+    Ok(())
+}
+
+/// Validates the records of every batch in `records` as Kafka does for
+/// produced batches: offset deltas 0, 1, 2, ... and a matching record count.
+pub fn validate_records(records: &[u8]) -> Result<(), BatchError> {
+    for (pos, header) in super::batch::iter_batches(records) {
+        let batch = &records[pos..pos + header.total_len() as usize];
+        let mut next = 0i32;
+        let mut misplaced = None;
+        walk_records(batch, |record| {
+            if record.offset_delta != next {
+                misplaced = Some((next, record.offset_delta));
+                return false;
+            }
+            next += 1;
+            true
+        })?;
+        if let Some((want, got)) = misplaced {
+            return Err(BatchError::Records(format!(
+                "record {want} has offset delta {got}; deltas must be consecutive from 0"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::batch::tests::encode_batch;
+    use kafka_protocol::records::Compression;
+
+    #[test]
+    fn every_codec_walks_and_validates() {
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let batch = encode_batch(5, codec);
+            let mut deltas = Vec::new();
+            walk_records(&batch, |r| {
+                deltas.push((r.offset_delta, r.timestamp_delta));
+                true
+            })
+            .unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+            assert_eq!(
+                deltas.iter().map(|d| d.0).collect::<Vec<_>>(),
+                vec![0, 1, 2, 3, 4],
+                "{codec:?}"
+            );
+            assert_eq!(deltas[4].1, 4, "{codec:?}: timestamps are base + delta");
+            validate_records(&batch).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+        }
+    }
+
+    #[test]
+    fn lies_about_counts_and_offsets_are_caught() {
+        // A single record whose offset delta claims 5.
+        let mut records: Vec<u8> = Vec::new();
+        let body = [0u8, 0, 10, 1, 0, 0]; // attributes, ts delta 0, offset delta 5 (zig-zag 10), key -1? (1 = -1), value len 0, headers 0
+        records.push((body.len() as u8) << 1);
+        records.extend_from_slice(&body);
+        let mut batch = encode_batch(1, Compression::None);
+        batch.truncate(BATCH_HEADER_LEN);
+        batch.extend_from_slice(&records);
+        let len = (batch.len() - 12) as i32;
+        batch[8..12].copy_from_slice(&len.to_be_bytes());
+        assert!(
+            validate_records(&batch).is_err(),
+            "offset delta 5 in a one-record batch"
+        );
+        // A header that claims many more records than there are.
+        let mut batch = encode_batch(2, Compression::None);
+        batch[57..61].copy_from_slice(&1_000_000i32.to_be_bytes());
+        assert!(walk_records(&batch, |_| true).is_err());
+        // Garbage that is not a gzip stream.
+        let mut batch = encode_batch(2, Compression::None);
+        batch[22] |= 1; // attributes low byte: gzip
+        assert!(walk_records(&batch, |_| true).is_err());
+    }
+
+    #[test]
+    fn a_zip_bomb_is_refused() {
+        use std::io::Write;
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(MAX_INFLATED_BYTES >> 20) + 2 {
+            gz.write_all(&zeros).expect("compress");
+        }
+        let bomb = gz.finish().expect("finish");
+        assert!(bomb.len() < 2 << 20, "the bomb itself is small");
+        let mut batch = encode_batch(1, Compression::None);
+        batch.truncate(BATCH_HEADER_LEN);
+        batch[22] = (batch[22] & !7) | 1;
+        batch.extend_from_slice(&bomb);
+        let err = walk_records(&batch, |_| true).expect_err("refused");
+        assert!(err.to_string().contains("inflates beyond"), "{err}");
+    }
+}
