@@ -91,10 +91,6 @@ impl Broker {
             )
             .await?,
         );
-        let started_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
         // Single node: this broker leads every partition. Bumping the epochs
         // fences any earlier process still holding the old ones.
         metadata.claim_all_partitions(config.node_id).await?;
@@ -150,8 +146,8 @@ impl Broker {
             storage,
             metadata,
             orphan_grace: Duration::from_secs(broker.config.gc.orphan_grace_secs),
-            // Clock steps could make a fresh object look old; leave a margin.
-            fenced_before_ms: started_ms.saturating_sub(1_000),
+            boot: writer.boot_id(),
+            in_flight: writer.in_flight(),
         };
         let sweep_every = Duration::from_secs(broker.config.gc.sweep_interval_secs.max(1));
         let tasks = vec![

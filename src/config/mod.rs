@@ -145,6 +145,8 @@ pub struct KafkaConfig {
     pub delete_topic_enable: bool,
     /// Requests processed concurrently per connection (responses stay in order).
     pub max_inflight_per_connection: usize,
+    /// Largest Fetch response, whatever the client asks (`fetch.max.bytes`).
+    pub fetch_max_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -157,6 +159,7 @@ impl Default for KafkaConfig {
             retention_ms: 604_800_000,
             delete_topic_enable: true,
             max_inflight_per_connection: 1024,
+            fetch_max_bytes: 55 * 1024 * 1024,
         }
     }
 }
@@ -311,6 +314,12 @@ impl Config {
         }
         if self.groups.offsets_retention_minutes < 1 {
             return invalid("groups.offsets_retention_minutes", "must be at least 1");
+        }
+        if self.kafka.fetch_max_bytes < 1024 || self.kafka.fetch_max_bytes > i32::MAX as usize / 2 {
+            return invalid(
+                "kafka.fetch_max_bytes",
+                "must be between 1024 and 1073741823",
+            );
         }
         if self.kafka.max_inflight_per_connection == 0 {
             return invalid("kafka.max_inflight_per_connection", "must be at least 1");

@@ -101,7 +101,12 @@ pub fn encode_response<M: Encodable + HeaderVersion>(
         .map_err(FrameError::Encode)?;
     body.encode(&mut buf, api_version)
         .map_err(FrameError::Encode)?;
-    let size = (buf.len() - 4) as i32;
+    let size = i32::try_from(buf.len() - 4).map_err(|_| {
+        FrameError::Encode(anyhow::anyhow!(
+            "response of {} bytes is too large",
+            buf.len()
+        ))
+    })?;
     buf[0..4].copy_from_slice(&size.to_be_bytes());
     Ok(buf.freeze())
 }

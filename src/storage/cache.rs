@@ -1,8 +1,9 @@
 //! The read cache: objects are read in fixed-size, aligned blocks held in a
 //! `foyer` hybrid cache (memory first, then a disk tier under the data dir).
 //!
-//! - Write-through: a freshly committed object is inserted block by block,
-//!   so readers at the tail never touch the object store.
+//! - Write-through: a freshly committed object is inserted block by block
+//!   (copied, so the cache's weight is the memory it holds), so readers at
+//!   the tail never touch the object store.
 //! - A miss is one ranged GET for the whole block; concurrent misses on the
 //!   same block share that GET (foyer's `get_or_fetch` single-flight).
 //! - A read within one block returns a slice of the cached block, without a
@@ -59,7 +60,9 @@ impl BlockCache {
         })
     }
 
-    /// Write-through of a just-committed object (no copy: blocks are slices).
+    /// Write-through of a just-committed object. Each block is copied out of
+    /// the object so that a cached block does not keep the whole object (up
+    /// to `wal.max_buffered_bytes`) alive while being weighed as one block.
     pub fn insert_object(&self, object_key: &str, data: &Bytes) {
         let len = data.len() as u64;
         let mut block = 0u64;
@@ -68,7 +71,7 @@ impl BlockCache {
             let end = (start + self.block_bytes).min(len);
             self.cache.insert(
                 block_key(object_key, block),
-                data.slice(start as usize..end as usize),
+                Bytes::copy_from_slice(&data[start as usize..end as usize]),
             );
             block += 1;
         }

@@ -1,8 +1,9 @@
 //! Garbage collection of objects nothing needs:
 //! - orphans: WAL objects whose PUT finished but whose metadata commit never
 //!   happened (crash, failed or fenced commit), once older than the grace
-//!   period (a younger one may still be between its PUT and its commit). An
-//!   object written before this broker claimed its partitions can never be
+//!   period. Objects whose commit is still being decided (the writer's
+//!   in-flight set) are never touched, whatever the clock says. An object of
+//!   an earlier broker process (another boot id in its key) can never be
 //!   committed (its writer's epoch is fenced), so it is an orphan at any age
 //!   (single-node rule; clusters will rely on the grace period alone);
 //! - unreferenced objects: committed objects whose every chunk is gone
@@ -30,8 +31,10 @@ pub struct Collector {
     pub storage: ObjectStorage,
     pub metadata: Arc<dyn MetadataStore>,
     pub orphan_grace: Duration,
-    /// Wall-clock time (ms) before this broker claimed leadership.
-    pub fenced_before_ms: u64,
+    /// This process's boot id (see `paths`).
+    pub boot: u64,
+    /// Keys between PUT and commit, owned by the writer.
+    pub in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
 }
 
 impl Collector {
@@ -43,11 +46,21 @@ impl Collector {
             .unwrap_or(0);
         let cutoff = now_ms.saturating_sub(self.orphan_grace.as_millis() as u64);
         for meta in self.storage.list(paths::WAL_PREFIX).await? {
-            let Some(written) = paths::wal_object_written_ms(&meta.location) else {
+            let Some((written, boot)) = paths::parse_wal_object(&meta.location) else {
                 continue;
             };
+            // Checked before the metadata lookup: a key absent from the set
+            // then has a decided commit, so the lookup below is conclusive.
+            let in_flight = self
+                .in_flight
+                .lock()
+                .map(|keys| keys.contains(meta.location.as_ref()))
+                .unwrap_or(true);
+            if in_flight {
+                continue;
+            }
             let modified = meta.last_modified.timestamp_millis().max(0) as u64;
-            let fenced = written < self.fenced_before_ms;
+            let fenced = boot != self.boot;
             if written.max(modified) > cutoff && !fenced {
                 continue;
             }

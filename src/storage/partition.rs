@@ -116,7 +116,8 @@ impl PartitionLog {
     }
 
     /// Whole record batches starting with the one holding `offset`, up to
-    /// `max_bytes` (at least one batch). Empty at the high watermark.
+    /// `max_bytes` (at least one batch), continuing across chunks. Empty at
+    /// the high watermark. A read within one chunk is a slice (no copy).
     pub async fn read(
         &self,
         cache: &BlockCache,
@@ -127,12 +128,39 @@ impl PartitionLog {
         if offset < start || offset > end {
             return Err(ReadError::OutOfRange { offset, start, end });
         }
-        if offset == end {
-            return Ok(Bytes::new());
+        let mut parts: Vec<Bytes> = Vec::new();
+        let mut size = 0usize;
+        let mut next = offset;
+        while next < end {
+            let chunk = self.chunk_for(next).ok_or(ReadError::Missing(next))?;
+            let data = self.chunk_bytes(cache, &chunk, next).await?;
+            let budget = max_bytes.saturating_sub(size);
+            let part = slice_from_offset(&data, next, budget.max(1));
+            // Past the first batch, nothing may exceed the budget.
+            if part.is_empty() || (!parts.is_empty() && part.len() > budget) {
+                break;
+            }
+            let Some(last) = iter_batches(&part).last().map(|(_, h)| h.last_offset()) else {
+                break;
+            };
+            size += part.len();
+            parts.push(part);
+            if last < next || last < chunk.last_offset {
+                break; // budget filled inside this chunk (or a malformed chunk)
+            }
+            next = last + 1;
         }
-        let chunk = self.chunk_for(offset).ok_or(ReadError::Missing(offset))?;
-        let data = self.chunk_bytes(cache, &chunk, offset).await?;
-        Ok(slice_from_offset(&data, offset, max_bytes))
+        Ok(match parts.len() {
+            0 => Bytes::new(),
+            1 => parts.swap_remove(0),
+            _ => {
+                let mut joined = bytes::BytesMut::with_capacity(size);
+                for part in &parts {
+                    joined.extend_from_slice(part);
+                }
+                joined.freeze()
+            }
+        })
     }
 
     /// `(offset, timestamp)` of the first record with a timestamp at or after

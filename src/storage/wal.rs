@@ -104,6 +104,10 @@ struct State {
 
 pub struct WalWriter {
     state: Mutex<State>,
+    /// This process's id, part of every WAL key it writes.
+    boot: u64,
+    /// Keys uploaded whose commit has not finished; the sweeper leaves them.
+    in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
     kick: Notify,
     room: Arc<Semaphore>,
     max_buffered_bytes: usize,
@@ -112,6 +116,32 @@ pub struct WalWriter {
     storage: ObjectStorage,
     metadata: Arc<dyn MetadataStore>,
     cache: Arc<BlockCache>,
+}
+
+/// Membership of one key in the in-flight set, for the scope of a flush.
+struct InFlight<'a> {
+    set: &'a Mutex<std::collections::HashSet<String>>,
+    key: String,
+}
+
+impl<'a> InFlight<'a> {
+    fn register(set: &'a Mutex<std::collections::HashSet<String>>, key: &str) -> Self {
+        if let Ok(mut keys) = set.lock() {
+            keys.insert(key.to_string());
+        }
+        InFlight {
+            set,
+            key: key.to_string(),
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if let Ok(mut keys) = self.set.lock() {
+            keys.remove(&self.key);
+        }
+    }
 }
 
 fn now_ms() -> u64 {
@@ -135,6 +165,8 @@ impl WalWriter {
             .min(u32::MAX as usize);
         Arc::new(Self {
             state: Mutex::new(State::default()),
+            boot: rand::random(),
+            in_flight: Arc::default(),
             kick: Notify::new(),
             room: Arc::new(Semaphore::new(max_buffered_bytes)),
             max_buffered_bytes,
@@ -209,6 +241,15 @@ impl WalWriter {
             base_offset,
             done: rx,
         })
+    }
+
+    pub fn boot_id(&self) -> u64 {
+        self.boot
+    }
+
+    /// The set of keys between PUT and commit, shared with the sweeper.
+    pub fn in_flight(&self) -> Arc<Mutex<std::collections::HashSet<String>>> {
+        Arc::clone(&self.in_flight)
     }
 
     /// Drops the offset bookkeeping of a deleted topic.
@@ -292,8 +333,11 @@ impl WalWriter {
     async fn write_and_commit(&self, buffer: &Buffer) -> Result<Vec<ChunkOutcome>, AppendError> {
         let mut object = BytesMut::with_capacity(buffer.bytes);
         let mut chunks = Vec::with_capacity(buffer.partitions.len());
-        let key = paths::new_wal_object(now_ms());
+        let key = paths::new_wal_object(now_ms(), self.boot);
         let key_str: Arc<str> = Arc::from(key.as_ref());
+        // Registered before the PUT, removed once the commit is decided: the
+        // sweeper never deletes an object whose commit may still land.
+        let _in_flight = InFlight::register(&self.in_flight, &key_str);
         for part in &buffer.partitions {
             let start = object.len() as u64;
             for batch in &part.batches {

@@ -368,7 +368,11 @@ fn produce_errors_carry_kafka_codes() {
     liar[8..12].copy_from_slice(&len.to_be_bytes());
     let crc = crc32c::crc32c(&liar[21..]);
     liar[17..21].copy_from_slice(&crc.to_be_bytes());
-    assert_eq!(produce_error(&mut raw, "p", 0, liar.freeze()), 87, "INVALID_RECORD");
+    assert_eq!(
+        produce_error(&mut raw, "p", 0, liar.freeze()),
+        87,
+        "INVALID_RECORD"
+    );
 
     let truncated = good.slice(..good.len() - 3);
     assert_eq!(
@@ -482,6 +486,54 @@ fn fetch_and_admin_errors_carry_kafka_codes() {
         fetch(&mut raw, "f", 0, 2),
         (0, 2, 0),
         "at the end: empty after max_wait"
+    );
+
+    // More batches in later flushes: one Fetch reads across chunks, and a
+    // partition named twice is answered once.
+    for _ in 0..3 {
+        assert_eq!(
+            produce_error(&mut raw, "f", 0, batch(&[b"c"], Compression::Lz4).freeze()),
+            0
+        );
+    }
+    let request = FetchRequest::default()
+        .with_max_wait_ms(10)
+        .with_max_bytes(1 << 20)
+        .with_topics(vec![
+            FetchTopic::default()
+                .with_topic(TopicName(StrBytes::from_static_str("f")))
+                .with_partitions(vec![
+                    FetchPartition::default()
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                    FetchPartition::default()
+                        .with_fetch_offset(0)
+                        .with_partition_max_bytes(1 << 20),
+                ]),
+        ]);
+    let response: FetchResponse = raw.call(ApiKey::Fetch, 11, &request);
+    let parts = &response.responses[0].partitions;
+    let records = parts[0].records.clone().expect("records");
+    let mut batches = 0;
+    let mut at = 0usize;
+    while at + 12 <= records.len() {
+        batches += 1;
+        at += 12
+            + i32::from_be_bytes([
+                records[at + 8],
+                records[at + 9],
+                records[at + 10],
+                records[at + 11],
+            ]) as usize;
+    }
+    assert_eq!(
+        batches, 4,
+        "all four batches, from four flushes, in one response"
+    );
+    assert_eq!(
+        parts[1].records.as_ref().map(|r| r.len()),
+        Some(0),
+        "the repeat gets nothing"
     );
 
     let metadata: MetadataResponse = raw.call(

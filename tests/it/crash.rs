@@ -171,7 +171,7 @@ async fn orphans_are_swept_and_committed_objects_kept() {
     let orphan = broker
         .objects_dir()
         .join("wal")
-        .join("0000000000001-00000000deadbeef.wal");
+        .join("0000000000001-00000000000000ff-00000000deadbeef.wal");
     std::fs::write(&orphan, b"uploaded but never committed").expect("write orphan");
     let committed_before: Vec<_> = files_under(&broker.objects_dir())
         .into_iter()

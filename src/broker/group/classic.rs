@@ -162,7 +162,8 @@ impl GroupCoordinator {
         if let Some(tx) = old.awaiting_sync.take() {
             let _ = tx.send(SyncResult::error(ResponseError::FencedInstanceId));
         }
-        if group.leader.as_deref() == Some(old_id.as_str()) {
+        let was_leader = group.leader.as_deref() == Some(old_id.as_str());
+        if was_leader {
             group.leader = Some(member_id.clone());
         }
         let unchanged = old.protocols == req.protocols;
@@ -175,9 +176,14 @@ impl GroupCoordinator {
         group.static_members.insert(instance, member_id.clone());
         if group.state == GroupState::Stable && unchanged {
             group.members.insert(member_id.clone(), old);
-            return Pending::Ready(
-                group.current_join_result(&member_id, req.supports_skip_assignment),
-            );
+            let mut result = group.current_join_result(&member_id, req.supports_skip_assignment);
+            // Before KIP-814 (JoinGroup v9) a leader told it leads would run
+            // its assignor over an empty member list: as Kafka, name the old
+            // leader id instead so the member just syncs its assignment.
+            if was_leader && !req.supports_skip_assignment {
+                result.leader = old_id.clone();
+            }
+            return Pending::Ready(result);
         }
         let (tx, rx) = oneshot::channel();
         old.awaiting_join = Some(tx);
@@ -317,13 +323,12 @@ impl GroupCoordinator {
         member_id: &str,
         instance_id: Option<&str>,
     ) -> Result<(), ResponseError> {
+        // A KIP-848 group with members owns its commits; an empty one does
+        // not stand in the way of classic members or simple commits.
         if let Some(result) = self.with_consumer_group(group_id, |g| {
-            if g.members.is_empty() && generation < 0 {
-                Ok(())
-            } else {
-                g.validate_commit(member_id, generation)
-            }
-        }) {
+            (!g.members.is_empty()).then(|| g.validate_commit(member_id, generation))
+        }) && let Some(result) = result
+        {
             return result;
         }
         let groups = self.lock();

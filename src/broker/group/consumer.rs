@@ -263,7 +263,15 @@ impl ConsumerGroup {
             return fail(ResponseError::UnknownMemberId, "member vanished");
         };
         let current = (member.epoch, member.assigned.clone());
-        let assignment = if member.last_sent.as_ref() != Some(&current) {
+        // Resend when the last answer may have been lost: the member is on
+        // another epoch, reports other partitions, or sent a full request.
+        let maybe_lost = hb.member_epoch != member.epoch
+            || hb
+                .owned
+                .as_ref()
+                .is_some_and(|owned| *owned != member.assigned)
+            || hb.subscribed.is_some();
+        let assignment = if maybe_lost || member.last_sent.as_ref() != Some(&current) {
             member.last_sent = Some(current.clone());
             Some(current.1)
         } else {

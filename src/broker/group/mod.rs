@@ -299,12 +299,16 @@ impl GroupCoordinator {
 
     fn tick(&self, now: Instant) {
         let session = Duration::from_millis(self.config.consumer_session_timeout_ms);
-        for group in self.lock_consumer().values_mut() {
+        let mut consumer_groups = self.lock_consumer();
+        for group in consumer_groups.values_mut() {
             for id in group.expired(now, session) {
                 tracing::info!(group = %group.id, member = %id, "consumer group member expired");
                 group.remove(&id);
             }
         }
+        // Empty groups live on in the metadata store (listed as Empty).
+        consumer_groups.retain(|_, g| !g.members.is_empty());
+        drop(consumer_groups);
         let mut groups = self.lock();
         for group in groups.values_mut() {
             let expired = group.expired_members(now);
@@ -322,6 +326,9 @@ impl GroupCoordinator {
             }
             group.maybe_complete_join(now);
         }
+        groups.retain(|_, g| {
+            !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty())
+        });
     }
 
     async fn expire_offsets(&self) {

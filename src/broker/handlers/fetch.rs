@@ -67,10 +67,12 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;
+    // The broker's own limit bounds every response (Kafka's fetch.max.bytes).
+    let cap = broker.config.kafka.fetch_max_bytes;
     let max_bytes = if request.max_bytes <= 0 {
-        usize::MAX
+        cap
     } else {
-        request.max_bytes as usize
+        (request.max_bytes as usize).min(cap)
     };
     loop {
         // Subscribe before reading so no commit slips between the two.
@@ -103,6 +105,8 @@ async fn read_once(
 ) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
+    // A partition named twice is read once; the repeat gets no records.
+    let mut seen = std::collections::HashSet::new();
     let mut topics = Vec::with_capacity(targets.len());
     for target in targets {
         let mut partitions = Vec::with_capacity(target.partitions.len());
@@ -122,6 +126,10 @@ async fn read_once(
                 partitions.push(data.with_error_code(code.code()).with_high_watermark(-1));
                 continue;
             };
+            if !seen.insert((log.topic_id, index)) {
+                partitions.push(data.with_high_watermark(log.high_watermark()));
+                continue;
+            }
             let hw = log.high_watermark();
             let mut data = data.with_high_watermark(hw).with_last_stable_offset(hw);
             if version >= 5 {

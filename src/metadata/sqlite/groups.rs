@@ -130,6 +130,12 @@ pub(super) fn expire(conn: &mut Connection, before_ms: i64, active: &[String]) -
         let rows = stmt.query_map(params![before_ms], |r| r.get::<_, String>(0))?;
         rows.collect::<std::result::Result<_, _>>()?
     };
+    // Group records without any offsets (groups that never committed).
+    tx.execute(
+        "DELETE FROM groups WHERE updated_ms < ?1
+           AND NOT EXISTS (SELECT 1 FROM group_offsets o WHERE o.group_id = groups.group_id)",
+        params![before_ms],
+    )?;
     let mut deleted = 0;
     for group in candidates.iter().filter(|g| !active.contains(g)) {
         deleted += tx.execute(
