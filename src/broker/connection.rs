@@ -20,6 +20,9 @@ use super::Broker;
 use super::dispatch::{Dispatched, dispatch};
 use crate::protocol::frame::{check_frame_size, decode_request_header};
 
+/// Longest time between a frame's size prefix and its last byte.
+const FRAME_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
 pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
     loop {
         let accepted = tokio::select! {
@@ -106,10 +109,31 @@ async fn serve(
             Ok(size) => size,
             Err(e) => break Err(e.to_string()),
         };
-        let frame = match read_frame(&mut reader, size).await {
-            Ok(frame) => frame,
-            Err(e) => break Err(e.to_string()),
+        // Bytes of requests being read or decoded, across all connections,
+        // stay under kafka.max_request_memory_bytes (Kafka's
+        // queued.max.request.bytes); a large request waits for room.
+        let want = size
+            .min(broker.config.kafka.max_request_memory_bytes)
+            .min(u32::MAX as usize) as u32;
+        let _memory = tokio::select! {
+            permit = broker.request_memory.acquire_many(want) => match permit {
+                Ok(permit) => permit,
+                Err(_) => break Ok(()),
+            },
+            _ = shutdown.cancelled() => break Ok(()),
         };
+        // A client that announces a frame must send it: a stalled one would
+        // hold its share of the request memory budget forever.
+        let frame =
+            match tokio::time::timeout(FRAME_READ_TIMEOUT, read_frame(&mut reader, size)).await {
+                Ok(Ok(frame)) => frame,
+                Ok(Err(e)) => break Err(e.to_string()),
+                Err(_) => {
+                    break Err(format!(
+                        "frame of {size} bytes not received within {FRAME_READ_TIMEOUT:?}"
+                    ));
+                }
+            };
         let request = match decode_request_header(frame) {
             Ok(request) => request,
             Err(e) => break Err(e.to_string()),

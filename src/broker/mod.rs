@@ -41,6 +41,8 @@ pub struct Broker {
     pub catalog: Catalog,
     pub writer: Arc<WalWriter>,
     pub groups: Arc<group::GroupCoordinator>,
+    /// Budget of request bytes being read and decoded (all connections).
+    pub request_memory: tokio::sync::Semaphore,
     /// Serialises topic creation and deletion.
     pub admin_lock: tokio::sync::Mutex<()>,
 }
@@ -139,6 +141,12 @@ impl Broker {
             writer: Arc::clone(&writer),
             groups: group::GroupCoordinator::new(Arc::clone(&metadata), config.groups.clone()),
             admin_lock: tokio::sync::Mutex::new(()),
+            request_memory: tokio::sync::Semaphore::new(
+                config
+                    .kafka
+                    .max_request_memory_bytes
+                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            ),
             config,
         });
         let shutdown = CancellationToken::new();

@@ -147,6 +147,9 @@ pub struct KafkaConfig {
     pub max_inflight_per_connection: usize,
     /// Largest Fetch response, whatever the client asks (`fetch.max.bytes`).
     pub fetch_max_bytes: usize,
+    /// Bytes of requests being read and decoded at once, all connections
+    /// together (`queued.max.request.bytes`).
+    pub max_request_memory_bytes: usize,
 }
 
 impl Default for KafkaConfig {
@@ -160,6 +163,7 @@ impl Default for KafkaConfig {
             delete_topic_enable: true,
             max_inflight_per_connection: 1024,
             fetch_max_bytes: 55 * 1024 * 1024,
+            max_request_memory_bytes: 256 * 1024 * 1024,
         }
     }
 }
@@ -320,6 +324,9 @@ impl Config {
                 "kafka.fetch_max_bytes",
                 "must be between 1024 and 1073741823",
             );
+        }
+        if self.kafka.max_request_memory_bytes < 1024 * 1024 {
+            return invalid("kafka.max_request_memory_bytes", "must be at least 1048576");
         }
         if self.kafka.max_inflight_per_connection == 0 {
             return invalid("kafka.max_inflight_per_connection", "must be at least 1");

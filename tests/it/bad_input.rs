@@ -601,3 +601,37 @@ fn list_offsets_max_timestamp_and_timestamps() {
         "none that late"
     );
 }
+
+#[test]
+fn request_memory_is_bounded_across_connections() {
+    let broker = TestBroker::start_configured("[kafka]\nmax_request_memory_bytes = 2097152\n", &[]);
+    // One client announces a 2 MiB frame (the whole budget) and stalls.
+    let mut liar = Raw::connect(&broker);
+    liar.send_raw(&(2 * 1024 * 1024i32).to_be_bytes());
+    liar.send_raw(&[0, 3, 0, 12]);
+    // Another client's request waits for room instead of growing memory...
+    let mut waiting = Raw::connect(&broker);
+    let frame = waiting.frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    waiting
+        .stream
+        .set_read_timeout(Some(Duration::from_millis(700)))
+        .expect("timeout");
+    // (give the liar's connection time to take the budget first)
+    std::thread::sleep(Duration::from_millis(200));
+    waiting.send_raw(&frame);
+    let mut byte = [0u8; 1];
+    assert!(
+        waiting.stream.peek(&mut byte).is_err(),
+        "no answer while the budget is taken"
+    );
+    // ...and is served as soon as the stalled client goes away.
+    drop(liar);
+    waiting
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .expect("timeout");
+    assert!(
+        waiting.read_frame().is_some(),
+        "answered once memory is free"
+    );
+}
