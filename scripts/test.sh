@@ -25,18 +25,20 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 venv=target/test-venv
-python_packages=("moto[server]==5.2.5" "confluent-kafka==2.16.1" "kafka-python==3.0.12")
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent_kafka, kafka' 2>/dev/null; then
+python_packages=("moto[server]==5.2.5" "confluent-kafka==2.16.1" "kafka-python==3.0.12"
+  "python-snappy==0.7.3" "lz4==4.4.4" "zstandard==0.23.0")
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4, zstandard' 2>/dev/null; then
   echo "==> installing Python test clients into $venv: ${python_packages[*]}"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"
 fi
 
 node_dir=target/test-node
-if [ ! -d "$node_dir/node_modules/kafkajs" ]; then
-  echo "==> installing kafkajs into $node_dir"
+if [ ! -d "$node_dir/node_modules/kafkajs-lz4" ]; then
+  echo "==> installing kafkajs and its codec plugins into $node_dir"
   mkdir -p "$node_dir"
-  npm install --prefix "$node_dir" --no-audit --no-fund --silent kafkajs@2.2.4
+  npm install --prefix "$node_dir" --no-audit --no-fund --silent \
+    kafkajs@2.2.4 kafkajs-snappy@1.1.0 kafkajs-lz4@1.2.1
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 

@@ -7,6 +7,7 @@ mod admin;
 mod bad_input;
 mod cli;
 mod common;
+mod compat;
 mod config;
 mod crash;
 mod groups;

@@ -1,0 +1,176 @@
+"""Compatibility scenarios driven by librdkafka, through confluent-kafka for
+Python (the librdkafka wrapper most applications use).
+
+Usage: librdkafka_compat.py BOOTSTRAP PREFIX
+Prints one JSON object: {"client", "version", "results": {scenario: "pass" | "fail: reason"}}.
+"""
+import json
+import sys
+import time
+import traceback
+
+import confluent_kafka
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+
+BOOTSTRAP, PREFIX = sys.argv[1], sys.argv[2]
+results = {}
+
+
+def scenario(name):
+    def wrap(fn):
+        try:
+            fn()
+            results[name] = "pass"
+        except Exception as error:  # noqa: BLE001 - a report card records every failure
+            results[name] = "fail: " + traceback.format_exception_only(type(error), error)[-1].strip()
+        return fn
+    return wrap
+
+
+def check(condition, message):
+    if not condition:
+        raise AssertionError(message)
+
+
+admin = AdminClient({"bootstrap.servers": BOOTSTRAP})
+
+
+def create(topic, partitions, config=None):
+    futures = admin.create_topics([NewTopic(topic, partitions, 1, config=config or {})])
+    for future in futures.values():
+        future.result(timeout=15)
+
+
+def produce(topic, records, **config):
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "acks": "all", "linger.ms": 5, **config})
+    errors = []
+    for record in records:
+        p.produce(topic, **record, on_delivery=lambda err, _msg: err and errors.append(err))
+    p.flush(30)
+    check(not errors, f"delivery errors: {errors}")
+
+
+def consume(topic, partition, count, start=confluent_kafka.OFFSET_BEGINNING, **config):
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"{PREFIX}-reader",
+                  "enable.auto.commit": False, **config})
+    c.assign([TopicPartition(topic, partition, start)])
+    out = []
+    deadline = time.time() + 30
+    while len(out) < count and time.time() < deadline:
+        m = c.poll(0.2)
+        if m is not None and not m.error():
+            out.append(m)
+    c.close()
+    return out
+
+
+T = f"{PREFIX}-data"
+create(T, 3)
+
+
+@scenario("admin: create, list and delete topics")
+def _():
+    name = f"{PREFIX}-admin"
+    create(name, 2, {"retention.ms": "-1"})
+    check(name in admin.list_topics(timeout=10).topics, "created topic is listed")
+    for future in admin.delete_topics([name]).values():
+        future.result(timeout=15)
+    check(name not in admin.list_topics(timeout=10).topics, "deleted topic is gone")
+
+
+@scenario("admin: describe topic configs")
+def _():
+    futures = admin.describe_configs([ConfigResource(ConfigResource.Type.TOPIC, T)])
+    configs = list(futures.values())[0].result(timeout=15)
+    check("max.message.bytes" in configs and "retention.ms" in configs, f"configs: {list(configs)[:5]}")
+    check(configs["max.message.bytes"].is_default, "defaults are flagged")
+
+
+for codec in ["none", "gzip", "snappy", "lz4", "zstd"]:
+    @scenario(f"produce and consume: {codec}, keys, headers, null values")
+    def _(codec=codec):
+        topic = f"{PREFIX}-codec-{codec}"
+        create(topic, 1)
+        records = [{"key": f"k{i}", "value": None if i % 10 == 3 else f"{codec}-{i}",
+                    "headers": [("h", f"{i}".encode())], "partition": 0} for i in range(50)]
+        produce(topic, records, **{"compression.type": codec})
+        got = consume(topic, 0, 50)
+        check(len(got) == 50, f"consumed {len(got)} of 50")
+        for i, m in enumerate(got):
+            check(m.key() == f"k{i}".encode(), f"key {i}")
+            check(m.value() == (None if i % 10 == 3 else f"{codec}-{i}".encode()), f"value {i}")
+            check(m.headers() == [("h", f"{i}".encode())], f"headers {i}")
+
+
+@scenario("large message near the 1 MB limit")
+def _():
+    topic = f"{PREFIX}-large"
+    create(topic, 1)
+    big = bytes(range(256)) * 3900
+    produce(topic, [{"value": big, "partition": 0}], **{"message.max.bytes": 2_000_000})
+    got = consume(topic, 0, 1)
+    check(len(got) == 1 and got[0].value() == big, "large value round-trips")
+
+
+@scenario("consume from earliest, latest and a timestamp")
+def _():
+    topic = f"{PREFIX}-positions"
+    create(topic, 1)
+    base = int(time.time() * 1000) - 100_000
+    produce(topic, [{"value": f"v{i}", "partition": 0, "timestamp": base + i * 1000} for i in range(20)])
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"{PREFIX}-pos"})
+    low, high = c.get_watermark_offsets(TopicPartition(topic, 0), timeout=10)
+    check((low, high) == (0, 20), f"watermarks {(low, high)}")
+    found = c.offsets_for_times([TopicPartition(topic, 0, base + 7500)], timeout=10)[0]
+    check(found.offset == 8, f"offset for time {found.offset}")
+    c.close()
+    check([m.value() for m in consume(topic, 0, 2, start=18)] == [b"v18", b"v19"], "read from offset 18")
+
+
+@scenario("consumer group: rebalance on join and leave")
+def _():
+    topic = f"{PREFIX}-group"
+    create(topic, 4)
+    conf = {"bootstrap.servers": BOOTSTRAP, "group.id": f"{PREFIX}-g", "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 500, "auto.offset.reset": "earliest"}
+    a, b = Consumer(conf), Consumer(conf)
+
+    def wait(cond, what, members):
+        deadline = time.time() + 40
+        while not cond() and time.time() < deadline:
+            for member in members:
+                member.poll(0.1)
+        check(cond(), what)
+
+    a.subscribe([topic])
+    wait(lambda: len(a.assignment()) == 4, "one member owns everything", [a])
+    b.subscribe([topic])
+    wait(lambda: len(a.assignment()) == 2 and len(b.assignment()) == 2, "two members share four partitions", [a, b])
+    b.close()
+    wait(lambda: len(a.assignment()) == 4, "the survivor owns everything again", [a])
+    a.close()
+
+
+@scenario("offset commit and fetch")
+def _():
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": f"{PREFIX}-commits", "enable.auto.commit": False})
+    tp = TopicPartition(T, 1, 0, metadata="checkpoint")
+    c.commit(offsets=[tp], asynchronous=False)
+    committed = c.committed([TopicPartition(T, 1)], timeout=10)[0]
+    c.close()
+    check(committed.offset == 0 and committed.metadata == "checkpoint", f"committed {committed}")
+
+
+@scenario("admin: list and describe groups")
+def _():
+    listed = admin.list_consumer_groups().result(timeout=15)
+    ids = [g.group_id for g in listed.valid]
+    check(f"{PREFIX}-commits" in ids, f"listed {ids}")
+    described = list(admin.describe_consumer_groups([f"{PREFIX}-commits"]).values())[0].result(timeout=15)
+    check(described.group_id == f"{PREFIX}-commits", "group described")
+
+
+print(json.dumps({"client": "librdkafka (confluent-kafka)",
+                  "version": f"confluent-kafka {confluent_kafka.__version__}, librdkafka {confluent_kafka.libversion()[0]}",
+                  "results": results}))
