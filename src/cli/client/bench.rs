@@ -7,6 +7,7 @@
 //! lowering the offered load (no coordinated omission). Delivery reports are
 //! awaited in a separate collector task, never by the pacing loop. Records
 //! intended during the warmup are sent but left out of every reported number.
+//! End-to-end latency and broker CPU/RSS come from `bench_probe`.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -26,6 +27,7 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
+use super::bench_probe;
 use super::topic::{TopicError, create_topic};
 use super::{Acks, CliContext, ConnectArgs, TopicInfo, find_topic, print_stdout};
 
@@ -59,6 +61,10 @@ pub struct BenchArgs {
     /// Also write the JSON result to this file
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
+    /// Process id of a broker on this machine: adds its CPU seconds per GB
+    /// and peak RSS to the result
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -78,6 +84,13 @@ struct Report {
     /// MB = 10^6 bytes of record values.
     throughput_mb_per_sec: f64,
     produce_latency_ms: Latency,
+    /// From the intended send time to a consumer holding the record.
+    end_to_end_latency_ms: Latency,
+    end_to_end_records: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_cpu_seconds_per_gb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    broker_peak_rss_mb: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -86,6 +99,17 @@ struct Latency {
     p99: f64,
     p999: f64,
     max: f64,
+}
+
+impl Latency {
+    fn of(micros: &Histogram<u64>) -> Self {
+        Latency {
+            p50: ms(micros.value_at_quantile(0.50)),
+            p99: ms(micros.value_at_quantile(0.99)),
+            p999: ms(micros.value_at_quantile(0.999)),
+            max: ms(micros.max()),
+        }
+    }
 }
 
 /// Runs `strata bench`.
@@ -105,6 +129,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("could not create the kafka producer")?;
 
     let schedule = Schedule::new(&args);
+    let measure_from_us = schedule.epoch_micros(schedule.measure_from);
+    let e2e =
+        bench_probe::EndToEnd::start(&args.connect, &args.topic, partitions, measure_from_us)?;
+    let cpu_before = args.broker_pid.map(bench_probe::cpu_nanos).transpose()?;
     let sent = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
     let collector = tokio::spawn(collect(rx, schedule, Arc::clone(&sent)));
@@ -113,7 +141,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("the delivery collector task panicked")?;
 
-    let report = stats.report(&args, partitions);
+    let cpu_after = args.broker_pid.map(bench_probe::cpu_nanos).transpose()?;
+    let (e2e_latency, e2e_records) = e2e.finish(Duration::from_secs(2));
+    let mut report = stats.report(&args, partitions);
+    report.end_to_end_latency_ms = Latency::of(&e2e_latency);
+    report.end_to_end_records = e2e_records;
+    if let (Some(pid), Some(before), Some(after)) = (args.broker_pid, cpu_before, cpu_after) {
+        // All records sent, warmup included, over the whole run's CPU time.
+        let gb = (schedule.total as f64 * args.record_bytes as f64) / 1e9;
+        report.broker_cpu_seconds_per_gb = Some((after - before) as f64 / 1e9 / gb.max(1e-9));
+        report.broker_peak_rss_mb = Some(bench_probe::peak_rss_bytes(pid)? as f64 / 1e6);
+    }
     let json = serde_json::to_string_pretty(&report).context("could not encode the result")?;
     print_stdout(&format!("{json}\n"))?;
     if let Some(path) = &args.output {
@@ -175,6 +213,8 @@ async fn wait_for_topic(args: &BenchArgs) -> anyhow::Result<TopicInfo> {
 #[derive(Debug, Clone, Copy)]
 struct Schedule {
     start: Instant,
+    /// Wall-clock microseconds at `start`, to stamp records with.
+    start_epoch_us: u64,
     rate: u64,
     total: u64,
     /// Records intended before this instant are warmup.
@@ -187,12 +227,18 @@ impl Schedule {
         let start = Instant::now() + Duration::from_millis(10);
         Schedule {
             start,
+            start_epoch_us: bench_probe::epoch_micros() + 10_000,
             rate: args.rate,
             total: args
                 .rate
                 .saturating_mul(args.warmup_secs + args.duration_secs),
             measure_from: start + Duration::from_secs(args.warmup_secs),
         }
+    }
+
+    /// Wall-clock microseconds of an instant of the schedule.
+    fn epoch_micros(&self, at: Instant) -> u64 {
+        self.start_epoch_us + at.saturating_duration_since(self.start).as_micros() as u64
     }
 
     fn intended(&self, i: u64) -> Instant {
@@ -239,9 +285,13 @@ async fn pace(
         let due = schedule.due(Instant::now());
         while i < due {
             rng.fill_bytes(&mut payload[..random_len]);
+            let intended = schedule.intended(i);
+            // The intended send time leads the value, for end-to-end latency.
+            if let Some(stamp) = payload.first_chunk_mut::<8>() {
+                *stamp = schedule.epoch_micros(intended).to_be_bytes();
+            }
             let key = &keys[(i % KEY_COUNT) as usize];
             let mut record = FutureRecord::to(&args.topic).key(key).payload(&payload);
-            let intended = schedule.intended(i);
             let outcome = loop {
                 match producer.send_result(record) {
                     Ok(delivery) => break Sent::Enqueued(intended, delivery),
@@ -367,12 +417,11 @@ impl Stats {
             errors: self.errors,
             throughput_records_per_sec: records_per_sec,
             throughput_mb_per_sec: records_per_sec * args.record_bytes as f64 / 1e6,
-            produce_latency_ms: Latency {
-                p50: ms(self.latency_us.value_at_quantile(0.50)),
-                p99: ms(self.latency_us.value_at_quantile(0.99)),
-                p999: ms(self.latency_us.value_at_quantile(0.999)),
-                max: ms(self.latency_us.max()),
-            },
+            produce_latency_ms: Latency::of(&self.latency_us),
+            end_to_end_latency_ms: Latency::of(&self.recent_us),
+            end_to_end_records: 0,
+            broker_cpu_seconds_per_gb: None,
+            broker_peak_rss_mb: None,
         }
     }
 }
@@ -428,6 +477,7 @@ mod tests {
         let start = Instant::now();
         let schedule = Schedule {
             start,
+            start_epoch_us: 0,
             rate: 4,
             total: 8,
             measure_from: start,
