@@ -200,9 +200,11 @@ pub(crate) async fn find_topic(
 
 /// One topic's metadata; "topic 'x' does not exist" if the cluster lacks it.
 pub(crate) async fn fetch_topic(connect: &ConnectArgs, topic: &str) -> anyhow::Result<TopicInfo> {
-    find_topic(connect, topic)
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("topic '{topic}' does not exist"))
+    find_topic(connect, topic).await?.ok_or_else(|| {
+        anyhow::anyhow!(
+            "topic '{topic}' does not exist; create it with `strata topic create {topic}`"
+        )
+    })
 }
 
 /// Runs one Metadata request for `topic` (`None`: all topics) on a blocking
