@@ -8,11 +8,13 @@
 //! - [`metadata`]: the metadata store trait and its SQLite backend.
 //! - [`config`]: the configuration file, environment and flags.
 //! - [`cli`]: the `strata` command line (server and client subcommands).
+//! - [`http`]: health and Prometheus metrics over HTTP.
 //! - [`telemetry`]: logging setup.
 
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod http;
 pub mod metadata;
 pub mod protocol;
 pub mod storage;

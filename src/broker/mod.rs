@@ -158,7 +158,7 @@ impl Broker {
             in_flight: writer.in_flight(),
         };
         let sweep_every = Duration::from_secs(broker.config.gc.sweep_interval_secs.max(1));
-        let tasks = vec![
+        let mut tasks = vec![
             tokio::spawn(writer.run(shutdown.clone())),
             tokio::spawn(collector.run(sweep_every, shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.groups).run(shutdown.clone())),
@@ -168,6 +168,13 @@ impl Broker {
                 shutdown.clone(),
             )),
         ];
+        if let Some(addr) = broker.config.http_addr {
+            let (bound, task) =
+                crate::http::serve(Arc::clone(&broker), addr, shutdown.clone()).await?;
+            // Tests and scripts wait for this line to know the port.
+            eprintln!("strata http listening on {bound}");
+            tasks.push(task);
+        }
         tracing::info!(
             addr = %local_addr,
             objects = broker.storage.description(),

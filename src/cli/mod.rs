@@ -18,7 +18,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run a broker.
-    Serve(serve::ServeArgs),
+    Serve(Box<serve::ServeArgs>),
     /// Create, list, describe and delete topics.
     #[command(subcommand)]
     Topic(client::topic::TopicCommand),
@@ -35,7 +35,7 @@ pub enum Command {
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Serve(args) => serve::run(args).await,
+        Command::Serve(args) => serve::run(*args).await,
         Command::Topic(cmd) => client::topic::run(cmd).await,
         Command::Group(cmd) => client::group::run(cmd).await,
         Command::Produce(args) => client::produce::run(args).await,

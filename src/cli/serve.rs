@@ -30,6 +30,9 @@ pub struct ServeArgs {
     /// Metadata store: sqlite://PATH [default: sqlite://DATA_DIR/metadata.db].
     #[arg(long, env = "STRATA_METADATA", value_name = "URL")]
     pub metadata: Option<String>,
+    /// Address for HTTP /health and /metrics (Prometheus) [default: off].
+    #[arg(long, env = "STRATA_HTTP_ADDR", value_name = "HOST:PORT")]
+    pub http_addr: Option<SocketAddr>,
     /// This broker's node id [default: 0].
     #[arg(long, env = "STRATA_NODE_ID")]
     pub node_id: Option<i32>,
@@ -88,6 +91,7 @@ impl ServeArgs {
         set!(self.object_store.map(Some) => object_store);
         set!(self.metadata.map(Some) => metadata);
         set!(self.node_id => node_id);
+        set!(self.http_addr.map(Some) => http_addr);
         set!(self.s3_endpoint.map(Some) => s3.endpoint);
         set!(self.s3_region.map(Some) => s3.region);
         set!(self.s3_access_key_id.map(Some) => s3.access_key_id);

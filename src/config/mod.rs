@@ -43,6 +43,8 @@ pub struct Config {
     pub metadata: Option<String>,
     /// This broker's node id in Metadata responses.
     pub node_id: i32,
+    /// Address of the HTTP endpoints (`/health`, `/metrics`); off when unset.
+    pub http_addr: Option<SocketAddr>,
     pub s3: S3Config,
     pub wal: WalConfig,
     pub cache: CacheConfig,
@@ -60,6 +62,7 @@ impl Default for Config {
             object_store: None,
             metadata: None,
             node_id: 0,
+            http_addr: None,
             s3: S3Config::default(),
             wal: WalConfig::default(),
             cache: CacheConfig::default(),

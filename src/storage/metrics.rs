@@ -86,6 +86,81 @@ pub struct ObjectStoreMetrics {
 }
 
 impl ObjectStoreMetrics {
+    /// The counters in Prometheus text format.
+    pub fn render_prometheus(&self) -> String {
+        use std::fmt::Write as _;
+        let ops = [
+            ("put", &self.put),
+            ("get", &self.get),
+            ("delete", &self.delete),
+            ("list", &self.list),
+        ];
+        let mut out = String::new();
+        for (name, help, value) in [
+            (
+                "requests",
+                "Object store requests, retries included.",
+                OpMetrics::requests as fn(&OpMetrics) -> u64,
+            ),
+            (
+                "errors",
+                "Object store requests that failed.",
+                OpMetrics::errors,
+            ),
+            (
+                "retries",
+                "Object store requests retried.",
+                OpMetrics::retries,
+            ),
+            (
+                "bytes",
+                "Bytes written (put) or read (get).",
+                OpMetrics::bytes,
+            ),
+        ] {
+            let _ = writeln!(out, "# HELP strata_object_store_{name}_total {help}");
+            let _ = writeln!(out, "# TYPE strata_object_store_{name}_total counter");
+            for (op, metrics) in &ops {
+                let _ = writeln!(
+                    out,
+                    "strata_object_store_{name}_total{{op=\"{op}\"}} {}",
+                    value(metrics)
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP strata_object_store_request_seconds Object store request latency."
+        );
+        let _ = writeln!(out, "# TYPE strata_object_store_request_seconds histogram");
+        for (op, metrics) in &ops {
+            let mut cumulative = 0;
+            for (bound, count) in metrics.latency_buckets() {
+                cumulative += count;
+                let le = if bound == u64::MAX {
+                    "+Inf".to_string()
+                } else {
+                    format!("{}", bound as f64 / 1e6)
+                };
+                let _ = writeln!(
+                    out,
+                    "strata_object_store_request_seconds_bucket{{op=\"{op}\",le=\"{le}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "strata_object_store_request_seconds_sum{{op=\"{op}\"}} {}",
+                metrics.latency_us_total() as f64 / 1e6
+            );
+            let _ = writeln!(
+                out,
+                "strata_object_store_request_seconds_count{{op=\"{op}\"}} {}",
+                metrics.requests()
+            );
+        }
+        out
+    }
+
     /// One line per operation: requests, errors, retries, bytes, mean latency.
     pub fn summary(&self) -> String {
         [

@@ -11,6 +11,7 @@ mod compat;
 mod config;
 mod crash;
 mod groups;
+mod http;
 mod polyglot;
 mod produce_consume;
 mod s3;

@@ -65,6 +65,10 @@ pub struct BenchArgs {
     /// and peak RSS to the result
     #[arg(long, value_name = "PID")]
     pub broker_pid: Option<u32>,
+    /// A Strata broker's metrics endpoint (http://HOST:PORT/metrics): adds
+    /// object-store PUTs and GETs per GB to the result
+    #[arg(long, value_name = "URL")]
+    pub metrics_url: Option<String>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
@@ -91,6 +95,12 @@ struct Report {
     broker_cpu_seconds_per_gb: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     broker_peak_rss_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_store_puts_per_gb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_store_gets_per_gb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    object_store_puts_per_sec: Option<f64>,
 }
 
 #[derive(Debug, Serialize)]
@@ -133,6 +143,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let e2e =
         bench_probe::EndToEnd::start(&args.connect, &args.topic, partitions, measure_from_us)?;
     let cpu_before = args.broker_pid.map(bench_probe::cpu_nanos).transpose()?;
+    let object_requests = |url: &String| -> anyhow::Result<(u64, u64)> {
+        Ok((
+            bench_probe::object_store_requests(url, "put")?,
+            bench_probe::object_store_requests(url, "get")?,
+        ))
+    };
+    let requests_before = args.metrics_url.as_ref().map(object_requests).transpose()?;
+    let run_started = std::time::Instant::now();
     let sent = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
     let collector = tokio::spawn(collect(rx, schedule, Arc::clone(&sent)));
@@ -142,6 +160,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .context("the delivery collector task panicked")?;
 
     let cpu_after = args.broker_pid.map(bench_probe::cpu_nanos).transpose()?;
+    let requests_after = args.metrics_url.as_ref().map(object_requests).transpose()?;
+    let run_secs = run_started.elapsed().as_secs_f64();
     let (e2e_latency, e2e_records) = e2e.finish(Duration::from_secs(2));
     let mut report = stats.report(&args, partitions);
     report.end_to_end_latency_ms = Latency::of(&e2e_latency);
@@ -151,6 +171,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         let gb = (schedule.total as f64 * args.record_bytes as f64) / 1e9;
         report.broker_cpu_seconds_per_gb = Some((after - before) as f64 / 1e9 / gb.max(1e-9));
         report.broker_peak_rss_mb = Some(bench_probe::peak_rss_bytes(pid)? as f64 / 1e6);
+    }
+    if let (Some((puts0, gets0)), Some((puts1, gets1))) = (requests_before, requests_after) {
+        // The whole run, warmup included, like the CPU figure.
+        let gb = ((schedule.total as f64 * args.record_bytes as f64) / 1e9).max(1e-9);
+        report.object_store_puts_per_gb = Some(puts1.saturating_sub(puts0) as f64 / gb);
+        report.object_store_gets_per_gb = Some(gets1.saturating_sub(gets0) as f64 / gb);
+        report.object_store_puts_per_sec =
+            Some(puts1.saturating_sub(puts0) as f64 / run_secs.max(1e-9));
     }
     let json = serde_json::to_string_pretty(&report).context("could not encode the result")?;
     print_stdout(&format!("{json}\n"))?;
@@ -422,6 +450,9 @@ impl Stats {
             end_to_end_records: 0,
             broker_cpu_seconds_per_gb: None,
             broker_peak_rss_mb: None,
+            object_store_puts_per_gb: None,
+            object_store_gets_per_gb: None,
+            object_store_puts_per_sec: None,
         }
     }
 }

@@ -98,6 +98,31 @@ impl EndToEnd {
     }
 }
 
+/// `requests_total` of one object-store operation from a broker's
+/// Prometheus endpoint (`http://host:port/metrics`; plain HTTP only).
+pub fn object_store_requests(metrics_url: &str, op: &str) -> anyhow::Result<u64> {
+    use std::io::{Read as _, Write as _};
+    let rest = metrics_url
+        .strip_prefix("http://")
+        .with_context(|| format!("--metrics-url must start with http://, got '{metrics_url}'"))?;
+    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
+    let mut stream = std::net::TcpStream::connect(host)
+        .with_context(|| format!("cannot connect to {host} for metrics"))?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        stream,
+        "GET /{} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+        path.trim_start_matches('/')
+    )?;
+    let mut body = String::new();
+    stream.read_to_string(&mut body)?;
+    let wanted = format!("strata_object_store_requests_total{{op=\"{op}\"}} ");
+    body.lines()
+        .find_map(|line| line.strip_prefix(&wanted))
+        .and_then(|value| value.trim().parse().ok())
+        .with_context(|| format!("no {wanted}in the metrics at {metrics_url}"))
+}
+
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
 const USER_HZ: u64 = 100;
 

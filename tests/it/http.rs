@@ -1,0 +1,79 @@
+//! The HTTP endpoints: /health, Prometheus /metrics counting real object-store
+//! traffic, 404 elsewhere.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::Duration;
+
+use rdkafka::producer::FutureRecord;
+
+use crate::common::TestBroker;
+
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).expect("connect http");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    (
+        status,
+        response.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
+    )
+}
+
+fn counter(metrics: &str, name: &str) -> u64 {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_and_metrics() {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let http = format!("127.0.0.1:{port}");
+    let broker = TestBroker::start(&["--http-addr", &http]);
+    assert_eq!(get(&http, "/health"), (200, "ok\n".to_string()));
+    assert_eq!(get(&http, "/nope").0, 404);
+    let (_, before) = get(&http, "/metrics");
+    let puts_before = counter(&before, "strata_object_store_requests_total{op=\"put\"} ");
+    broker.create_topic("metered", 1).await;
+    let producer = broker.producer(&[]);
+    for i in 0..5 {
+        let value = format!("m{i}");
+        let record: FutureRecord<'_, (), String> = FutureRecord::to("metered").payload(&value);
+        producer
+            .send(record, Duration::from_secs(10))
+            .await
+            .expect("delivered");
+    }
+    let (status, after) = get(&http, "/metrics");
+    assert_eq!(status, 200);
+    let puts = counter(&after, "strata_object_store_requests_total{op=\"put\"} ");
+    assert!(
+        puts > puts_before,
+        "acked writes were PUT: {puts_before} -> {puts}"
+    );
+    assert!(counter(&after, "strata_object_store_bytes_total{op=\"put\"} ") > 0);
+    assert_eq!(
+        counter(
+            &after,
+            "strata_object_store_request_seconds_count{op=\"put\"} "
+        ),
+        puts,
+        "the latency histogram counts every request"
+    );
+}
