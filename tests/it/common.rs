@@ -324,3 +324,23 @@ pub fn require_python_module(module: &str) {
         "python3 cannot import '{module}': run the tests with ./scripts/test.sh, which installs it"
     );
 }
+
+/// One raw HTTP/1.1 request to `addr` (`host:port`); returns (status, body).
+pub fn http_request(addr: &str, method: &str, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
+    (status, body)
+}

@@ -1,32 +1,15 @@
 //! The HTTP endpoints: /health, Prometheus /metrics counting real object-store
 //! traffic, 404 elsewhere.
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
 
-use crate::common::TestBroker;
+use crate::common::{TestBroker, http_request};
 
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).expect("connect http");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    (
-        status,
-        response.split("\r\n\r\n").nth(1).unwrap_or("").to_string(),
-    )
+    http_request(addr, "GET", path)
 }
 
 fn counter(metrics: &str, name: &str) -> u64 {

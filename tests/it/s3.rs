@@ -2,7 +2,6 @@
 //! (installed by the test command), with the options given as flags and as
 //! the standard AWS environment variables; kill -9 and a cold cache included.
 
-use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,7 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::Offset;
 use rdkafka::producer::FutureRecord;
 
-use crate::common::TestBroker;
+use crate::common::{TestBroker, http_request};
 
 struct S3Server {
     child: Child,
@@ -32,24 +31,8 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// One raw HTTP/1.1 request; returns (status, body).
 fn http(endpoint: &str, method: &str, path: &str) -> (u16, String) {
-    let host = endpoint.trim_start_matches("http://");
-    let mut stream = TcpStream::connect(host).expect("connect to S3 server");
-    write!(
-        stream,
-        "{method} {path} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
-    (status, body)
+    http_request(endpoint.trim_start_matches("http://"), method, path)
 }
 
 fn start_s3(buckets: &[&str]) -> S3Server {

@@ -162,8 +162,8 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let cpu_after = args.broker_pid.map(bench_probe::cpu_nanos).transpose()?;
     let requests_after = args.metrics_url.as_ref().map(object_requests).transpose()?;
     let run_secs = run_started.elapsed().as_secs_f64();
-    let (e2e_latency, e2e_records) = e2e.finish(Duration::from_secs(2));
     let mut report = stats.report(&args, partitions);
+    let (e2e_latency, e2e_records) = e2e.finish(report.records_acked, Duration::from_secs(10));
     report.end_to_end_latency_ms = Latency::of(&e2e_latency);
     report.end_to_end_records = e2e_records;
     if let (Some(pid), Some(before), Some(after)) = (args.broker_pid, cpu_before, cpu_after) {

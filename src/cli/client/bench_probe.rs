@@ -7,7 +7,7 @@
 //!   runs on the same machine (`--broker-pid`).
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -29,6 +29,8 @@ pub fn epoch_micros() -> u64 {
 /// The end-to-end consumer, running on its own thread.
 pub struct EndToEnd {
     stop: Arc<AtomicBool>,
+    /// Measured records seen so far.
+    seen: Arc<AtomicU64>,
     handle: JoinHandle<(Histogram<u64>, u64)>,
 }
 
@@ -59,6 +61,8 @@ impl EndToEnd {
             .context("could not assign the end-to-end consumer")?;
         let stop = Arc::new(AtomicBool::new(false));
         let stop_flag = Arc::clone(&stop);
+        let seen = Arc::new(AtomicU64::new(0));
+        let seen_count = Arc::clone(&seen);
         let handle = std::thread::spawn(move || {
             let mut latency =
                 Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid");
@@ -77,17 +81,22 @@ impl EndToEnd {
                 if sent >= measure_from_us {
                     latency.saturating_record(epoch_micros().saturating_sub(sent).max(1));
                     counted += 1;
+                    seen_count.store(counted, Ordering::Relaxed);
                 }
             }
             (latency, counted)
         });
-        Ok(EndToEnd { stop, handle })
+        Ok(EndToEnd { stop, seen, handle })
     }
 
-    /// Waits until `expected` records were seen or `patience` passed, then
-    /// stops; returns the latency histogram (microseconds) and the count.
-    pub fn finish(self, patience: Duration) -> (Histogram<u64>, u64) {
-        std::thread::sleep(patience.min(Duration::from_secs(2)));
+    /// Waits until `expected` measured records were seen or `patience`
+    /// passed, then stops; returns the latency histogram (microseconds) and
+    /// the count.
+    pub fn finish(self, expected: u64, patience: Duration) -> (Histogram<u64>, u64) {
+        let deadline = std::time::Instant::now() + patience;
+        while self.seen.load(Ordering::Relaxed) < expected && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.stop.store(true, Ordering::Relaxed);
         self.handle.join().unwrap_or_else(|_| {
             (
