@@ -23,7 +23,11 @@ async fn health() -> &'static str {
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        broker.storage.metrics().render_prometheus(),
+        format!(
+            "{}{}",
+            broker.storage.metrics().render_prometheus(),
+            broker.writer.flush_metrics().render_prometheus()
+        ),
     )
 }
 

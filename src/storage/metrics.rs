@@ -1,25 +1,106 @@
-//! Counters of object-store traffic per operation: requests, errors, retries,
-//! bytes and latency. Read by logs and the benchmark; exported over HTTP once
-//! the admin API exists.
+//! Counters of object-store traffic per operation (requests, errors, retries,
+//! bytes, latency) and of the write buffer's flushes (PUT, metadata commit and
+//! both together). Rendered in Prometheus text format by the HTTP endpoint;
+//! read by logs and the benchmark.
 
+use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-/// Upper bounds (microseconds) of the latency histogram buckets.
-pub const LATENCY_BUCKETS_US: [u64; 12] = [
+/// Upper bounds (microseconds) of the latency histogram buckets: 1 ms steps
+/// up to 10 ms and 2 to 5 ms steps up to 30 ms, where flushes of the local
+/// and S3 stores land, so a p99 read from the buckets is within a
+/// millisecond or two.
+pub const LATENCY_BUCKETS_US: [u64; 34] = [
+    250,
     500,
+    750,
     1_000,
+    1_500,
     2_000,
+    2_500,
+    3_000,
+    4_000,
     5_000,
+    6_000,
+    7_000,
+    8_000,
+    9_000,
     10_000,
+    12_000,
+    14_000,
+    16_000,
+    18_000,
     20_000,
+    25_000,
+    30_000,
+    40_000,
     50_000,
+    75_000,
     100_000,
+    150_000,
     200_000,
+    300_000,
     500_000,
     1_000_000,
+    2_000_000,
+    5_000_000,
     u64::MAX,
 ];
+
+/// A latency histogram with the fixed buckets above.
+#[derive(Debug)]
+pub struct LatencyHistogram {
+    count: AtomicU64,
+    sum_us: AtomicU64,
+    buckets: [AtomicU64; LATENCY_BUCKETS_US.len()],
+}
+
+impl Default for LatencyHistogram {
+    fn default() -> Self {
+        LatencyHistogram {
+            count: AtomicU64::new(0),
+            sum_us: AtomicU64::new(0),
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl LatencyHistogram {
+    pub fn record(&self, elapsed: Duration) {
+        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
+        self.count.fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        let bucket = LATENCY_BUCKETS_US
+            .iter()
+            .position(|bound| us <= *bound)
+            .unwrap_or(LATENCY_BUCKETS_US.len() - 1);
+        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+    }
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+    pub fn sum_us(&self) -> u64 {
+        self.sum_us.load(Ordering::Relaxed)
+    }
+
+    /// Appends `<name>_bucket`, `_sum` and `_count` lines with `labels`
+    /// (`key="value"` pairs, comma separated) to `out`.
+    fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let mut cumulative = 0;
+        for (bound, count) in LATENCY_BUCKETS_US.iter().zip(&self.buckets) {
+            cumulative += count.load(Ordering::Relaxed);
+            let le = if *bound == u64::MAX {
+                "+Inf".to_string()
+            } else {
+                format!("{}", *bound as f64 / 1e6)
+            };
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+        }
+        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
+    }
+}
 
 #[derive(Debug, Default)]
 pub struct OpMetrics {
@@ -27,8 +108,7 @@ pub struct OpMetrics {
     errors: AtomicU64,
     retries: AtomicU64,
     bytes: AtomicU64,
-    latency_us_total: AtomicU64,
-    latency_buckets: [AtomicU64; 12],
+    latency: LatencyHistogram,
 }
 
 impl OpMetrics {
@@ -42,13 +122,7 @@ impl OpMetrics {
                 self.errors.fetch_add(1, Ordering::Relaxed);
             }
         }
-        let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.latency_us_total.fetch_add(us, Ordering::Relaxed);
-        let bucket = LATENCY_BUCKETS_US
-            .iter()
-            .position(|bound| us <= *bound)
-            .unwrap_or(LATENCY_BUCKETS_US.len() - 1);
-        self.latency_buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.latency.record(elapsed);
     }
     pub fn record_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
@@ -66,14 +140,59 @@ impl OpMetrics {
         self.bytes.load(Ordering::Relaxed)
     }
     pub fn latency_us_total(&self) -> u64 {
-        self.latency_us_total.load(Ordering::Relaxed)
+        self.latency.sum_us()
     }
-    pub fn latency_buckets(&self) -> Vec<(u64, u64)> {
-        LATENCY_BUCKETS_US
-            .iter()
-            .zip(&self.latency_buckets)
-            .map(|(bound, count)| (*bound, count.load(Ordering::Relaxed)))
-            .collect()
+}
+
+/// The write buffer's flushes: how long the durability work of each took.
+#[derive(Debug, Default)]
+pub struct FlushMetrics {
+    /// Uploading the flush's object (retries included).
+    pub put: LatencyHistogram,
+    /// The metadata transaction that makes it visible.
+    pub commit: LatencyHistogram,
+    /// Both, back to back: what an acknowledged write waits for at least.
+    pub total: LatencyHistogram,
+    bytes: AtomicU64,
+}
+
+impl FlushMetrics {
+    pub fn record(&self, put: Duration, commit: Duration, bytes: u64) {
+        self.put.record(put);
+        self.commit.record(commit);
+        self.total.record(put + commit);
+        self.bytes.fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP strata_wal_flush_seconds Durability work per flush of the write buffer: object PUT, metadata commit, and both (total)."
+        );
+        let _ = writeln!(out, "# TYPE strata_wal_flush_seconds histogram");
+        for (stage, histogram) in [
+            ("put", &self.put),
+            ("commit", &self.commit),
+            ("total", &self.total),
+        ] {
+            histogram.render(
+                &mut out,
+                "strata_wal_flush_seconds",
+                &format!("stage=\"{stage}\""),
+            );
+        }
+        let _ = writeln!(
+            out,
+            "# HELP strata_wal_flush_bytes_total Bytes flushed from the write buffer."
+        );
+        let _ = writeln!(out, "# TYPE strata_wal_flush_bytes_total counter");
+        let _ = writeln!(
+            out,
+            "strata_wal_flush_bytes_total {}",
+            self.bytes.load(Ordering::Relaxed)
+        );
+        out
     }
 }
 
@@ -88,7 +207,6 @@ pub struct ObjectStoreMetrics {
 impl ObjectStoreMetrics {
     /// The counters in Prometheus text format.
     pub fn render_prometheus(&self) -> String {
-        use std::fmt::Write as _;
         let ops = [
             ("put", &self.put),
             ("get", &self.get),
@@ -134,28 +252,10 @@ impl ObjectStoreMetrics {
         );
         let _ = writeln!(out, "# TYPE strata_object_store_request_seconds histogram");
         for (op, metrics) in &ops {
-            let mut cumulative = 0;
-            for (bound, count) in metrics.latency_buckets() {
-                cumulative += count;
-                let le = if bound == u64::MAX {
-                    "+Inf".to_string()
-                } else {
-                    format!("{}", bound as f64 / 1e6)
-                };
-                let _ = writeln!(
-                    out,
-                    "strata_object_store_request_seconds_bucket{{op=\"{op}\",le=\"{le}\"}} {cumulative}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "strata_object_store_request_seconds_sum{{op=\"{op}\"}} {}",
-                metrics.latency_us_total() as f64 / 1e6
-            );
-            let _ = writeln!(
-                out,
-                "strata_object_store_request_seconds_count{{op=\"{op}\"}} {}",
-                metrics.requests()
+            metrics.latency.render(
+                &mut out,
+                "strata_object_store_request_seconds",
+                &format!("op=\"{op}\""),
             );
         }
         out

@@ -8,6 +8,11 @@
 //! epoch, and only then completes the appends (the acks). While one buffer
 //! uploads the next one fills.
 //!
+//! Below `flush_bytes`, flushes start at most once per `flush_interval`
+//! (that bounds the PUT rate whatever the partition count), counted from the
+//! start of the previous flush: a write that finds the flusher idle for
+//! longer is flushed at once instead of waiting out a fresh interval.
+//!
 //! Ordering and failure rules:
 //! - one flush at a time, so commits apply in order per partition;
 //! - if a flush fails (PUT or commit), its appends and those of the buffer
@@ -28,6 +33,7 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::BlockCache;
+use super::metrics::FlushMetrics;
 use super::object::ObjectStorage;
 use super::partition::PartitionLog;
 use super::paths;
@@ -116,6 +122,7 @@ pub struct WalWriter {
     storage: ObjectStorage,
     metadata: Arc<dyn MetadataStore>,
     cache: Arc<BlockCache>,
+    metrics: FlushMetrics,
 }
 
 /// Membership of one key in the in-flight set, for the scope of a flush.
@@ -141,6 +148,20 @@ impl Drop for InFlight<'_> {
         if let Ok(mut keys) = self.set.lock() {
             keys.remove(&self.key);
         }
+    }
+}
+
+/// When a buffer whose first byte arrived at `first` is due (below
+/// `flush_bytes`): `interval` after the previous flush started, so flushes
+/// start at most once per interval, and at once if the flusher has been idle
+/// that long. A byte never waits more than `interval` for its flush to start
+/// unless the previous flush itself takes longer.
+fn flush_deadline(first: Instant, last_start: Option<Instant>, interval: Duration) -> Instant {
+    match last_start {
+        // The buffer began after the previous flush took its own, so this is
+        // never later than `first + interval`.
+        Some(started) => (started + interval).max(first),
+        None => first,
     }
 }
 
@@ -175,7 +196,13 @@ impl WalWriter {
             storage,
             metadata,
             cache,
+            metrics: FlushMetrics::default(),
         })
+    }
+
+    /// Durations of the flushes so far (PUT, commit, both).
+    pub fn flush_metrics(&self) -> &FlushMetrics {
+        &self.metrics
     }
 
     /// Appends validated batches to `log`, assigning their offsets. The
@@ -259,15 +286,21 @@ impl WalWriter {
         }
     }
 
-    /// Takes the buffer if it is due (or `force`), leaving an empty one.
-    fn take_due(&self, force: bool) -> (Option<Buffer>, Option<Instant>) {
+    /// Takes the buffer if it is due (or `force`), leaving an empty one;
+    /// otherwise returns when it will be due. `last_start`: when the
+    /// previous flush began.
+    fn take_due(
+        &self,
+        force: bool,
+        last_start: Option<Instant>,
+    ) -> (Option<Buffer>, Option<Instant>) {
         let Ok(mut state) = self.state.lock() else {
             return (None, None);
         };
         let Some(first) = state.buffer.first_append else {
             return (None, None);
         };
-        let deadline = first + self.flush_interval;
+        let deadline = flush_deadline(first, last_start, self.flush_interval);
         if force || state.buffer.bytes >= self.flush_bytes || Instant::now() >= deadline {
             return (Some(std::mem::take(&mut state.buffer)), None);
         }
@@ -276,9 +309,11 @@ impl WalWriter {
 
     /// The flusher: runs until `shutdown`, then flushes what is left.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let mut last_start = None;
         loop {
-            let (due, deadline) = self.take_due(false);
+            let (due, deadline) = self.take_due(false, last_start);
             if let Some(buffer) = due {
+                last_start = Some(Instant::now());
                 self.flush(buffer).await;
                 continue;
             }
@@ -294,7 +329,7 @@ impl WalWriter {
                 _ = shutdown.cancelled() => break,
             }
         }
-        if let (Some(buffer), _) = self.take_due(true) {
+        if let (Some(buffer), _) = self.take_due(true, last_start) {
             self.flush(buffer).await;
         }
         self.room.close();
@@ -359,10 +394,13 @@ impl WalWriter {
             });
         }
         let object = object.freeze();
+        let put_started = Instant::now();
         self.storage
             .put(&key, object.clone())
             .await
             .map_err(|e| AppendError::Storage(e.to_string()))?;
+        let put_took = put_started.elapsed();
+        let commit_started = Instant::now();
         let outcomes = self
             .metadata
             .commit_object(ObjectCommit {
@@ -375,6 +413,8 @@ impl WalWriter {
                 crate::metadata::MetadataError::Fenced(msg) => AppendError::Fenced(msg),
                 other => AppendError::Storage(other.to_string()),
             })?;
+        self.metrics
+            .record(put_took, commit_started.elapsed(), object.len() as u64);
         // Durable now: make it readable, tail first from the cache.
         self.cache.insert_object(&key_str, &object);
         // `chunks` and `outcomes` are in the order of `buffer.partitions`.
@@ -384,5 +424,26 @@ impl WalWriter {
             }
         }
         Ok(outcomes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Duration, Instant, flush_deadline};
+
+    #[test]
+    fn flushes_are_spaced_by_the_interval_from_the_previous_start() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let interval = ms(10);
+        // First flush ever: at once.
+        assert_eq!(flush_deadline(t0, None, interval), t0);
+        // Idle for longer than the interval: at once.
+        assert_eq!(flush_deadline(t0 + ms(50), Some(t0), interval), t0 + ms(50));
+        // Shortly after a flush started: waits out the rest of the interval.
+        assert_eq!(flush_deadline(t0 + ms(3), Some(t0), interval), t0 + ms(10));
+        // Never more than one interval after the buffer's first byte.
+        let first = t0 + ms(1);
+        assert!(flush_deadline(first, Some(t0), interval) <= first + interval);
     }
 }

@@ -27,9 +27,9 @@ use serde::Serialize;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, MissedTickBehavior};
 
-use super::bench_probe;
 use super::topic::{TopicError, create_topic};
 use super::{Acks, CliContext, ConnectArgs, TopicInfo, find_topic, print_stdout};
+use super::{bench_catch_up, bench_probe};
 
 /// Distinct keys cycled through, so records spread over all partitions.
 const KEY_COUNT: u64 = 1024;
@@ -40,9 +40,28 @@ pub struct BenchArgs {
     /// Topic to write to; created with --partitions if it does not exist
     #[arg(default_value = "strata-bench")]
     pub topic: String,
-    /// Offered load in records per second, kept up however slow the acks are
-    #[arg(long, default_value_t = 5000, value_parser = clap::value_parser!(u64).range(1..))]
-    pub rate: u64,
+    /// Offered load in records per second, kept up however slow the acks are;
+    /// or `max`: as fast as the broker acknowledges, with at most
+    /// --max-in-flight records waiting for their acks (latency then runs
+    /// from the moment a record is handed to the client)
+    #[arg(long, default_value = "5000", value_parser = parse_rate, value_name = "RECORDS_PER_SEC|max")]
+    pub rate: Rate,
+    /// With --rate max: records waiting for acks before the sender waits
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_in_flight: u64,
+    /// With --rate max: stop once this many MB (10^6 bytes of values) were
+    /// sent, even before --duration-secs; to write a backlog of a given size
+    #[arg(long, value_name = "MB")]
+    pub total_mb: Option<u64>,
+    /// Read the topic from its start to its current end instead of
+    /// producing, and report the read throughput (a catch-up consumer);
+    /// restart the broker with an emptied cache first to measure cold reads
+    #[arg(long)]
+    pub catch_up: bool,
+    /// Do not run the end-to-end consumer (frees the client's CPU for
+    /// maximum-throughput runs); end-to-end latency is then not reported
+    #[arg(long)]
+    pub no_end_to_end: bool,
     /// Length of the measurement in seconds, after the warmup
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub duration_secs: u64,
@@ -52,6 +71,10 @@ pub struct BenchArgs {
     /// Partitions of the topic when the benchmark has to create it
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(i32).range(1..))]
     pub partitions: i32,
+    /// The producer's linger.ms: how long librdkafka waits to fill a batch
+    /// (5 is librdkafka's default; 0 sends at once, for lowest latency)
+    #[arg(long, default_value_t = 5)]
+    pub linger_ms: u64,
     /// Acknowledgement a record needs before it counts as delivered
     #[arg(long, value_enum, default_value_t = Acks::All)]
     pub acks: Acks,
@@ -66,22 +89,44 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PID")]
     pub broker_pid: Option<u32>,
     /// A Strata broker's metrics endpoint (http://HOST:PORT/metrics): adds
-    /// object-store PUTs and GETs per GB to the result
+    /// object-store PUTs and GETs per GB and the p50/p99 of one flush's
+    /// object PUT + metadata commit to the result
     #[arg(long, value_name = "URL")]
     pub metrics_url: Option<String>,
     #[command(flatten)]
     pub connect: ConnectArgs,
 }
 
+/// `--rate`: a fixed offered load, or as fast as the broker goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rate {
+    PerSec(u64),
+    Max,
+}
+
+fn parse_rate(text: &str) -> Result<Rate, String> {
+    if text.eq_ignore_ascii_case("max") {
+        return Ok(Rate::Max);
+    }
+    match text.parse::<u64>() {
+        Ok(rate) if rate > 0 => Ok(Rate::PerSec(rate)),
+        _ => Err(format!(
+            "'{text}' is neither a positive number of records per second nor 'max'"
+        )),
+    }
+}
+
 /// The JSON result.
 #[derive(Debug, Serialize)]
 struct Report {
     workload: &'static str,
-    target_rate: u64,
+    /// Records per second offered; null for `--rate max`.
+    target_rate: Option<u64>,
     duration_secs: u64,
     record_bytes: usize,
     partitions: usize,
     acks: &'static str,
+    linger_ms: u64,
     records_acked: u64,
     errors: u64,
     throughput_records_per_sec: f64,
@@ -89,22 +134,89 @@ struct Report {
     throughput_mb_per_sec: f64,
     produce_latency_ms: Latency,
     /// From the intended send time to a consumer holding the record.
-    end_to_end_latency_ms: Latency,
-    end_to_end_records: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    broker_cpu_seconds_per_gb: Option<f64>,
+    end_to_end_latency_ms: Option<Latency>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    broker_peak_rss_mb: Option<f64>,
+    end_to_end_records: Option<u64>,
+    #[serde(flatten)]
+    broker: BrokerFigures,
+}
+
+/// What the broker spent, from `/proc` and its metrics endpoint; shared with
+/// the catch-up read's report.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct BrokerFigures {
     #[serde(skip_serializing_if = "Option::is_none")]
-    object_store_puts_per_gb: Option<f64>,
+    pub broker_cpu_seconds_per_gb: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    object_store_gets_per_gb: Option<f64>,
+    pub broker_peak_rss_mb: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    object_store_puts_per_sec: Option<f64>,
+    pub object_store_puts_per_gb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store_gets_per_gb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store_puts_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store_gets_per_sec: Option<f64>,
+    /// One write-buffer flush: object PUT + metadata commit, the least an
+    /// acks=all write waits for. From histogram buckets (±1 ms below 10 ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_put_commit_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_put_commit_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flushes: Option<u64>,
+}
+
+/// The broker's counters at the start of a run.
+pub(super) struct BrokerProbe {
+    pid: Option<u32>,
+    cpu_before: Option<u64>,
+    metrics_url: Option<String>,
+    metrics_before: Option<bench_probe::MetricsSnapshot>,
+    started: std::time::Instant,
+}
+
+impl BrokerProbe {
+    pub fn start(pid: Option<u32>, metrics_url: Option<&String>) -> anyhow::Result<Self> {
+        Ok(BrokerProbe {
+            pid,
+            cpu_before: pid.map(bench_probe::cpu_nanos).transpose()?,
+            metrics_url: metrics_url.cloned(),
+            metrics_before: metrics_url
+                .map(|url| bench_probe::MetricsSnapshot::scrape(url))
+                .transpose()?,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// The broker's figures since `start`, per GB of `bytes` moved.
+    pub fn finish(self, bytes: u64) -> anyhow::Result<BrokerFigures> {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let gb = (bytes as f64 / 1e9).max(1e-9);
+        let mut figures = BrokerFigures::default();
+        if let (Some(pid), Some(before)) = (self.pid, self.cpu_before) {
+            let after = bench_probe::cpu_nanos(pid)?;
+            figures.broker_cpu_seconds_per_gb =
+                Some(after.saturating_sub(before) as f64 / 1e9 / gb);
+            figures.broker_peak_rss_mb = Some(bench_probe::peak_rss_bytes(pid)? as f64 / 1e6);
+        }
+        if let (Some(url), Some(before)) = (&self.metrics_url, &self.metrics_before) {
+            let delta = bench_probe::MetricsSnapshot::scrape(url)?.since(before)?;
+            figures.object_store_puts_per_gb = Some(delta.puts as f64 / gb);
+            figures.object_store_gets_per_gb = Some(delta.gets as f64 / gb);
+            figures.object_store_puts_per_sec = Some(delta.puts as f64 / secs);
+            figures.object_store_gets_per_sec = Some(delta.gets as f64 / secs);
+            figures.flush_put_commit_p50_ms = delta.flush_p50_ms;
+            figures.flush_put_commit_p99_ms = delta.flush_p99_ms;
+            figures.flushes = Some(delta.flushes);
+        }
+        Ok(figures)
+    }
 }
 
 #[derive(Debug, Serialize)]
-struct Latency {
+pub(super) struct Latency {
     p50: f64,
     p99: f64,
     p999: f64,
@@ -112,7 +224,7 @@ struct Latency {
 }
 
 impl Latency {
-    fn of(micros: &Histogram<u64>) -> Self {
+    pub(super) fn of(micros: &Histogram<u64>) -> Self {
         Latency {
             p50: ms(micros.value_at_quantile(0.50)),
             p99: ms(micros.value_at_quantile(0.99)),
@@ -122,17 +234,45 @@ impl Latency {
     }
 }
 
+/// Prints the result and writes it to `--output`.
+pub(super) fn emit(report: &impl Serialize, output: Option<&PathBuf>) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report).context("could not encode the result")?;
+    print_stdout(&format!("{json}\n"))?;
+    if let Some(path) = output {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("could not write the result to {}", path.display()))?;
+    }
+    Ok(())
+}
+
 /// Runs `strata bench`.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.catch_up {
+        return bench_catch_up::run(args).await;
+    }
+    if args.rate != Rate::Max && args.total_mb.is_some() {
+        bail!("--total-mb only applies with --rate max");
+    }
     let partitions = ensure_topic(&args).await?;
+    let (max_messages, max_kbytes) = match args.rate {
+        // Room for many seconds of backlog, so enqueueing never waits on acks.
+        Rate::PerSec(_) => (1_000_000, 2_097_151),
+        Rate::Max => (
+            args.max_in_flight.min(10_000_000),
+            (args
+                .max_in_flight
+                .saturating_mul(args.record_bytes as u64 + 64)
+                / 1024)
+                .clamp(1024, 2_097_151),
+        ),
+    };
     let producer: FutureProducer<CliContext> = args
         .connect
         .client_config()
         .set("acks", args.acks.as_str())
-        .set("linger.ms", "5")
-        // Room for many seconds of backlog, so enqueueing never waits on acks.
-        .set("queue.buffering.max.messages", "1000000")
-        .set("queue.buffering.max.kbytes", "2097151")
+        .set("linger.ms", args.linger_ms.to_string())
+        .set("queue.buffering.max.messages", max_messages.to_string())
+        .set("queue.buffering.max.kbytes", max_kbytes.to_string())
         // A dead broker turns into counted errors instead of a hang.
         .set("message.timeout.ms", "30000")
         .create_with_context(CliContext)
@@ -140,17 +280,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 
     let schedule = Schedule::new(&args);
     let measure_from_us = schedule.epoch_micros(schedule.measure_from);
-    let e2e =
-        bench_probe::EndToEnd::start(&args.connect, &args.topic, partitions, measure_from_us)?;
-    let cpu_before = args.broker_pid.map(bench_probe::cpu_nanos).transpose()?;
-    let object_requests = |url: &String| -> anyhow::Result<(u64, u64)> {
-        Ok((
-            bench_probe::object_store_requests(url, "put")?,
-            bench_probe::object_store_requests(url, "get")?,
-        ))
+    let e2e = if args.no_end_to_end {
+        None
+    } else {
+        Some(bench_probe::EndToEnd::start(
+            &args.connect,
+            &args.topic,
+            partitions,
+            measure_from_us,
+        )?)
     };
-    let requests_before = args.metrics_url.as_ref().map(object_requests).transpose()?;
-    let run_started = std::time::Instant::now();
+    let probe = BrokerProbe::start(args.broker_pid, args.metrics_url.as_ref())?;
     let sent = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
     let collector = tokio::spawn(collect(rx, schedule, Arc::clone(&sent)));
@@ -159,33 +299,16 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         .await
         .context("the delivery collector task panicked")?;
 
-    let cpu_after = args.broker_pid.map(bench_probe::cpu_nanos).transpose()?;
-    let requests_after = args.metrics_url.as_ref().map(object_requests).transpose()?;
-    let run_secs = run_started.elapsed().as_secs_f64();
-    let mut report = stats.report(&args, partitions);
-    let (e2e_latency, e2e_records) = e2e.finish(report.records_acked, Duration::from_secs(10));
-    report.end_to_end_latency_ms = Latency::of(&e2e_latency);
-    report.end_to_end_records = e2e_records;
-    if let (Some(pid), Some(before), Some(after)) = (args.broker_pid, cpu_before, cpu_after) {
-        // All records sent, warmup included, over the whole run's CPU time.
-        let gb = (schedule.total as f64 * args.record_bytes as f64) / 1e9;
-        report.broker_cpu_seconds_per_gb = Some((after - before) as f64 / 1e9 / gb.max(1e-9));
-        report.broker_peak_rss_mb = Some(bench_probe::peak_rss_bytes(pid)? as f64 / 1e6);
+    // All records sent, warmup included, over the whole run.
+    let bytes_sent = sent.load(Ordering::Relaxed) * args.record_bytes as u64;
+    let broker = probe.finish(bytes_sent)?;
+    let mut report = stats.report(&args, partitions, broker);
+    if let Some(e2e) = e2e {
+        let (e2e_latency, e2e_records) = e2e.finish(report.records_acked, Duration::from_secs(10));
+        report.end_to_end_latency_ms = Some(Latency::of(&e2e_latency));
+        report.end_to_end_records = Some(e2e_records);
     }
-    if let (Some((puts0, gets0)), Some((puts1, gets1))) = (requests_before, requests_after) {
-        // The whole run, warmup included, like the CPU figure.
-        let gb = ((schedule.total as f64 * args.record_bytes as f64) / 1e9).max(1e-9);
-        report.object_store_puts_per_gb = Some(puts1.saturating_sub(puts0) as f64 / gb);
-        report.object_store_gets_per_gb = Some(gets1.saturating_sub(gets0) as f64 / gb);
-        report.object_store_puts_per_sec =
-            Some(puts1.saturating_sub(puts0) as f64 / run_secs.max(1e-9));
-    }
-    let json = serde_json::to_string_pretty(&report).context("could not encode the result")?;
-    print_stdout(&format!("{json}\n"))?;
-    if let Some(path) = &args.output {
-        std::fs::write(path, format!("{json}\n"))
-            .with_context(|| format!("could not write the result to {}", path.display()))?;
-    }
+    emit(&report, args.output.as_ref())?;
     if report.records_acked == 0 {
         let cause = stats
             .first_error
@@ -243,24 +366,38 @@ struct Schedule {
     start: Instant,
     /// Wall-clock microseconds at `start`, to stamp records with.
     start_epoch_us: u64,
-    rate: u64,
+    /// Records per second; `None` sends as fast as acks allow.
+    rate: Option<u64>,
+    /// Records to send at most.
     total: u64,
     /// Records intended before this instant are warmup.
     measure_from: Instant,
+    /// Nothing is sent from this instant on.
+    end: Instant,
 }
 
 impl Schedule {
     fn new(args: &BenchArgs) -> Self {
         // Begin a little in the future so the first records are not late.
         let start = Instant::now() + Duration::from_millis(10);
+        let secs = args.warmup_secs + args.duration_secs;
+        let (rate, total) = match args.rate {
+            Rate::PerSec(rate) => (Some(rate), rate.saturating_mul(secs)),
+            Rate::Max => (
+                None,
+                args.total_mb.map_or(u64::MAX, |mb| {
+                    mb.saturating_mul(1_000_000)
+                        .div_ceil(args.record_bytes.max(1) as u64)
+                }),
+            ),
+        };
         Schedule {
             start,
             start_epoch_us: bench_probe::epoch_micros() + 10_000,
-            rate: args.rate,
-            total: args
-                .rate
-                .saturating_mul(args.warmup_secs + args.duration_secs),
+            rate,
+            total,
             measure_from: start + Duration::from_secs(args.warmup_secs),
+            end: start + Duration::from_secs(secs),
         }
     }
 
@@ -269,18 +406,26 @@ impl Schedule {
         self.start_epoch_us + at.saturating_duration_since(self.start).as_micros() as u64
     }
 
+    /// When record `i` is meant to be sent; `now` at `--rate max`.
     fn intended(&self, i: u64) -> Instant {
-        let nanos = u128::from(i) * 1_000_000_000 / u128::from(self.rate);
+        let Some(rate) = self.rate else {
+            return Instant::now();
+        };
+        let nanos = u128::from(i) * 1_000_000_000 / u128::from(rate);
         self.start + Duration::from_nanos(u64::try_from(nanos).unwrap_or(u64::MAX))
     }
 
-    /// How many records are due at `now` (all `i` with `intended(i) <= now`).
+    /// How many records are due at `now` (all `i` with `intended(i) <= now`);
+    /// at `--rate max`, all of them until the end.
     fn due(&self, now: Instant) -> u64 {
         if now < self.start {
             return 0;
         }
+        let Some(rate) = self.rate else {
+            return if now < self.end { self.total } else { 0 };
+        };
         let elapsed = (now - self.start).as_nanos();
-        let due = elapsed * u128::from(self.rate) / 1_000_000_000 + 1;
+        let due = elapsed * u128::from(rate) / 1_000_000_000 + 1;
         u64::try_from(due).unwrap_or(u64::MAX).min(self.total)
     }
 }
@@ -322,6 +467,11 @@ async fn pace(
             let mut record = FutureRecord::to(&args.topic).key(key).payload(&payload);
             let outcome = loop {
                 match producer.send_result(record) {
+                    // At `--rate max` latency starts once the client took the
+                    // record, so its full queue (the closed loop) is not counted.
+                    Ok(delivery) if schedule.rate.is_none() => {
+                        break Sent::Enqueued(Instant::now(), delivery);
+                    }
                     Ok(delivery) => break Sent::Enqueued(intended, delivery),
                     // Only librdkafka's own buffer can hold us back; the delay
                     // still counts, since latency starts at `intended`.
@@ -340,10 +490,16 @@ async fn pace(
             if i % 256 == 0 {
                 // Catching up after a stall: let the collector run meanwhile.
                 tokio::task::yield_now().await;
+                if schedule.rate.is_none() && Instant::now() >= schedule.end {
+                    return;
+                }
             }
         }
-        if i < schedule.total {
-            tokio::time::sleep_until(schedule.intended(i)).await;
+        match schedule.rate {
+            _ if i >= schedule.total => {}
+            Some(_) => tokio::time::sleep_until(schedule.intended(i)).await,
+            None if Instant::now() >= schedule.end => return,
+            None => tokio::time::sleep_until(schedule.start).await,
         }
     }
 }
@@ -424,35 +580,39 @@ impl Stats {
         self.recent_us.reset();
     }
 
-    fn report(&self, args: &BenchArgs, partitions: usize) -> Report {
-        // Acks that spread over more than the window (a broker that cannot keep
-        // up) stretch it, so throughput then drops below the target rate.
-        let window = Duration::from_secs(args.duration_secs);
+    fn report(&self, args: &BenchArgs, partitions: usize, broker: BrokerFigures) -> Report {
         let ack_span = match (self.first_ack, self.last_ack) {
             (Some(first), Some(last)) => last.saturating_duration_since(first),
             _ => Duration::ZERO,
         };
-        let elapsed = window.max(ack_span).as_secs_f64();
-        let records_per_sec = self.acked as f64 / elapsed;
+        let (workload, target_rate, elapsed) = match args.rate {
+            // Acks that spread over more than the window (a broker that cannot
+            // keep up) stretch it, so throughput then drops below the target.
+            Rate::PerSec(rate) => (
+                "produce_open_loop",
+                Some(rate),
+                Duration::from_secs(args.duration_secs).max(ack_span),
+            ),
+            // Closed loop: what was acknowledged over the time it took.
+            Rate::Max => ("produce_max", None, ack_span),
+        };
+        let records_per_sec = self.acked as f64 / elapsed.as_secs_f64().max(1e-3);
         Report {
-            workload: "produce_open_loop",
-            target_rate: args.rate,
+            workload,
+            target_rate,
             duration_secs: args.duration_secs,
             record_bytes: args.record_bytes,
             partitions,
             acks: args.acks.as_str(),
+            linger_ms: args.linger_ms,
             records_acked: self.acked,
             errors: self.errors,
             throughput_records_per_sec: records_per_sec,
             throughput_mb_per_sec: records_per_sec * args.record_bytes as f64 / 1e6,
             produce_latency_ms: Latency::of(&self.latency_us),
-            end_to_end_latency_ms: Latency::of(&self.recent_us),
-            end_to_end_records: 0,
-            broker_cpu_seconds_per_gb: None,
-            broker_peak_rss_mb: None,
-            object_store_puts_per_gb: None,
-            object_store_gets_per_gb: None,
-            object_store_puts_per_sec: None,
+            end_to_end_latency_ms: None,
+            end_to_end_records: None,
+            broker,
         }
     }
 }
@@ -501,7 +661,7 @@ async fn collect(
 
 #[cfg(test)]
 mod tests {
-    use super::{Duration, Instant, Schedule};
+    use super::{Duration, Instant, Rate, Schedule, parse_rate};
 
     #[test]
     fn schedule_spaces_records_evenly() {
@@ -509,9 +669,10 @@ mod tests {
         let schedule = Schedule {
             start,
             start_epoch_us: 0,
-            rate: 4,
+            rate: Some(4),
             total: 8,
             measure_from: start,
+            end: start + Duration::from_secs(2),
         };
         assert_eq!(schedule.intended(0), start);
         assert_eq!(schedule.intended(3), start + Duration::from_millis(750));
@@ -519,5 +680,28 @@ mod tests {
         assert_eq!(schedule.due(start + Duration::from_millis(499)), 2);
         assert_eq!(schedule.due(start + Duration::from_millis(500)), 3);
         assert_eq!(schedule.due(start + Duration::from_secs(60)), 8);
+
+        let max = Schedule {
+            rate: None,
+            total: u64::MAX,
+            ..schedule
+        };
+        assert_eq!(max.due(start), u64::MAX, "everything is due until the end");
+        assert_eq!(
+            max.due(start + Duration::from_secs(2)),
+            0,
+            "nothing after it"
+        );
+    }
+
+    #[test]
+    fn rate_is_a_positive_number_or_max() {
+        assert_eq!(parse_rate("2500"), Ok(Rate::PerSec(2500)));
+        assert_eq!(parse_rate("max"), Ok(Rate::Max));
+        assert_eq!(parse_rate("MAX"), Ok(Rate::Max));
+        for bad in ["0", "-5", "fast", ""] {
+            let err = parse_rate(bad).expect_err(bad);
+            assert!(err.contains("'max'"), "{err}");
+        }
     }
 }

@@ -107,29 +107,130 @@ impl EndToEnd {
     }
 }
 
-/// `requests_total` of one object-store operation from a broker's
-/// Prometheus endpoint (`http://host:port/metrics`; plain HTTP only).
-pub fn object_store_requests(metrics_url: &str, op: &str) -> anyhow::Result<u64> {
-    use std::io::{Read as _, Write as _};
-    let rest = metrics_url
-        .strip_prefix("http://")
-        .with_context(|| format!("--metrics-url must start with http://, got '{metrics_url}'"))?;
-    let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
-    let mut stream = std::net::TcpStream::connect(host)
-        .with_context(|| format!("cannot connect to {host} for metrics"))?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET /{} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
-        path.trim_start_matches('/')
-    )?;
-    let mut body = String::new();
-    stream.read_to_string(&mut body)?;
-    let wanted = format!("strata_object_store_requests_total{{op=\"{op}\"}} ");
-    body.lines()
-        .find_map(|line| line.strip_prefix(&wanted))
-        .and_then(|value| value.trim().parse().ok())
-        .with_context(|| format!("no {wanted}in the metrics at {metrics_url}"))
+/// One scrape of a Strata broker's Prometheus endpoint
+/// (`http://host:port/metrics`; plain HTTP only).
+#[derive(Debug, Clone)]
+pub struct MetricsSnapshot {
+    body: String,
+}
+
+/// What the broker did between two snapshots.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricsDelta {
+    pub puts: u64,
+    pub gets: u64,
+    /// p50 and p99 (ms) of one flush's PUT + metadata commit, interpolated
+    /// within the histogram's buckets; `None` without flushes.
+    pub flush_p50_ms: Option<f64>,
+    pub flush_p99_ms: Option<f64>,
+    pub flushes: u64,
+}
+
+impl MetricsSnapshot {
+    pub fn scrape(metrics_url: &str) -> anyhow::Result<Self> {
+        use std::io::{Read as _, Write as _};
+        let rest = metrics_url.strip_prefix("http://").with_context(|| {
+            format!("--metrics-url must start with http://, got '{metrics_url}'")
+        })?;
+        let (host, path) = rest.split_once('/').map_or((rest, "/"), |(h, p)| (h, p));
+        let mut stream = std::net::TcpStream::connect(host)
+            .with_context(|| format!("cannot connect to {host} for metrics"))?;
+        stream.set_read_timeout(Some(Duration::from_secs(10)))?;
+        write!(
+            stream,
+            "GET /{} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n",
+            path.trim_start_matches('/')
+        )?;
+        let mut body = String::new();
+        stream.read_to_string(&mut body)?;
+        let snapshot = MetricsSnapshot { body };
+        // Fail now, not after the run, if this is not a Strata endpoint.
+        snapshot.value("strata_object_store_requests_total{op=\"put\"}")?;
+        Ok(snapshot)
+    }
+
+    /// The value of one sample, `name{labels}` exactly as exported.
+    fn value(&self, sample: &str) -> anyhow::Result<f64> {
+        self.body
+            .lines()
+            .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+            .and_then(|value| value.trim().parse().ok())
+            .with_context(|| format!("no {sample} in the broker's metrics"))
+    }
+
+    /// `(upper bound in seconds, cumulative count)` of a histogram's buckets
+    /// whose labels start with `labels`.
+    fn buckets(&self, name: &str, labels: &str) -> Vec<(f64, f64)> {
+        let prefix = format!("{name}_bucket{{{labels},le=\"");
+        self.body
+            .lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix(&prefix)?;
+                let (le, count) = rest.split_once("\"} ")?;
+                let le = if le == "+Inf" {
+                    f64::INFINITY
+                } else {
+                    le.parse().ok()?
+                };
+                Some((le, count.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
+    /// What happened between `before` (an earlier scrape) and this one.
+    pub fn since(&self, before: &MetricsSnapshot) -> anyhow::Result<MetricsDelta> {
+        let delta = |sample: &str| -> anyhow::Result<u64> {
+            Ok((self.value(sample)? - before.value(sample)?).max(0.0) as u64)
+        };
+        let name = "strata_wal_flush_seconds";
+        let labels = "stage=\"total\"";
+        let now = self.buckets(name, labels);
+        let then = before.buckets(name, labels);
+        let buckets: Vec<(f64, f64)> = now
+            .iter()
+            .map(|(le, count)| {
+                let earlier = then.iter().find(|(l, _)| l == le).map_or(0.0, |(_, c)| *c);
+                (*le, (count - earlier).max(0.0))
+            })
+            .collect();
+        Ok(MetricsDelta {
+            puts: delta("strata_object_store_requests_total{op=\"put\"}")?,
+            gets: delta("strata_object_store_requests_total{op=\"get\"}")?,
+            flush_p50_ms: bucket_quantile(&buckets, 0.50).map(|s| s * 1e3),
+            flush_p99_ms: bucket_quantile(&buckets, 0.99).map(|s| s * 1e3),
+            flushes: buckets.last().map_or(0, |(_, count)| *count as u64),
+        })
+    }
+}
+
+/// The `q` quantile of cumulative histogram buckets `(upper bound, count)`,
+/// interpolated linearly within its bucket (as Prometheus'
+/// `histogram_quantile`); the last finite bound if it falls in `+Inf`.
+fn bucket_quantile(buckets: &[(f64, f64)], q: f64) -> Option<f64> {
+    let total = buckets.last()?.1;
+    if total <= 0.0 {
+        return None;
+    }
+    let rank = q * total;
+    let mut lower = 0.0;
+    let mut below = 0.0;
+    for (bound, count) in buckets {
+        if *count >= rank {
+            if bound.is_infinite() {
+                return Some(lower);
+            }
+            let inside = count - below;
+            let fraction = if inside > 0.0 {
+                (rank - below) / inside
+            } else {
+                1.0
+            };
+            return Some(lower + (bound - lower) * fraction);
+        }
+        lower = *bound;
+        below = *count;
+    }
+    Some(lower)
 }
 
 /// Clock ticks per second of `/proc/<pid>/stat` times (USER_HZ, 100 on Linux).
@@ -185,5 +286,42 @@ mod tests {
         );
         assert!(peak_rss_bytes(me).expect("own VmHWM") > 1_000_000);
         assert!(cpu_nanos(u32::MAX).is_err(), "no such process");
+    }
+
+    #[test]
+    fn quantiles_interpolate_within_buckets() {
+        // 100 samples: 50 in (0, 1 ms], 49 in (1, 2 ms], 1 in (2 ms, +Inf).
+        let buckets = [(0.001, 50.0), (0.002, 99.0), (f64::INFINITY, 100.0)];
+        assert_eq!(bucket_quantile(&buckets, 0.5), Some(0.001));
+        let p99 = bucket_quantile(&buckets, 0.99).expect("has samples");
+        assert!((p99 - 0.002).abs() < 1e-9, "{p99}");
+        let p75 = bucket_quantile(&buckets, 0.75).expect("has samples");
+        assert!((p75 - (0.001 + 0.001 * 25.0 / 49.0)).abs() < 1e-9, "{p75}");
+        assert_eq!(bucket_quantile(&buckets, 1.0), Some(0.002), "+Inf bucket");
+        assert_eq!(
+            bucket_quantile(&[(0.001, 0.0), (f64::INFINITY, 0.0)], 0.5),
+            None
+        );
+    }
+
+    #[test]
+    fn snapshot_delta_reads_counters_and_flush_histogram() {
+        let render = |puts: u64, fast: u64, slow: u64| MetricsSnapshot {
+            body: format!(
+                "strata_object_store_requests_total{{op=\"put\"}} {puts}\n\
+                 strata_object_store_requests_total{{op=\"get\"}} 7\n\
+                 strata_wal_flush_seconds_bucket{{stage=\"total\",le=\"0.01\"}} {fast}\n\
+                 strata_wal_flush_seconds_bucket{{stage=\"total\",le=\"0.02\"}} {}\n\
+                 strata_wal_flush_seconds_bucket{{stage=\"total\",le=\"+Inf\"}} {}\n",
+                fast + slow,
+                fast + slow
+            ),
+        };
+        let delta = render(110, 90, 10)
+            .since(&render(10, 0, 0))
+            .expect("all samples present");
+        assert_eq!((delta.puts, delta.gets, delta.flushes), (100, 0, 100));
+        let p99 = delta.flush_p99_ms.expect("flushes happened");
+        assert!((p99 - 19.0).abs() < 1e-6, "{p99}");
     }
 }

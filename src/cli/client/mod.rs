@@ -12,6 +12,7 @@
 //! its own topic) issue an explicit CreateTopics request.
 
 pub mod bench;
+pub mod bench_catch_up;
 pub mod bench_probe;
 pub mod consume;
 pub mod group;

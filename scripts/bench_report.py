@@ -1,0 +1,217 @@
+#!/usr/bin/env python3
+"""Summarises a scripts/bench.sh results directory as markdown tables.
+
+Usage: bench_report.py RESULTS_DIR [--update-docs docs/benchmarks.md]
+
+Prints the tables; with --update-docs also replaces the text between
+<!-- bench:start --> and <!-- bench:end --> in the given file.
+"""
+
+import json
+import pathlib
+import sys
+
+BROKERS = ("strata", "tansu")
+PRODUCE = [
+    ("latency-5000", "5,000/s, 1 KiB"),
+    ("latency-5000-linger0", "5,000/s, 1 KiB, linger.ms=0"),
+    ("latency-20000", "20,000/s, 1 KiB"),
+    ("latency-50000", "50,000/s, 1 KiB"),
+    ("max-1k", "max, 1 KiB"),
+    ("max-100b", "max, 100 B"),
+    ("latency-100b-50000", "50,000/s, 100 B"),
+    ("partitions-16", "2,000/s, 16 partitions"),
+    ("partitions-1000", "2,000/s, 1,000 partitions"),
+    ("partitions-10000", "2,000/s, 10,000 partitions"),
+    ("backlog-write", "max, 1 KiB (backlog)"),
+]
+
+
+def load(results, broker, workload):
+    path = results / f"{broker}-{workload}.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    return None
+
+
+def num(value, digits=1):
+    if value is None:
+        return "-"
+    if abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.{digits}f}"
+
+
+def lat(report, key="produce_latency_ms"):
+    if not report or key not in report:
+        return "-"
+    l = report[key]
+    return f"{num(l['p50'])} / {num(l['p99'])} / {num(l['p999'])}"
+
+
+def ratio(a, b):
+    if a is None or b is None or b == 0:
+        return "-"
+    return f"{a / b:.1f}x"
+
+
+def cell(report, key, digits=1):
+    if report is None:
+        return "failed"
+    return num(report.get(key), digits)
+
+
+def produce_table(results, brokers):
+    head = ["workload"]
+    for b in brokers:
+        head += [f"{b} MB/s", f"{b} p50 / p99 / p99.9 ms", f"{b} e2e p99 ms",
+                 f"{b} CPU s/GB", f"{b} peak RSS MB"]
+    if len(brokers) == 2:
+        head += ["throughput ratio", "p99 ratio (ref / ours)"]
+    rows = []
+    for workload, label in PRODUCE:
+        reports = [load(results, b, workload) for b in brokers]
+        if not any(reports):
+            continue
+        row = [label]
+        for r in reports:
+            e2e = r.get("end_to_end_latency_ms") if r else None
+            row += [
+                cell(r, "throughput_mb_per_sec"),
+                lat(r) if r else "failed",
+                num(e2e["p99"]) if e2e else "-",
+                cell(r, "broker_cpu_seconds_per_gb"),
+                cell(r, "broker_peak_rss_mb", 0),
+            ]
+        if len(brokers) == 2:
+            ours, ref = reports
+            row.append(ratio(ours and ours["throughput_mb_per_sec"],
+                             ref and ref["throughput_mb_per_sec"]))
+            row.append(ratio(ref and ref["produce_latency_ms"]["p99"],
+                             ours and ours["produce_latency_ms"]["p99"]))
+        rows.append(row)
+    return table(head, rows)
+
+
+def strata_table(results):
+    head = ["workload", "publish p99 ms", "flush PUT+commit p50 / p99 ms",
+            "publish p99 / flush p99", "PUTs/s", "PUTs/GB", "GETs/GB"]
+    rows = []
+    for workload, label in PRODUCE:
+        r = load(results, "strata", workload)
+        if not r or "flush_put_commit_p99_ms" not in r:
+            continue
+        publish = r["produce_latency_ms"]["p99"]
+        flush = r["flush_put_commit_p99_ms"]
+        rows.append([
+            label, num(publish),
+            f"{num(r.get('flush_put_commit_p50_ms'))} / {num(flush)}",
+            ratio(publish, flush), num(r.get("object_store_puts_per_sec")),
+            num(r.get("object_store_puts_per_gb"), 0),
+            num(r.get("object_store_gets_per_gb"), 0),
+        ])
+    return table(head, rows)
+
+
+def catch_up_table(results, brokers):
+    head = ["broker", "backlog MB", "read MB/s", "records/s", "seconds",
+            "first record ms", "CPU s/GB", "GETs/GB"]
+    rows = []
+    for b in brokers:
+        r = load(results, b, "catch-up")
+        if r is None:
+            rows.append([b, "failed", "", "", "", "", "", ""])
+            continue
+        rows.append([
+            b, num(r["mb"], 0), num(r["throughput_mb_per_sec"]),
+            num(r["throughput_records_per_sec"], 0), num(r["seconds"]),
+            num(r["first_record_ms"]), num(r.get("broker_cpu_seconds_per_gb")),
+            num(r.get("object_store_gets_per_gb"), 0),
+        ])
+    return table(head, rows)
+
+
+def floor_table(results):
+    path = results / "floor.json"
+    if not path.exists():
+        return "(floor not measured)\n"
+    f = json.loads(path.read_text())
+    seq = f["seq_write_gb_per_sec"]
+    rows = [
+        ["sequential write, 1 MiB direct + fdatasync, 1 GiB x3",
+         f"{min(seq):.2f} to {max(seq):.2f} GB/s"],
+        ["4 KiB write with O_DSYNC (fsync latency)", f"{f['dsync_4k_write_ms']:.2f} ms"],
+        ["loopback TCP, iperf3 5 s", f"{f['loopback_tcp_gbit_per_sec']:.1f} Gbit/s "
+         f"({f['loopback_tcp_gbit_per_sec'] / 8 * 1000:,.0f} MB/s)"],
+    ]
+    return table(["floor", "value"], rows)
+
+
+def targets(results, brokers):
+    lines = []
+    ours = load(results, "strata", "max-1k")
+    ref = load(results, "tansu", "max-1k") if "tansu" in brokers else None
+    if ours and ref:
+        r = ours["throughput_mb_per_sec"] / max(ref["throughput_mb_per_sec"], 1e-9)
+        lines.append(f"- produce throughput (max, 1 KiB): {r:.1f}x the reference "
+                     f"(target >= 3x): {'met' if r >= 3 else 'NOT met'}")
+    for workload, label in (("latency-5000-linger0", "5,000/s, linger.ms=0"),
+                            ("latency-5000", "5,000/s, linger.ms=5")):
+        r = load(results, "strata", workload)
+        if r and r.get("flush_put_commit_p99_ms"):
+            x = r["produce_latency_ms"]["p99"] / r["flush_put_commit_p99_ms"]
+            lines.append(f"- publish p99 at {label}: {x:.1f}x the flush's PUT + commit p99 "
+                         f"(target <= 2x): {'met' if x <= 2 else 'NOT met'}")
+    puts = [load(results, "strata", f"partitions-{p}") for p in (16, 1000, 10000)]
+    if all(puts) and all("object_store_puts_per_sec" in p for p in puts):
+        rates = [p["object_store_puts_per_sec"] for p in puts]
+        spread = max(rates) / max(min(rates), 1e-9)
+        lines.append("- PUTs/s at 16 / 1,000 / 10,000 partitions: "
+                     + " / ".join(f"{x:.1f}" for x in rates)
+                     + f" (max/min {spread:.2f}; target: independent of the partition count)")
+    return "\n".join(lines) + "\n"
+
+
+def table(head, rows):
+    out = ["| " + " | ".join(head) + " |",
+           "|" + "|".join("---" if i == 0 else "---:" for i in range(len(head))) + "|"]
+    for row in rows:
+        out.append("| " + " | ".join(str(c) for c in row) + " |")
+    return "\n".join(out) + "\n"
+
+
+def main():
+    args = sys.argv[1:]
+    if not args:
+        sys.exit(__doc__)
+    results = pathlib.Path(args[0])
+    brokers = [b for b in BROKERS if any(results.glob(f"{b}-*.json"))]
+    text = "\n".join([
+        f"Results: `{results.name}`.\n",
+        "Produce (same client, same settings, one broker at a time):\n",
+        produce_table(results, brokers),
+        "Strata's durability work per flush and its object-store requests:\n",
+        strata_table(results),
+        "Catch-up read of the backlog after a restart with the cache (and the "
+        "kernel page cache) emptied:\n",
+        catch_up_table(results, brokers),
+        "The physical floor, measured in the same run:\n",
+        floor_table(results),
+        "Targets:\n",
+        targets(results, brokers),
+    ])
+    print(text)
+    if len(args) == 3 and args[1] == "--update-docs":
+        doc = pathlib.Path(args[2])
+        body = doc.read_text()
+        start, end = "<!-- bench:start -->", "<!-- bench:end -->"
+        if start not in body or end not in body:
+            sys.exit(f"{doc} has no {start} ... {end} markers")
+        before, rest = body.split(start, 1)
+        _, after = rest.split(end, 1)
+        doc.write_text(f"{before}{start}\n{text}{end}{after}")
+        print(f"updated {doc}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
