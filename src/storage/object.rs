@@ -190,6 +190,11 @@ impl ObjectStorage {
         &self.description
     }
 
+    /// Whether objects live on this machine's filesystem (the embedded store).
+    pub fn is_local(&self) -> bool {
+        self.description.starts_with("file://")
+    }
+
     pub fn metrics(&self) -> &Arc<ObjectStoreMetrics> {
         &self.metrics
     }
