@@ -355,8 +355,18 @@ mod tests {
         };
         assert_eq!(
             (args.topic.as_str(), args.rate, args.partitions),
-            ("strata-bench", 5000, 16)
+            ("strata-bench", super::bench::Rate::PerSec(5000), 16)
         );
+        let cli = Cli::try_parse_from(["strata", "bench", "--rate", "max", "--total-mb", "10"])
+            .expect("valid arguments");
+        let Command::Bench(args) = cli.command else {
+            panic!("parsed into the wrong subcommand");
+        };
+        assert_eq!((args.rate, args.total_mb), (super::bench::Rate::Max, Some(10)));
+        let err = Cli::try_parse_from(["strata", "bench", "--rate", "fast"])
+            .expect_err("not a rate")
+            .to_string();
+        assert!(err.contains("neither a positive number"), "{err}");
     }
 
     #[test]
