@@ -115,6 +115,7 @@ impl Broker {
         let writer = WalWriter::new(
             config.wal.flush_bytes,
             config.flush_interval(),
+            config.wal.max_inflight_flushes,
             config.wal.max_buffered_bytes,
             storage.clone(),
             Arc::clone(&metadata),

@@ -57,9 +57,13 @@ pub struct ServeArgs {
     /// Flush the write buffer at this many bytes [default: 4194304].
     #[arg(long, env = "STRATA_WAL_FLUSH_BYTES", value_name = "BYTES")]
     pub wal_flush_bytes: Option<usize>,
-    /// Flush the write buffer when its oldest byte is this old [default: 10].
+    /// Start flushes of the write buffer at most this often; 0 flushes as
+    /// soon as there is data and an upload slot [default: 10].
     #[arg(long, env = "STRATA_WAL_FLUSH_INTERVAL_MS", value_name = "MS")]
     pub wal_flush_interval_ms: Option<u64>,
+    /// Flushes uploading at once (commits stay in order) [default: 4].
+    #[arg(long, env = "STRATA_WAL_MAX_INFLIGHT_FLUSHES", value_name = "N")]
+    pub wal_max_inflight_flushes: Option<usize>,
     /// Create unknown topics on first use [default: true].
     #[arg(long, env = "STRATA_AUTO_CREATE_TOPICS", value_name = "BOOL")]
     pub auto_create_topics: Option<bool>,
@@ -100,6 +104,7 @@ impl ServeArgs {
         set!(self.s3_path_style.map(Some) => s3.path_style);
         set!(self.wal_flush_bytes => wal.flush_bytes);
         set!(self.wal_flush_interval_ms => wal.flush_interval_ms);
+        set!(self.wal_max_inflight_flushes => wal.max_inflight_flushes);
         set!(self.auto_create_topics => kafka.auto_create_topics);
         set!(self.default_partitions => kafka.default_partitions);
         set!(self.gc_orphan_grace_secs => gc.orphan_grace_secs);

@@ -94,8 +94,10 @@ pub struct S3Config {
 pub struct WalConfig {
     /// Flush the buffer as one object once it holds this many bytes.
     pub flush_bytes: usize,
-    /// Flush the buffer once its oldest byte is this old, in milliseconds.
+    /// Flushes below `flush_bytes` start at most this often, in milliseconds.
     pub flush_interval_ms: u64,
+    /// Flushes uploading at once; their commits still apply in order.
+    pub max_inflight_flushes: usize,
     /// Produce requests wait once this many bytes are buffered or uploading.
     pub max_buffered_bytes: usize,
 }
@@ -105,6 +107,7 @@ impl Default for WalConfig {
         Self {
             flush_bytes: 4 * 1024 * 1024,
             flush_interval_ms: 10,
+            max_inflight_flushes: 4,
             max_buffered_bytes: 64 * 1024 * 1024,
         }
     }
@@ -292,6 +295,9 @@ impl Config {
         }
         if self.wal.flush_bytes == 0 {
             return invalid("wal.flush_bytes", "must be greater than 0");
+        }
+        if !(1..=64).contains(&self.wal.max_inflight_flushes) {
+            return invalid("wal.max_inflight_flushes", "must be between 1 and 64");
         }
         if self.wal.max_buffered_bytes < self.wal.flush_bytes {
             return invalid("wal.max_buffered_bytes", "must be at least wal.flush_bytes");

@@ -7,8 +7,8 @@
 //! at or above the high watermark is ever readable.
 
 use std::collections::BTreeMap;
-use std::sync::RwLock;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::{Mutex, RwLock};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use super::cache::BlockCache;
 use crate::metadata::{ChunkRecord, TopicId};
-use crate::protocol::batch::{iter_batches, slice_from_offset};
+use crate::protocol::batch::{BATCH_HEADER_LEN, BatchHeader, iter_batches, slice_from_offset};
 use crate::protocol::records::walk_records;
 
 #[derive(Debug, Error)]
@@ -36,6 +36,18 @@ pub struct PartitionLog {
     log_start: AtomicI64,
     leader_epoch: AtomicI32,
     high_watermark: watch::Sender<i64>,
+    /// Where the last read ended, so a consumer reading on finds its next
+    /// batch without walking the chunk's headers from the start.
+    cursor: Mutex<Option<ReadCursor>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ReadCursor {
+    chunk_base: i64,
+    next_offset: i64,
+    /// Byte position, in the chunk's object, of the batch holding
+    /// `next_offset`.
+    byte_pos: u64,
 }
 
 impl PartitionLog {
@@ -55,6 +67,7 @@ impl PartitionLog {
             log_start: AtomicI64::new(log_start),
             leader_epoch: AtomicI32::new(leader_epoch),
             high_watermark: watch::Sender::new(high_watermark),
+            cursor: Mutex::new(None),
         }
     }
 
@@ -115,9 +128,64 @@ impl PartitionLog {
             .map_err(|source| ReadError::Storage { offset, source })
     }
 
+    /// Where the batch holding `offset` starts in `chunk`'s object, and its
+    /// total size: batch headers are walked from `from` (a batch boundary of
+    /// the chunk, at or before it), each read a small slice of a cached
+    /// block, so the rest of the chunk is never read.
+    async fn locate(
+        &self,
+        cache: &BlockCache,
+        chunk: &ChunkRecord,
+        offset: i64,
+        from: u64,
+    ) -> Result<Option<(u64, u64)>, ReadError> {
+        let end = chunk.byte_start + chunk.byte_len;
+        let header_len = BATCH_HEADER_LEN as u64;
+        let mut pos = from;
+        while pos + header_len <= end {
+            let head = cache
+                .read(&chunk.object_key, chunk.object_size, pos..pos + header_len)
+                .await
+                .map_err(|source| ReadError::Storage { offset, source })?;
+            let malformed = || ReadError::Storage {
+                offset,
+                source: anyhow::anyhow!(
+                    "malformed record batch at byte {pos} of {}",
+                    chunk.object_key
+                ),
+            };
+            let header = BatchHeader::new(&head).map_err(|_| malformed())?;
+            let total = header.total_len();
+            if total < BATCH_HEADER_LEN as i64 || pos + total as u64 > end {
+                return Err(malformed());
+            }
+            if header.last_offset() >= offset {
+                return Ok(Some((pos, total as u64)));
+            }
+            pos += total as u64;
+        }
+        Ok(None)
+    }
+
+    /// A batch boundary at or before `offset` in `chunk` remembered from the
+    /// previous read, if that read ended in this chunk.
+    fn cursor_for(&self, chunk: &ChunkRecord, offset: i64) -> Option<u64> {
+        let cursor = (*self.cursor.lock().ok()?)?;
+        (cursor.chunk_base == chunk.base_offset && cursor.next_offset <= offset)
+            .then_some(cursor.byte_pos)
+    }
+
+    fn remember(&self, cursor: ReadCursor) {
+        if let Ok(mut slot) = self.cursor.lock() {
+            *slot = Some(cursor);
+        }
+    }
+
     /// Whole record batches starting with the one holding `offset`, up to
     /// `max_bytes` (at least one batch), continuing across chunks. Empty at
-    /// the high watermark. A read within one chunk is a slice (no copy).
+    /// the high watermark. Only the bytes returned are read from the cache
+    /// (plus batch headers to find the first one); a read within one cache
+    /// block is a slice (no copy).
     pub async fn read(
         &self,
         cache: &BlockCache,
@@ -133,16 +201,36 @@ impl PartitionLog {
         let mut next = offset;
         while next < end {
             let chunk = self.chunk_for(next).ok_or(ReadError::Missing(next))?;
-            let data = self.chunk_bytes(cache, &chunk, next).await?;
+            let from = self.cursor_for(&chunk, next).unwrap_or(chunk.byte_start);
+            let Some((pos, first_len)) = self.locate(cache, &chunk, next, from).await? else {
+                break; // the chunk does not hold `next` (malformed index)
+            };
             let budget = max_bytes.saturating_sub(size);
-            let part = slice_from_offset(&data, next, budget.max(1));
             // Past the first batch, nothing may exceed the budget.
+            if !parts.is_empty() && first_len > budget as u64 {
+                break;
+            }
+            let chunk_end = chunk.byte_start + chunk.byte_len;
+            let read_end = (pos + (budget as u64).max(first_len)).min(chunk_end);
+            let data = cache
+                .read(&chunk.object_key, chunk.object_size, pos..read_end)
+                .await
+                .map_err(|source| ReadError::Storage {
+                    offset: next,
+                    source,
+                })?;
+            let part = slice_from_offset(&data, next, budget.max(1));
             if part.is_empty() || (!parts.is_empty() && part.len() > budget) {
                 break;
             }
             let Some(last) = iter_batches(&part).last().map(|(_, h)| h.last_offset()) else {
                 break;
             };
+            self.remember(ReadCursor {
+                chunk_base: chunk.base_offset,
+                next_offset: last + 1,
+                byte_pos: pos + part.len() as u64,
+            });
             size += part.len();
             parts.push(part);
             if last < next || last < chunk.last_offset {

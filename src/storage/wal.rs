@@ -2,24 +2,30 @@
 //!
 //! Produce handlers `append` validated batches of any partition into one
 //! shared buffer; offsets are assigned there, by rewriting `baseOffset` in
-//! place. A single flusher task turns the buffer into ONE object once it holds
-//! `flush_bytes` or its oldest byte is `flush_interval` old, PUTs it, records
-//! every partition's chunk in ONE metadata transaction fenced on the leader
-//! epoch, and only then completes the appends (the acks). While one buffer
-//! uploads the next one fills.
+//! place. A flusher task turns the buffer into ONE object once it holds
+//! `flush_bytes` or is due (below), PUTs it, records every partition's chunk
+//! in ONE metadata transaction fenced on the leader epoch, and only then
+//! completes the appends (the acks). The next buffer fills meanwhile.
 //!
 //! Below `flush_bytes`, flushes start at most once per `flush_interval`
 //! (that bounds the PUT rate whatever the partition count), counted from the
-//! start of the previous flush: a write that finds the flusher idle for
+//! start of the previous flush: a write that finds no flush started for
 //! longer is flushed at once instead of waiting out a fresh interval.
 //!
+//! Up to `max_inflight_flushes` objects upload at once, so a write does not
+//! wait for the upload before it to finish; each flush's metadata commit
+//! waits until the flush started before it has settled.
+//!
 //! Ordering and failure rules:
-//! - one flush at a time, so commits apply in order per partition;
-//! - if a flush fails (PUT or commit), its appends and those of the buffer
-//!   filling behind it fail too, and offset assignment restarts from the
-//!   committed high watermarks: an unacknowledged write never leaves a gap
-//!   or a half-visible batch. The uploaded object, if any, is an orphan the
-//!   garbage collector removes.
+//! - commits apply in flush order, so offsets become visible in order per
+//!   partition;
+//! - if a flush fails (PUT or commit), once everything before it has
+//!   settled its appends fail, and so do those of every flush started after
+//!   it and of the buffer filling behind it (they hold offsets after the
+//!   failed ones; a generation number marks them); offset assignment
+//!   restarts from the committed high watermarks. An unacknowledged write
+//!   never leaves a gap or a half-visible batch. Uploaded objects that were
+//!   not committed are orphans the garbage collector removes.
 //! - at most `max_buffered_bytes` are buffered or uploading; appends wait
 //!   for room beyond that.
 
@@ -28,6 +34,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
+use futures::StreamExt as _;
+use futures::stream::FuturesUnordered;
 use thiserror::Error;
 use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -106,6 +114,9 @@ struct State {
     /// watermark by what is buffered or uploading. Absent = high watermark.
     next_offsets: HashMap<PartitionKey, i64>,
     buffer: Buffer,
+    /// Bumped when a failed flush gives up the offsets assigned after it; a
+    /// buffer taken under an older generation must not be committed.
+    generation: u64,
 }
 
 pub struct WalWriter {
@@ -119,6 +130,7 @@ pub struct WalWriter {
     max_buffered_bytes: usize,
     flush_bytes: usize,
     flush_interval: Duration,
+    max_inflight: usize,
     storage: ObjectStorage,
     metadata: Arc<dyn MetadataStore>,
     cache: Arc<BlockCache>,
@@ -176,6 +188,7 @@ impl WalWriter {
     pub fn new(
         flush_bytes: usize,
         flush_interval: Duration,
+        max_inflight: usize,
         max_buffered_bytes: usize,
         storage: ObjectStorage,
         metadata: Arc<dyn MetadataStore>,
@@ -193,6 +206,7 @@ impl WalWriter {
             max_buffered_bytes,
             flush_bytes,
             flush_interval,
+            max_inflight: max_inflight.max(1),
             storage,
             metadata,
             cache,
@@ -286,14 +300,14 @@ impl WalWriter {
         }
     }
 
-    /// Takes the buffer if it is due (or `force`), leaving an empty one;
-    /// otherwise returns when it will be due. `last_start`: when the
-    /// previous flush began.
+    /// Takes the buffer if it is due (or `force`), leaving an empty one, with
+    /// the generation its offsets belong to; otherwise returns when it will
+    /// be due. `last_start`: when the previous flush began.
     fn take_due(
         &self,
         force: bool,
         last_start: Option<Instant>,
-    ) -> (Option<Buffer>, Option<Instant>) {
+    ) -> (Option<(Buffer, u64)>, Option<Instant>) {
         let Ok(mut state) = self.state.lock() else {
             return (None, None);
         };
@@ -302,20 +316,37 @@ impl WalWriter {
         };
         let deadline = flush_deadline(first, last_start, self.flush_interval);
         if force || state.buffer.bytes >= self.flush_bytes || Instant::now() >= deadline {
-            return (Some(std::mem::take(&mut state.buffer)), None);
+            let generation = state.generation;
+            return (Some((std::mem::take(&mut state.buffer), generation)), None);
         }
         (None, Some(deadline))
     }
 
-    /// The flusher: runs until `shutdown`, then flushes what is left.
+    fn generation(&self) -> Option<u64> {
+        self.state.lock().ok().map(|state| state.generation)
+    }
+
+    /// The flusher: starts flushes as they fall due, up to
+    /// `max_inflight_flushes` at once, until `shutdown`; then waits for them
+    /// and flushes what is left.
     pub async fn run(self: Arc<Self>, shutdown: CancellationToken) {
+        let this = &*self;
         let mut last_start = None;
+        let mut inflight = FuturesUnordered::new();
+        // Settles when the most recently started flush has committed or failed.
+        let mut previous: Option<oneshot::Receiver<()>> = None;
         loop {
-            let (due, deadline) = self.take_due(false, last_start);
-            if let Some(buffer) = due {
-                last_start = Some(Instant::now());
-                self.flush(buffer).await;
-                continue;
+            let mut deadline = None;
+            if inflight.len() < this.max_inflight {
+                let (due, next) = this.take_due(false, last_start);
+                if let Some((buffer, generation)) = due {
+                    last_start = Some(Instant::now());
+                    let (settled, next_waits_on) = oneshot::channel();
+                    let waits_on = previous.replace(next_waits_on);
+                    inflight.push(this.flush(buffer, generation, waits_on, settled));
+                    continue;
+                }
+                deadline = next;
             }
             let wait_deadline = async {
                 match deadline {
@@ -324,19 +355,57 @@ impl WalWriter {
                 }
             };
             tokio::select! {
-                _ = self.kick.notified() => {}
+                _ = this.kick.notified() => {}
                 _ = wait_deadline => {}
+                Some(()) = inflight.next(), if !inflight.is_empty() => {}
                 _ = shutdown.cancelled() => break,
             }
         }
-        if let (Some(buffer), _) = self.take_due(true, last_start) {
-            self.flush(buffer).await;
+        while inflight.next().await.is_some() {}
+        if let (Some((buffer, generation)), _) = this.take_due(true, last_start) {
+            let (settled, _) = oneshot::channel();
+            this.flush(buffer, generation, None, settled).await;
         }
-        self.room.close();
+        this.room.close();
     }
 
-    async fn flush(&self, buffer: Buffer) {
-        match self.write_and_commit(&buffer).await {
+    /// One flush: PUT the buffer as an object (concurrently with other
+    /// flushes), wait until the previous flush has settled, then commit it
+    /// and acknowledge its appends, or fail them.
+    async fn flush(
+        &self,
+        buffer: Buffer,
+        generation: u64,
+        previous: Option<oneshot::Receiver<()>>,
+        settled: oneshot::Sender<()>,
+    ) {
+        let object = self.build_object(&buffer);
+        // Registered before the PUT, removed once the commit is decided: the
+        // sweeper never deletes an object whose commit may still land.
+        let _in_flight = InFlight::register(&self.in_flight, &object.key_str);
+        let put_started = Instant::now();
+        let put = self.storage.put(&object.key, object.bytes.clone()).await;
+        let put_took = put_started.elapsed();
+        // Commits apply in order. An error is only acted on once everything
+        // before this flush has settled, so a reset of offset assignment
+        // never races a commit that is still to land.
+        if let Some(previous) = previous {
+            let _ = previous.await;
+        }
+        if self.generation() != Some(generation) {
+            // An earlier flush failed and gave up the offsets this buffer
+            // was assigned after it; its object is an orphan for the sweeper.
+            buffer.fail(&AppendError::Storage(
+                "an earlier flush of the write buffer failed".into(),
+            ));
+            let _ = settled.send(());
+            return;
+        }
+        let result = match put {
+            Ok(()) => self.commit(&buffer, object, put_took).await,
+            Err(error) => Err(AppendError::Storage(error.to_string())),
+        };
+        match result {
             Ok(outcomes) => {
                 for (slot, waiter) in buffer.waiters {
                     let result = match outcomes.get(slot) {
@@ -349,10 +418,12 @@ impl WalWriter {
             Err(error) => {
                 tracing::error!(%error, "flush failed; failing buffered writes");
                 buffer.fail(&error);
-                // Everything behind the failed flush was assigned offsets
-                // after it: fail it too and restart from the committed state.
+                // Everything behind the failed flush (uploading or filling)
+                // was assigned offsets after it: fail it too and restart from
+                // the committed state.
                 let behind = match self.state.lock() {
                     Ok(mut state) => {
+                        state.generation += 1;
                         state.next_offsets.clear();
                         Some(std::mem::take(&mut state.buffer))
                     }
@@ -363,20 +434,20 @@ impl WalWriter {
                 }
             }
         }
+        let _ = settled.send(());
     }
 
-    async fn write_and_commit(&self, buffer: &Buffer) -> Result<Vec<ChunkOutcome>, AppendError> {
-        let mut object = BytesMut::with_capacity(buffer.bytes);
+    /// Lays the buffer out as one object: each partition's batches back to
+    /// back, in the order of `buffer.partitions`.
+    fn build_object(&self, buffer: &Buffer) -> FlushObject {
+        let mut bytes = BytesMut::with_capacity(buffer.bytes);
         let mut chunks = Vec::with_capacity(buffer.partitions.len());
         let key = paths::new_wal_object(now_ms(), self.boot);
         let key_str: Arc<str> = Arc::from(key.as_ref());
-        // Registered before the PUT, removed once the commit is decided: the
-        // sweeper never deletes an object whose commit may still land.
-        let _in_flight = InFlight::register(&self.in_flight, &key_str);
         for part in &buffer.partitions {
-            let start = object.len() as u64;
+            let start = bytes.len() as u64;
             for batch in &part.batches {
-                object.extend_from_slice(batch);
+                bytes.extend_from_slice(batch);
             }
             chunks.push(ChunkCommit {
                 topic_id: part.log.topic_id,
@@ -389,42 +460,63 @@ impl WalWriter {
                     object_key: Arc::clone(&key_str),
                     object_size: buffer.bytes as u64,
                     byte_start: start,
-                    byte_len: object.len() as u64 - start,
+                    byte_len: bytes.len() as u64 - start,
                 },
             });
         }
-        let object = object.freeze();
-        let put_started = Instant::now();
-        self.storage
-            .put(&key, object.clone())
-            .await
-            .map_err(|e| AppendError::Storage(e.to_string()))?;
-        let put_took = put_started.elapsed();
+        FlushObject {
+            key,
+            key_str,
+            bytes: bytes.freeze(),
+            chunks,
+        }
+    }
+
+    /// Records the uploaded object in the metadata store (fenced on each
+    /// partition's leader epoch) and makes it readable.
+    async fn commit(
+        &self,
+        buffer: &Buffer,
+        object: FlushObject,
+        put_took: Duration,
+    ) -> Result<Vec<ChunkOutcome>, AppendError> {
         let commit_started = Instant::now();
         let outcomes = self
             .metadata
             .commit_object(ObjectCommit {
-                object_key: key_str.to_string(),
-                object_size: object.len() as u64,
-                chunks: chunks.clone(),
+                object_key: object.key_str.to_string(),
+                object_size: object.bytes.len() as u64,
+                chunks: object.chunks.clone(),
             })
             .await
             .map_err(|e| match e {
                 crate::metadata::MetadataError::Fenced(msg) => AppendError::Fenced(msg),
                 other => AppendError::Storage(other.to_string()),
             })?;
-        self.metrics
-            .record(put_took, commit_started.elapsed(), object.len() as u64);
+        self.metrics.record(
+            put_took,
+            commit_started.elapsed(),
+            object.bytes.len() as u64,
+        );
         // Durable now: make it readable, tail first from the cache.
-        self.cache.insert_object(&key_str, &object);
+        self.cache.insert_object(&object.key_str, &object.bytes);
         // `chunks` and `outcomes` are in the order of `buffer.partitions`.
-        for ((part, commit), outcome) in buffer.partitions.iter().zip(chunks).zip(&outcomes) {
+        for ((part, commit), outcome) in buffer.partitions.iter().zip(object.chunks).zip(&outcomes)
+        {
             if *outcome == ChunkOutcome::Committed {
                 part.log.apply_commit(commit.chunk);
             }
         }
         Ok(outcomes)
     }
+}
+
+/// A buffer laid out as one object, ready to PUT.
+struct FlushObject {
+    key: object_store::path::Path,
+    key_str: Arc<str>,
+    bytes: Bytes,
+    chunks: Vec<ChunkCommit>,
 }
 
 #[cfg(test)]

@@ -362,7 +362,10 @@ mod tests {
         let Command::Bench(args) = cli.command else {
             panic!("parsed into the wrong subcommand");
         };
-        assert_eq!((args.rate, args.total_mb), (super::bench::Rate::Max, Some(10)));
+        assert_eq!(
+            (args.rate, args.total_mb),
+            (super::bench::Rate::Max, Some(10))
+        );
         let err = Cli::try_parse_from(["strata", "bench", "--rate", "fast"])
             .expect_err("not a rate")
             .to_string();
