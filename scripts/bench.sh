@@ -119,14 +119,16 @@ wait_for_port() {
   return 1
 }
 
-# start_broker NAME: starts NAME with its data under $WORK/NAME (kept).
+# start_broker NAME [ARGS...]: starts NAME with its data under $WORK/NAME
+# (kept); ARGS go to `strata serve`.
 start_broker() {
   local name=$1
+  shift
   mkdir -p "$WORK/$name"
   case "$name" in
     strata)
       "$STRATA" serve --data-dir "$WORK/strata" --kafka-addr "127.0.0.1:$PORT" \
-        --http-addr "127.0.0.1:$HTTP_PORT" >> "$OUT/strata-broker.log" 2>&1 &
+        --http-addr "127.0.0.1:$HTTP_PORT" "$@" >> "$OUT/strata-broker.log" 2>&1 &
       ;;
     tansu)
       # Tansu resolves sqlite:// paths against its working directory.
@@ -199,6 +201,15 @@ run_broker() {
   bench "$b" "catch-up" backlog --catch-up
   stop_broker
   du -sh "$WORK/$b" > "$OUT/$b-disk-usage.txt" 2>&1 || true
+  if [ "$b" = strata ]; then
+    # Strata's latency profile: flushes start every 1 ms at most (instead of
+    # 10) and two upload at once (instead of 4, which contend for fsyncs on
+    # one local disk), with a client that does not linger.
+    rm -rf "${WORK:?}/strata"
+    start_broker strata --wal-flush-interval-ms 1 --wal-max-inflight-flushes 2
+    bench strata "latency-5000-linger0-lowlat" lowlat --rate 5000 --linger-ms 0 "${d[@]}"
+    stop_broker
+  fi
 }
 
 for b in strata tansu; do

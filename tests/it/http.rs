@@ -59,4 +59,17 @@ async fn health_and_metrics() {
         puts,
         "the latency histogram counts every request"
     );
+    let flushes = counter(&after, "strata_wal_flush_seconds_count{stage=\"total\"} ");
+    assert!(
+        (1..=puts).contains(&flushes),
+        "every acked write went through a timed flush (one PUT each): {flushes} flushes, {puts} PUTs"
+    );
+    assert_eq!(
+        counter(
+            &after,
+            "strata_wal_flush_seconds_bucket{stage=\"total\",le=\"+Inf\"} "
+        ),
+        flushes,
+        "the flush histogram's buckets add up"
+    );
 }
