@@ -29,7 +29,7 @@ pub enum Command {
     Produce(client::produce::ProduceArgs),
     /// Print records of a topic.
     Consume(client::consume::ConsumeArgs),
-    /// Open-loop produce benchmark; prints JSON.
+    /// Produce benchmark (fixed rate, open loop, or --rate max) or catch-up read (--catch-up); prints JSON.
     Bench(client::bench::BenchArgs),
 }
 

@@ -34,7 +34,7 @@ use super::{bench_catch_up, bench_probe};
 /// Distinct keys cycled through, so records spread over all partitions.
 const KEY_COUNT: u64 = 1024;
 
-/// Run an open-loop produce benchmark and print the result as JSON.
+/// Run a produce benchmark (fixed rate or maximum) or a catch-up read and print the result as JSON.
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
     /// Topic to write to; created with --partitions if it does not exist
