@@ -252,3 +252,97 @@ async fn group_describe_reset_and_delete() {
     assert!(!gone.status.success());
     assert!(String::from_utf8_lossy(&gone.stderr).contains("does not exist"));
 }
+
+/// `strata bench` against a real broker: a short fixed-rate run reports what
+/// it sent, with end-to-end latency, broker CPU and the broker's flush and
+/// PUT figures; `--rate max --total-mb` stops at the size asked; `--catch-up`
+/// reads back every record written.
+#[test]
+fn bench_produces_measures_and_reads_back() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let http = format!("127.0.0.1:{port}");
+    let broker = TestBroker::start(&["--http-addr", &http]);
+    let pid = broker.pid().to_string();
+    let metrics = format!("http://{http}/metrics");
+    let json = |out: &str| -> serde_json::Value {
+        serde_json::from_str(out).unwrap_or_else(|e| panic!("bench prints JSON ({e}): {out}"))
+    };
+    let run = json(&ok(
+        &broker,
+        &[
+            "bench",
+            "b",
+            "--rate",
+            "400",
+            "--duration-secs",
+            "2",
+            "--warmup-secs",
+            "1",
+            "--partitions",
+            "4",
+            "--record-bytes",
+            "200",
+            "--broker-pid",
+            &pid,
+            "--metrics-url",
+            &metrics,
+        ],
+        "",
+    ));
+    assert_eq!(run["workload"], "produce_open_loop");
+    assert_eq!(run["errors"], 0);
+    let acked = run["records_acked"].as_u64().expect("records_acked");
+    assert!((790..=801).contains(&acked), "2 s at 400/s measured: {run}");
+    assert_eq!(run["end_to_end_records"].as_u64(), Some(acked), "{run}");
+    let p99 = run["produce_latency_ms"]["p99"].as_f64().expect("p99");
+    assert!(p99 > 0.0 && p99 < 10_000.0, "{run}");
+    assert!(run["broker_cpu_seconds_per_gb"].as_f64().expect("cpu") > 0.0);
+    assert!(run["object_store_puts_per_sec"].as_f64().expect("puts") > 0.0);
+    assert!(run["flush_put_commit_p99_ms"].as_f64().expect("flush p99") > 0.0);
+    assert_eq!(
+        run["object_store_gets_per_gb"].as_f64(),
+        Some(0.0),
+        "tail reads hit the cache"
+    );
+
+    let fill = json(&ok(
+        &broker,
+        &[
+            "bench",
+            "b",
+            "--rate",
+            "max",
+            "--total-mb",
+            "2",
+            "--record-bytes",
+            "1000",
+            "--warmup-secs",
+            "0",
+            "--duration-secs",
+            "60",
+            "--no-end-to-end",
+        ],
+        "",
+    ));
+    assert_eq!(fill["workload"], "produce_max");
+    assert_eq!(fill["records_acked"], 2000, "stops after 2 MB: {fill}");
+    assert!(fill.get("end_to_end_latency_ms").is_none());
+
+    // Everything written, warmup included: 3 s at 400/s, then 2,000.
+    let read = json(&ok(&broker, &["bench", "b", "--catch-up"], ""));
+    assert_eq!(read["workload"], "catch_up_read");
+    assert_eq!(read["records"], 1200 + 2000, "{read}");
+    assert!(read["throughput_mb_per_sec"].as_f64().expect("MB/s") > 0.0);
+
+    let missing = strata(&broker, &["bench", "nope", "--catch-up"], "");
+    assert!(!missing.status.success());
+    let err = String::from_utf8_lossy(&missing.stderr);
+    assert!(
+        err.contains("does not exist") && err.contains("--total-mb"),
+        "{err}"
+    );
+}
