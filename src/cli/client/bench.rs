@@ -75,6 +75,10 @@ pub struct BenchArgs {
     /// (5 is librdkafka's default; 0 sends at once, for lowest latency)
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
+    /// Extra librdkafka producer setting, repeatable (e.g.
+    /// socket.nagle.disable=true); applied last
+    #[arg(long = "producer-config", value_name = "KEY=VALUE", value_parser = super::topic::parse_key_value)]
+    pub producer_config: Vec<(String, String)>,
     /// Acknowledgement a record needs before it counts as delivered
     #[arg(long, value_enum, default_value_t = Acks::All)]
     pub acks: Acks,
@@ -266,17 +270,20 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
                 .clamp(1024, 2_097_151),
         ),
     };
-    let producer: FutureProducer<CliContext> = args
-        .connect
-        .client_config()
+    let mut config = args.connect.client_config();
+    config
         .set("acks", args.acks.as_str())
         .set("linger.ms", args.linger_ms.to_string())
         .set("queue.buffering.max.messages", max_messages.to_string())
         .set("queue.buffering.max.kbytes", max_kbytes.to_string())
         // A dead broker turns into counted errors instead of a hang.
-        .set("message.timeout.ms", "30000")
+        .set("message.timeout.ms", "30000");
+    for (key, value) in &args.producer_config {
+        config.set(key, value);
+    }
+    let producer: FutureProducer<CliContext> = config
         .create_with_context(CliContext)
-        .context("could not create the kafka producer")?;
+        .context("could not create the kafka producer (check --producer-config)")?;
 
     let schedule = Schedule::new(&args);
     let measure_from_us = schedule.epoch_micros(schedule.measure_from);

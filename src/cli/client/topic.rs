@@ -321,7 +321,7 @@ fn join_ids(ids: &[i32]) -> String {
 }
 
 /// clap parser for `--config KEY=VALUE`.
-fn parse_key_value(raw: &str) -> Result<(String, String), String> {
+pub(super) fn parse_key_value(raw: &str) -> Result<(String, String), String> {
     match raw.split_once('=') {
         Some((key, value)) if !key.trim().is_empty() => {
             Ok((key.trim().to_owned(), value.to_owned()))
