@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use crate::common::{STRATA, TestBroker};
+use crate::common::{STRATA, TestBroker, free_port};
 
 fn strata(broker: &TestBroker, args: &[&str], stdin: &str) -> Output {
     let mut child = Command::new(STRATA)
@@ -259,12 +259,7 @@ async fn group_describe_reset_and_delete() {
 /// reads back every record written.
 #[test]
 fn bench_produces_measures_and_reads_back() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let http = format!("127.0.0.1:{port}");
+    let http = format!("127.0.0.1:{}", free_port());
     let broker = TestBroker::start(&["--http-addr", &http]);
     let pid = broker.pid().to_string();
     let metrics = format!("http://{http}/metrics");

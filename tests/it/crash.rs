@@ -153,6 +153,40 @@ async fn kill_9_under_load_loses_no_acknowledged_record() {
     }
 }
 
+/// Records committed in the "crash" topic (the sum of its high watermarks),
+/// read by a blocking client off the runtime.
+async fn committed(addr: String) -> i64 {
+    tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::Consumer as _;
+        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &addr)
+            .create()
+            .expect("consumer");
+        (0..PARTITIONS)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks("crash", p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .sum()
+    })
+    .await
+    .expect("watermark task")
+}
+
+/// Waits (up to 30 s) until more than `floor` records are committed.
+async fn committed_beyond(addr: &str, floor: i64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while committed(addr.to_string()).await <= floor {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no write committed beyond {floor} records within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// The object store fails for a while under load, with several flushes
 /// uploading at once (the default): every flush in flight fails, offsets
 /// restart from what was committed, and once the store is back the broker
@@ -166,18 +200,22 @@ async fn object_store_outage_under_load_loses_no_acknowledged_record() {
     let saved = broker.data_dir.join("objects").join("wal.saved");
     let stop = Arc::new(AtomicBool::new(false));
     let producing = produce_until(broker.addr.clone(), 0, Arc::clone(&stop));
+    let addr = broker.addr.clone();
     let outage = async {
-        tokio::time::sleep(Duration::from_millis(1000)).await;
+        // Load is getting through before the store goes away.
+        committed_beyond(&addr, 0).await;
         // A file where the objects' directory was: every PUT fails, uploads
-        // in flight included. Longer than the retry layer's whole budget
+        // in flight included. Held longer than the retry layer's whole budget
         // (10 attempts, backoff capped at 2 s: at most ~6.5 s), so flushes
-        // really fail.
+        // really fail; the duration is the point here, not a wait.
         std::fs::rename(&wal, &saved).expect("move the objects away");
         std::fs::write(&wal, b"not a directory").expect("block the path");
         tokio::time::sleep(Duration::from_millis(7500)).await;
         std::fs::remove_file(&wal).expect("unblock");
         std::fs::rename(&saved, &wal).expect("move the objects back");
-        tokio::time::sleep(Duration::from_millis(1500)).await;
+        // The same producer's writes are committed again.
+        let at_restore = committed(addr.clone()).await;
+        committed_beyond(&addr, at_restore).await;
         stop.store(true, Ordering::Relaxed);
     };
     let ((acked, _), ()) = tokio::join!(producing, outage);

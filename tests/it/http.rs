@@ -1,12 +1,11 @@
 //! The HTTP endpoints: /health, Prometheus /metrics counting real object-store
 //! traffic, 404 elsewhere.
 
-use std::net::TcpListener;
 use std::time::Duration;
 
 use rdkafka::producer::FutureRecord;
 
-use crate::common::{TestBroker, http_request};
+use crate::common::{TestBroker, free_port, http_request};
 
 fn get(addr: &str, path: &str) -> (u16, String) {
     http_request(addr, "GET", path)
@@ -22,12 +21,7 @@ fn counter(metrics: &str, name: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_and_metrics() {
-    let port = TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port();
-    let http = format!("127.0.0.1:{port}");
+    let http = format!("127.0.0.1:{}", free_port());
     let broker = TestBroker::start(&["--http-addr", &http]);
     assert_eq!(get(&http, "/health"), (200, "ok\n".to_string()));
     assert_eq!(get(&http, "/nope").0, 404);

@@ -2,14 +2,14 @@
 //! (installed by the test command), with the options given as flags and as
 //! the standard AWS environment variables; kill -9 and a cold cache included.
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use rdkafka::Offset;
 use rdkafka::producer::FutureRecord;
 
-use crate::common::{TestBroker, http_request};
+use crate::common::{TestBroker, free_port, http_request};
 
 struct S3Server {
     child: Child,
@@ -21,14 +21,6 @@ impl Drop for S3Server {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr")
-        .port()
 }
 
 fn http(endpoint: &str, method: &str, path: &str) -> (u16, String) {

@@ -16,7 +16,8 @@ use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::Serialize;
 
-use super::bench::{BenchArgs, BrokerFigures, BrokerProbe, Latency, emit};
+use super::bench::BenchArgs;
+use super::bench_probe::{BrokerFigures, BrokerProbe, Latency, emit};
 use super::{CliContext, find_topic};
 
 /// A partition that delivers nothing for this long fails the run.

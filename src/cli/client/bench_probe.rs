@@ -4,8 +4,14 @@
 //!   microseconds, first 8 bytes of the value), so latency runs from the
 //!   intended send to the moment a consumer has the record;
 //! - the broker's CPU time and peak RSS, from `/proc/<pid>` when the broker
-//!   runs on the same machine (`--broker-pid`).
+//!   runs on the same machine (`--broker-pid`);
+//! - object-store requests and flush durations from a Strata broker's
+//!   `/metrics` (`--metrics-url`).
+//!
+//! Also the JSON pieces both benchmark modes share (`BrokerFigures`,
+//! `Latency`, `emit`).
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::thread::JoinHandle;
@@ -16,8 +22,9 @@ use hdrhistogram::Histogram;
 use rdkafka::consumer::{BaseConsumer, Consumer as _};
 use rdkafka::message::Message as _;
 use rdkafka::{Offset, TopicPartitionList};
+use serde::Serialize;
 
-use super::{CliContext, ConnectArgs};
+use super::{CliContext, ConnectArgs, print_stdout};
 
 pub fn epoch_micros() -> u64 {
     SystemTime::now()
@@ -64,8 +71,7 @@ impl EndToEnd {
         let seen = Arc::new(AtomicU64::new(0));
         let seen_count = Arc::clone(&seen);
         let handle = std::thread::spawn(move || {
-            let mut latency =
-                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid");
+            let mut latency = latency_histogram();
             let mut counted = 0u64;
             while !stop_flag.load(Ordering::Relaxed) {
                 let Some(Ok(message)) = consumer.poll(Duration::from_millis(100)) else {
@@ -98,12 +104,9 @@ impl EndToEnd {
             std::thread::sleep(Duration::from_millis(20));
         }
         self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap_or_else(|_| {
-            (
-                Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid"),
-                0,
-            )
-        })
+        self.handle
+            .join()
+            .unwrap_or_else(|_| (latency_histogram(), 0))
     }
 }
 
@@ -264,6 +267,118 @@ pub fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
         .map(|kib| kib * 1024)
         .context("no VmHWM in /proc status")
+}
+
+/// What the broker spent, from `/proc` and its metrics endpoint; shared with
+/// the catch-up read's report.
+#[derive(Debug, Default, Serialize)]
+pub(super) struct BrokerFigures {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_cpu_seconds_per_gb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_peak_rss_mb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store_puts_per_gb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store_gets_per_gb: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store_puts_per_sec: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub object_store_gets_per_sec: Option<f64>,
+    /// One write-buffer flush: object PUT + metadata commit, the least an
+    /// acks=all write waits for. From histogram buckets (±1 ms below 10 ms).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_put_commit_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flush_put_commit_p99_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub flushes: Option<u64>,
+}
+
+/// The broker's counters at the start of a run.
+pub(super) struct BrokerProbe {
+    pid: Option<u32>,
+    cpu_before: Option<u64>,
+    metrics_url: Option<String>,
+    metrics_before: Option<MetricsSnapshot>,
+    started: std::time::Instant,
+}
+
+impl BrokerProbe {
+    pub fn start(pid: Option<u32>, metrics_url: Option<&String>) -> anyhow::Result<Self> {
+        Ok(BrokerProbe {
+            pid,
+            cpu_before: pid.map(cpu_nanos).transpose()?,
+            metrics_url: metrics_url.cloned(),
+            metrics_before: metrics_url
+                .map(|url| MetricsSnapshot::scrape(url))
+                .transpose()?,
+            started: std::time::Instant::now(),
+        })
+    }
+
+    /// The broker's figures since `start`, per GB of `bytes` moved.
+    pub fn finish(self, bytes: u64) -> anyhow::Result<BrokerFigures> {
+        let secs = self.started.elapsed().as_secs_f64().max(1e-9);
+        let gb = (bytes as f64 / 1e9).max(1e-9);
+        let mut figures = BrokerFigures::default();
+        if let (Some(pid), Some(before)) = (self.pid, self.cpu_before) {
+            let after = cpu_nanos(pid)?;
+            figures.broker_cpu_seconds_per_gb =
+                Some(after.saturating_sub(before) as f64 / 1e9 / gb);
+            figures.broker_peak_rss_mb = Some(peak_rss_bytes(pid)? as f64 / 1e6);
+        }
+        if let (Some(url), Some(before)) = (&self.metrics_url, &self.metrics_before) {
+            let delta = MetricsSnapshot::scrape(url)?.since(before)?;
+            figures.object_store_puts_per_gb = Some(delta.puts as f64 / gb);
+            figures.object_store_gets_per_gb = Some(delta.gets as f64 / gb);
+            figures.object_store_puts_per_sec = Some(delta.puts as f64 / secs);
+            figures.object_store_gets_per_sec = Some(delta.gets as f64 / secs);
+            figures.flush_put_commit_p50_ms = delta.flush_p50_ms;
+            figures.flush_put_commit_p99_ms = delta.flush_p99_ms;
+            figures.flushes = Some(delta.flushes);
+        }
+        Ok(figures)
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub(super) struct Latency {
+    p50: f64,
+    p99: f64,
+    p999: f64,
+    max: f64,
+}
+
+impl Latency {
+    pub(super) fn of(micros: &Histogram<u64>) -> Self {
+        Latency {
+            p50: ms(micros.value_at_quantile(0.50)),
+            p99: ms(micros.value_at_quantile(0.99)),
+            p999: ms(micros.value_at_quantile(0.999)),
+            max: ms(micros.max()),
+        }
+    }
+}
+
+/// Prints the result and writes it to `--output`.
+pub(super) fn emit(report: &impl Serialize, output: Option<&PathBuf>) -> anyhow::Result<()> {
+    let json = serde_json::to_string_pretty(report).context("could not encode the result")?;
+    print_stdout(&format!("{json}\n"))?;
+    if let Some(path) = output {
+        std::fs::write(path, format!("{json}\n"))
+            .with_context(|| format!("could not write the result to {}", path.display()))?;
+    }
+    Ok(())
+}
+
+pub(super) fn ms(micros: u64) -> f64 {
+    micros as f64 / 1000.0
+}
+
+/// A latency histogram in microseconds: 1 µs to 1 h at 3 significant digits.
+pub(super) fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).expect("constant bounds are valid")
 }
 
 #[cfg(test)]

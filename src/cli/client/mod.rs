@@ -13,6 +13,7 @@
 
 pub mod bench;
 pub mod bench_catch_up;
+pub mod bench_load;
 pub mod bench_probe;
 pub mod consume;
 pub mod group;
