@@ -6,6 +6,7 @@ Every scenario checks its data end to end; a failure never stops the others.
 """
 import json
 import sys
+import threading
 import time
 import traceback
 
@@ -139,11 +140,27 @@ def _():
     check(len(a.assignment()) == 4, "one member owns everything")
     b = KafkaConsumer(topic, bootstrap_servers=BOOTSTRAP, group_id=group, session_timeout_ms=6000,
                       heartbeat_interval_ms=500, auto_offset_reset="earliest")
+    # Each member polls on its own thread, as applications do: one thread
+    # polling both would hold one member's rejoin behind the other's poll.
+    owned = {"a": 0, "b": 0}
+    stop = threading.Event()
+
+    def member(name, consumer):
+        while not stop.is_set():
+            consumer.poll(100)
+            owned[name] = len(consumer.assignment())
+
+    threads = [threading.Thread(target=member, args=m) for m in (("a", a), ("b", b))]
+    for t in threads:
+        t.start()
     deadline = time.time() + 30
-    while not (len(a.assignment()) == 2 and len(b.assignment()) == 2) and time.time() < deadline:
-        a.poll(100)
-        b.poll(100)
-    check(len(a.assignment()) == 2 and len(b.assignment()) == 2, "two members share four partitions")
+    while owned != {"a": 2, "b": 2} and time.time() < deadline:
+        time.sleep(0.1)
+    shared = dict(owned)
+    stop.set()
+    for t in threads:
+        t.join()
+    check(shared == {"a": 2, "b": 2}, f"two members share four partitions (partitions owned: {shared})")
     b.close()
     deadline = time.time() + 30
     while len(a.assignment()) < 4 and time.time() < deadline:
