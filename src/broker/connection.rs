@@ -8,8 +8,10 @@
 //! A malformed frame closes the connection; other connections are untouched.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
@@ -19,6 +21,14 @@ use tokio_util::sync::CancellationToken;
 use super::Broker;
 use super::dispatch::{Dispatched, dispatch};
 use crate::protocol::frame::{check_frame_size, decode_request_header};
+
+/// A response on its way to the writer, in request order.
+struct Pending {
+    response: JoinHandle<Result<Bytes, String>>,
+    api: ApiKey,
+    /// When the request's frame had been read in full.
+    received: Instant,
+}
 
 /// Longest time between a frame's size prefix and its last byte.
 const FRAME_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -78,16 +88,18 @@ async fn serve(
     let (read_half, mut write_half) = stream.into_split();
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
     let max_frame = broker.config.kafka.max_frame_bytes;
-    let (tx, mut rx) = mpsc::channel::<JoinHandle<Result<Bytes, String>>>(
-        broker.config.kafka.max_inflight_per_connection,
-    );
+    let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.kafka.max_inflight_per_connection);
+    let metrics_broker = Arc::clone(&broker);
     let writer = tokio::spawn(async move {
         while let Some(pending) = rx.recv().await {
-            match pending.await {
+            match pending.response.await {
                 Ok(Ok(response)) => {
                     if let Err(error) = write_half.write_all(&response).await {
                         return Err(format!("write failed: {error}"));
                     }
+                    metrics_broker
+                        .requests
+                        .record(pending.api, pending.received.elapsed());
                 }
                 Ok(Err(reason)) => return Err(reason),
                 Err(error) => return Err(format!("request task failed: {error}")),
@@ -134,24 +146,28 @@ async fn serve(
                     ));
                 }
             };
+        let received = Instant::now();
         let request = match decode_request_header(frame) {
             Ok(request) => request,
             Err(e) => break Err(e.to_string()),
         };
-        match dispatch(&broker, request, peer).await {
-            Ok(Dispatched::Response(bytes)) => {
-                let handle = tokio::spawn(async move { Ok(bytes) });
-                if tx.send(handle).await.is_err() {
-                    break Err("writer stopped".into());
-                }
+        let api = request.api_key;
+        let response = match dispatch(&broker, request, peer).await {
+            Ok(Dispatched::Response(bytes)) => tokio::spawn(async move { Ok(bytes) }),
+            Ok(Dispatched::Deferred(future)) => tokio::spawn(future),
+            Ok(Dispatched::NoResponse) => {
+                broker.requests.record(api, received.elapsed());
+                continue;
             }
-            Ok(Dispatched::Deferred(future)) => {
-                if tx.send(tokio::spawn(future)).await.is_err() {
-                    break Err("writer stopped".into());
-                }
-            }
-            Ok(Dispatched::NoResponse) => {}
             Err(reason) => break Err(reason),
+        };
+        let pending = Pending {
+            response,
+            api,
+            received,
+        };
+        if tx.send(pending).await.is_err() {
+            break Err("writer stopped".into());
         }
     };
     drop(tx);

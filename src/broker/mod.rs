@@ -9,6 +9,7 @@ mod connection;
 mod dispatch;
 pub mod group;
 mod handlers;
+pub mod metrics;
 pub mod topics;
 
 use std::net::SocketAddr;
@@ -45,6 +46,8 @@ pub struct Broker {
     pub request_memory: tokio::sync::Semaphore,
     /// Serialises topic creation and deletion.
     pub admin_lock: tokio::sync::Mutex<()>,
+    /// Request latency per Kafka API.
+    pub requests: metrics::RequestMetrics,
 }
 
 /// A running broker; dropping it does not stop it, `shutdown` does.
@@ -142,6 +145,7 @@ impl Broker {
             writer: Arc::clone(&writer),
             groups: group::GroupCoordinator::new(Arc::clone(&metadata), config.groups.clone()),
             admin_lock: tokio::sync::Mutex::new(()),
+            requests: metrics::RequestMetrics::default(),
             request_memory: tokio::sync::Semaphore::new(
                 config
                     .kafka

@@ -86,7 +86,12 @@ impl LatencyHistogram {
 
     /// Appends `<name>_bucket`, `_sum` and `_count` lines with `labels`
     /// (`key="value"` pairs, comma separated) to `out`.
-    fn render(&self, out: &mut String, name: &str, labels: &str) {
+    pub fn render(&self, out: &mut String, name: &str, labels: &str) {
+        let (bucket_labels, own) = if labels.is_empty() {
+            (String::new(), String::new())
+        } else {
+            (format!("{labels},"), format!("{{{labels}}}"))
+        };
         let mut cumulative = 0;
         for (bound, count) in LATENCY_BUCKETS_US.iter().zip(&self.buckets) {
             cumulative += count.load(Ordering::Relaxed);
@@ -95,10 +100,13 @@ impl LatencyHistogram {
             } else {
                 format!("{}", *bound as f64 / 1e6)
             };
-            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{{bucket_labels}le=\"{le}\"}} {cumulative}"
+            );
         }
-        let _ = writeln!(out, "{name}_sum{{{labels}}} {}", self.sum_us() as f64 / 1e6);
-        let _ = writeln!(out, "{name}_count{{{labels}}} {}", self.count());
+        let _ = writeln!(out, "{name}_sum{own} {}", self.sum_us() as f64 / 1e6);
+        let _ = writeln!(out, "{name}_count{own} {}", self.count());
     }
 }
 
@@ -153,6 +161,12 @@ pub struct FlushMetrics {
     pub commit: LatencyHistogram,
     /// Both, back to back: what an acknowledged write waits for at least.
     pub total: LatencyHistogram,
+    /// Between a flush's PUT and its commit, waiting for the flush started
+    /// before it to settle (commits apply in order).
+    pub order_wait: LatencyHistogram,
+    /// Per acknowledged append: from buffered to durable, what a write
+    /// waits for inside the write buffer.
+    pub append: LatencyHistogram,
     bytes: AtomicU64,
 }
 
@@ -182,6 +196,20 @@ impl FlushMetrics {
                 &format!("stage=\"{stage}\""),
             );
         }
+        let _ = writeln!(
+            out,
+            "# HELP strata_wal_flush_order_wait_seconds Time a flush's upload waited for the flush before it to commit."
+        );
+        let _ = writeln!(out, "# TYPE strata_wal_flush_order_wait_seconds histogram");
+        self.order_wait
+            .render(&mut out, "strata_wal_flush_order_wait_seconds", "");
+        let _ = writeln!(
+            out,
+            "# HELP strata_wal_append_seconds Time an acknowledged append waited in the write buffer until durable."
+        );
+        let _ = writeln!(out, "# TYPE strata_wal_append_seconds histogram");
+        self.append
+            .render(&mut out, "strata_wal_append_seconds", "");
         let _ = writeln!(
             out,
             "# HELP strata_wal_flush_bytes_total Bytes flushed from the write buffer."

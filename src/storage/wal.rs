@@ -89,20 +89,22 @@ struct PartitionBuffer {
     batches: Vec<Bytes>,
 }
 
+/// One append awaiting its flush: `(partition slot, when appended, ack)`.
+type Waiter = (usize, Instant, oneshot::Sender<Result<(), AppendError>>);
+
 #[derive(Default)]
 struct Buffer {
     partitions: Vec<PartitionBuffer>,
     slot: HashMap<PartitionKey, usize>,
     bytes: usize,
     first_append: Option<Instant>,
-    /// `(partition slot, waiter)` per append.
-    waiters: Vec<(usize, oneshot::Sender<Result<(), AppendError>>)>,
+    waiters: Vec<Waiter>,
     permits: Vec<OwnedSemaphorePermit>,
 }
 
 impl Buffer {
     fn fail(self, error: &AppendError) {
-        for (_, waiter) in self.waiters {
+        for (_, _, waiter) in self.waiters {
             let _ = waiter.send(Err(error.clone()));
         }
     }
@@ -269,11 +271,12 @@ impl WalWriter {
         part.max_timestamp = part.max_timestamp.max(summary.max_timestamp);
         part.batches.push(records.freeze());
         buffer.bytes += size;
-        buffer.waiters.push((slot, tx));
+        let now = Instant::now();
+        buffer.waiters.push((slot, now, tx));
         buffer.permits.push(permit);
         let first = buffer.first_append.is_none();
         if first {
-            buffer.first_append = Some(Instant::now());
+            buffer.first_append = Some(now);
         }
         if first || buffer.bytes >= self.flush_bytes {
             self.kick.notify_one();
@@ -390,7 +393,9 @@ impl WalWriter {
         // before this flush has settled, so a reset of offset assignment
         // never races a commit that is still to land.
         if let Some(previous) = previous {
+            let waiting = Instant::now();
             let _ = previous.await;
+            self.metrics.order_wait.record(waiting.elapsed());
         }
         if self.generation() != Some(generation) {
             // An earlier flush failed and gave up the offsets this buffer
@@ -407,9 +412,12 @@ impl WalWriter {
         };
         match result {
             Ok(outcomes) => {
-                for (slot, waiter) in buffer.waiters {
+                for (slot, appended, waiter) in buffer.waiters {
                     let result = match outcomes.get(slot) {
-                        Some(ChunkOutcome::Committed) => Ok(()),
+                        Some(ChunkOutcome::Committed) => {
+                            self.metrics.append.record(appended.elapsed());
+                            Ok(())
+                        }
                         _ => Err(AppendError::TopicDeleted),
                     };
                     let _ = waiter.send(result);

@@ -66,4 +66,17 @@ async fn health_and_metrics() {
         flushes,
         "the flush histogram's buckets add up"
     );
+    assert_eq!(
+        counter(&after, "strata_wal_append_seconds_count "),
+        5,
+        "each acknowledged write's wait in the write buffer is timed once"
+    );
+    assert!(
+        counter(&after, "strata_request_seconds_count{api=\"Produce\"} ") >= 5,
+        "every Produce request is timed"
+    );
+    assert!(
+        counter(&after, "strata_request_seconds_count{api=\"Metadata\"} ") >= 1,
+        "other APIs are timed under their own label"
+    );
 }

@@ -186,7 +186,14 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let sent = Arc::new(AtomicU64::new(0));
     let (tx, rx) = mpsc::unbounded_channel();
     let collector = tokio::spawn(collect(rx, schedule, Arc::clone(&sent)));
-    pace(&args, &producer, schedule, &sent, tx).await;
+    let pacer = {
+        let (topic, record_bytes) = (args.topic.clone(), args.record_bytes);
+        let (producer, sent) = (producer.clone(), Arc::clone(&sent));
+        tokio::task::spawn_blocking(move || {
+            pace(&topic, record_bytes, &producer, schedule, &sent, tx);
+        })
+    };
+    pacer.await.context("the pacing thread panicked")?;
     let stats = collector
         .await
         .context("the delivery collector task panicked")?;

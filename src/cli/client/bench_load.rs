@@ -108,21 +108,31 @@ pub(super) enum Sent {
     Failed(Instant, String),
 }
 
-/// The pacing loop: enqueues every record at its intended time.
-pub(super) async fn pace(
-    args: &BenchArgs,
+/// The pacing loop: enqueues every record at its intended time. Runs on a
+/// thread of its own (`std::thread::sleep` wakes within tens of
+/// microseconds, tokio's timer only on whole milliseconds, which would add
+/// up to a millisecond to every latency measured from the intended time).
+pub(super) fn pace(
+    topic: &str,
+    record_bytes: usize,
     producer: &FutureProducer<CliContext>,
     schedule: Schedule,
     sent: &AtomicU64,
     tx: mpsc::UnboundedSender<Sent>,
 ) {
     let keys: Vec<String> = (0..KEY_COUNT).map(|k| format!("key-{k}")).collect();
-    let mut payload = vec![0u8; args.record_bytes];
-    let random_len = args.record_bytes / 2;
+    let mut payload = vec![0u8; record_bytes];
+    let random_len = record_bytes / 2;
     for (i, byte) in payload[random_len..].iter_mut().enumerate() {
         *byte = b'a' + (i % 26) as u8;
     }
     let mut rng = SmallRng::from_os_rng();
+    let sleep_until = |at: Instant| {
+        let wait = at.saturating_duration_since(Instant::now());
+        if !wait.is_zero() {
+            std::thread::sleep(wait);
+        }
+    };
 
     let mut i = 0;
     while i < schedule.total {
@@ -135,7 +145,7 @@ pub(super) async fn pace(
                 *stamp = schedule.epoch_micros(intended).to_be_bytes();
             }
             let key = &keys[(i % KEY_COUNT) as usize];
-            let mut record = FutureRecord::to(&args.topic).key(key).payload(&payload);
+            let mut record = FutureRecord::to(topic).key(key).payload(&payload);
             let outcome = loop {
                 match producer.send_result(record) {
                     // At `--rate max` latency starts once the client took the
@@ -148,7 +158,7 @@ pub(super) async fn pace(
                     // still counts, since latency starts at `intended`.
                     Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), back)) => {
                         record = back;
-                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        std::thread::sleep(Duration::from_millis(1));
                     }
                     Err((err, _)) => break Sent::Failed(intended, err.to_string()),
                 }
@@ -158,19 +168,15 @@ pub(super) async fn pace(
                 return; // the collector is gone; nothing would be counted
             }
             i += 1;
-            if i % 256 == 0 {
-                // Catching up after a stall: let the collector run meanwhile.
-                tokio::task::yield_now().await;
-                if schedule.rate.is_none() && Instant::now() >= schedule.end {
-                    return;
-                }
+            if i % 256 == 0 && schedule.rate.is_none() && Instant::now() >= schedule.end {
+                return;
             }
         }
         match schedule.rate {
             _ if i >= schedule.total => {}
-            Some(_) => tokio::time::sleep_until(schedule.intended(i)).await,
+            Some(_) => sleep_until(schedule.intended(i)),
             None if Instant::now() >= schedule.end => return,
-            None => tokio::time::sleep_until(schedule.start).await,
+            None => sleep_until(schedule.start),
         }
     }
 }

@@ -127,6 +127,14 @@ pub struct MetricsDelta {
     pub flush_p50_ms: Option<f64>,
     pub flush_p99_ms: Option<f64>,
     pub flushes: u64,
+    /// p50 and p99 (ms) of Produce requests inside the broker, from the
+    /// frame read to the response written; `None` without requests.
+    pub produce_p50_ms: Option<f64>,
+    pub produce_p99_ms: Option<f64>,
+    /// p50 and p99 (ms) of an acknowledged append's wait in the write
+    /// buffer until durable.
+    pub append_p50_ms: Option<f64>,
+    pub append_p99_ms: Option<f64>,
 }
 
 impl MetricsSnapshot {
@@ -162,9 +170,13 @@ impl MetricsSnapshot {
     }
 
     /// `(upper bound in seconds, cumulative count)` of a histogram's buckets
-    /// whose labels start with `labels`.
+    /// whose labels start with `labels` (empty: a histogram without labels).
     fn buckets(&self, name: &str, labels: &str) -> Vec<(f64, f64)> {
-        let prefix = format!("{name}_bucket{{{labels},le=\"");
+        let prefix = if labels.is_empty() {
+            format!("{name}_bucket{{le=\"")
+        } else {
+            format!("{name}_bucket{{{labels},le=\"")
+        };
         self.body
             .lines()
             .filter_map(|line| {
@@ -185,24 +197,32 @@ impl MetricsSnapshot {
         let delta = |sample: &str| -> anyhow::Result<u64> {
             Ok((self.value(sample)? - before.value(sample)?).max(0.0) as u64)
         };
-        let name = "strata_wal_flush_seconds";
-        let labels = "stage=\"total\"";
-        let now = self.buckets(name, labels);
-        let then = before.buckets(name, labels);
-        let buckets: Vec<(f64, f64)> = now
-            .iter()
-            .map(|(le, count)| {
-                let earlier = then.iter().find(|(l, _)| l == le).map_or(0.0, |(_, c)| *c);
-                (*le, (count - earlier).max(0.0))
-            })
-            .collect();
+        let buckets = self.bucket_delta(before, "strata_wal_flush_seconds", "stage=\"total\"");
+        let produce = self.bucket_delta(before, "strata_request_seconds", "api=\"Produce\"");
+        let append = self.bucket_delta(before, "strata_wal_append_seconds", "");
         Ok(MetricsDelta {
             puts: delta("strata_object_store_requests_total{op=\"put\"}")?,
             gets: delta("strata_object_store_requests_total{op=\"get\"}")?,
             flush_p50_ms: bucket_quantile(&buckets, 0.50).map(|s| s * 1e3),
             flush_p99_ms: bucket_quantile(&buckets, 0.99).map(|s| s * 1e3),
             flushes: buckets.last().map_or(0, |(_, count)| *count as u64),
+            produce_p50_ms: bucket_quantile(&produce, 0.50).map(|s| s * 1e3),
+            produce_p99_ms: bucket_quantile(&produce, 0.99).map(|s| s * 1e3),
+            append_p50_ms: bucket_quantile(&append, 0.50).map(|s| s * 1e3),
+            append_p99_ms: bucket_quantile(&append, 0.99).map(|s| s * 1e3),
         })
+    }
+
+    /// A histogram's buckets counted since `before`.
+    fn bucket_delta(&self, before: &MetricsSnapshot, name: &str, labels: &str) -> Vec<(f64, f64)> {
+        let then = before.buckets(name, labels);
+        self.buckets(name, labels)
+            .iter()
+            .map(|(le, count)| {
+                let earlier = then.iter().find(|(l, _)| l == le).map_or(0.0, |(_, c)| *c);
+                (*le, (count - earlier).max(0.0))
+            })
+            .collect()
     }
 }
 
@@ -293,6 +313,17 @@ pub(super) struct BrokerFigures {
     pub flush_put_commit_p99_ms: Option<f64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub flushes: Option<u64>,
+    /// Produce requests inside the broker (frame read to response written):
+    /// publish latency minus the client and the network.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_produce_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_produce_p99_ms: Option<f64>,
+    /// An acknowledged write's wait in the write buffer (buffered to durable).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_append_p50_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub broker_append_p99_ms: Option<f64>,
 }
 
 /// The broker's counters at the start of a run.
@@ -337,6 +368,10 @@ impl BrokerProbe {
             figures.flush_put_commit_p50_ms = delta.flush_p50_ms;
             figures.flush_put_commit_p99_ms = delta.flush_p99_ms;
             figures.flushes = Some(delta.flushes);
+            figures.broker_produce_p50_ms = delta.produce_p50_ms;
+            figures.broker_produce_p99_ms = delta.produce_p99_ms;
+            figures.broker_append_p50_ms = delta.append_p50_ms;
+            figures.broker_append_p99_ms = delta.append_p99_ms;
         }
         Ok(figures)
     }

@@ -248,26 +248,37 @@ impl MetadataStore for SqliteStore {
     async fn commit_object(&self, commit: ObjectCommit) -> Result<Vec<ChunkOutcome>> {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            tx.execute(
+            // Cached statements: a flush runs these once per partition, so
+            // parsing them each time cost more than executing them.
+            tx.prepare_cached(
                 "INSERT INTO objects (object_key, size, created_ms) VALUES (?1, ?2, ?3)",
-                params![commit.object_key, commit.object_size as i64, now_ms()],
+            )?
+            .execute(params![
+                commit.object_key,
+                commit.object_size as i64,
+                now_ms()
+            ])?;
+            let mut advance = tx.prepare_cached(
+                "UPDATE partitions SET high_watermark = ?1
+                 WHERE topic_id = ?2 AND partition = ?3 AND leader_epoch = ?4
+                   AND high_watermark = ?5",
+            )?;
+            let mut insert_chunk = tx.prepare_cached(
+                "INSERT INTO chunks (topic_id, partition, base_offset, last_offset,
+                     max_timestamp, object_key, byte_start, byte_len)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut outcomes = Vec::with_capacity(commit.chunks.len());
             for c in &commit.chunks {
                 let topic = c.topic_id.0.to_string();
                 let next = c.chunk.last_offset + 1;
-                let updated = tx.execute(
-                    "UPDATE partitions SET high_watermark = ?1
-                     WHERE topic_id = ?2 AND partition = ?3 AND leader_epoch = ?4
-                       AND high_watermark = ?5",
-                    params![
-                        next,
-                        topic,
-                        c.partition,
-                        c.leader_epoch,
-                        c.chunk.base_offset
-                    ],
-                )?;
+                let updated = advance.execute(params![
+                    next,
+                    topic,
+                    c.partition,
+                    c.leader_epoch,
+                    c.chunk.base_offset
+                ])?;
                 if updated == 0 {
                     let state: Option<(i32, i64)> = tx
                         .query_row(
@@ -292,23 +303,19 @@ impl MetadataStore for SqliteStore {
                         }
                     }
                 }
-                tx.execute(
-                    "INSERT INTO chunks (topic_id, partition, base_offset, last_offset,
-                         max_timestamp, object_key, byte_start, byte_len)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                    params![
-                        topic,
-                        c.partition,
-                        c.chunk.base_offset,
-                        c.chunk.last_offset,
-                        c.chunk.max_timestamp,
-                        commit.object_key,
-                        c.chunk.byte_start as i64,
-                        c.chunk.byte_len as i64
-                    ],
-                )?;
+                insert_chunk.execute(params![
+                    topic,
+                    c.partition,
+                    c.chunk.base_offset,
+                    c.chunk.last_offset,
+                    c.chunk.max_timestamp,
+                    commit.object_key,
+                    c.chunk.byte_start as i64,
+                    c.chunk.byte_len as i64
+                ])?;
                 outcomes.push(ChunkOutcome::Committed);
             }
+            drop((advance, insert_chunk));
             tx.commit()?;
             Ok(outcomes)
         })

@@ -1,0 +1,83 @@
+//! Per-API request latency: from a request's frame read in full to its
+//! response written to the socket (Kafka's `TotalTimeMs`), so an acks=all
+//! Produce includes the wait for its group commit and a Fetch its long poll.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use kafka_protocol::messages::ApiKey;
+
+use crate::storage::metrics::LatencyHistogram;
+
+/// Highest API key tracked; Kafka's keys are below it.
+const API_KEYS: usize = 128;
+
+pub struct RequestMetrics {
+    by_api: Box<[LatencyHistogram]>,
+}
+
+impl Default for RequestMetrics {
+    fn default() -> Self {
+        RequestMetrics {
+            by_api: (0..API_KEYS).map(|_| LatencyHistogram::default()).collect(),
+        }
+    }
+}
+
+impl RequestMetrics {
+    pub fn record(&self, api: ApiKey, elapsed: Duration) {
+        if let Some(histogram) = usize::try_from(api as i16)
+            .ok()
+            .and_then(|key| self.by_api.get(key))
+        {
+            histogram.record(elapsed);
+        }
+    }
+
+    /// `strata_request_seconds{api="Produce"}` and so on, for the APIs that
+    /// have seen requests.
+    pub fn render_prometheus(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP strata_request_seconds Kafka request latency, frame received to response written."
+        );
+        let _ = writeln!(out, "# TYPE strata_request_seconds histogram");
+        for (key, histogram) in self.by_api.iter().enumerate() {
+            if histogram.count() == 0 {
+                continue;
+            }
+            let Ok(api) = ApiKey::try_from(key as i16) else {
+                continue;
+            };
+            histogram.render(
+                &mut out,
+                "strata_request_seconds",
+                &format!("api=\"{api:?}\""),
+            );
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_only_apis_seen() {
+        let metrics = RequestMetrics::default();
+        metrics.record(ApiKey::Produce, Duration::from_micros(1_200));
+        metrics.record(ApiKey::Produce, Duration::from_micros(3_000));
+        let text = metrics.render_prometheus();
+        assert!(
+            text.contains("strata_request_seconds_count{api=\"Produce\"} 2"),
+            "{text}"
+        );
+        assert!(
+            text.contains("strata_request_seconds_bucket{api=\"Produce\",le=\"0.0015\"} 1"),
+            "{text}"
+        );
+        assert!(!text.contains("api=\"Fetch\""), "{text}");
+    }
+}
