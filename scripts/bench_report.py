@@ -101,7 +101,8 @@ def produce_table(results, brokers):
 
 
 def strata_table(results):
-    head = ["workload", "publish p99 ms", "flush PUT+commit p50 / p99 ms",
+    head = ["workload", "publish p99 ms", "broker Produce p99 ms",
+            "in write buffer p99 ms", "flush PUT+commit p50 / p99 ms",
             "publish p99 / flush p99", "PUTs/s", "PUTs/GB", "GETs/GB"]
     rows = []
     for workload, label in PRODUCE:
@@ -111,7 +112,8 @@ def strata_table(results):
         publish = r["produce_latency_ms"]["p99"]
         flush = r["flush_put_commit_p99_ms"]
         rows.append([
-            label, num(publish),
+            label, num(publish), num(r.get("broker_produce_p99_ms")),
+            num(r.get("broker_append_p99_ms")),
             f"{num(r.get('flush_put_commit_p50_ms'))} / {num(flush)}",
             ratio(publish, flush), num(r.get("object_store_puts_per_sec")),
             num(r.get("object_store_puts_per_gb"), 0),

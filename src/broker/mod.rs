@@ -102,6 +102,7 @@ impl Broker {
         let catalog = Catalog::default();
         for record in metadata.list_topics().await? {
             let mut partitions = Vec::new();
+            let commits = crate::storage::partition::topic_commits();
             for p in metadata.partitions(record.id).await? {
                 let chunks = metadata.chunks(record.id, p.partition).await?;
                 partitions.push(Arc::new(PartitionLog::new(
@@ -111,6 +112,7 @@ impl Broker {
                     p.log_start_offset,
                     p.high_watermark,
                     chunks,
+                    Arc::clone(&commits),
                 )));
             }
             catalog.insert(TopicState { record, partitions });

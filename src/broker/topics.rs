@@ -200,8 +200,19 @@ pub async fn create_topic(
             }
             other => TopicError::new(ResponseError::UnknownServerError, other.to_string()),
         })?;
+    let commits = crate::storage::partition::topic_commits();
     let logs = (0..partitions)
-        .map(|p| Arc::new(PartitionLog::new(record.id, p, 0, 0, 0, Vec::new())))
+        .map(|p| {
+            Arc::new(PartitionLog::new(
+                record.id,
+                p,
+                0,
+                0,
+                0,
+                Vec::new(),
+                Arc::clone(&commits),
+            ))
+        })
         .collect();
     tracing::info!(topic = name, id = %record.id, partitions, "topic created");
     Ok(Some(broker.catalog.insert(TopicState {

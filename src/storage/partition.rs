@@ -8,7 +8,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -36,6 +36,10 @@ pub struct PartitionLog {
     log_start: AtomicI64,
     leader_epoch: AtomicI32,
     high_watermark: watch::Sender<i64>,
+    /// Shared by every partition of the topic: counts their commits, so a
+    /// fetch over many partitions waits on one receiver instead of one per
+    /// partition.
+    topic_commits: Arc<watch::Sender<u64>>,
     /// Where the last read ended, so a consumer reading on finds its next
     /// batch without walking the chunk's headers from the start.
     cursor: Mutex<Option<ReadCursor>>,
@@ -50,6 +54,11 @@ struct ReadCursor {
     byte_pos: u64,
 }
 
+/// The commit signal the partitions of one topic share.
+pub fn topic_commits() -> Arc<watch::Sender<u64>> {
+    Arc::new(watch::Sender::new(0))
+}
+
 impl PartitionLog {
     pub fn new(
         topic_id: TopicId,
@@ -58,6 +67,7 @@ impl PartitionLog {
         log_start: i64,
         high_watermark: i64,
         chunks: Vec<ChunkRecord>,
+        topic_commits: Arc<watch::Sender<u64>>,
     ) -> Self {
         let index = chunks.into_iter().map(|c| (c.base_offset, c)).collect();
         Self {
@@ -67,6 +77,7 @@ impl PartitionLog {
             log_start: AtomicI64::new(log_start),
             leader_epoch: AtomicI32::new(leader_epoch),
             high_watermark: watch::Sender::new(high_watermark),
+            topic_commits,
             cursor: Mutex::new(None),
         }
     }
@@ -85,6 +96,12 @@ impl PartitionLog {
         self.high_watermark.subscribe()
     }
 
+    /// A receiver that wakes up whenever any partition of this topic
+    /// commits.
+    pub fn subscribe_topic(&self) -> watch::Receiver<u64> {
+        self.topic_commits.subscribe()
+    }
+
     /// Makes a chunk just committed to the metadata store readable.
     pub fn apply_commit(&self, chunk: ChunkRecord) {
         let next = chunk.last_offset + 1;
@@ -97,6 +114,7 @@ impl PartitionLog {
             index.insert(chunk.base_offset, chunk);
         }
         self.high_watermark.send_replace(next);
+        self.topic_commits.send_modify(|n| *n = n.wrapping_add(1));
     }
 
     fn chunk_for(&self, offset: i64) -> Option<ChunkRecord> {

@@ -174,35 +174,54 @@ async fn reads_from_any_offset_and_lists_offsets() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn fetch_long_polls_until_data_arrives() {
+/// A consumer long-polls all `partitions` of a topic from their end with a
+/// 30 s fetch wait; one record is then written to the last partition. The
+/// waiting fetch must be woken by the commit: the reader gives up after 15 s,
+/// long before the wait would run out by itself.
+async fn long_poll_is_woken_by_a_commit(partitions: i32) {
     let broker = TestBroker::start(&[]);
-    broker.create_topic("tail", 1).await;
+    let topic = format!("tail{partitions}");
+    broker.create_topic(&topic, partitions).await;
     let addr = broker.addr.clone();
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+    let reader_topic = topic.clone();
     let reader = std::thread::spawn(move || {
         let consumer: BaseConsumer = ClientConfig::new()
             .set("bootstrap.servers", &addr)
             .set("group.id", "unused")
-            .set("fetch.wait.max.ms", "5000")
+            .set("fetch.wait.max.ms", "30000")
             // No group coordinator yet: auto-commit would make close() wait for one.
             .set("enable.auto.commit", "false")
             .create()
             .expect("consumer");
         let mut tpl = TopicPartitionList::new();
-        tpl.add_partition_offset("tail", 0, Offset::Beginning)
-            .expect("tpl");
+        for p in 0..partitions {
+            tpl.add_partition_offset(&reader_topic, p, Offset::Beginning)
+                .expect("tpl");
+        }
         consumer.assign(&tpl).expect("assign");
-        loop {
-            if let Some(message) = consumer.poll(Duration::from_secs(20)) {
+        // A first empty poll: the fetch is on its way to the broker.
+        let _ = consumer.poll(Duration::from_millis(500));
+        let _ = ready_tx.send(());
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Some(message) = consumer.poll(Duration::from_millis(200)) {
                 use rdkafka::message::Message;
                 let m = message.expect("message");
-                return m.payload().map(|p| p.to_vec());
+                return Some((m.partition(), m.payload().map(|p| p.to_vec())));
             }
         }
+        None
     });
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tokio::task::spawn_blocking(move || ready_rx.recv())
+        .await
+        .expect("join")
+        .expect("reader started");
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let producer = broker.producer(&[]);
-    let record: FutureRecord<'_, (), str> = FutureRecord::to("tail").payload("late arrival");
+    let record: FutureRecord<'_, (), str> = FutureRecord::to(&topic)
+        .partition(partitions - 1)
+        .payload("late arrival");
     producer
         .send(record, Duration::from_secs(10))
         .await
@@ -210,7 +229,23 @@ async fn fetch_long_polls_until_data_arrives() {
     let got = tokio::task::spawn_blocking(move || reader.join().expect("reader"))
         .await
         .expect("join");
-    assert_eq!(got.as_deref(), Some(&b"late arrival"[..]));
+    assert_eq!(
+        got,
+        Some((partitions - 1, Some(b"late arrival".to_vec()))),
+        "the waiting fetch over {partitions} partitions was not woken by the commit"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_long_polls_until_data_arrives() {
+    long_poll_is_woken_by_a_commit(1).await;
+}
+
+/// Over 32 partitions a fetch waits on the topic's commit signal instead of
+/// one watch per partition.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetch_over_many_partitions_long_polls_until_data_arrives() {
+    long_poll_is_woken_by_a_commit(40).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,6 +1,7 @@
 //! Fetch: record batches as stored (zero copy from the cache), never above
 //! the high watermark. Long-polls up to `max_wait_ms` until `min_bytes` are
-//! available, woken by each partition's high-watermark watch. Honours the
+//! available, woken by each partition's high-watermark watch (by its
+//! topics' commit signals when it names many partitions). Honours the
 //! response `max_bytes` and each `partition_max_bytes`, but always returns at
 //! least one whole batch of the first partition with data (KIP-74) so a
 //! consumer can make progress past a large batch. No fetch sessions: the
@@ -76,17 +77,12 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
     };
     loop {
         // Subscribe before reading so no commit slips between the two.
-        let mut watches: Vec<watch::Receiver<i64>> = targets
-            .iter()
-            .filter_map(|t| t.state.as_ref().map(|s| (t, s)))
-            .flat_map(|(t, s)| t.partitions.iter().filter_map(|(p, _, _)| s.partition(*p)))
-            .map(|log| log.subscribe())
-            .collect();
+        let mut watches = subscribe(&targets);
         let (response, bytes, errors) = read_once(&broker, version, &targets, max_bytes).await;
         if bytes >= min_bytes || errors || watches.is_empty() || Instant::now() >= deadline {
             return response;
         }
-        let any_change = select_all(watches.iter_mut().map(|w| Box::pin(w.changed())));
+        let any_change = select_all(watches.iter_mut().map(|w| w.changed()));
         tokio::select! {
             _ = any_change => {}
             _ = tokio::time::sleep_until(deadline) => {
@@ -94,6 +90,51 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
             }
         }
     }
+}
+
+/// A fetch naming at most this many partitions waits on each one's high
+/// watermark; beyond, on its topics' commit signals (one receiver per topic,
+/// woken by commits to any partition of it), so a consumer of thousands of
+/// partitions does not subscribe to, and poll, thousands of channels per
+/// long poll.
+const WATCH_EACH_PARTITION_UP_TO: usize = 32;
+
+/// Something a long-polling fetch can wait on.
+enum Watch {
+    Partition(watch::Receiver<i64>),
+    Topic(watch::Receiver<u64>),
+}
+
+impl Watch {
+    fn changed(&mut self) -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        match self {
+            Watch::Partition(rx) => Box::pin(async move { rx.changed().await.is_ok() }),
+            Watch::Topic(rx) => Box::pin(async move { rx.changed().await.is_ok() }),
+        }
+    }
+}
+
+fn subscribe(targets: &[Target]) -> Vec<Watch> {
+    let named: usize = targets
+        .iter()
+        .filter(|t| t.state.is_some())
+        .map(|t| t.partitions.len())
+        .sum();
+    let per_partition = named <= WATCH_EACH_PARTITION_UP_TO;
+    let mut watches = Vec::new();
+    for target in targets {
+        let Some(state) = &target.state else { continue };
+        let mut logs = target
+            .partitions
+            .iter()
+            .filter_map(|(p, _, _)| state.partition(*p));
+        if per_partition {
+            watches.extend(logs.map(|log| Watch::Partition(log.subscribe())));
+        } else if let Some(log) = logs.next() {
+            watches.push(Watch::Topic(log.subscribe_topic()));
+        }
+    }
+    watches
 }
 
 /// One pass over the requested partitions: (response, bytes, any error).
