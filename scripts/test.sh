@@ -34,11 +34,11 @@ if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent
 fi
 
 node_dir=target/test-node
-if [ ! -d "$node_dir/node_modules/kafkajs-lz4" ]; then
+if [ ! -d "$node_dir/node_modules/@bokuweb/zstd-wasm" ]; then
   echo "==> installing kafkajs and its codec plugins into $node_dir"
   mkdir -p "$node_dir"
   npm install --prefix "$node_dir" --no-audit --no-fund --silent \
-    kafkajs@2.2.4 kafkajs-snappy@1.1.0 kafkajs-lz4@1.2.1
+    kafkajs@2.2.4 kafkajs-snappy@1.1.0 kafkajs-lz4@1.2.1 @bokuweb/zstd-wasm@0.0.27
 fi
 export PATH="$PWD/$venv/bin:$PATH"
 

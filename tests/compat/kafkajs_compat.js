@@ -1,8 +1,10 @@
 // Compatibility scenarios driven by kafkajs (pure JavaScript).
 // Usage: node kafkajs_compat.js BOOTSTRAP PREFIX
 // Prints one JSON object: {client, version, results: {scenario: "pass" | "fail: reason"}}.
-// Snappy and LZ4 use the kafkajs-snappy and kafkajs-lz4 codec plugins when
-// installed; without a codec the scenario fails with kafkajs's own message.
+// Snappy and LZ4 use the kafkajs-snappy and kafkajs-lz4 codec plugins, zstd a
+// codec over @bokuweb/zstd-wasm (the zstd library built to WebAssembly: no
+// native build), when installed; without a codec the scenario fails with
+// kafkajs's own message.
 const { Kafka, CompressionTypes, CompressionCodecs, logLevel } = require('kafkajs')
 
 const [bootstrap, prefix] = process.argv.slice(2)
@@ -21,6 +23,16 @@ const snappy = tryRequire('kafkajs-snappy')
 if (snappy) CompressionCodecs[CompressionTypes.Snappy] = snappy
 const lz4 = tryRequire('kafkajs-lz4')
 if (lz4) CompressionCodecs[CompressionTypes.LZ4] = new lz4().codec
+const zstd = tryRequire('@bokuweb/zstd-wasm')
+// kafkajs looks a codec up as a factory of {compress(encoder), decompress(buffer)}.
+const zstdCodec = () => ({
+  async compress(encoder) {
+    return Buffer.from(zstd.compress(encoder.buffer, 3))
+  },
+  async decompress(buffer) {
+    return Buffer.from(zstd.decompress(buffer))
+  },
+})
 
 function check(condition, message) {
   if (!condition) throw new Error(message)
@@ -50,6 +62,10 @@ async function consumeAll(topic, count, groupId) {
 }
 
 async function main() {
+  if (zstd) {
+    await zstd.init()
+    CompressionCodecs[CompressionTypes.ZSTD] = zstdCodec
+  }
   await admin.connect()
   const dataTopic = `${prefix}-data`
   await admin.createTopics({ topics: [{ topic: dataTopic, numPartitions: 3 }] })
