@@ -167,6 +167,11 @@ pub struct FlushMetrics {
     /// Per acknowledged append: from buffered to durable, what a write
     /// waits for inside the write buffer.
     pub append: LatencyHistogram,
+    /// Per acknowledged append: the PUT + commit of the flush that made it
+    /// durable. `total` counts each flush once; this counts it once per
+    /// write in it, so a slow flush that holds many writes weighs as much
+    /// here as in the writes' latency.
+    pub append_flush: LatencyHistogram,
     bytes: AtomicU64,
 }
 
@@ -210,6 +215,13 @@ impl FlushMetrics {
         let _ = writeln!(out, "# TYPE strata_wal_append_seconds histogram");
         self.append
             .render(&mut out, "strata_wal_append_seconds", "");
+        let _ = writeln!(
+            out,
+            "# HELP strata_wal_append_flush_seconds Per acknowledged append: object PUT + metadata commit of the flush that made it durable."
+        );
+        let _ = writeln!(out, "# TYPE strata_wal_append_flush_seconds histogram");
+        self.append_flush
+            .render(&mut out, "strata_wal_append_flush_seconds", "");
         let _ = writeln!(
             out,
             "# HELP strata_wal_flush_bytes_total Bytes flushed from the write buffer."

@@ -411,11 +411,12 @@ impl WalWriter {
             Err(error) => Err(AppendError::Storage(error.to_string())),
         };
         match result {
-            Ok(outcomes) => {
+            Ok((outcomes, durability_work)) => {
                 for (slot, appended, waiter) in buffer.waiters {
                     let result = match outcomes.get(slot) {
                         Some(ChunkOutcome::Committed) => {
                             self.metrics.append.record(appended.elapsed());
+                            self.metrics.append_flush.record(durability_work);
                             Ok(())
                         }
                         _ => Err(AppendError::TopicDeleted),
@@ -481,13 +482,14 @@ impl WalWriter {
     }
 
     /// Records the uploaded object in the metadata store (fenced on each
-    /// partition's leader epoch) and makes it readable.
+    /// partition's leader epoch) and makes it readable. Returns each
+    /// partition's outcome and the flush's PUT + commit time.
     async fn commit(
         &self,
         buffer: &Buffer,
         object: FlushObject,
         put_took: Duration,
-    ) -> Result<Vec<ChunkOutcome>, AppendError> {
+    ) -> Result<(Vec<ChunkOutcome>, Duration), AppendError> {
         let commit_started = Instant::now();
         let outcomes = self
             .metadata
@@ -501,11 +503,9 @@ impl WalWriter {
                 crate::metadata::MetadataError::Fenced(msg) => AppendError::Fenced(msg),
                 other => AppendError::Storage(other.to_string()),
             })?;
-        self.metrics.record(
-            put_took,
-            commit_started.elapsed(),
-            object.bytes.len() as u64,
-        );
+        let commit_took = commit_started.elapsed();
+        self.metrics
+            .record(put_took, commit_took, object.bytes.len() as u64);
         // Durable now: make it readable, tail first from the cache.
         self.cache.insert_object(&object.key_str, &object.bytes);
         // `chunks` and `outcomes` are in the order of `buffer.partitions`.
@@ -515,7 +515,7 @@ impl WalWriter {
                 part.log.apply_commit(commit.chunk);
             }
         }
-        Ok(outcomes)
+        Ok((outcomes, put_took + commit_took))
     }
 }
 

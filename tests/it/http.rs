@@ -71,6 +71,11 @@ async fn health_and_metrics() {
         5,
         "each acknowledged write's wait in the write buffer is timed once"
     );
+    assert_eq!(
+        counter(&after, "strata_wal_append_flush_seconds_count "),
+        5,
+        "each acknowledged write counts the flush that made it durable once"
+    );
     assert!(
         counter(&after, "strata_request_seconds_count{api=\"Produce\"} ") >= 5,
         "every Produce request is timed"
