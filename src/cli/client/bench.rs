@@ -81,8 +81,10 @@ pub struct BenchArgs {
     #[arg(long, value_name = "PID")]
     pub broker_pid: Option<u32>,
     /// A Strata broker's metrics endpoint (http://HOST:PORT/metrics): adds
-    /// object-store PUTs and GETs per GB and the p50/p99 of one flush's
-    /// object PUT + metadata commit to the result
+    /// object-store PUTs and GETs per GB and per second, the p50/p99 of one
+    /// flush's object PUT + metadata commit (and its p99 over writes), and
+    /// the p50/p99 of Produce requests and of the wait in the write buffer
+    /// inside the broker to the result
     #[arg(long, value_name = "URL")]
     pub metrics_url: Option<String>,
     #[command(flatten)]
