@@ -2,12 +2,11 @@
 //! response written to the socket (Kafka's `TotalTimeMs`), so an acks=all
 //! Produce includes the wait for its group commit and a Fetch its long poll.
 
-use std::fmt::Write as _;
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 
-use crate::storage::metrics::LatencyHistogram;
+use crate::storage::metrics::{LatencyHistogram, render_header};
 
 /// Highest API key tracked; Kafka's keys are below it.
 const API_KEYS: usize = 128;
@@ -38,11 +37,12 @@ impl RequestMetrics {
     /// have seen requests.
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP strata_request_seconds Kafka request latency, frame received to response written."
+        render_header(
+            &mut out,
+            "strata_request_seconds",
+            "histogram",
+            "Kafka request latency, frame received to response written.",
         );
-        let _ = writeln!(out, "# TYPE strata_request_seconds histogram");
         for (key, histogram) in self.by_api.iter().enumerate() {
             if histogram.count() == 0 {
                 continue;

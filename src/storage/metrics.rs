@@ -66,16 +66,31 @@ impl Default for LatencyHistogram {
     }
 }
 
+/// Appends the `# HELP` and `# TYPE` lines of metric `name` to `out`.
+pub fn render_header(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
 impl LatencyHistogram {
     pub fn record(&self, elapsed: Duration) {
+        self.record_times(elapsed, 1);
+    }
+
+    /// Records `elapsed` as `times` observations at once.
+    pub fn record_times(&self, elapsed: Duration, times: u64) {
+        if times == 0 {
+            return;
+        }
         let us = elapsed.as_micros().min(u128::from(u64::MAX)) as u64;
-        self.count.fetch_add(1, Ordering::Relaxed);
-        self.sum_us.fetch_add(us, Ordering::Relaxed);
+        self.count.fetch_add(times, Ordering::Relaxed);
+        self.sum_us
+            .fetch_add(us.saturating_mul(times), Ordering::Relaxed);
         let bucket = LATENCY_BUCKETS_US
             .iter()
             .position(|bound| us <= *bound)
             .unwrap_or(LATENCY_BUCKETS_US.len() - 1);
-        self.buckets[bucket].fetch_add(1, Ordering::Relaxed);
+        self.buckets[bucket].fetch_add(times, Ordering::Relaxed);
     }
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
@@ -185,11 +200,12 @@ impl FlushMetrics {
 
     pub fn render_prometheus(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(
-            out,
-            "# HELP strata_wal_flush_seconds Durability work per flush of the write buffer: object PUT, metadata commit, and both (total)."
+        render_header(
+            &mut out,
+            "strata_wal_flush_seconds",
+            "histogram",
+            "Durability work per flush of the write buffer: object PUT, metadata commit, and both (total).",
         );
-        let _ = writeln!(out, "# TYPE strata_wal_flush_seconds histogram");
         for (stage, histogram) in [
             ("put", &self.put),
             ("commit", &self.commit),
@@ -201,32 +217,36 @@ impl FlushMetrics {
                 &format!("stage=\"{stage}\""),
             );
         }
-        let _ = writeln!(
-            out,
-            "# HELP strata_wal_flush_order_wait_seconds Time a flush's upload waited for the flush before it to commit."
+        render_header(
+            &mut out,
+            "strata_wal_flush_order_wait_seconds",
+            "histogram",
+            "Time a flush's upload waited for the flush before it to commit.",
         );
-        let _ = writeln!(out, "# TYPE strata_wal_flush_order_wait_seconds histogram");
         self.order_wait
             .render(&mut out, "strata_wal_flush_order_wait_seconds", "");
-        let _ = writeln!(
-            out,
-            "# HELP strata_wal_append_seconds Time an acknowledged append waited in the write buffer until durable."
+        render_header(
+            &mut out,
+            "strata_wal_append_seconds",
+            "histogram",
+            "Time an acknowledged append waited in the write buffer until durable.",
         );
-        let _ = writeln!(out, "# TYPE strata_wal_append_seconds histogram");
         self.append
             .render(&mut out, "strata_wal_append_seconds", "");
-        let _ = writeln!(
-            out,
-            "# HELP strata_wal_append_flush_seconds Per acknowledged append: object PUT + metadata commit of the flush that made it durable."
+        render_header(
+            &mut out,
+            "strata_wal_append_flush_seconds",
+            "histogram",
+            "Per acknowledged append: object PUT + metadata commit of the flush that made it durable.",
         );
-        let _ = writeln!(out, "# TYPE strata_wal_append_flush_seconds histogram");
         self.append_flush
             .render(&mut out, "strata_wal_append_flush_seconds", "");
-        let _ = writeln!(
-            out,
-            "# HELP strata_wal_flush_bytes_total Bytes flushed from the write buffer."
+        render_header(
+            &mut out,
+            "strata_wal_flush_bytes_total",
+            "counter",
+            "Bytes flushed from the write buffer.",
         );
-        let _ = writeln!(out, "# TYPE strata_wal_flush_bytes_total counter");
         let _ = writeln!(
             out,
             "strata_wal_flush_bytes_total {}",
@@ -276,8 +296,12 @@ impl ObjectStoreMetrics {
                 OpMetrics::bytes,
             ),
         ] {
-            let _ = writeln!(out, "# HELP strata_object_store_{name}_total {help}");
-            let _ = writeln!(out, "# TYPE strata_object_store_{name}_total counter");
+            render_header(
+                &mut out,
+                &format!("strata_object_store_{name}_total"),
+                "counter",
+                help,
+            );
             for (op, metrics) in &ops {
                 let _ = writeln!(
                     out,
@@ -286,11 +310,12 @@ impl ObjectStoreMetrics {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP strata_object_store_request_seconds Object store request latency."
+        render_header(
+            &mut out,
+            "strata_object_store_request_seconds",
+            "histogram",
+            "Object store request latency.",
         );
-        let _ = writeln!(out, "# TYPE strata_object_store_request_seconds histogram");
         for (op, metrics) in &ops {
             metrics.latency.render(
                 &mut out,
@@ -325,5 +350,28 @@ impl ObjectStoreMetrics {
         })
         .collect::<Vec<_>>()
         .join("; ")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn recording_many_at_once_renders_like_recording_each() {
+        let each = LatencyHistogram::default();
+        let at_once = LatencyHistogram::default();
+        for _ in 0..3 {
+            each.record(Duration::from_micros(1_200));
+        }
+        at_once.record_times(Duration::from_micros(1_200), 3);
+        at_once.record_times(Duration::from_micros(9_000), 0);
+        let render = |h: &LatencyHistogram| {
+            let mut out = String::new();
+            h.render(&mut out, "x_seconds", "");
+            out
+        };
+        assert_eq!(render(&each), render(&at_once));
+        assert!(render(&at_once).contains("x_seconds_count 3"));
     }
 }

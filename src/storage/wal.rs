@@ -412,17 +412,21 @@ impl WalWriter {
         };
         match result {
             Ok((outcomes, durability_work)) => {
+                let mut acked = 0;
                 for (slot, appended, waiter) in buffer.waiters {
                     let result = match outcomes.get(slot) {
                         Some(ChunkOutcome::Committed) => {
                             self.metrics.append.record(appended.elapsed());
-                            self.metrics.append_flush.record(durability_work);
+                            acked += 1;
                             Ok(())
                         }
                         _ => Err(AppendError::TopicDeleted),
                     };
                     let _ = waiter.send(result);
                 }
+                self.metrics
+                    .append_flush
+                    .record_times(durability_work, acked);
             }
             Err(error) => {
                 tracing::error!(%error, "flush failed; failing buffered writes");
