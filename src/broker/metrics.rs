@@ -1,7 +1,11 @@
 //! Per-API request latency: from a request's frame read in full to its
 //! response written to the socket (Kafka's `TotalTimeMs`), so an acks=all
-//! Produce includes the wait for its group commit and a Fetch its long poll.
+//! Produce includes the wait for its group commit and a Fetch its long poll;
+//! and how many Fetch requests are long-polling now (Kafka's fetch
+//! purgatory size).
 
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
@@ -13,17 +17,33 @@ const API_KEYS: usize = 128;
 
 pub struct RequestMetrics {
     by_api: Box<[LatencyHistogram]>,
+    fetches_waiting: AtomicU64,
 }
 
 impl Default for RequestMetrics {
     fn default() -> Self {
         RequestMetrics {
             by_api: (0..API_KEYS).map(|_| LatencyHistogram::default()).collect(),
+            fetches_waiting: AtomicU64::new(0),
         }
     }
 }
 
+/// Counts one long-polling Fetch for as long as it is held.
+pub struct FetchWaiting<'a>(&'a AtomicU64);
+
+impl Drop for FetchWaiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl RequestMetrics {
+    /// Marks a Fetch as waiting for data until the guard is dropped.
+    pub fn fetch_waiting(&self) -> FetchWaiting<'_> {
+        self.fetches_waiting.fetch_add(1, Ordering::Relaxed);
+        FetchWaiting(&self.fetches_waiting)
+    }
     pub fn record(&self, api: ApiKey, elapsed: Duration) {
         if let Some(histogram) = usize::try_from(api as i16)
             .ok()
@@ -56,6 +76,17 @@ impl RequestMetrics {
                 &format!("api=\"{api:?}\""),
             );
         }
+        render_header(
+            &mut out,
+            "strata_fetch_waiting",
+            "gauge",
+            "Fetch requests long-polling for data now (Kafka's fetch purgatory size).",
+        );
+        let _ = writeln!(
+            out,
+            "strata_fetch_waiting {}",
+            self.fetches_waiting.load(Ordering::Relaxed)
+        );
         out
     }
 }

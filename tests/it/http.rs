@@ -80,6 +80,11 @@ async fn health_and_metrics() {
         counter(&after, "strata_request_seconds_count{api=\"Produce\"} ") >= 5,
         "every Produce request is timed"
     );
+    assert_eq!(
+        counter(&after, "strata_fetch_waiting "),
+        0,
+        "no consumer, so no Fetch is long-polling"
+    );
     assert!(
         counter(&after, "strata_request_seconds_count{api=\"Metadata\"} ") >= 1,
         "other APIs are timed under their own label"

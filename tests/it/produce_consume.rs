@@ -12,7 +12,7 @@ use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, TopicPartitionList};
 
-use crate::common::{Consumed, TestBroker, consume_until_end};
+use crate::common::{Consumed, TestBroker, consume_until_end, free_port, http_request};
 
 fn expected(i: usize) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
     let key = (i % 7 != 0).then(|| format!("key-{i}").into_bytes());
@@ -175,11 +175,13 @@ async fn reads_from_any_offset_and_lists_offsets() {
 }
 
 /// A consumer long-polls all `partitions` of a topic from their end with a
-/// 30 s fetch wait; one record is then written to the last partition. The
-/// waiting fetch must be woken by the commit: the reader gives up after 15 s,
-/// long before the wait would run out by itself.
+/// 30 s fetch wait; once the broker reports the fetch waiting, one record is
+/// written to the last partition. The waiting fetch must be woken by the
+/// commit: the reader gives up after 15 s, long before the wait would run out
+/// by itself.
 async fn long_poll_is_woken_by_a_commit(partitions: i32) {
-    let broker = TestBroker::start(&[]);
+    let http = format!("127.0.0.1:{}", free_port());
+    let broker = TestBroker::start(&["--http-addr", &http]);
     let topic = format!("tail{partitions}");
     broker.create_topic(&topic, partitions).await;
     let addr = broker.addr.clone();
@@ -217,7 +219,7 @@ async fn long_poll_is_woken_by_a_commit(partitions: i32) {
         .await
         .expect("join")
         .expect("reader started");
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_for_a_waiting_fetch(&http).await;
     let producer = broker.producer(&[]);
     let record: FutureRecord<'_, (), str> = FutureRecord::to(&topic)
         .partition(partitions - 1)
@@ -234,6 +236,32 @@ async fn long_poll_is_woken_by_a_commit(partitions: i32) {
         Some((partitions - 1, Some(b"late arrival".to_vec()))),
         "the waiting fetch over {partitions} partitions was not woken by the commit"
     );
+}
+
+/// Waits until the broker's `strata_fetch_waiting` gauge shows a Fetch
+/// long-polling.
+async fn wait_for_a_waiting_fetch(http: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let http = http.to_string();
+        let (_, metrics) =
+            tokio::task::spawn_blocking(move || http_request(&http, "GET", "/metrics"))
+                .await
+                .expect("join");
+        let waiting = metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("strata_fetch_waiting "))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .unwrap_or(0);
+        if waiting > 0 {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no Fetch was long-polling at the broker within 15 s:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -83,6 +83,7 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
             return response;
         }
         let any_change = select_all(watches.iter_mut().map(|w| w.changed()));
+        let _waiting = broker.requests.fetch_waiting();
         tokio::select! {
             _ = any_change => {}
             _ = tokio::time::sleep_until(deadline) => {
