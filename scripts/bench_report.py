@@ -13,12 +13,13 @@ import sys
 
 BROKERS = ("strata", "tansu")
 # Workloads run against Strata only (a Strata setting is what they vary).
-STRATA_ONLY = {"latency-5000-linger0-lowlat"}
+STRATA_ONLY = {"latency-5000-i10", "latency-5000-linger0-i10"}
 PRODUCE = [
     ("latency-5000", "5,000/s, 1 KiB"),
     ("latency-5000-linger0", "5,000/s, 1 KiB, linger.ms=0"),
-    ("latency-5000-linger0-lowlat",
-     "5,000/s, 1 KiB, linger.ms=0, Strata latency profile"),
+    ("latency-5000-i10", "5,000/s, 1 KiB, Strata flush interval 10 ms (its S3 default)"),
+    ("latency-5000-linger0-i10",
+     "5,000/s, 1 KiB, linger.ms=0, Strata flush interval 10 ms (its S3 default)"),
     ("latency-20000", "20,000/s, 1 KiB"),
     ("latency-50000", "50,000/s, 1 KiB"),
     ("max-1k", "max, 1 KiB"),
@@ -166,15 +167,20 @@ def targets(results, brokers):
         r = ours["throughput_mb_per_sec"] / max(ref["throughput_mb_per_sec"], 1e-9)
         lines.append(f"- produce throughput (max, 1 KiB): {r:.1f}x the reference "
                      f"(target >= 3x): {'met' if r >= 3 else 'NOT met'}")
-    for workload, label in (
-            ("latency-5000-linger0-lowlat", "5,000/s, linger.ms=0, latency profile"),
-            ("latency-5000-linger0", "5,000/s, linger.ms=0, default settings"),
-            ("latency-5000", "5,000/s, linger.ms=5, default settings")):
+    # The target is read with a client that sends at once (linger.ms=0), so
+    # the publish latency is the broker's and the network's; librdkafka's
+    # default linger.ms=5 adds up to 5 ms of client-side waiting to it.
+    for workload, label, target in (
+            ("latency-5000-linger0", "5,000/s, linger.ms=0, default settings", True),
+            ("latency-5000", "5,000/s, linger.ms=5, default settings", False),
+            ("latency-5000-linger0-i10", "5,000/s, linger.ms=0, flush interval 10 ms", False),
+            ("latency-5000-i10", "5,000/s, linger.ms=5, flush interval 10 ms", False)):
         r = load(results, "strata", workload)
         if r and r.get("flush_put_commit_p99_ms"):
             x = r["produce_latency_ms"]["p99"] / r["flush_put_commit_p99_ms"]
-            line = (f"- publish p99 at {label}: {x:.1f}x the flush's PUT + commit p99 "
-                    f"(target <= 2x): {'met' if x <= 2 else 'NOT met'}")
+            verdict = (f"(target <= 2x): {'met' if x <= 2 else 'NOT met'}" if target
+                       else "(for comparison)")
+            line = f"- publish p99 at {label}: {x:.1f}x the flush's PUT + commit p99 {verdict}"
             per_write = r.get("flush_put_commit_per_write_p99_ms")
             if per_write:
                 line += (f"; {r['produce_latency_ms']['p99'] / per_write:.1f}x the same p99 "

@@ -186,6 +186,7 @@ impl Broker {
             addr = %local_addr,
             objects = broker.storage.description(),
             topics = broker.catalog.all().len(),
+            flush_interval_ms = broker.config.flush_interval().as_millis() as u64,
             "strata broker started"
         );
         Ok(RunningBroker {

@@ -58,7 +58,8 @@ pub struct ServeArgs {
     #[arg(long, env = "STRATA_WAL_FLUSH_BYTES", value_name = "BYTES")]
     pub wal_flush_bytes: Option<usize>,
     /// Start flushes of the write buffer at most this often; 0 flushes as
-    /// soon as there is data and an upload slot [default: 10].
+    /// soon as there is data and an upload slot [default: 3 with the
+    /// embedded store, 10 with s3://].
     #[arg(long, env = "STRATA_WAL_FLUSH_INTERVAL_MS", value_name = "MS")]
     pub wal_flush_interval_ms: Option<u64>,
     /// Flushes uploading at once (commits stay in order) [default: 4].
@@ -103,7 +104,7 @@ impl ServeArgs {
         set!(self.s3_allow_http.map(Some) => s3.allow_http);
         set!(self.s3_path_style.map(Some) => s3.path_style);
         set!(self.wal_flush_bytes => wal.flush_bytes);
-        set!(self.wal_flush_interval_ms => wal.flush_interval_ms);
+        set!(self.wal_flush_interval_ms.map(Some) => wal.flush_interval_ms);
         set!(self.wal_max_inflight_flushes => wal.max_inflight_flushes);
         set!(self.auto_create_topics => kafka.auto_create_topics);
         set!(self.default_partitions => kafka.default_partitions);
