@@ -4,13 +4,12 @@
 //! and how many Fetch requests are long-polling now (Kafka's fetch
 //! purgatory size).
 
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use kafka_protocol::messages::ApiKey;
 
-use crate::storage::metrics::{LatencyHistogram, render_header};
+use crate::storage::metrics::{LatencyHistogram, render_header, render_value};
 
 /// Highest API key tracked; Kafka's keys are below it.
 const API_KEYS: usize = 128;
@@ -76,16 +75,12 @@ impl RequestMetrics {
                 &format!("api=\"{api:?}\""),
             );
         }
-        render_header(
+        render_value(
             &mut out,
             "strata_fetch_waiting",
             "gauge",
             "Fetch requests long-polling for data now (Kafka's fetch purgatory size).",
-        );
-        let _ = writeln!(
-            out,
-            "strata_fetch_waiting {}",
-            self.fetches_waiting.load(Ordering::Relaxed)
+            self.fetches_waiting.load(Ordering::Relaxed),
         );
         out
     }

@@ -72,6 +72,12 @@ pub fn render_header(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
+/// Appends an unlabelled counter or gauge: its header and its one value.
+pub fn render_value(out: &mut String, name: &str, kind: &str, help: &str, value: u64) {
+    render_header(out, name, kind, help);
+    let _ = writeln!(out, "{name} {value}");
+}
+
 impl LatencyHistogram {
     pub fn record(&self, elapsed: Duration) {
         self.record_times(elapsed, 1);
@@ -241,16 +247,12 @@ impl FlushMetrics {
         );
         self.append_flush
             .render(&mut out, "strata_wal_append_flush_seconds", "");
-        render_header(
+        render_value(
             &mut out,
             "strata_wal_flush_bytes_total",
             "counter",
             "Bytes flushed from the write buffer.",
-        );
-        let _ = writeln!(
-            out,
-            "strata_wal_flush_bytes_total {}",
-            self.bytes.load(Ordering::Relaxed)
+            self.bytes.load(Ordering::Relaxed),
         );
         out
     }
