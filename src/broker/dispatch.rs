@@ -245,6 +245,13 @@ pub async fn dispatch(
                 &handlers::consumer_group::describe(broker, version, request),
             )?
         }
+        ApiKey::InitProducerId => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::init_producer_id::handle(broker, request).await,
+            )?
+        }
         other => return Err(format!("no handler for {other:?}")),
     };
     Ok(Dispatched::Response(response))

@@ -117,6 +117,14 @@ impl Broker {
             }
             catalog.insert(TopicState { record, partitions });
         }
+        for stored in metadata.producer_states().await? {
+            if let Some(log) = catalog
+                .by_id(stored.topic_id)
+                .and_then(|topic| topic.partition(stored.partition).cloned())
+            {
+                log.apply_producers(std::slice::from_ref(&stored.state));
+            }
+        }
         let writer = WalWriter::new(
             config.wal.flush_bytes,
             config.flush_interval(),
@@ -169,6 +177,7 @@ impl Broker {
             tokio::spawn(writer.run(shutdown.clone())),
             tokio::spawn(collector.run(sweep_every, shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.groups).run(shutdown.clone())),
+            tokio::spawn(expire_producers(Arc::clone(&broker), shutdown.clone())),
             tokio::spawn(connection::accept_loop(
                 Arc::clone(&broker),
                 listener,
@@ -195,5 +204,39 @@ impl Broker {
             shutdown,
             tasks,
         })
+    }
+}
+
+/// Forgets idempotent producers silent for `producer.id.expiration.ms`, in
+/// memory and in the metadata store, every
+/// `producer.id.expiration.check.interval.ms`.
+async fn expire_producers(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let kafka = &broker.config.kafka;
+    let every = Duration::from_millis(kafka.producer_id_expiration_check_interval_ms);
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.cancelled() => return,
+        }
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as i64)
+            .unwrap_or(0);
+        let before_ms = now_ms.saturating_sub(kafka.producer_id_expiration_ms);
+        let mut forgotten = 0;
+        for topic in broker.catalog.all() {
+            for log in &topic.partitions {
+                forgotten += log.expire_producers(before_ms);
+            }
+        }
+        match broker.metadata.expire_producers(before_ms).await {
+            Ok(rows) => {
+                if forgotten > 0 || rows > 0 {
+                    tracing::info!(forgotten, rows, "expired idempotent producer states");
+                }
+            }
+            Err(error) => tracing::warn!(%error, "cannot expire producer states"),
+        }
     }
 }

@@ -163,6 +163,12 @@ pub struct KafkaConfig {
     /// Bytes of requests being read and decoded at once, all connections
     /// together (`queued.max.request.bytes`).
     pub max_request_memory_bytes: usize,
+    /// An idempotent producer's state in a partition is forgotten after this
+    /// long without a write there (`producer.id.expiration.ms`).
+    pub producer_id_expiration_ms: i64,
+    /// How often expired producer states are removed
+    /// (`producer.id.expiration.check.interval.ms`).
+    pub producer_id_expiration_check_interval_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -177,6 +183,8 @@ impl Default for KafkaConfig {
             max_inflight_per_connection: 1024,
             fetch_max_bytes: 55 * 1024 * 1024,
             max_request_memory_bytes: 256 * 1024 * 1024,
+            producer_id_expiration_ms: 86_400_000,
+            producer_id_expiration_check_interval_ms: 600_000,
         }
     }
 }
@@ -327,6 +335,15 @@ impl Config {
         }
         if self.wal.max_buffered_bytes < self.wal.flush_bytes {
             return invalid("wal.max_buffered_bytes", "must be at least wal.flush_bytes");
+        }
+        if self.kafka.producer_id_expiration_ms < 1 {
+            return invalid("kafka.producer_id_expiration_ms", "must be at least 1");
+        }
+        if self.kafka.producer_id_expiration_check_interval_ms < 1 {
+            return invalid(
+                "kafka.producer_id_expiration_check_interval_ms",
+                "must be at least 1",
+            );
         }
         if self.cache.block_bytes < 4096 {
             return invalid("cache.block_bytes", "must be at least 4096");

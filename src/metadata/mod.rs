@@ -87,6 +87,39 @@ pub struct ChunkCommit {
     pub partition: i32,
     pub leader_epoch: i32,
     pub chunk: ChunkRecord,
+    /// The new state of every idempotent producer that wrote to the chunk,
+    /// recorded in the same transaction as the chunk.
+    pub producers: Vec<ProducerStateRecord>,
+}
+
+/// One remembered batch of an idempotent producer: its sequence range and
+/// the offsets it was written at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ProducerBatchRecord {
+    pub first_seq: i32,
+    pub last_seq: i32,
+    pub base_offset: i64,
+    pub last_offset: i64,
+}
+
+/// An idempotent producer's state in one partition (see
+/// `storage::producers`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducerStateRecord {
+    pub producer_id: i64,
+    pub epoch: i16,
+    /// Oldest first, at most `storage::producers::MAX_REMEMBERED_BATCHES`.
+    pub batches: Vec<ProducerBatchRecord>,
+    /// Broker time of the producer's last write here.
+    pub last_append_ms: i64,
+}
+
+/// A stored producer state with the partition it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionProducerState {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub state: ProducerStateRecord,
 }
 
 /// Everything one flushed object adds to the log.
@@ -156,6 +189,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// `active` (Kafka's `offsets.retention.minutes` for empty groups);
     /// returns how many were deleted.
     async fn expire_offsets(&self, before_ms: i64, active: Vec<String>) -> Result<usize>;
+
+    /// A producer id never handed out before (InitProducerId).
+    async fn allocate_producer_id(&self) -> Result<i64>;
+    /// Whether `producer_id` was handed out by `allocate_producer_id`.
+    async fn producer_id_issued(&self, producer_id: i64) -> Result<bool>;
+    /// Every stored idempotent producer state (loaded at startup).
+    async fn producer_states(&self) -> Result<Vec<PartitionProducerState>>;
+    /// Forgets producer states last written before `before_ms`
+    /// (`producer.id.expiration.ms`); returns how many.
+    async fn expire_producers(&self, before_ms: i64) -> Result<usize>;
 }
 
 /// Opens the store named by a metadata URL (`sqlite://PATH`).

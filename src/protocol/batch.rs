@@ -21,6 +21,8 @@ const OFFSET_LAST_OFFSET_DELTA: usize = 23;
 const OFFSET_BASE_TIMESTAMP: usize = 27;
 const OFFSET_MAX_TIMESTAMP: usize = 35;
 const OFFSET_PRODUCER_ID: usize = 43;
+const OFFSET_PRODUCER_EPOCH: usize = 51;
+const OFFSET_BASE_SEQUENCE: usize = 53;
 const OFFSET_RECORD_COUNT: usize = 57;
 
 #[derive(Debug, Error, PartialEq, Eq)]
@@ -93,6 +95,12 @@ impl<'a> BatchHeader<'a> {
     pub fn producer_id(&self) -> i64 {
         read_i64(self.bytes, OFFSET_PRODUCER_ID)
     }
+    pub fn producer_epoch(&self) -> i16 {
+        read_i16(self.bytes, OFFSET_PRODUCER_EPOCH)
+    }
+    pub fn base_sequence(&self) -> i32 {
+        read_i32(self.bytes, OFFSET_BASE_SEQUENCE)
+    }
     pub fn record_count(&self) -> i32 {
         read_i32(self.bytes, OFFSET_RECORD_COUNT)
     }
@@ -112,6 +120,16 @@ impl<'a> BatchHeader<'a> {
     }
 }
 
+/// The idempotent-producer fields of a record batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerBatch {
+    pub producer_id: i64,
+    pub epoch: i16,
+    pub first_seq: i32,
+    /// Offsets the batch occupies (`lastOffsetDelta + 1`).
+    pub offset_count: i32,
+}
+
 /// Summary of the validated batches of one produce partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchesSummary {
@@ -122,6 +140,12 @@ pub struct BatchesSummary {
     pub largest_batch: usize,
     /// Whether any batch is compressed (its records need inflating to check).
     pub compressed: bool,
+    /// Batches carrying a producer id (idempotent or transactional).
+    pub producer_batches: usize,
+    /// The producer fields of the first batch that carries a producer id.
+    pub producer: Option<ProducerBatch>,
+    pub any_transactional: bool,
+    pub any_control: bool,
 }
 
 /// Validates every batch in `records` as a producer sent it: full length,
@@ -133,6 +157,10 @@ pub fn validate_produce_batches(records: &[u8]) -> Result<BatchesSummary, BatchE
         max_timestamp: -1,
         largest_batch: 0,
         compressed: false,
+        producer_batches: 0,
+        producer: None,
+        any_transactional: false,
+        any_control: false,
     };
     let mut rest = records;
     if rest.is_empty() {
@@ -171,6 +199,17 @@ pub fn validate_produce_batches(records: &[u8]) -> Result<BatchesSummary, BatchE
         summary.max_timestamp = summary.max_timestamp.max(header.max_timestamp());
         summary.largest_batch = summary.largest_batch.max(total);
         summary.compressed |= header.compression() != 0;
+        summary.any_transactional |= header.is_transactional();
+        summary.any_control |= header.is_control();
+        if header.producer_id() >= 0 {
+            summary.producer_batches += 1;
+            summary.producer.get_or_insert(ProducerBatch {
+                producer_id: header.producer_id(),
+                epoch: header.producer_epoch(),
+                first_seq: header.base_sequence(),
+                offset_count: delta + 1,
+            });
+        }
         rest = &rest[total..];
     }
     Ok(summary)

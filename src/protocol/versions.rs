@@ -26,6 +26,7 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
     (ApiKey::ConsumerGroupDescribe, 0, 1),
+    (ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The supported version range of `api`, if Strata implements it at all.
@@ -56,6 +57,7 @@ mod tests {
         assert!(is_supported(ApiKey::ApiVersions, 3));
         assert!(!is_supported(ApiKey::ApiVersions, 4));
         assert!(is_supported(ApiKey::JoinGroup, 0));
-        assert!(!is_supported(ApiKey::InitProducerId, 0));
+        assert!(is_supported(ApiKey::InitProducerId, 0));
+        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
     }
 }

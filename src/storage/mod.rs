@@ -5,6 +5,7 @@
 //! - `cache`: block cache over the object store (foyer, memory + disk);
 //! - `object`: the object store behind retry and metrics layers;
 //! - `paths`: every object key, built in one place;
+//! - `producers`: idempotent producer state and Kafka's sequence rules;
 //! - `gc`: orphan and unreferenced object removal.
 
 pub mod cache;
@@ -14,4 +15,5 @@ pub mod metrics;
 pub mod object;
 pub mod partition;
 pub mod paths;
+pub mod producers;
 pub mod wal;

@@ -2,11 +2,15 @@
 //! index (offset range -> byte range of an object), the high watermark and a
 //! watch channel that long-polling fetches wait on.
 //!
+//! It also holds the committed state of the idempotent producers that wrote
+//! to the partition (see `producers`); the write buffer keeps what is not
+//! committed yet.
+//!
 //! Invariant: the index holds exactly the chunks committed to the metadata
 //! store, contiguous from the log start offset to the high watermark; nothing
 //! at or above the high watermark is ever readable.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -15,7 +19,7 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use super::cache::BlockCache;
-use crate::metadata::{ChunkRecord, TopicId};
+use crate::metadata::{ChunkRecord, ProducerStateRecord, TopicId};
 use crate::protocol::batch::{BATCH_HEADER_LEN, BatchHeader, iter_batches, slice_from_offset};
 use crate::protocol::records::walk_records;
 
@@ -43,6 +47,8 @@ pub struct PartitionLog {
     /// Where the last read ended, so a consumer reading on finds its next
     /// batch without walking the chunk's headers from the start.
     cursor: Mutex<Option<ReadCursor>>,
+    /// Committed idempotent producer state, by producer id.
+    producers: Mutex<HashMap<i64, ProducerStateRecord>>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -79,6 +85,7 @@ impl PartitionLog {
             high_watermark: watch::Sender::new(high_watermark),
             topic_commits,
             cursor: Mutex::new(None),
+            producers: Mutex::default(),
         }
     }
 
@@ -115,6 +122,44 @@ impl PartitionLog {
         }
         self.high_watermark.send_replace(next);
         self.topic_commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// A producer's committed state here, if it has any.
+    pub fn producer(&self, producer_id: i64) -> Option<ProducerStateRecord> {
+        self.producers.lock().ok()?.get(&producer_id).cloned()
+    }
+
+    /// Records producer states committed with a chunk (or loaded at start).
+    pub fn apply_producers(&self, states: &[ProducerStateRecord]) {
+        if states.is_empty() {
+            return;
+        }
+        if let Ok(mut producers) = self.producers.lock() {
+            for state in states {
+                producers.insert(state.producer_id, state.clone());
+            }
+        }
+    }
+
+    /// Every producer with committed state here, by producer id.
+    pub fn producers(&self) -> Vec<ProducerStateRecord> {
+        let mut all: Vec<_> = self
+            .producers
+            .lock()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by_key(|p| p.producer_id);
+        all
+    }
+
+    /// Forgets producers whose last write here is older than `before_ms`.
+    pub fn expire_producers(&self, before_ms: i64) -> usize {
+        let Ok(mut producers) = self.producers.lock() else {
+            return 0;
+        };
+        let before = producers.len();
+        producers.retain(|_, state| state.last_append_ms >= before_ms);
+        before - producers.len()
     }
 
     fn chunk_for(&self, offset: i64) -> Option<ChunkRecord> {

@@ -28,6 +28,15 @@
 //!   not committed are orphans the garbage collector removes.
 //! - at most `max_buffered_bytes` are buffered or uploading; appends wait
 //!   for room beyond that.
+//!
+//! Idempotent producers: a batch carrying a producer id is checked against
+//! the producer's state (`producers`) under the same lock that assigns its
+//! offsets. State changed by buffered or uploading batches is kept here,
+//! ahead of the committed state in `PartitionLog`, travels with the chunk
+//! into its metadata commit, and is given up with the offsets when a flush
+//! fails. A retried batch already committed is answered at once with its
+//! first offsets; one still in flight waits for a flush that settles after
+//! it (an empty flush is only such a barrier: no PUT, no commit).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -45,10 +54,12 @@ use super::metrics::FlushMetrics;
 use super::object::ObjectStorage;
 use super::partition::PartitionLog;
 use super::paths;
+use super::producers::{self, SequenceCheck, SequenceError};
 use crate::metadata::{
-    ChunkCommit, ChunkOutcome, ChunkRecord, MetadataStore, ObjectCommit, TopicId,
+    ChunkCommit, ChunkOutcome, ChunkRecord, MetadataStore, ObjectCommit, ProducerStateRecord,
+    TopicId,
 };
-use crate::protocol::batch::{BatchesSummary, assign_offsets};
+use crate::protocol::batch::{BatchesSummary, ProducerBatch, assign_offsets};
 
 #[derive(Debug, Clone, Error)]
 pub enum AppendError {
@@ -60,6 +71,8 @@ pub enum AppendError {
     Fenced(String),
     #[error("the broker is shutting down")]
     ShuttingDown,
+    #[error("{0}")]
+    Sequence(SequenceError),
 }
 
 /// Completes when the appended batches are durable (or failed).
@@ -87,10 +100,18 @@ struct PartitionBuffer {
     next_offset: i64,
     max_timestamp: i64,
     batches: Vec<Bytes>,
+    /// Latest state of each idempotent producer that wrote here.
+    producers: HashMap<i64, ProducerStateRecord>,
 }
 
 /// One append awaiting its flush: `(partition slot, when appended, ack)`.
-type Waiter = (usize, Instant, oneshot::Sender<Result<(), AppendError>>);
+/// No slot: a retried batch written by an earlier flush, acknowledged once
+/// this flush settles (commits apply in order).
+type Waiter = (
+    Option<usize>,
+    Instant,
+    oneshot::Sender<Result<(), AppendError>>,
+);
 
 #[derive(Default)]
 struct Buffer {
@@ -116,6 +137,9 @@ struct State {
     /// watermark by what is buffered or uploading. Absent = high watermark.
     next_offsets: HashMap<PartitionKey, i64>,
     buffer: Buffer,
+    /// Idempotent producer state changed by buffered or uploading batches,
+    /// ahead of the committed state in each `PartitionLog`.
+    producers: HashMap<PartitionKey, HashMap<i64, ProducerStateRecord>>,
     /// Bumped when a failed flush gives up the offsets assigned after it; a
     /// buffer taken under an older generation must not be committed.
     generation: u64,
@@ -228,6 +252,7 @@ impl WalWriter {
         log: &Arc<PartitionLog>,
         mut records: BytesMut,
         summary: BatchesSummary,
+        producer: Option<ProducerBatch>,
     ) -> Result<AppendTicket, AppendError> {
         let size = records.len();
         // A batch larger than the whole budget waits for an empty buffer.
@@ -241,7 +266,31 @@ impl WalWriter {
             .state
             .lock()
             .map_err(|_| AppendError::Storage("write buffer mutex poisoned".into()))?;
+        let state = &mut *state;
         let key = (log.topic_id, log.partition);
+        let mut producer_state = None;
+        if let Some(batch) = &producer {
+            let pending = state
+                .producers
+                .get(&key)
+                .and_then(|p| p.get(&batch.producer_id))
+                .cloned();
+            let entry = pending.or_else(|| log.producer(batch.producer_id));
+            match producers::check(entry.as_ref(), batch).map_err(AppendError::Sequence)? {
+                SequenceCheck::Append => producer_state = Some(entry),
+                SequenceCheck::Duplicate(original) => {
+                    drop(permit);
+                    return Ok(self.duplicate(
+                        state,
+                        log,
+                        original.base_offset,
+                        original.last_offset,
+                        tx,
+                        rx,
+                    ));
+                }
+            }
+        }
         let next = state
             .next_offsets
             .entry(key)
@@ -250,6 +299,19 @@ impl WalWriter {
         let epoch = log.leader_epoch();
         *next = assign_offsets(&mut records, base_offset, epoch);
         let next_offset = *next;
+        let producer_update = match (&producer, producer_state) {
+            (Some(batch), Some(entry)) => {
+                let updated =
+                    producers::record(entry.as_ref(), batch, base_offset, now_ms() as i64);
+                state
+                    .producers
+                    .entry(key)
+                    .or_default()
+                    .insert(batch.producer_id, updated.clone());
+                Some(updated)
+            }
+            _ => None,
+        };
         let buffer = &mut state.buffer;
         let slot = match buffer.slot.get(&key) {
             Some(slot) => *slot,
@@ -261,6 +323,7 @@ impl WalWriter {
                     next_offset,
                     max_timestamp: -1,
                     batches: Vec::new(),
+                    producers: HashMap::new(),
                 });
                 buffer.slot.insert(key, buffer.partitions.len() - 1);
                 buffer.partitions.len() - 1
@@ -270,9 +333,12 @@ impl WalWriter {
         part.next_offset = next_offset;
         part.max_timestamp = part.max_timestamp.max(summary.max_timestamp);
         part.batches.push(records.freeze());
+        if let Some(updated) = producer_update {
+            part.producers.insert(updated.producer_id, updated);
+        }
         buffer.bytes += size;
         let now = Instant::now();
-        buffer.waiters.push((slot, now, tx));
+        buffer.waiters.push((Some(slot), now, tx));
         buffer.permits.push(permit);
         let first = buffer.first_append.is_none();
         if first {
@@ -285,6 +351,32 @@ impl WalWriter {
             base_offset,
             done: rx,
         })
+    }
+
+    /// The answer to a retried batch first written at
+    /// `base_offset..=last_offset`: at once if that is committed, else once
+    /// a flush behind the one holding it settles.
+    fn duplicate(
+        &self,
+        state: &mut State,
+        log: &PartitionLog,
+        base_offset: i64,
+        last_offset: i64,
+        tx: oneshot::Sender<Result<(), AppendError>>,
+        done: oneshot::Receiver<Result<(), AppendError>>,
+    ) -> AppendTicket {
+        if last_offset < log.high_watermark() {
+            let _ = tx.send(Ok(()));
+        } else {
+            let buffer = &mut state.buffer;
+            let now = Instant::now();
+            buffer.waiters.push((None, now, tx));
+            if buffer.first_append.is_none() {
+                buffer.first_append = Some(now);
+                self.kick.notify_one();
+            }
+        }
+        AppendTicket { base_offset, done }
     }
 
     pub fn boot_id(&self) -> u64 {
@@ -300,6 +392,7 @@ impl WalWriter {
     pub fn forget_topic(&self, topic_id: TopicId) {
         if let Ok(mut state) = self.state.lock() {
             state.next_offsets.retain(|(id, _), _| *id != topic_id);
+            state.producers.retain(|(id, _), _| *id != topic_id);
         }
     }
 
@@ -382,6 +475,24 @@ impl WalWriter {
         previous: Option<oneshot::Receiver<()>>,
         settled: oneshot::Sender<()>,
     ) {
+        if buffer.partitions.is_empty() {
+            // Only retried batches waiting for earlier flushes: a barrier.
+            if let Some(previous) = previous {
+                let _ = previous.await;
+            }
+            let result = if self.generation() == Some(generation) {
+                Ok(())
+            } else {
+                Err(AppendError::Storage(
+                    "an earlier flush of the write buffer failed".into(),
+                ))
+            };
+            for (_, _, waiter) in buffer.waiters {
+                let _ = waiter.send(result.clone());
+            }
+            let _ = settled.send(());
+            return;
+        }
         let object = self.build_object(&buffer);
         // Registered before the PUT, removed once the commit is decided: the
         // sweeper never deletes an object whose commit may still land.
@@ -414,8 +525,8 @@ impl WalWriter {
             Ok((outcomes, durability_work)) => {
                 let mut acked = 0;
                 for (slot, appended, waiter) in buffer.waiters {
-                    let result = match outcomes.get(slot) {
-                        Some(ChunkOutcome::Committed) => {
+                    let result = match slot.map(|slot| outcomes.get(slot)) {
+                        None | Some(Some(ChunkOutcome::Committed)) => {
                             self.metrics.append.record(appended.elapsed());
                             acked += 1;
                             Ok(())
@@ -438,6 +549,7 @@ impl WalWriter {
                     Ok(mut state) => {
                         state.generation += 1;
                         state.next_offsets.clear();
+                        state.producers.clear();
                         Some(std::mem::take(&mut state.buffer))
                     }
                     Err(_) => None,
@@ -475,6 +587,7 @@ impl WalWriter {
                     byte_start: start,
                     byte_len: bytes.len() as u64 - start,
                 },
+                producers: part.producers.values().cloned().collect(),
             });
         }
         FlushObject {
@@ -516,10 +629,36 @@ impl WalWriter {
         for ((part, commit), outcome) in buffer.partitions.iter().zip(object.chunks).zip(&outcomes)
         {
             if *outcome == ChunkOutcome::Committed {
+                part.log.apply_producers(&commit.producers);
                 part.log.apply_commit(commit.chunk);
             }
         }
+        self.forget_committed_producers(buffer);
         Ok((outcomes, put_took + commit_took))
+    }
+}
+
+impl WalWriter {
+    /// Drops pending producer state that a commit just made the committed
+    /// state (unless a later append changed it again).
+    fn forget_committed_producers(&self, buffer: &Buffer) {
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        for part in buffer.partitions.iter().filter(|p| !p.producers.is_empty()) {
+            let key = (part.log.topic_id, part.log.partition);
+            let Some(pending) = state.producers.get_mut(&key) else {
+                continue;
+            };
+            for (producer_id, committed) in &part.producers {
+                if pending.get(producer_id) == Some(committed) {
+                    pending.remove(producer_id);
+                }
+            }
+            if pending.is_empty() {
+                state.producers.remove(&key);
+            }
+        }
     }
 }
 

@@ -12,6 +12,7 @@ mod config;
 mod crash;
 mod groups;
 mod http;
+mod idempotence;
 mod polyglot;
 mod produce_consume;
 mod s3;

@@ -10,6 +10,7 @@ pub mod fetch;
 pub mod find_coordinator;
 pub mod groups_admin;
 pub mod heartbeat;
+pub mod init_producer_id;
 pub mod join_group;
 pub mod leave_group;
 pub mod list_offsets;

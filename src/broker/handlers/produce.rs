@@ -20,6 +20,7 @@ use crate::metadata::TopicId;
 use crate::protocol::batch::{BatchError, set_log_append_time, validate_produce_batches};
 use crate::protocol::records::validate_records;
 use crate::storage::catalog::TopicState;
+use crate::storage::producers::SequenceError;
 use crate::storage::wal::{AppendError, AppendTicket};
 
 enum Outcome {
@@ -50,6 +51,12 @@ fn append_error(error: &AppendError) -> ResponseError {
         AppendError::TopicDeleted => ResponseError::UnknownTopicOrPartition,
         AppendError::Storage(_) => ResponseError::KafkaStorageError,
         AppendError::Fenced(_) | AppendError::ShuttingDown => ResponseError::NotLeaderOrFollower,
+        AppendError::Sequence(SequenceError::OutOfOrder { .. }) => {
+            ResponseError::OutOfOrderSequenceNumber
+        }
+        AppendError::Sequence(SequenceError::InvalidEpoch { .. }) => {
+            ResponseError::InvalidProducerEpoch
+        }
     }
 }
 
@@ -107,6 +114,29 @@ async fn append_partition(
     if let Err(e) = checked {
         return failed(batch_error(&e), e.to_string());
     }
+    if summary.any_control {
+        return failed(
+            ResponseError::InvalidRecord,
+            "clients may not write control batches".into(),
+        );
+    }
+    if summary.any_transactional {
+        return failed(
+            ResponseError::InvalidTxnState,
+            "transactional batches are not supported yet: this partition is in no transaction"
+                .into(),
+        );
+    }
+    if summary.producer_batches > 0 && summary.batch_count > 1 {
+        return failed(
+            ResponseError::InvalidRecord,
+            format!(
+                "a produce request carries one record batch per partition from an \
+                 idempotent producer, got {}",
+                summary.batch_count
+            ),
+        );
+    }
     let limit = max_message_bytes(broker, topic);
     if summary.largest_batch > limit {
         return failed(
@@ -129,7 +159,11 @@ async fn append_partition(
         log_append_time = now_ms();
         set_log_append_time(&mut records, log_append_time);
     }
-    match broker.writer.append(log, records, summary).await {
+    match broker
+        .writer
+        .append(log, records, summary, summary.producer)
+        .await
+    {
         Ok(ticket) => PartitionOutcome {
             index,
             outcome: Outcome::Pending(ticket),

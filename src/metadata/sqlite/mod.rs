@@ -11,11 +11,12 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 mod groups;
+mod producers;
 mod schema;
 
 use super::{
     ChunkOutcome, ChunkRecord, CommittedOffset, MetadataError, MetadataStore, ObjectCommit,
-    PartitionRecord, Result, TopicId, TopicRecord,
+    PartitionProducerState, PartitionRecord, Result, TopicId, TopicRecord,
 };
 
 pub struct SqliteStore {
@@ -313,6 +314,9 @@ impl MetadataStore for SqliteStore {
                     c.chunk.byte_start as i64,
                     c.chunk.byte_len as i64
                 ])?;
+                for state in &c.producers {
+                    producers::upsert(&tx, c.topic_id, c.partition, state)?;
+                }
                 outcomes.push(ChunkOutcome::Committed);
             }
             drop((advance, insert_chunk));
@@ -385,6 +389,24 @@ impl MetadataStore for SqliteStore {
 
     async fn expire_offsets(&self, before_ms: i64, active: Vec<String>) -> Result<usize> {
         self.with_conn(move |conn| groups::expire(conn, before_ms, &active))
+            .await
+    }
+
+    async fn allocate_producer_id(&self) -> Result<i64> {
+        self.with_conn(producers::allocate).await
+    }
+
+    async fn producer_id_issued(&self, producer_id: i64) -> Result<bool> {
+        self.with_conn(move |conn| producers::issued(conn, producer_id))
+            .await
+    }
+
+    async fn producer_states(&self) -> Result<Vec<PartitionProducerState>> {
+        self.with_conn(|conn| producers::load_all(conn)).await
+    }
+
+    async fn expire_producers(&self, before_ms: i64) -> Result<usize> {
+        self.with_conn(move |conn| producers::expire(conn, before_ms))
             .await
     }
 
@@ -505,6 +527,7 @@ mod tests {
                 partition: 0,
                 leader_epoch: epoch,
                 chunk: chunk(base, last),
+                producers: Vec::new(),
             }],
         };
         let out = store

@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::metadata::{MetadataError, Result};
 
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE cluster (
@@ -66,6 +66,26 @@ CREATE TABLE group_offsets (
     commit_ms INTEGER NOT NULL,
     PRIMARY KEY (group_id, topic_id, partition)
 );
+";
+
+/// Idempotent producers: the id counter, and each producer's state per
+/// partition (epoch, last batches as JSON), written with the chunks.
+const SCHEMA_V3: &str = "
+CREATE TABLE producer_ids (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    next_producer_id INTEGER NOT NULL
+);
+CREATE TABLE producer_state (
+    topic_id TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    producer_id INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    batches TEXT NOT NULL,
+    last_append_ms INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition, producer_id),
+    FOREIGN KEY (topic_id, partition) REFERENCES partitions(topic_id, partition) ON DELETE CASCADE
+);
+CREATE INDEX producer_state_by_time ON producer_state(last_append_ms);
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
