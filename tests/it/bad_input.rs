@@ -137,7 +137,12 @@ fn batch(values: &[&[u8]], compression: Compression) -> BytesMut {
     buf
 }
 
-fn produce_request(topic: &str, partition: i32, records: Bytes, acks: i16) -> ProduceRequest {
+pub(crate) fn produce_request(
+    topic: &str,
+    partition: i32,
+    records: Bytes,
+    acks: i16,
+) -> ProduceRequest {
     ProduceRequest::default()
         .with_acks(acks)
         .with_timeout_ms(10_000)
@@ -161,7 +166,7 @@ fn produce_error(raw: &mut Raw, topic: &str, partition: i32, records: Bytes) -> 
     response.responses[0].partition_responses[0].error_code
 }
 
-fn create_topic(raw: &mut Raw, name: &str, configs: &[(&str, &str)]) -> i16 {
+pub(crate) fn create_topic(raw: &mut Raw, name: &str, configs: &[(&str, &str)]) -> i16 {
     let topic = CreatableTopic::default()
         .with_name(TopicName(StrBytes::from_string(name.to_string())))
         .with_num_partitions(1)

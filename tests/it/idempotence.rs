@@ -155,3 +155,165 @@ async fn idempotent_producer_across_kill_9_writes_every_record_once() {
         .count();
     assert_eq!(restarts, 5, "the broker really restarted four times");
 }
+
+/// One batch of `count` records from producer `(id, epoch)` starting at
+/// sequence `first_seq`.
+fn producer_batch(
+    id: i64,
+    epoch: i16,
+    first_seq: i32,
+    count: usize,
+    transactional: bool,
+    control: bool,
+) -> bytes::Bytes {
+    use kafka_protocol::records::{
+        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+    };
+    let records: Vec<Record> = (0..count)
+        .map(|i| Record {
+            transactional,
+            control,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: id,
+            producer_epoch: epoch,
+            timestamp_type: TimestampType::Creation,
+            offset: i as i64,
+            sequence: first_seq + i as i32,
+            timestamp: 1_700_000_000_000,
+            key: None,
+            value: Some(bytes::Bytes::from(format!("s{}", first_seq + i as i32))),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut buf = bytes::BytesMut::new();
+    RecordBatchEncoder::encode(
+        &mut buf,
+        records.iter(),
+        &RecordEncodeOptions {
+            version: 2,
+            compression: Compression::None,
+        },
+    )
+    .expect("encode");
+    buf.freeze()
+}
+
+/// `(error code, base offset)` of a one-partition produce.
+fn produce(raw: &mut crate::bad_input::Raw, topic: &str, records: bytes::Bytes) -> (i16, i64) {
+    use kafka_protocol::messages::{ApiKey, ProduceResponse};
+    let response: ProduceResponse = raw.call(
+        ApiKey::Produce,
+        9,
+        &crate::bad_input::produce_request(topic, 0, records, -1),
+    );
+    let partition = &response.responses[0].partition_responses[0];
+    (partition.error_code, partition.base_offset)
+}
+
+fn init_producer_id(
+    raw: &mut crate::bad_input::Raw,
+    transactional_id: Option<&str>,
+    known: (i64, i16),
+) -> (i16, i64, i16) {
+    use kafka_protocol::messages::{
+        ApiKey, InitProducerIdRequest, InitProducerIdResponse, ProducerId, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let request = InitProducerIdRequest::default()
+        .with_transactional_id(
+            transactional_id.map(|t| TransactionalId(StrBytes::from_string(t.to_string()))),
+        )
+        .with_transaction_timeout_ms(60_000)
+        .with_producer_id(ProducerId(known.0))
+        .with_producer_epoch(known.1);
+    let response: InitProducerIdResponse = raw.call(ApiKey::InitProducerId, 4, &request);
+    (
+        response.error_code,
+        response.producer_id.0,
+        response.producer_epoch,
+    )
+}
+
+/// Kafka's error codes for the idempotent producer, on raw frames, and the
+/// state surviving a kill -9.
+#[test]
+fn sequence_and_epoch_errors_are_kafkas_and_state_survives_a_crash() {
+    const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    const INVALID_PRODUCER_EPOCH: i16 = 47;
+    const INVALID_TXN_STATE: i16 = 48;
+    const INVALID_RECORD: i16 = 87;
+    const UNSUPPORTED_VERSION: i16 = 35;
+    let mut broker = TestBroker::start(&[]);
+    let mut raw = crate::bad_input::Raw::connect(&broker);
+    assert_eq!(crate::bad_input::create_topic(&mut raw, "seq", &[]), 0);
+    let (error, id, epoch) = init_producer_id(&mut raw, None, (-1, -1));
+    assert_eq!((error, epoch), (0, 0));
+    assert!(id >= 0);
+    let (_, other, _) = init_producer_id(&mut raw, None, (-1, -1));
+    assert_ne!(other, id, "every producer gets its own id");
+
+    let first = producer_batch(id, 0, 0, 3, false, false);
+    assert_eq!(produce(&mut raw, "seq", first.clone()), (0, 0));
+    // A retry of the same batch: success, with its original offset.
+    assert_eq!(produce(&mut raw, "seq", first.clone()), (0, 0));
+    assert_eq!(
+        broker.high_watermark("seq", 0),
+        3,
+        "the retry wrote nothing"
+    );
+    // A gap in the sequence.
+    assert_eq!(
+        produce(&mut raw, "seq", producer_batch(id, 0, 5, 1, false, false)).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    assert_eq!(
+        produce(&mut raw, "seq", producer_batch(id, 0, 3, 2, false, false)),
+        (0, 3)
+    );
+    // KIP-360: the same producer id with the next epoch; the old epoch is fenced.
+    assert_eq!(init_producer_id(&mut raw, None, (id, 0)), (0, id, 1));
+    assert_eq!(
+        produce(&mut raw, "seq", producer_batch(id, 1, 0, 2, false, false)),
+        (0, 5)
+    );
+    assert_eq!(
+        produce(&mut raw, "seq", producer_batch(id, 0, 5, 1, false, false)).0,
+        INVALID_PRODUCER_EPOCH
+    );
+    // Clients may not write control batches, nor transactional ones yet.
+    assert_eq!(
+        produce(&mut raw, "seq", producer_batch(other, 0, 0, 1, false, true)).0,
+        INVALID_RECORD
+    );
+    assert_eq!(
+        produce(&mut raw, "seq", producer_batch(other, 0, 0, 1, true, false)).0,
+        INVALID_TXN_STATE
+    );
+    assert_eq!(
+        init_producer_id(&mut raw, Some("txn-app"), (-1, -1)).0,
+        UNSUPPORTED_VERSION
+    );
+    assert_eq!(broker.high_watermark("seq", 0), 7);
+
+    // After a crash the state is back: a retry of the last batch is still
+    // recognised, and the sequence goes on from it.
+    broker.kill9();
+    broker.restart();
+    let mut raw = crate::bad_input::Raw::connect(&broker);
+    assert_eq!(
+        produce(&mut raw, "seq", producer_batch(id, 1, 0, 2, false, false)),
+        (0, 5)
+    );
+    assert_eq!(
+        produce(&mut raw, "seq", producer_batch(id, 1, 3, 1, false, false)).0,
+        OUT_OF_ORDER_SEQUENCE_NUMBER
+    );
+    assert_eq!(
+        produce(&mut raw, "seq", producer_batch(id, 1, 2, 1, false, false)),
+        (0, 7)
+    );
+    let (_, after_restart, _) = init_producer_id(&mut raw, None, (-1, -1));
+    assert!(after_restart > other, "producer ids are never reused");
+    assert_eq!(broker.high_watermark("seq", 0), 8);
+}
