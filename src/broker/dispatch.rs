@@ -252,6 +252,55 @@ pub async fn dispatch(
                 &handlers::init_producer_id::handle(broker, request).await,
             )?
         }
+        ApiKey::CreatePartitions => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::create_partitions::handle(broker, request).await,
+            )?
+        }
+        ApiKey::IncrementalAlterConfigs => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::alter_configs::incremental(broker, request).await,
+            )?
+        }
+        ApiKey::AlterConfigs => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::alter_configs::legacy(broker, request).await,
+            )?
+        }
+        ApiKey::DeleteRecords => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::delete_records::handle(broker, request).await,
+            )?
+        }
+        ApiKey::DescribeCluster => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::describe_cluster::handle(broker, version, request),
+            )?
+        }
+        ApiKey::OffsetForLeaderEpoch => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::offset_for_leader_epoch::handle(broker, request),
+            )?
+        }
+        ApiKey::DescribeProducers => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::describe_producers::handle(broker, request),
+            )?
+        }
         other => return Err(format!("no handler for {other:?}")),
     };
     Ok(Dispatched::Response(response))

@@ -10,6 +10,7 @@ mod dispatch;
 pub mod group;
 mod handlers;
 pub mod metrics;
+pub mod topic_configs;
 pub mod topics;
 
 use std::net::SocketAddr;

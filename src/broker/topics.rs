@@ -1,7 +1,8 @@
-//! Topic administration shared by CreateTopics, DeleteTopics, Metadata
-//! auto-creation and DescribeConfigs: name rules, the topic configs Strata
-//! knows with their defaults, and the create/delete sequences that keep the
-//! metadata store and the in-memory catalog in step.
+//! Topic administration shared by CreateTopics, DeleteTopics,
+//! CreatePartitions, the config-altering APIs and Metadata auto-creation:
+//! name rules, and the sequences that keep the metadata store and the
+//! in-memory catalog in step (store first, then catalog, under
+//! `Broker::admin_lock`). Topic configs live in `topic_configs`.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,6 +10,7 @@ use std::sync::Arc;
 use kafka_protocol::error::ResponseError;
 
 use super::Broker;
+use super::topic_configs::validate_configs;
 use crate::metadata::{MetadataError, TopicId};
 use crate::storage::catalog::TopicState;
 use crate::storage::partition::PartitionLog;
@@ -59,98 +61,6 @@ pub fn validate_topic_name(name: &str) -> Result<(), TopicError> {
     Ok(())
 }
 
-/// The type of a topic config's value, for validation and DescribeConfigs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ConfigType {
-    Long,
-    Int,
-    String,
-    List,
-}
-
-impl ConfigType {
-    /// DescribeConfigs `config_type` code.
-    pub fn code(self) -> i8 {
-        match self {
-            ConfigType::Int => 3,
-            ConfigType::Long => 5,
-            ConfigType::String => 2,
-            ConfigType::List => 7,
-        }
-    }
-}
-
-/// `(name, type, default)` of every topic config Strata accepts.
-pub fn topic_config_defaults(broker: &Broker) -> Vec<(&'static str, ConfigType, String)> {
-    let kafka = &broker.config.kafka;
-    vec![
-        ("cleanup.policy", ConfigType::List, "delete".into()),
-        ("compression.type", ConfigType::String, "producer".into()),
-        (
-            "max.message.bytes",
-            ConfigType::Int,
-            kafka.message_max_bytes.to_string(),
-        ),
-        (
-            "message.timestamp.type",
-            ConfigType::String,
-            "CreateTime".into(),
-        ),
-        ("min.insync.replicas", ConfigType::Int, "1".into()),
-        ("retention.bytes", ConfigType::Long, "-1".into()),
-        (
-            "retention.ms",
-            ConfigType::Long,
-            kafka.retention_ms.to_string(),
-        ),
-        ("segment.bytes", ConfigType::Int, "1073741824".into()),
-        ("segment.ms", ConfigType::Long, "604800000".into()),
-    ]
-}
-
-fn validate_config_value(name: &str, kind: ConfigType, value: &str) -> Result<(), String> {
-    let ok = match (name, kind) {
-        ("cleanup.policy", _) => value
-            .split(',')
-            .all(|p| matches!(p.trim(), "delete" | "compact")),
-        ("compression.type", _) => matches!(
-            value,
-            "producer" | "uncompressed" | "gzip" | "snappy" | "lz4" | "zstd"
-        ),
-        ("message.timestamp.type", _) => matches!(value, "CreateTime" | "LogAppendTime"),
-        ("retention.ms" | "retention.bytes", ConfigType::Long) => {
-            value.parse::<i64>().is_ok_and(|v| v >= -1)
-        }
-        (_, ConfigType::Long) => value.parse::<i64>().is_ok_and(|v| v >= 0),
-        (_, ConfigType::Int) => value.parse::<i32>().is_ok_and(|v| v >= 0),
-        _ => true,
-    };
-    if ok {
-        Ok(())
-    } else {
-        Err(format!("invalid value '{value}' for config {name}"))
-    }
-}
-
-/// Checks requested config overrides against the known configs.
-pub fn validate_configs(
-    broker: &Broker,
-    configs: &BTreeMap<String, String>,
-) -> Result<(), TopicError> {
-    let known = topic_config_defaults(broker);
-    for (name, value) in configs {
-        let Some((_, kind, _)) = known.iter().find(|(n, _, _)| n == name) else {
-            return Err(TopicError::new(
-                ResponseError::InvalidConfig,
-                format!("unknown topic config '{name}'"),
-            ));
-        };
-        validate_config_value(name, *kind, value)
-            .map_err(|m| TopicError::new(ResponseError::InvalidConfig, m))?;
-    }
-    Ok(())
-}
-
 /// The effective `max.message.bytes` of a topic.
 pub fn max_message_bytes(broker: &Broker, topic: &TopicState) -> usize {
     topic
@@ -179,7 +89,7 @@ pub async fn create_topic(
             ),
         ));
     }
-    validate_configs(broker, &configs)?;
+    validate_configs(&configs)?;
     let _guard = broker.admin_lock.lock().await;
     if broker.catalog.by_name(name).is_some() {
         return Err(TopicError::new(
@@ -242,6 +152,97 @@ pub async fn delete_topic(broker: &Broker, id: TopicId) -> Result<(), TopicError
     Ok(())
 }
 
+/// Replaces a topic's config overrides (already validated): stored first,
+/// then in effect for the next request, without a restart.
+pub async fn set_topic_configs(
+    broker: &Broker,
+    name: &str,
+    configs: BTreeMap<String, String>,
+) -> Result<(), TopicError> {
+    let _guard = broker.admin_lock.lock().await;
+    let Some(topic) = broker.catalog.by_name(name) else {
+        return Err(unknown_topic(name));
+    };
+    broker
+        .metadata
+        .set_topic_configs(topic.record.id, configs.clone())
+        .await
+        .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
+    let mut record = topic.record.clone();
+    record.configs = configs;
+    broker.catalog.insert(TopicState {
+        record,
+        partitions: topic.partitions.clone(),
+    });
+    tracing::info!(topic = name, "topic configs changed");
+    Ok(())
+}
+
+fn unknown_topic(name: &str) -> TopicError {
+    TopicError::new(
+        ResponseError::UnknownTopicOrPartition,
+        format!("topic '{name}' does not exist"),
+    )
+}
+
+/// Grows a topic to `count` partitions (CreatePartitions).
+pub async fn add_partitions(
+    broker: &Broker,
+    name: &str,
+    count: i32,
+    validate_only: bool,
+) -> Result<(), TopicError> {
+    let _guard = broker.admin_lock.lock().await;
+    let Some(topic) = broker.catalog.by_name(name) else {
+        return Err(unknown_topic(name));
+    };
+    let current = topic.partitions.len() as i32;
+    if count <= current {
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!(
+                "topic '{name}' has {current} partitions; the new count must be higher, got {count}"
+            ),
+        ));
+    }
+    if count > MAX_PARTITIONS_PER_TOPIC {
+        return Err(TopicError::new(
+            ResponseError::InvalidPartitions,
+            format!("number of partitions must be at most {MAX_PARTITIONS_PER_TOPIC}, got {count}"),
+        ));
+    }
+    if validate_only {
+        return Ok(());
+    }
+    let added = broker
+        .metadata
+        .add_partitions(topic.record.id, count, broker.node_id)
+        .await
+        .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
+    let commits = topic
+        .partitions
+        .first()
+        .map(|p| p.topic_commits())
+        .unwrap_or_else(crate::storage::partition::topic_commits);
+    let mut partitions = topic.partitions.clone();
+    for p in added {
+        partitions.push(Arc::new(PartitionLog::new(
+            topic.record.id,
+            p.partition,
+            p.leader_epoch,
+            p.log_start_offset,
+            p.high_watermark,
+            Vec::new(),
+            Arc::clone(&commits),
+        )));
+    }
+    let mut record = topic.record.clone();
+    record.partitions = count;
+    broker.catalog.insert(TopicState { record, partitions });
+    tracing::info!(topic = name, from = current, to = count, "partitions added");
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -253,16 +254,5 @@ mod tests {
             let err = validate_topic_name(bad).expect_err(bad);
             assert_eq!(err.code, ResponseError::InvalidTopicException);
         }
-    }
-
-    #[test]
-    fn config_values_are_checked() {
-        assert!(validate_config_value("retention.ms", ConfigType::Long, "-1").is_ok());
-        assert!(validate_config_value("retention.ms", ConfigType::Long, "-2").is_err());
-        assert!(
-            validate_config_value("cleanup.policy", ConfigType::List, "compact,delete").is_ok()
-        );
-        assert!(validate_config_value("cleanup.policy", ConfigType::List, "forever").is_err());
-        assert!(validate_config_value("max.message.bytes", ConfigType::Int, "abc").is_err());
     }
 }

@@ -161,6 +161,20 @@ pub trait MetadataStore: Send + Sync + 'static {
         leader_id: i32,
     ) -> Result<TopicRecord>;
     async fn delete_topic(&self, id: TopicId) -> Result<()>;
+    /// Replaces a topic's config overrides.
+    async fn set_topic_configs(&self, id: TopicId, configs: BTreeMap<String, String>)
+    -> Result<()>;
+    /// Grows a topic to `partitions` partitions (new ones empty, led by
+    /// `leader_id`); returns the new partitions.
+    async fn add_partitions(
+        &self,
+        id: TopicId,
+        partitions: i32,
+        leader_id: i32,
+    ) -> Result<Vec<PartitionRecord>>;
+    /// Moves a partition's log start offset up to `offset` (never down, never
+    /// past the high watermark); returns the log start offset now stored.
+    async fn advance_log_start(&self, id: TopicId, partition: i32, offset: i64) -> Result<i64>;
     async fn list_topics(&self) -> Result<Vec<TopicRecord>>;
     async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>>;
     async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>>;

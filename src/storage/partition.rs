@@ -98,6 +98,16 @@ impl PartitionLog {
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
     }
+    /// Moves the log start offset up to `offset` (stored first by the caller).
+    pub fn advance_log_start(&self, offset: i64) {
+        self.log_start.fetch_max(offset, Ordering::AcqRel);
+    }
+
+    /// The commit signal shared by the topic's partitions (for new ones).
+    pub fn topic_commits(&self) -> Arc<watch::Sender<u64>> {
+        Arc::clone(&self.topic_commits)
+    }
+
     /// A receiver that wakes up whenever the high watermark moves.
     pub fn subscribe(&self) -> watch::Receiver<i64> {
         self.high_watermark.subscribe()

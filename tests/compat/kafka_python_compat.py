@@ -42,7 +42,8 @@ admin.create_topics([NewTopic(T, 3, 1)])
 
 
 def producer(**extra):
-    return KafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=False, acks="all", **extra)
+    # Default settings: kafka-python 3 is idempotent (acks=all) by default.
+    return KafkaProducer(bootstrap_servers=BOOTSTRAP, **extra)
 
 
 def consume_all(topic, partitions, count, **extra):

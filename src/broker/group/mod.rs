@@ -208,19 +208,35 @@ impl GroupCoordinator {
 
     /// `(group, protocol type, state)` of every group in memory.
     pub fn live_groups(&self) -> BTreeMap<String, (String, &'static str)> {
-        let mut all: BTreeMap<String, (String, &'static str)> = self
+        self.live_groups_typed()
+            .into_iter()
+            .map(|(id, (protocol_type, state, _))| (id, (protocol_type, state)))
+            .collect()
+    }
+
+    /// `group -> (protocol type, state, group type)`, the group type being
+    /// "classic" or "consumer" (KIP-848), as ListGroups v5 reports it.
+    pub fn live_groups_typed(&self) -> BTreeMap<String, (String, &'static str, &'static str)> {
+        let mut all: BTreeMap<String, (String, &'static str, &'static str)> = self
             .lock()
             .values()
             .map(|g| {
                 (
                     g.id.clone(),
-                    (g.protocol_type.clone().unwrap_or_default(), g.state.name()),
+                    (
+                        g.protocol_type.clone().unwrap_or_default(),
+                        g.state.name(),
+                        "classic",
+                    ),
                 )
             })
             .collect();
         for g in self.lock_consumer().values() {
             if !g.members.is_empty() || !all.contains_key(&g.id) {
-                all.insert(g.id.clone(), ("consumer".to_string(), g.state()));
+                all.insert(
+                    g.id.clone(),
+                    ("consumer".to_string(), g.state(), "consumer"),
+                );
             }
         }
         all

@@ -12,7 +12,8 @@ use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse};
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::broker::topics::{TopicError, create_topic, topic_config_defaults};
+use crate::broker::topic_configs::effective;
+use crate::broker::topics::{TopicError, create_topic};
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -22,7 +23,12 @@ pub async fn handle(
     let mut results = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let name = topic.name.to_string();
-        let partitions = if topic.num_partitions == -1 {
+        // Explicit replica assignments give the partition count (Kafka
+        // wants num_partitions and replication_factor at -1 with them).
+        let assigned = topic.assignments.len() as i32;
+        let partitions = if assigned > 0 {
+            assigned
+        } else if topic.num_partitions == -1 {
             broker.config.kafka.default_partitions
         } else {
             topic.num_partitions
@@ -43,7 +49,21 @@ pub async fn handle(
                 }
             }
         }
-        if topic.replication_factor == 0 || topic.replication_factor < -1 {
+        let assignment_error = if assigned > 0
+            && (topic.num_partitions != -1 || topic.replication_factor != -1)
+        {
+            Some("with replica assignments, num_partitions and replication_factor must be -1")
+        } else if !consecutive_from_zero(topic.assignments.iter().map(|a| a.partition_index))
+            || topic.assignments.iter().any(|a| a.broker_ids.is_empty())
+        {
+            Some("replica assignments must cover partitions 0..n, each with at least one broker")
+        } else {
+            None
+        };
+        if let Some(message) = assignment_error {
+            invalid = Some(TopicError::new(ResponseError::InvalidRequest, message));
+        }
+        if assigned == 0 && (topic.replication_factor == 0 || topic.replication_factor < -1) {
             invalid = Some(TopicError::new(
                 ResponseError::InvalidReplicationFactor,
                 format!(
@@ -103,17 +123,22 @@ fn effective_configs(
     broker: &Broker,
     overrides: &BTreeMap<String, String>,
 ) -> Vec<CreatableTopicConfigs> {
-    topic_config_defaults(broker)
+    effective(broker, overrides)
         .into_iter()
-        .map(|(name, _, default)| {
-            let (value, source) = match overrides.get(name) {
-                Some(v) => (v.clone(), 1), // TOPIC_CONFIG
-                None => (default, 5),      // DEFAULT_CONFIG
-            };
+        .map(|(def, value, is_override)| {
+            // TOPIC_CONFIG or DEFAULT_CONFIG
+            let source = if is_override { 1 } else { 5 };
             CreatableTopicConfigs::default()
-                .with_name(str_bytes(name))
+                .with_name(str_bytes(def.name))
                 .with_value(Some(str_bytes(value)))
                 .with_config_source(source)
         })
         .collect()
+}
+
+/// Whether the partition indexes are exactly 0..n, in any order.
+fn consecutive_from_zero(indexes: impl Iterator<Item = i32>) -> bool {
+    let mut indexes: Vec<i32> = indexes.collect();
+    indexes.sort_unstable();
+    indexes.iter().enumerate().all(|(i, p)| *p == i as i32)
 }

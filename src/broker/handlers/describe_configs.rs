@@ -6,13 +6,13 @@ use std::sync::Arc;
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_configs_response::{
-    DescribeConfigsResourceResult, DescribeConfigsResult,
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
 };
 use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::broker::topics::{ConfigType, topic_config_defaults};
+use crate::broker::topic_configs::{ConfigType, effective};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -33,6 +33,13 @@ fn entry(
         .with_config_source(source)
         .with_config_type(kind.code())
         .with_read_only(read_only)
+}
+
+fn synonym(name: &str, value: String, source: i8) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(str_bytes(name))
+        .with_value(Some(str_bytes(value)))
+        .with_source(source)
 }
 
 fn broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
@@ -111,11 +118,31 @@ pub fn handle(
             .with_resource_name(resource.resource_name.clone());
         let configs = match resource.resource_type {
             RESOURCE_TOPIC => match broker.catalog.by_name(&name) {
-                Some(topic) => topic_config_defaults(broker)
+                Some(topic) => effective(broker, &topic.record.configs)
                     .into_iter()
-                    .map(|(key, kind, default)| match topic.record.configs.get(key) {
-                        Some(value) => entry(key, value.clone(), kind, SOURCE_TOPIC, false),
-                        None => entry(key, default, kind, SOURCE_DEFAULT, false),
+                    .map(|(def, value, is_override)| {
+                        let default = def.default_value(broker);
+                        let source = if is_override {
+                            SOURCE_TOPIC
+                        } else {
+                            SOURCE_DEFAULT
+                        };
+                        let described = entry(def.name, value.clone(), def.kind, source, false);
+                        if !request.include_synonyms {
+                            return described;
+                        }
+                        // Kafka's synonyms, most specific first: the topic
+                        // override, then the broker-level default.
+                        let mut synonyms = Vec::new();
+                        if is_override {
+                            synonyms.push(synonym(def.name, value, SOURCE_TOPIC));
+                        }
+                        synonyms.push(synonym(
+                            def.broker_synonym().unwrap_or(def.name),
+                            default,
+                            SOURCE_DEFAULT,
+                        ));
+                        described.with_synonyms(synonyms)
                     })
                     .collect::<Vec<_>>(),
                 None => {

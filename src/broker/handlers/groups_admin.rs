@@ -15,6 +15,8 @@ use kafka_protocol::messages::offset_delete_response::{
 };
 use kafka_protocol::messages::*;
 
+use kafka_protocol::protocol::StrBytes;
+
 use super::str_bytes;
 use crate::broker::Broker;
 
@@ -84,27 +86,35 @@ pub async fn list(
     version: i16,
     request: ListGroupsRequest,
 ) -> ListGroupsResponse {
-    let known = match known_groups(broker).await {
+    let stored = match known_groups(broker).await {
         Ok(known) => known,
         Err(code) => return ListGroupsResponse::default().with_error_code(code.code()),
     };
-    let filter: Vec<String> = request
-        .states_filter
-        .iter()
-        .map(|s| s.to_lowercase())
+    // Stored groups without live state are classic until a member says otherwise.
+    let mut known: BTreeMap<String, (String, &'static str, &'static str)> = stored
+        .into_iter()
+        .map(|(id, (protocol_type, state))| (id, (protocol_type, state, "classic")))
         .collect();
+    known.extend(broker.groups.live_groups_typed());
+    let lower =
+        |filter: &[StrBytes]| -> Vec<String> { filter.iter().map(|s| s.to_lowercase()).collect() };
+    let states = lower(&request.states_filter);
+    let types = lower(&request.types_filter);
     let groups = known
         .into_iter()
-        .filter(|(_, (_, state))| filter.is_empty() || filter.contains(&state.to_lowercase()))
-        .map(|(id, (protocol_type, state))| {
-            let listed = ListedGroup::default()
+        .filter(|(_, (_, state, _))| states.is_empty() || states.contains(&state.to_lowercase()))
+        .filter(|(_, (_, _, kind))| types.is_empty() || types.contains(&kind.to_string()))
+        .map(|(id, (protocol_type, state, kind))| {
+            let mut listed = ListedGroup::default()
                 .with_group_id(GroupId(str_bytes(id)))
                 .with_protocol_type(str_bytes(protocol_type));
             if version >= 4 {
-                listed.with_group_state(str_bytes(state))
-            } else {
-                listed
+                listed = listed.with_group_state(str_bytes(state));
             }
+            if version >= 5 {
+                listed = listed.with_group_type(str_bytes(kind));
+            }
+            listed
         })
         .collect();
     ListGroupsResponse::default().with_groups(groups)

@@ -1,11 +1,16 @@
 //! One file per Kafka API. Handlers are the only place where errors become
 //! Kafka error codes.
 
+pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group;
+pub mod create_partitions;
 pub mod create_topics;
+pub mod delete_records;
 pub mod delete_topics;
+pub mod describe_cluster;
 pub mod describe_configs;
+pub mod describe_producers;
 pub mod fetch;
 pub mod find_coordinator;
 pub mod groups_admin;
@@ -17,6 +22,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod offset_commit;
 pub mod offset_fetch;
+pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
 

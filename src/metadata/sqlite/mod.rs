@@ -160,6 +160,96 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
+    async fn set_topic_configs(
+        &self,
+        id: TopicId,
+        configs: BTreeMap<String, String>,
+    ) -> Result<()> {
+        let configs_json = serde_json::to_string(&configs)
+            .map_err(|e| MetadataError::Backend(format!("encode configs: {e}")))?;
+        self.with_conn(move |conn| {
+            let updated = conn.execute(
+                "UPDATE topics SET configs = ?1 WHERE topic_id = ?2",
+                params![configs_json, id.0.to_string()],
+            )?;
+            if updated == 0 {
+                return Err(MetadataError::UnknownTopic(id.to_string()));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn add_partitions(
+        &self,
+        id: TopicId,
+        partitions: i32,
+        leader_id: i32,
+    ) -> Result<Vec<PartitionRecord>> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let current: Option<i32> = tx
+                .query_row(
+                    "SELECT partitions FROM topics WHERE topic_id = ?1",
+                    params![id.0.to_string()],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(current) = current else {
+                return Err(MetadataError::UnknownTopic(id.to_string()));
+            };
+            if partitions <= current {
+                return Err(MetadataError::Backend(format!(
+                    "topic has {current} partitions, cannot grow to {partitions}"
+                )));
+            }
+            tx.execute(
+                "UPDATE topics SET partitions = ?1 WHERE topic_id = ?2",
+                params![partitions, id.0.to_string()],
+            )?;
+            let mut added = Vec::new();
+            for partition in current..partitions {
+                tx.execute(
+                    "INSERT INTO partitions
+                     (topic_id, partition, leader_id, leader_epoch, log_start_offset, high_watermark)
+                     VALUES (?1, ?2, ?3, 0, 0, 0)",
+                    params![id.0.to_string(), partition, leader_id],
+                )?;
+                added.push(PartitionRecord {
+                    partition,
+                    leader_id,
+                    leader_epoch: 0,
+                    log_start_offset: 0,
+                    high_watermark: 0,
+                });
+            }
+            tx.commit()?;
+            Ok(added)
+        })
+        .await
+    }
+
+    async fn advance_log_start(&self, id: TopicId, partition: i32, offset: i64) -> Result<i64> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute(
+                "UPDATE partitions SET log_start_offset = MIN(MAX(log_start_offset, ?1), high_watermark)
+                 WHERE topic_id = ?2 AND partition = ?3",
+                params![offset, id.0.to_string(), partition],
+            )?;
+            let start: Option<i64> = tx
+                .query_row(
+                    "SELECT log_start_offset FROM partitions WHERE topic_id = ?1 AND partition = ?2",
+                    params![id.0.to_string(), partition],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            tx.commit()?;
+            start.ok_or_else(|| MetadataError::UnknownTopic(format!("{id}-{partition}")))
+        })
+        .await
+    }
+
     async fn list_topics(&self) -> Result<Vec<TopicRecord>> {
         self.with_conn(|conn| {
             let mut stmt = conn
