@@ -1,10 +1,18 @@
 #!/usr/bin/env bash
 # Regenerates the client compatibility matrix in docs/compatibility.md from a
-# real run: the test command's installs, then the report-card test, whose
-# matrix (target/compat/matrix.md) replaces the section between the markers.
+# real run: the test command's installs, a real Apache Kafka 4.4.0 started as
+# the reference (scripts/kafka-ref.sh), then the report-card test, which runs
+# every client's scenarios against Strata and against Kafka; its matrix
+# (target/compat/matrix.md) replaces the section between the markers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-./scripts/test.sh -E 'test(compat_report_card)'
+./scripts/java-deps.sh
+started=$(./scripts/kafka-ref.sh)
+kafka=$(sed -n 's/^bootstrap=//p' <<<"$started")
+dir=$(sed -n 's/^dir=//p' <<<"$started")
+trap './scripts/kafka-ref.sh stop "$dir" || true' EXIT
+echo "==> reference Apache Kafka at $kafka"
+STRATA_COMPAT_KAFKA=$kafka ./scripts/test.sh -E 'test(compat_report_card)'
 python3 - <<'PY'
 import pathlib
 doc = pathlib.Path("docs/compatibility.md")

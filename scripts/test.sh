@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine
 # (C toolchain for librdkafka, kcat, cargo-nextest, the moto S3 server and
-# the Python clients in a venv, kafkajs with npm), then runs lints and the whole test suite.
+# the Python clients in a venv, kafkajs with npm, Java 17 + Maven and the
+# Kafka 4.4.0 jars), then runs lints and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -41,6 +42,10 @@ if [ ! -d "$node_dir/node_modules/@bokuweb/zstd-wasm" ]; then
     kafkajs@2.2.4 kafkajs-snappy@1.1.0 kafkajs-lz4@1.2.1 @bokuweb/zstd-wasm@0.0.27
 fi
 export PATH="$PWD/$venv/bin:$PATH"
+
+# Java 17, Maven, the pinned Kafka 4.4.0 jars (client, tools, broker) under
+# target/, and the Java test programs.
+./scripts/java-deps.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"

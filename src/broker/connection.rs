@@ -6,6 +6,13 @@
 //! commit, long-polling a Fetch) runs as its own task. Responses are written
 //! strictly in request order, at most `max_inflight_per_connection` pending.
 //! A malformed frame closes the connection; other connections are untouched.
+//!
+//! Shutdown drains: on `shutdown` every connection stops reading new
+//! requests (its reader task ends, tracked by `Broker::readers`), while the
+//! responses already due, Produce acks included, are still written (by its
+//! writer task, tracked by `Broker::responders`). `RunningBroker::shutdown`
+//! waits for the readers before the write buffer's final flush, and for the
+//! writers after it.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -42,9 +49,10 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: C
         match accepted {
             Ok((stream, peer)) => {
                 let _ = stream.set_nodelay(true);
+                let readers = broker.readers.clone();
                 let broker = Arc::clone(&broker);
                 let shutdown = shutdown.clone();
-                tokio::spawn(async move {
+                readers.spawn(async move {
                     if let Err(reason) = serve(broker, stream, peer, shutdown).await {
                         tracing::debug!(%peer, %reason, "connection closed");
                     }
@@ -90,7 +98,7 @@ async fn serve(
     let max_frame = broker.config.kafka.max_frame_bytes;
     let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.kafka.max_inflight_per_connection);
     let metrics_broker = Arc::clone(&broker);
-    let writer = tokio::spawn(async move {
+    let writer = broker.responders.spawn(async move {
         while let Some(pending) = rx.recv().await {
             match pending.response.await {
                 Ok(Ok(response)) => {
@@ -171,6 +179,11 @@ async fn serve(
         }
     };
     drop(tx);
+    if shutdown.is_cancelled() {
+        // Shutting down: the writer task goes on writing the responses due
+        // (they may wait for the final flush, which waits for this reader).
+        return result;
+    }
     // Let responses already due reach the client before closing.
     match writer.await {
         Ok(Err(e)) if result.is_ok() => Err(e),

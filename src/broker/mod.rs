@@ -21,6 +21,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::metadata::{self, MetadataStore};
@@ -49,6 +50,10 @@ pub struct Broker {
     pub admin_lock: tokio::sync::Mutex<()>,
     /// Request latency per Kafka API.
     pub requests: metrics::RequestMetrics,
+    /// Connection reader tasks (decode, dispatch); see `connection`.
+    pub readers: TaskTracker,
+    /// Connection writer tasks (responses in request order).
+    pub responders: TaskTracker,
 }
 
 /// A running broker; dropping it does not stop it, `shutdown` does.
@@ -56,15 +61,40 @@ pub struct RunningBroker {
     pub broker: Arc<Broker>,
     pub local_addr: SocketAddr,
     shutdown: CancellationToken,
+    /// Stops the write buffer's flusher (after its final flush); cancelled
+    /// only once no connection reads requests any more.
+    flusher_shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
 }
 
+/// How long shutdown waits for connections to stop reading, and then to
+/// write the responses they owe.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
 impl RunningBroker {
-    /// Stops accepting, flushes the write buffer, stops background tasks.
+    /// Stops accepting and reading requests, lets every append already
+    /// admitted reach the final flush, writes the responses owed (Produce
+    /// acks included), then stops background tasks.
     pub async fn shutdown(self) {
         self.shutdown.cancel();
+        let broker = &self.broker;
+        broker.readers.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, broker.readers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("connections still reading after {DRAIN_TIMEOUT:?}; flushing anyway");
+        }
+        self.flusher_shutdown.cancel();
         for task in self.tasks {
             let _ = task.await;
+        }
+        broker.responders.close();
+        if tokio::time::timeout(DRAIN_TIMEOUT, broker.responders.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("responses still pending after {DRAIN_TIMEOUT:?}; closing");
         }
         if let Err(error) = self.broker.cache.close().await {
             tracing::warn!(%error, "closing the cache failed");
@@ -157,6 +187,8 @@ impl Broker {
             groups: group::GroupCoordinator::new(Arc::clone(&metadata), config.groups.clone()),
             admin_lock: tokio::sync::Mutex::new(()),
             requests: metrics::RequestMetrics::default(),
+            readers: TaskTracker::new(),
+            responders: TaskTracker::new(),
             request_memory: tokio::sync::Semaphore::new(
                 config
                     .kafka
@@ -166,6 +198,7 @@ impl Broker {
             config,
         });
         let shutdown = CancellationToken::new();
+        let flusher_shutdown = CancellationToken::new();
         let collector = Collector {
             storage,
             metadata,
@@ -175,7 +208,7 @@ impl Broker {
         };
         let sweep_every = Duration::from_secs(broker.config.gc.sweep_interval_secs.max(1));
         let mut tasks = vec![
-            tokio::spawn(writer.run(shutdown.clone())),
+            tokio::spawn(writer.run(flusher_shutdown.clone())),
             tokio::spawn(collector.run(sweep_every, shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.groups).run(shutdown.clone())),
             tokio::spawn(expire_producers(Arc::clone(&broker), shutdown.clone())),
@@ -203,6 +236,7 @@ impl Broker {
             broker,
             local_addr,
             shutdown,
+            flusher_shutdown,
             tasks,
         })
     }

@@ -189,8 +189,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn unreferenced_objects(&self) -> Result<Vec<String>>;
     async fn forget_object(&self, key: &str) -> Result<()>;
 
-    /// Writes a group's offsets in one transaction (all or nothing).
-    async fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffset>) -> Result<()>;
+    /// Writes a group's offsets in one transaction. Returns, per offset,
+    /// whether it was written: false if its partition no longer exists (its
+    /// topic was deleted meanwhile).
+    async fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffset>)
+    -> Result<Vec<bool>>;
     async fn fetch_offsets(&self, group: &str) -> Result<Vec<CommittedOffset>>;
     async fn delete_offsets(&self, group: &str, partitions: Vec<(TopicId, i32)>) -> Result<()>;
     /// Removes a group's offsets and its record.

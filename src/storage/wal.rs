@@ -143,6 +143,8 @@ struct State {
     /// Bumped when a failed flush gives up the offsets assigned after it; a
     /// buffer taken under an older generation must not be committed.
     generation: u64,
+    /// Set after the final flush at shutdown: appends fail from then on.
+    closed: bool,
 }
 
 pub struct WalWriter {
@@ -267,6 +269,9 @@ impl WalWriter {
             .lock()
             .map_err(|_| AppendError::Storage("write buffer mutex poisoned".into()))?;
         let state = &mut *state;
+        if state.closed {
+            return Err(AppendError::ShuttingDown);
+        }
         let key = (log.topic_id, log.partition);
         let mut producer_state = None;
         if let Some(batch) = &producer {
@@ -463,6 +468,15 @@ impl WalWriter {
             this.flush(buffer, generation, None, settled).await;
         }
         this.room.close();
+        // An append that got in after the final take (its room acquired just
+        // before the close) is answered rather than left waiting.
+        let leftover = this.state.lock().ok().map(|mut state| {
+            state.closed = true;
+            std::mem::take(&mut state.buffer)
+        });
+        if let Some(leftover) = leftover {
+            leftover.fail(&AppendError::ShuttingDown);
+        }
     }
 
     /// One flush: PUT the buffer as an object (concurrently with other

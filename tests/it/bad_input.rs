@@ -258,12 +258,13 @@ fn api_versions_answers_unknown_versions_with_v0() {
     assert_eq!(body.error_code, 35, "UNSUPPORTED_VERSION");
     let apis: Vec<i16> = body.api_keys.iter().map(|k| k.api_key).collect();
     for api in [
-        0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 32, 42, 47, 68, 69,
+        0, 1, 2, 3, 8, 9, 10, 11, 12, 13, 14, 15, 16, 18, 19, 20, 21, 22, 23, 32, 33, 37, 42, 44,
+        47, 60, 61, 68, 69,
     ] {
         assert!(apis.contains(&api), "api {api} advertised");
     }
     assert!(
-        !apis.contains(&(ApiKey::InitProducerId as i16)),
+        !apis.contains(&(ApiKey::AddPartitionsToTxn as i16)),
         "only implemented APIs are advertised"
     );
     // And the supported versions work.

@@ -1,9 +1,14 @@
-//! The compatibility report card: the same scenarios driven by three
-//! independent client implementations (librdkafka through confluent-kafka,
-//! kafka-python, kafkajs), each checking its data end to end. Writes the
-//! matrix to `target/compat/` (scripts/compat-report.sh copies it into
-//! docs/compatibility.md) and fails on any failure that is not a known,
-//! explained client limitation.
+//! The compatibility report card: the same scenarios driven by independent
+//! client implementations (librdkafka through confluent-kafka,
+//! kafka-python, kafkajs, the Java client, Kafka's own command-line tools),
+//! each checking its data end to end. Writes the matrix to `target/compat/`
+//! (scripts/compat-report.sh copies it into docs/compatibility.md) and fails
+//! on any failure that is not a known, explained client limitation.
+//!
+//! With `STRATA_COMPAT_KAFKA=HOST:PORT` (set by scripts/compat-report.sh,
+//! which starts a real Apache Kafka), every client also runs every scenario
+//! against that broker, and each cell shows both results: a scenario that
+//! passes on Kafka and fails on Strata is a Strata bug.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,48 +42,74 @@ fn collect(child: std::process::Child, what: &str) -> Value {
     })
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn compat_report_card() {
+fn require_installed() {
     require_python_module("confluent_kafka");
     require_python_module("kafka");
-    let modules = root().join("target/test-node/node_modules");
     assert!(
-        modules.join("kafkajs").is_dir(),
+        root()
+            .join("target/test-node/node_modules/kafkajs")
+            .is_dir(),
         "kafkajs is missing: run ./scripts/test.sh"
     );
-    let broker = TestBroker::start_configured("[groups]\ninitial_rebalance_delay_ms = 300\n", &[]);
+    assert!(
+        root()
+            .join("target/java/classes/JavaCompat.class")
+            .is_file(),
+        "the Java test programs are missing: run ./scripts/test.sh (scripts/java-deps.sh)"
+    );
+}
+
+/// Runs every client's scenarios against `bootstrap`, all at once, each
+/// with its own topics and groups. Returns their reports.
+fn run_clients(bootstrap: &str) -> Vec<Value> {
     let scripts = root().join("tests/compat");
-    // The three clients run at once, each with its own topics and groups.
-    let spawn = |mut c: Command, what: &str| {
-        c.stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"))
-    };
-    let mut runs = Vec::new();
+    let java_cp = format!(
+        "{}/target/java/lib/*:{}/target/java/classes",
+        root().display(),
+        root().display()
+    );
+    let mut commands: Vec<(Command, &str)> = Vec::new();
     for (prefix, script) in [
         ("rdk", "librdkafka_compat.py"),
         ("kpy", "kafka_python_compat.py"),
     ] {
         let mut c = Command::new("python3");
-        c.arg(scripts.join(script))
-            .args([broker.addr.as_str(), prefix]);
-        runs.push((spawn(c, script), script));
+        c.arg(scripts.join(script)).args([bootstrap, prefix]);
+        commands.push((c, script));
     }
     let mut c = Command::new("node");
     c.arg(scripts.join("kafkajs_compat.js"))
-        .args([broker.addr.as_str(), "kjs"])
-        .env("NODE_PATH", &modules);
-    runs.push((spawn(c, "kafkajs_compat.js"), "kafkajs_compat.js"));
-    let reports: Vec<Value> = runs
+        .args([bootstrap, "kjs"])
+        .env("NODE_PATH", root().join("target/test-node/node_modules"));
+    commands.push((c, "kafkajs_compat.js"));
+    for (prefix, class) in [("java", "JavaCompat"), ("tools", "ToolsCompat")] {
+        let mut c = Command::new("java");
+        c.args(["-Xmx512m", "-cp", &java_cp, class, bootstrap, prefix]);
+        commands.push((c, class));
+    }
+    let runs: Vec<_> = commands
         .into_iter()
-        .map(|(child, what)| collect(child, what))
+        .map(|(mut c, what)| {
+            let child = c
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+            (child, what)
+        })
         .collect();
+    runs.into_iter()
+        .map(|(child, what)| collect(child, what))
+        .collect()
+}
 
-    // scenario -> client -> result
-    let mut matrix: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
+/// `scenario -> client -> result`, and `(client, version)` in run order.
+type Matrix = BTreeMap<String, BTreeMap<String, String>>;
+
+fn matrix(reports: &[Value]) -> (Matrix, Vec<(String, String)>) {
+    let mut matrix: Matrix = BTreeMap::new();
     let mut clients = Vec::new();
-    for report in &reports {
+    for report in reports {
         let client = report["client"].as_str().unwrap_or("?").to_string();
         clients.push((
             client.clone(),
@@ -91,7 +122,24 @@ async fn compat_report_card() {
                 .insert(client.clone(), result.as_str().unwrap_or("?").to_string());
         }
     }
-    let mut markdown = String::from("| scenario |");
+    (matrix, clients)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compat_report_card() {
+    require_installed();
+    let broker = TestBroker::start_configured("[groups]\ninitial_rebalance_delay_ms = 300\n", &[]);
+    let reports = run_clients(&broker.addr);
+    let kafka = std::env::var("STRATA_COMPAT_KAFKA").ok();
+    let kafka_reports = kafka.as_deref().map(run_clients).unwrap_or_default();
+    let (matrix, clients) = matrix(&reports);
+    let (kafka_matrix, _) = self::matrix(&kafka_reports);
+
+    let mut markdown = String::new();
+    if kafka.is_some() {
+        markdown.push_str("Each cell: Strata / Apache Kafka 4.4.0 (the reference, same run).\n\n");
+    }
+    markdown.push_str("| scenario |");
     for (client, _) in &clients {
         markdown.push_str(&format!(" {client} |"));
     }
@@ -100,17 +148,19 @@ async fn compat_report_card() {
     markdown.push('\n');
     let mut unexpected = Vec::new();
     let mut notes = Vec::new();
+    let mut scenarios = 0;
     for (scenario, row) in &matrix {
         markdown.push_str(&format!("| {scenario} |"));
         for (client, _) in &clients {
-            let result = row
-                .get(client)
-                .map(String::as_str)
-                .unwrap_or("fail: not run");
+            let Some(result) = row.get(client) else {
+                markdown.push_str(" |");
+                continue;
+            };
+            scenarios += 1;
             let known = KNOWN
                 .iter()
                 .find(|(c, s, _)| client.starts_with(c) && s == scenario);
-            let cell = match (result, known) {
+            let mut cell = match (result.as_str(), known) {
                 ("pass", _) => "pass".to_string(),
                 (_, Some((_, _, why))) => {
                     notes.push(format!("- {client}, {scenario}: {why} (`{result}`)"));
@@ -121,6 +171,21 @@ async fn compat_report_card() {
                     "**FAIL**".to_string()
                 }
             };
+            if kafka.is_some() {
+                let on_kafka = kafka_matrix
+                    .get(scenario)
+                    .and_then(|r| r.get(client))
+                    .map(String::as_str)
+                    .unwrap_or("not run");
+                if on_kafka == "pass" {
+                    cell.push_str(" / pass");
+                } else {
+                    notes.push(format!(
+                        "- {client}, {scenario} on Apache Kafka: `{on_kafka}`"
+                    ));
+                    cell.push_str(" / fail");
+                }
+            }
             markdown.push_str(&format!(" {cell} |"));
         }
         markdown.push('\n');
@@ -135,7 +200,7 @@ async fn compat_report_card() {
     );
     markdown.push_str(".\n");
     if !notes.is_empty() {
-        markdown.push_str("\nKnown failures (client side):\n\n");
+        markdown.push_str("\nNotes on failures:\n\n");
         markdown.push_str(&notes.join("\n"));
         markdown.push('\n');
     }
@@ -144,12 +209,17 @@ async fn compat_report_card() {
     std::fs::write(out.join("matrix.md"), &markdown).expect("write matrix");
     std::fs::write(
         out.join("results.json"),
-        serde_json::to_string_pretty(&reports).expect("json"),
+        serde_json::to_string_pretty(&serde_json::json!({
+            "strata": reports,
+            "kafka": kafka_reports,
+        }))
+        .expect("json"),
     )
     .expect("write results");
+    assert_eq!(clients.len(), 5, "every client reported:\n{markdown}");
     assert!(
-        matrix.len() >= 12,
-        "every client ran every scenario:\n{markdown}"
+        scenarios >= 70,
+        "every client ran its scenarios ({scenarios} results):\n{markdown}"
     );
     assert!(
         unexpected.is_empty(),

@@ -317,3 +317,135 @@ fn sequence_and_epoch_errors_are_kafkas_and_state_survives_a_crash() {
     assert!(after_restart > other, "producer ids are never reused");
     assert_eq!(broker.high_watermark("seq", 0), 8);
 }
+
+/// A child process killed when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Lines in `path` (0 if it does not exist yet).
+fn count_lines(path: &std::path::Path) -> usize {
+    std::fs::read_to_string(path)
+        .map(|text| text.lines().count())
+        .unwrap_or(0)
+}
+
+/// The Java client's idempotent producer with its default settings
+/// (tests/java/src/IdempotentLoad.java) across thirteen kill -9s: every
+/// acknowledged record stored exactly once, in send order per partition.
+#[test]
+fn java_idempotent_producer_across_kill_9_writes_every_record_once() {
+    const COUNT: usize = 150_000;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("target/java/classes/IdempotentLoad.class")
+            .is_file(),
+        "the Java test programs are missing: run ./scripts/test.sh (scripts/java-deps.sh)"
+    );
+    let classpath = format!(
+        "{}/target/java/lib/*:{}/target/java/classes",
+        root.display(),
+        root.display()
+    );
+    let mut broker = TestBroker::start(&[]);
+    tokio::runtime::Runtime::new()
+        .expect("runtime")
+        .block_on(broker.create_topic("java-idem", PARTITIONS));
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let acked_file = scratch.path().join("acked");
+    let java = |args: &[&str]| {
+        let mut command = std::process::Command::new("java");
+        command
+            .args(["-Xmx512m", "-cp", &classpath, "IdempotentLoad"])
+            .args(args);
+        command
+    };
+    let producer = java(&[
+        "produce",
+        &broker.addr,
+        "java-idem",
+        &PARTITIONS.to_string(),
+        &COUNT.to_string(),
+        acked_file.to_str().expect("utf-8 path"),
+    ])
+    .stdout(std::process::Stdio::null())
+    .spawn()
+    .expect("start the Java producer");
+    let mut producer = KillOnDrop(producer);
+    let producer = &mut producer.0;
+    // Kill the broker whenever the producer has got this far, so every kill
+    // lands mid-stream whatever the machine's speed. Many kills: a batch
+    // committed but not yet acknowledged when the broker dies (what the
+    // duplicate detection is for) is a narrow window each time.
+    for threshold in (1..=13).map(|n| n * 10_000) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(240);
+        while count_lines(&acked_file) < threshold {
+            if let Some(status) = producer.try_wait().expect("producer status") {
+                panic!("the Java producer exited early with {status}");
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the Java producer stalled below {threshold} acknowledged records"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        broker.restart_same_port();
+    }
+    let status = producer.wait().expect("Java producer");
+    assert!(
+        status.success(),
+        "every record acknowledged, none failed: {status}"
+    );
+
+    let out_file = scratch.path().join("consumed");
+    let status = java(&[
+        "consume",
+        &broker.addr,
+        "java-idem",
+        &PARTITIONS.to_string(),
+        out_file.to_str().expect("utf-8 path"),
+    ])
+    .status()
+    .expect("Java consumer");
+    assert!(
+        status.success(),
+        "the Java consumer read the topic: {status}"
+    );
+    let consumed = std::fs::read_to_string(&out_file).expect("consumed records");
+    let mut seen = vec![0u32; COUNT];
+    let mut last_in_partition: HashMap<i32, u64> = HashMap::new();
+    for line in consumed.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let [partition, offset, value] = fields[..] else {
+            panic!("unexpected consumer line '{line}'");
+        };
+        let partition: i32 = partition.parse().expect("partition");
+        let seq: u64 = value.parse().expect("numeric value");
+        assert_eq!(
+            seq % PARTITIONS as u64,
+            partition as u64,
+            "{seq} in its partition"
+        );
+        seen[seq as usize] += 1;
+        if let Some(previous) = last_in_partition.insert(partition, seq) {
+            assert!(
+                previous < seq,
+                "partition {partition} keeps send order: {seq} after {previous} at {offset}"
+            );
+        }
+    }
+    let duplicates = seen.iter().filter(|n| **n > 1).count();
+    let missing = seen.iter().filter(|n| **n == 0).count();
+    assert_eq!(duplicates, 0, "records stored more than once");
+    assert_eq!(missing, 0, "acknowledged records missing");
+    assert_eq!(
+        count_lines(&acked_file),
+        COUNT,
+        "every record was acknowledged once"
+    );
+}

@@ -25,6 +25,10 @@ impl GroupCoordinator {
         {
             return fail(ResponseError::InvalidSessionTimeout);
         }
+        // The classic map's lock is taken first and held while the member
+        // joins: a KIP-848 heartbeat takes it too before creating its group,
+        // so one group id never ends up with members of both protocols.
+        let mut groups = self.lock();
         if self
             .lock_consumer()
             .get(&req.group_id)
@@ -32,7 +36,6 @@ impl GroupCoordinator {
         {
             return fail(ResponseError::InconsistentGroupProtocol);
         }
-        let mut groups = self.lock();
         let new_group = !groups.contains_key(&req.group_id);
         let group = groups
             .entry(req.group_id.clone())

@@ -123,11 +123,10 @@ impl GroupCoordinator {
                 ..HeartbeatResult::default()
             };
         }
-        if self
-            .lock()
-            .get(group_id)
-            .is_some_and(|g| !g.members.is_empty())
-        {
+        // Held until the heartbeat is done (lock order: classic, then
+        // consumer): a classic JoinGroup cannot add a member meanwhile.
+        let classic = self.lock();
+        if classic.get(group_id).is_some_and(|g| !g.members.is_empty()) {
             return HeartbeatResult {
                 error: Some((
                     ResponseError::GroupIdNotFound,
@@ -143,6 +142,7 @@ impl GroupCoordinator {
             .or_insert_with(|| ConsumerGroup::new(group_id));
         let result = group.heartbeat(heartbeat, Instant::now(), resolve);
         drop(groups);
+        drop(classic);
         if new_group && result.error.is_none() {
             self.remember(group_id, "consumer");
         }

@@ -38,6 +38,8 @@ pub async fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Offse
     let max_metadata = broker.config.groups.offset_metadata_max_bytes;
     let mut answers: Vec<(TopicName, Vec<PartitionAnswer>)> = Vec::new();
     let mut to_write = Vec::new();
+    // Where each offset to write sits in `answers`: (topic, partition).
+    let mut to_write_at = Vec::new();
     for topic in &request.topics {
         let state = broker.catalog.by_name(&topic.name);
         let mut partitions = Vec::with_capacity(topic.partitions.len());
@@ -56,6 +58,7 @@ pub async fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Offse
                     Some(ResponseError::OffsetMetadataTooLarge)
                 }
                 (Ok(()), Some(t)) => {
+                    to_write_at.push((answers.len(), partitions.len()));
                     to_write.push(CommittedOffset {
                         topic_id: t.record.id,
                         partition: p.partition_index,
@@ -73,11 +76,22 @@ pub async fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Offse
     }
     let mut write_error = None;
     if !to_write.is_empty() {
-        if let Err(error) = broker.metadata.commit_offsets(&group, to_write).await {
-            tracing::warn!(%group, %error, "offset commit failed");
-            write_error = Some(ResponseError::CoordinatorNotAvailable);
-        } else if fenced.is_ok() {
-            broker.groups.touch(&group, &request.member_id);
+        match broker.metadata.commit_offsets(&group, to_write).await {
+            Err(error) => {
+                tracing::warn!(%group, %error, "offset commit failed");
+                write_error = Some(ResponseError::CoordinatorNotAvailable);
+            }
+            Ok(written) => {
+                for ((topic, partition), written) in to_write_at.into_iter().zip(written) {
+                    if !written {
+                        answers[topic].1[partition].1 =
+                            Some(ResponseError::UnknownTopicOrPartition);
+                    }
+                }
+                if fenced.is_ok() {
+                    broker.groups.touch(&group, &request.member_id);
+                }
+            }
         }
     }
     let topics = answers

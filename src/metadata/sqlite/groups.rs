@@ -12,13 +12,17 @@ pub(super) fn commit(
     conn: &mut Connection,
     group: &str,
     offsets: &[CommittedOffset],
-) -> Result<()> {
+) -> Result<Vec<bool>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut written = Vec::with_capacity(offsets.len());
     {
+        // Only for partitions that still exist: a topic deleted since the
+        // request was checked fails its own partitions, not the request.
         let mut stmt = tx.prepare_cached(
             "INSERT INTO group_offsets
                  (group_id, topic_id, partition, committed_offset, leader_epoch, metadata, commit_ms)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7
+             WHERE EXISTS (SELECT 1 FROM partitions WHERE topic_id = ?2 AND partition = ?3)
              ON CONFLICT (group_id, topic_id, partition) DO UPDATE SET
                  committed_offset = excluded.committed_offset,
                  leader_epoch = excluded.leader_epoch,
@@ -26,7 +30,7 @@ pub(super) fn commit(
                  commit_ms = excluded.commit_ms",
         )?;
         for o in offsets {
-            stmt.execute(params![
+            let rows = stmt.execute(params![
                 group,
                 o.topic_id.0.to_string(),
                 o.partition,
@@ -35,10 +39,11 @@ pub(super) fn commit(
                 o.metadata,
                 o.commit_ms
             ])?;
+            written.push(rows > 0);
         }
     }
     tx.commit()?;
-    Ok(())
+    Ok(written)
 }
 
 pub(super) fn fetch(conn: &Connection, group: &str) -> Result<Vec<CommittedOffset>> {

@@ -443,7 +443,11 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffset>) -> Result<()> {
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<Vec<bool>> {
         let group = group.to_string();
         self.with_conn(move |conn| groups::commit(conn, &group, &offsets))
             .await

@@ -213,9 +213,18 @@ func scenarioAdminTopics(ctx context.Context) error {
 	if resp.Err != nil {
 		return fmt.Errorf("delete topic: %w", resp.Err)
 	}
-	// Metadata converges shortly after the deletion is acknowledged.
+	// A fresh client: kgo serves metadata from its cache for up to
+	// MetadataMinAge (5 s), so adm could still list the topic.
+	fresh, err := newClient()
+	if err != nil {
+		return err
+	}
+	freshAdm := kadm.NewClient(fresh)
+	defer freshAdm.Close()
+	// The broker's metadata converges shortly after the deletion is
+	// acknowledged.
 	for {
-		topics, err := adm.ListTopics(ctx)
+		topics, err := freshAdm.ListTopics(ctx)
 		if err != nil {
 			return err
 		}
