@@ -1,7 +1,12 @@
 //! Routes a decoded request header to its handler and encodes the response.
-//! Unknown APIs and versions, and bodies that do not decode, close the
-//! connection (as Kafka does), except ApiVersions, which answers an unknown
-//! version with UNSUPPORTED_VERSION in the v0 layout so a client can downgrade.
+//! ApiVersions answers an unknown version with UNSUPPORTED_VERSION in the v0
+//! layout so a client can downgrade. An API Strata does not implement is
+//! answered with UNSUPPORTED_VERSION in its own response layout wherever
+//! that layout has a top-level error code (transactions, ACLs, SASL, quotas,
+//! telemetry, ...), so a client that sends it without checking ApiVersions
+//! gets a clear error. What cannot be answered (a version no codec knows, an
+//! unknown API key, a body that does not decode) closes the connection, as
+//! Kafka does.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -70,6 +75,17 @@ pub async fn dispatch(
             let bytes = encode_response(api, 0, frame.header.correlation_id, &body)
                 .map_err(|e| e.to_string())?;
             return Ok(Dispatched::Response(bytes));
+        }
+        let known = api.valid_versions();
+        if (known.min..=known.max).contains(&version)
+            && let Some(response) = unsupported(&meta)
+        {
+            tracing::debug!(
+                ?api,
+                version,
+                "answered an unimplemented API with UNSUPPORTED_VERSION"
+            );
+            return Ok(Dispatched::Response(response?));
         }
         return Err(format!("unsupported {api:?} version {version}"));
     }
@@ -304,4 +320,49 @@ pub async fn dispatch(
         other => return Err(format!("no handler for {other:?}")),
     };
     Ok(Dispatched::Response(response))
+}
+
+/// UNSUPPORTED_VERSION in the response layout of an API Strata does not
+/// implement, where that layout has a top-level error code.
+fn unsupported(meta: &ResponseMeta) -> Option<Result<Bytes, String>> {
+    use kafka_protocol::error::ResponseError::UnsupportedVersion;
+    use kafka_protocol::messages::*;
+    macro_rules! answer {
+        ($($key:ident => $response:ident),* $(,)?) => {
+            match meta.api_key {
+                $(ApiKey::$key => Some(encode(
+                    meta,
+                    &$response::default().with_error_code(UnsupportedVersion.code()),
+                )),)*
+                _ => None,
+            }
+        };
+    }
+    answer!(
+        SaslHandshake => SaslHandshakeResponse,
+        SaslAuthenticate => SaslAuthenticateResponse,
+        AddPartitionsToTxn => AddPartitionsToTxnResponse,
+        AddOffsetsToTxn => AddOffsetsToTxnResponse,
+        EndTxn => EndTxnResponse,
+        ListTransactions => ListTransactionsResponse,
+        DescribeAcls => DescribeAclsResponse,
+        DescribeLogDirs => DescribeLogDirsResponse,
+        CreateDelegationToken => CreateDelegationTokenResponse,
+        RenewDelegationToken => RenewDelegationTokenResponse,
+        ExpireDelegationToken => ExpireDelegationTokenResponse,
+        DescribeDelegationToken => DescribeDelegationTokenResponse,
+        ElectLeaders => ElectLeadersResponse,
+        AlterPartitionReassignments => AlterPartitionReassignmentsResponse,
+        ListPartitionReassignments => ListPartitionReassignmentsResponse,
+        DescribeClientQuotas => DescribeClientQuotasResponse,
+        DescribeUserScramCredentials => DescribeUserScramCredentialsResponse,
+        DescribeQuorum => DescribeQuorumResponse,
+        UpdateFeatures => UpdateFeaturesResponse,
+        GetTelemetrySubscriptions => GetTelemetrySubscriptionsResponse,
+        PushTelemetry => PushTelemetryResponse,
+        ShareGroupHeartbeat => ShareGroupHeartbeatResponse,
+        ShareFetch => ShareFetchResponse,
+        ShareAcknowledge => ShareAcknowledgeResponse,
+        ListConfigResources => ListConfigResourcesResponse,
+    )
 }

@@ -5,23 +5,23 @@ use kafka_protocol::messages::ApiKey;
 
 /// `(api, min_version, max_version)` for every implemented API.
 pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
-    (ApiKey::Produce, 3, 11),
-    (ApiKey::Fetch, 4, 16),
-    (ApiKey::ListOffsets, 1, 8),
-    (ApiKey::Metadata, 0, 12),
-    (ApiKey::ApiVersions, 0, 3),
+    (ApiKey::Produce, 3, 13),
+    (ApiKey::Fetch, 4, 18),
+    (ApiKey::ListOffsets, 1, 10),
+    (ApiKey::Metadata, 0, 13),
+    (ApiKey::ApiVersions, 0, 4),
     (ApiKey::CreateTopics, 2, 7),
     (ApiKey::DeleteTopics, 1, 6),
     (ApiKey::DescribeConfigs, 1, 4),
-    (ApiKey::FindCoordinator, 0, 4),
+    (ApiKey::FindCoordinator, 0, 6),
     (ApiKey::JoinGroup, 0, 9),
     (ApiKey::SyncGroup, 0, 5),
     (ApiKey::Heartbeat, 0, 4),
     (ApiKey::LeaveGroup, 0, 5),
     (ApiKey::OffsetCommit, 2, 8),
-    (ApiKey::OffsetFetch, 1, 8),
+    (ApiKey::OffsetFetch, 1, 9),
     (ApiKey::OffsetDelete, 0, 0),
-    (ApiKey::DescribeGroups, 0, 5),
+    (ApiKey::DescribeGroups, 0, 6),
     (ApiKey::ListGroups, 0, 5),
     (ApiKey::DeleteGroups, 0, 2),
     (ApiKey::ConsumerGroupHeartbeat, 0, 1),
@@ -61,8 +61,8 @@ mod tests {
                 "{api:?} {min}..={max}"
             );
         }
-        assert!(is_supported(ApiKey::ApiVersions, 3));
-        assert!(!is_supported(ApiKey::ApiVersions, 4));
+        assert!(is_supported(ApiKey::ApiVersions, 4));
+        assert!(!is_supported(ApiKey::ApiVersions, 5));
         assert!(is_supported(ApiKey::JoinGroup, 0));
         assert!(is_supported(ApiKey::InitProducerId, 0));
         assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));

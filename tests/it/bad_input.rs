@@ -281,6 +281,28 @@ fn api_versions_answers_unknown_versions_with_v0() {
     );
 }
 
+/// An API Strata does not implement, sent without checking ApiVersions, is
+/// answered with UNSUPPORTED_VERSION and the connection stays usable.
+#[test]
+fn unimplemented_apis_answer_unsupported_version() {
+    let broker = TestBroker::start(&[]);
+    let mut raw = Raw::connect(&broker);
+    let acls: DescribeAclsResponse = raw.call(
+        ApiKey::DescribeAcls,
+        3,
+        &DescribeAclsRequest::default()
+            .with_resource_type_filter(1)
+            .with_pattern_type_filter(1)
+            .with_operation(1)
+            .with_permission_type(1),
+    );
+    assert_eq!(acls.error_code, 35, "UNSUPPORTED_VERSION");
+    let end: EndTxnResponse = raw.call(ApiKey::EndTxn, 3, &EndTxnRequest::default());
+    assert_eq!(end.error_code, 35);
+    let ok: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
+    assert_eq!(ok.error_code, 0, "the same connection still works");
+}
+
 #[test]
 fn counts_larger_than_the_bytes_that_follow() {
     let broker = TestBroker::start(&[]);

@@ -73,7 +73,15 @@ pub async fn describe(
                 Some((protocol_type, state)) => described
                     .with_group_state(str_bytes(*state))
                     .with_protocol_type(str_bytes(protocol_type.clone())),
-                // Kafka describes an unknown group as Dead, without an error (up to v5).
+                // Kafka describes an unknown group as Dead, without an error
+                // up to v5; v6 answers GROUP_ID_NOT_FOUND.
+                None if version >= 6 => described
+                    .with_group_state(str_bytes("Dead"))
+                    .with_error_code(ResponseError::GroupIdNotFound.code())
+                    .with_error_message(Some(str_bytes(format!(
+                        "group '{}' does not exist",
+                        &*id
+                    )))),
                 None => described.with_group_state(str_bytes("Dead")),
             }
         })

@@ -1,6 +1,9 @@
 //! ListOffsets: earliest (-2, and -4 "earliest local", the same here), latest
-//! (-1, the high watermark), max timestamp (-3), or the first offset whose
-//! record timestamp is at or after a given time (-1/-1 when there is none).
+//! (-1, the high watermark), max timestamp (-3), latest tiered (-5, v9+:
+//! -1/-1 as Kafka answers without its remote log tier; Strata's tiering is
+//! its own and every offset is readable), or the first offset whose record
+//! timestamp is at or after a given time (-1/-1 when there is none).
+//! The log start offset (moved by DeleteRecords) bounds every answer.
 
 use std::sync::Arc;
 
@@ -16,6 +19,7 @@ const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
 const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 
 pub async fn handle(
     broker: &Arc<Broker>,
@@ -45,6 +49,7 @@ pub async fn handle(
                 LATEST => Ok(Some((log.high_watermark(), -1))),
                 EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                 MAX_TIMESTAMP => log.max_timestamp_offset(&broker.cache).await,
+                LATEST_TIERED if version >= 9 => Ok(None),
                 ts if ts >= 0 => log.offset_for_timestamp(&broker.cache, ts).await,
                 _ => {
                     partitions.push(response.with_error_code(ResponseError::InvalidRequest.code()));
@@ -52,6 +57,11 @@ pub async fn handle(
                 }
             };
             partitions.push(match found {
+                // A record below the log start offset is deleted: the first
+                // one after it answers instead.
+                Ok(Some((offset, timestamp))) if offset < log.log_start_offset() => response
+                    .with_offset(log.log_start_offset())
+                    .with_timestamp(timestamp),
                 Ok(Some((offset, timestamp))) => response.with_offset(offset).with_timestamp(timestamp),
                 Ok(None) => response,
                 Err(error) => {

@@ -70,6 +70,7 @@ fn now_ms() -> i64 {
 async fn append_partition(
     broker: &Broker,
     topic: Option<&Arc<TopicState>>,
+    topic_id: Option<uuid::Uuid>,
     index: i32,
     records: Option<bytes::Bytes>,
 ) -> PartitionOutcome {
@@ -80,10 +81,17 @@ async fn append_partition(
         log_start_offset: -1,
     };
     let Some(topic) = topic else {
-        return failed(
-            ResponseError::UnknownTopicOrPartition,
-            "unknown topic".into(),
-        );
+        // v13+ names topics by id only (KIP-516).
+        return match topic_id {
+            Some(id) => failed(
+                ResponseError::UnknownTopicId,
+                format!("unknown topic id {id}"),
+            ),
+            None => failed(
+                ResponseError::UnknownTopicOrPartition,
+                "unknown topic".into(),
+            ),
+        };
     };
     let Some(log) = topic.partition(index) else {
         return failed(
@@ -205,7 +213,14 @@ pub async fn prepare(
                 continue;
             }
             outcomes.push(
-                append_partition(broker, state.as_ref(), partition.index, partition.records).await,
+                append_partition(
+                    broker,
+                    state.as_ref(),
+                    topic.name.is_empty().then_some(topic.topic_id),
+                    partition.index,
+                    partition.records,
+                )
+                .await,
             );
         }
         // A fresh copy: the request's name is a slice of the whole frame,
