@@ -98,6 +98,21 @@ for codec in [None, "gzip", "snappy", "lz4", "zstd"]:
         check([(m.key, m.value, list(m.headers)) for m in got] == sent, "records round-trip exactly")
 
 
+@scenario("idempotent producer: 1000 records in order")
+def _():
+    topic = f"{PREFIX}-idempotent"
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    p = producer()  # kafka-python 3: idempotent by default
+    futures = [p.send(topic, value=f"i{i}".encode(), partition=0) for i in range(1000)]
+    p.flush(timeout=30)
+    for future in futures:
+        future.get(timeout=10)
+    p.close()
+    got = consume_all(topic, [0], 1000)
+    check([m.value for m in got] == [f"i{i}".encode() for i in range(1000)],
+          f"read {len(got)} records, in order")
+
+
 @scenario("large message near the 1 MB limit")
 def _():
     topic = f"{PREFIX}-large"

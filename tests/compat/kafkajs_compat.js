@@ -111,6 +111,23 @@ async function main() {
     })
   }
 
+  await scenario('idempotent producer: 1000 records in order', async () => {
+    const topic = `${prefix}-idempotent`
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }] })
+    // kafkajs is not idempotent by default; this is its opt-in.
+    const producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1 })
+    await producer.connect()
+    for (let batch = 0; batch < 10; batch++) {
+      const messages = []
+      for (let i = batch * 100; i < (batch + 1) * 100; i++) messages.push({ value: `i${i}`, partition: 0 })
+      await producer.send({ topic, acks: -1, messages })
+    }
+    await producer.disconnect()
+    const got = await consumeAll(topic, 1000, `${prefix}-read-idempotent`)
+    check(got.length === 1000, `consumed ${got.length} of 1000`)
+    got.forEach((m, i) => check(m.value.toString() === `i${i}`, `record ${i} in order`))
+  })
+
   await scenario('large message near the 1 MB limit', async () => {
     const topic = `${prefix}-large`
     await admin.createTopics({ topics: [{ topic, numPartitions: 1 }] })

@@ -103,6 +103,17 @@ for codec in ["none", "gzip", "snappy", "lz4", "zstd"]:
             check(m.headers() == [("h", f"{i}".encode())], f"headers {i}")
 
 
+@scenario("idempotent producer: 1000 records in order")
+def _():
+    topic = f"{PREFIX}-idempotent"
+    create(topic, 1)
+    produce(topic, [{"value": f"i{i}", "partition": 0} for i in range(1000)],
+            **{"enable.idempotence": True})
+    got = consume(topic, 0, 1000)
+    check([m.value() for m in got] == [f"i{i}".encode() for i in range(1000)],
+          f"read {len(got)} records, in order: {[m.value() for m in got[:3]]}...")
+
+
 @scenario("large message near the 1 MB limit")
 def _():
     topic = f"{PREFIX}-large"
