@@ -449,3 +449,63 @@ fn java_idempotent_producer_across_kill_9_writes_every_record_once() {
         "every record was acknowledged once"
     );
 }
+
+/// Producers of one partition as DescribeProducers reports them:
+/// `(producer id, epoch, last sequence)`.
+fn describe_producers(raw: &mut crate::bad_input::Raw, topic: &str) -> Vec<(i64, i32, i32)> {
+    use kafka_protocol::messages::describe_producers_request::TopicRequest;
+    use kafka_protocol::messages::{
+        ApiKey, DescribeProducersRequest, DescribeProducersResponse, TopicName,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    let response: DescribeProducersResponse = raw.call(
+        ApiKey::DescribeProducers,
+        0,
+        &DescribeProducersRequest::default().with_topics(vec![
+            TopicRequest::default()
+                .with_name(TopicName(StrBytes::from_string(topic.to_string())))
+                .with_partition_indexes(vec![0]),
+        ]),
+    );
+    let partition = &response.topics[0].partitions[0];
+    assert_eq!(partition.error_code, 0);
+    partition
+        .active_producers
+        .iter()
+        .map(|p| (p.producer_id.0, p.producer_epoch, p.last_sequence))
+        .collect()
+}
+
+/// Producer state is bounded: a producer silent for
+/// `producer.id.expiration.ms` is forgotten, in memory and in the metadata
+/// store (it stays forgotten after a restart), and may then start over.
+#[test]
+fn silent_producers_expire() {
+    let mut broker = TestBroker::start_configured(
+        "[kafka]\nproducer_id_expiration_ms = 1500\nproducer_id_expiration_check_interval_ms = 200\n",
+        &[],
+    );
+    let mut raw = crate::bad_input::Raw::connect(&broker);
+    assert_eq!(crate::bad_input::create_topic(&mut raw, "expiry", &[]), 0);
+    let (_, id, _) = init_producer_id(&mut raw, None, (-1, -1));
+    let batch = producer_batch(id, 0, 0, 4, false, false);
+    assert_eq!(produce(&mut raw, "expiry", batch.clone()), (0, 0));
+    assert_eq!(describe_producers(&mut raw, "expiry"), vec![(id, 0, 3)]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !describe_producers(&mut raw, "expiry").is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the producer state never expired"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    broker.kill9();
+    broker.restart();
+    let mut raw = crate::bad_input::Raw::connect(&broker);
+    assert!(
+        describe_producers(&mut raw, "expiry").is_empty(),
+        "expired in the metadata store too"
+    );
+    // Forgotten: the same batch is new data now, as on Kafka.
+    assert_eq!(produce(&mut raw, "expiry", batch), (0, 4));
+}
