@@ -52,20 +52,20 @@ func main() {
 	}
 	defer admin.Close()
 
-	run("admin: create, list and delete topics", 30*time.Second, scenarioAdminTopics)
+	run("admin: create, list and delete topics", 20*time.Second, scenarioAdminTopics)
 	run("admin: describe topic configs", 15*time.Second, scenarioDescribeConfigs)
 	for _, c := range codecs {
-		run("produce and consume: "+c.name+", keys, headers, null values", 20*time.Second, func(ctx context.Context) error {
+		run("produce and consume: "+c.name+", keys, headers, null values", 15*time.Second, func(ctx context.Context) error {
 			return scenarioCodec(ctx, c)
 		})
 	}
-	run("large message near the 1 MB limit", 20*time.Second, scenarioLarge)
-	run("idempotent produce: 1000 records read back in order", 30*time.Second, scenarioIdempotent)
-	run("consume from earliest, latest and a timestamp", 30*time.Second, scenarioPositions)
-	run("consumer group: rebalance on join and leave", 45*time.Second, scenarioGroup)
-	run("offset commit and fetch", 20*time.Second, scenarioOffsets)
-	run("admin: list and describe groups", 15*time.Second, scenarioListDescribeGroups)
-	run("admin: delete records moves the earliest offset", 20*time.Second, scenarioDeleteRecords)
+	run("large message near the 1 MB limit", 15*time.Second, scenarioLarge)
+	run("idempotent produce: 1000 records read back in order", 20*time.Second, scenarioIdempotent)
+	run("consume from earliest, latest and a timestamp", 20*time.Second, scenarioPositions)
+	run("consumer group: rebalance on join and leave", 30*time.Second, scenarioGroup)
+	run("offset commit and fetch", 15*time.Second, scenarioOffsets)
+	run("admin: list and describe groups", 10*time.Second, scenarioListDescribeGroups)
+	run("admin: delete records moves the earliest offset", 15*time.Second, scenarioDeleteRecords)
 
 	fmt.Fprintf(os.Stderr, "sarama_compat: done in %.1fs\n", time.Since(start).Seconds())
 	out, _ := json.Marshal(struct {
@@ -143,7 +143,34 @@ func createTopic(topic string, partitions int32, configs map[string]*string) err
 	if err != nil {
 		return fmt.Errorf("create topic %s: %w", topic, err)
 	}
-	return nil
+	return waitTopic(topic, partitions)
+}
+
+// waitTopic waits until the broker's metadata has the topic with a leader
+// for every partition. Kafka acknowledges CreateTopics once the controller
+// has committed the topic; brokers learn of it asynchronously, and until
+// then answer e.g. DescribeConfigs with UNKNOWN_TOPIC_OR_PARTITION.
+func waitTopic(topic string, partitions int32) error {
+	deadline := time.Now().Add(10 * time.Second)
+	last := "no answer"
+	for time.Now().Before(deadline) {
+		described, err := admin.DescribeTopics([]string{topic})
+		if err == nil && len(described) == 1 {
+			t := described[0]
+			ready := t.Err == sarama.ErrNoError && len(t.Partitions) == int(partitions)
+			for _, p := range t.Partitions {
+				ready = ready && p.Err == sarama.ErrNoError && p.Leader >= 0
+			}
+			if ready {
+				return nil
+			}
+			last = fmt.Sprintf("%v, %d partitions", t.Err, len(t.Partitions))
+		} else if err != nil {
+			last = err.Error()
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return fmt.Errorf("created topic %s never appeared in the metadata (%s)", topic, last)
 }
 
 // message builds a producer message for one partition.
@@ -745,11 +772,20 @@ func scenarioOffsets(context.Context) error {
 	if err := produceSync(msgs, nil); err != nil {
 		return err
 	}
-	client, err := sarama.NewClient(bootstrap, config())
+	cfg := config()
+	cfg.Consumer.Return.Errors = true // commit errors on pom.Errors()
+	client, err := sarama.NewClient(bootstrap, cfg)
 	if err != nil {
 		return err
 	}
 	defer client.Close()
+	// closeOM stops a partition offset manager and its offset manager; the
+	// latter flushes and releases it even when a commit keeps failing
+	// (pom.Close would wait for a successful commit).
+	closeOM := func(om sarama.OffsetManager, pom sarama.PartitionOffsetManager) {
+		pom.AsyncClose()
+		om.Close()
+	}
 	// Commit through an offset manager...
 	om, err := sarama.NewOffsetManagerFromClient(group, client)
 	if err != nil {
@@ -760,26 +796,31 @@ func scenarioOffsets(context.Context) error {
 		om.Close()
 		return err
 	}
-	if next, _ := pom.NextOffset(); next != sarama.OffsetNewest && next != -1 {
-		om.Close()
-		return fmt.Errorf("a new group starts at %d", next)
+	if next, _ := pom.NextOffset(); next != sarama.OffsetNewest {
+		closeOM(om, pom)
+		return fmt.Errorf("a new group starts at %d, want the configured initial offset (newest)", next)
 	}
 	pom.MarkOffset(5, "checkpoint")
 	om.Commit()
-	pom.Close()
-	om.Close()
+	select {
+	case e := <-pom.Errors():
+		closeOM(om, pom)
+		return fmt.Errorf("commit: %w", e.Err)
+	default:
+	}
+	closeOM(om, pom)
 	// ...read it back through a fresh one...
 	om, err = sarama.NewOffsetManagerFromClient(group, client)
 	if err != nil {
 		return err
 	}
-	defer om.Close()
 	pom, err = om.ManagePartition(topic, 1)
 	if err != nil {
+		om.Close()
 		return err
 	}
-	defer pom.Close()
 	next, metadata := pom.NextOffset()
+	closeOM(om, pom)
 	if err := checkf(next == 5 && metadata == "checkpoint", "fetched %d %q, want 5 \"checkpoint\"", next, metadata); err != nil {
 		return err
 	}
