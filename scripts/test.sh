@@ -2,7 +2,8 @@
 # The test command: installs what the tests need on a fresh Debian machine
 # (C toolchain for librdkafka, kcat, cargo-nextest, the moto S3 server and
 # the Python clients in a venv, kafkajs with npm, Java 17 + Maven and the
-# Kafka 4.4.0 jars), then runs lints and the whole test suite.
+# Kafka 4.4.0 jars, franz-go and sarama with Go), then runs lints and the
+# whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -46,6 +47,9 @@ export PATH="$PWD/$venv/bin:$PATH"
 # Java 17, Maven, the pinned Kafka 4.4.0 jars (client, tools, broker) under
 # target/, and the Java test programs.
 ./scripts/java-deps.sh
+# Go's toolchain caches under target/go, the franz-go and sarama test
+# programs, and franz-go's kgo test binary.
+./scripts/go-deps.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   echo "==> installing cargo-nextest"

@@ -157,7 +157,7 @@ pub async fn dispatch(
             let request = decode(&mut frame)?;
             encode(
                 &meta,
-                &handlers::find_coordinator::handle(broker, version, request),
+                &handlers::find_coordinator::handle(broker, version, request).await,
             )?
         }
         ApiKey::JoinGroup => {

@@ -15,6 +15,41 @@ use crate::metadata::{MetadataError, TopicId};
 use crate::storage::catalog::TopicState;
 use crate::storage::partition::PartitionLog;
 
+/// Kafka's internal topic for group offsets. Strata keeps offsets in its
+/// metadata store; the topic exists (created, as in Kafka, when a client
+/// first looks for a group coordinator) so that tools and clients that
+/// expect it find it, marked internal. It stays empty: clients cannot
+/// produce to it, delete it or grow it.
+pub const OFFSETS_TOPIC: &str = "__consumer_offsets";
+
+/// Whether `name` is an internal topic (see [`OFFSETS_TOPIC`]).
+pub fn is_internal(name: &str) -> bool {
+    name == OFFSETS_TOPIC
+}
+
+/// The error for a client write or admin change to an internal topic.
+pub fn internal_topic_error(name: &str) -> TopicError {
+    TopicError::new(
+        ResponseError::InvalidTopicException,
+        format!("'{name}' is an internal topic: clients cannot write, delete or alter it"),
+    )
+}
+
+/// Creates [`OFFSETS_TOPIC`] if it does not exist yet, with
+/// `groups.offsets_topic_num_partitions` partitions.
+pub async fn ensure_offsets_topic(broker: &Broker) {
+    if broker.catalog.by_name(OFFSETS_TOPIC).is_some() {
+        return;
+    }
+    let partitions = broker.config.groups.offsets_topic_num_partitions;
+    let configs = BTreeMap::from([("cleanup.policy".to_string(), "compact".to_string())]);
+    match create_topic(broker, OFFSETS_TOPIC, partitions, configs, false).await {
+        Ok(_) => {}
+        Err(e) if e.code == ResponseError::TopicAlreadyExists => {}
+        Err(e) => tracing::warn!(error = %e.message, "cannot create {OFFSETS_TOPIC}"),
+    }
+}
+
 /// Upper bound on partitions per topic, so one request cannot make the broker
 /// allocate without limit.
 pub const MAX_PARTITIONS_PER_TOPIC: i32 = 100_000;
@@ -141,6 +176,9 @@ pub async fn delete_topic(broker: &Broker, id: TopicId) -> Result<(), TopicError
             "unknown topic",
         ));
     };
+    if is_internal(&topic.record.name) {
+        return Err(internal_topic_error(&topic.record.name));
+    }
     broker
         .metadata
         .delete_topic(id)
@@ -196,6 +234,9 @@ pub async fn add_partitions(
     let Some(topic) = broker.catalog.by_name(name) else {
         return Err(unknown_topic(name));
     };
+    if is_internal(name) {
+        return Err(internal_topic_error(name));
+    }
     let current = topic.partitions.len() as i32;
     if count <= current {
         return Err(TopicError::new(

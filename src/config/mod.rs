@@ -230,6 +230,9 @@ pub struct GroupConfig {
     /// KIP-848 groups: heartbeat interval given to members
     /// (`group.consumer.heartbeat.interval.ms`).
     pub consumer_heartbeat_interval_ms: i32,
+    /// Partitions of the (empty, internal) `__consumer_offsets` topic
+    /// (`offsets.topic.num.partitions`).
+    pub offsets_topic_num_partitions: i32,
 }
 
 impl Default for GroupConfig {
@@ -242,6 +245,7 @@ impl Default for GroupConfig {
             offset_metadata_max_bytes: 4096,
             consumer_session_timeout_ms: 45_000,
             consumer_heartbeat_interval_ms: 5_000,
+            offsets_topic_num_partitions: 50,
         }
     }
 }
@@ -335,6 +339,12 @@ impl Config {
         }
         if self.wal.max_buffered_bytes < self.wal.flush_bytes {
             return invalid("wal.max_buffered_bytes", "must be at least wal.flush_bytes");
+        }
+        if !(1..=1000).contains(&self.groups.offsets_topic_num_partitions) {
+            return invalid(
+                "groups.offsets_topic_num_partitions",
+                "must be between 1 and 1000",
+            );
         }
         if self.kafka.producer_id_expiration_ms < 1 {
             return invalid("kafka.producer_id_expiration_ms", "must be at least 1");

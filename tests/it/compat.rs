@@ -1,7 +1,8 @@
 //! The compatibility report card: the same scenarios driven by independent
 //! client implementations (librdkafka through confluent-kafka,
-//! kafka-python, kafkajs, the Java client, Kafka's own command-line tools),
-//! each checking its data end to end. Writes the matrix to `target/compat/`
+//! kafka-python, kafkajs, the Java client, Kafka's own command-line tools,
+//! franz-go, sarama), each checking its data end to end. Also franz-go's
+//! own kgo integration suite (`franz_go_kgo_suite`). Writes the matrix to `target/compat/`
 //! (scripts/compat-report.sh copies it into docs/compatibility.md) and fails
 //! on any failure that is not a known, explained client limitation.
 //!
@@ -57,6 +58,12 @@ fn require_installed() {
             .is_file(),
         "the Java test programs are missing: run ./scripts/test.sh (scripts/java-deps.sh)"
     );
+    for program in ["franzgo_compat", "sarama_compat", "kgo.test"] {
+        assert!(
+            root().join("target/go/bin").join(program).is_file(),
+            "the Go test programs are missing: run ./scripts/test.sh (scripts/go-deps.sh)"
+        );
+    }
 }
 
 /// Runs every client's scenarios against `bootstrap`, all at once, each
@@ -86,6 +93,11 @@ fn run_clients(bootstrap: &str) -> Vec<Value> {
         let mut c = Command::new("java");
         c.args(["-Xmx512m", "-cp", &java_cp, class, bootstrap, prefix]);
         commands.push((c, class));
+    }
+    for (prefix, program) in [("fgo", "franzgo_compat"), ("srm", "sarama_compat")] {
+        let mut c = Command::new(root().join("target/go/bin").join(program));
+        c.args([bootstrap, prefix]);
+        commands.push((c, program));
     }
     let runs: Vec<_> = commands
         .into_iter()
@@ -216,9 +228,9 @@ async fn compat_report_card() {
         .expect("json"),
     )
     .expect("write results");
-    assert_eq!(clients.len(), 5, "every client reported:\n{markdown}");
+    assert_eq!(clients.len(), 7, "every client reported:\n{markdown}");
     assert!(
-        scenarios >= 70,
+        scenarios >= 100,
         "every client ran its scenarios ({scenarios} results):\n{markdown}"
     );
     assert!(
@@ -226,4 +238,50 @@ async fn compat_report_card() {
         "failures:\n{}\n\n{markdown}",
         unexpected.join("\n")
     );
+}
+
+/// Runs scripts/franz-go-suite.sh against `bootstrap`; returns its report.
+fn kgo_suite(bootstrap: &str, quick: bool) -> Value {
+    let mut command = Command::new(root().join("scripts/franz-go-suite.sh"));
+    if quick {
+        command.arg("--quick");
+    }
+    let child = command
+        .arg(bootstrap)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start scripts/franz-go-suite.sh");
+    collect(child, "franz-go's kgo suite")
+}
+
+/// franz-go's own kgo integration tests (all but the transaction test)
+/// against Strata: the quick subset in the normal suite, the full suite
+/// with `STRATA_KGO_FULL=1`, and against Apache Kafka too with
+/// `STRATA_COMPAT_KAFKA` (both set by scripts/compat-report.sh). Counts go
+/// to target/compat/kgo.json.
+#[test]
+fn franz_go_kgo_suite() {
+    require_installed();
+    let quick = std::env::var("STRATA_KGO_FULL").is_err();
+    let broker = TestBroker::start_configured("[groups]\ninitial_rebalance_delay_ms = 300\n", &[]);
+    let strata = kgo_suite(&broker.addr, quick);
+    let kafka = std::env::var("STRATA_COMPAT_KAFKA")
+        .ok()
+        .map(|bootstrap| kgo_suite(&bootstrap, quick));
+    let out = root().join("target/compat");
+    std::fs::create_dir_all(&out).expect("target/compat");
+    std::fs::write(
+        out.join("kgo.json"),
+        serde_json::to_string_pretty(&serde_json::json!({"strata": strata, "kafka": kafka}))
+            .expect("json"),
+    )
+    .expect("write kgo.json");
+    let passed = strata["passed"].as_u64().unwrap_or(0);
+    assert_eq!(
+        strata["failed"].as_u64(),
+        Some(0),
+        "franz-go tests failed on Strata: {strata}\n(output: target/go/kgo-suite-*.log)"
+    );
+    assert!(passed >= 140, "the suite ran ({passed} passed): {strata}");
 }

@@ -34,6 +34,11 @@ pub struct ConsumerMember {
     pub epoch: i32,
     pub previous_epoch: i32,
     pub subscribed: Vec<String>,
+    /// A broker-resolved subscription (KIP-848 `subscribed_topic_regex`):
+    /// the expression as sent, compiled to match whole topic names.
+    pub regex: Option<(String, regex::Regex)>,
+    /// The topics `regex` matched when last resolved, sorted.
+    pub regex_matches: Vec<String>,
     pub rebalance_timeout: Duration,
     /// What this member was told to own.
     pub assigned: BTreeSet<TopicPartition>,
@@ -43,6 +48,20 @@ pub struct ConsumerMember {
     pub last_heartbeat: Instant,
     /// (epoch, partitions) last sent, so unchanged assignments are not resent.
     pub last_sent: Option<(i32, BTreeSet<TopicPartition>)>,
+}
+
+impl ConsumerMember {
+    /// Every topic the member subscribes to: by name and by expression.
+    pub fn topics(&self) -> impl Iterator<Item = &String> {
+        self.subscribed.iter().chain(self.regex_matches.iter())
+    }
+}
+
+/// Compiles a KIP-848 subscription expression (RE2 syntax, as Kafka's
+/// RE2/J) to match whole topic names, as Kafka does.
+fn compile_subscription(expression: &str) -> Result<regex::Regex, String> {
+    regex::Regex::new(&format!("^(?:{expression})$"))
+        .map_err(|e| format!("invalid regular expression '{expression}': {e}"))
 }
 
 #[derive(Debug)]
@@ -67,6 +86,8 @@ pub struct Heartbeat {
     pub client_host: String,
     pub rebalance_timeout_ms: i32,
     pub subscribed: Option<Vec<String>>,
+    /// `None`: unchanged; an empty string: no regular expression.
+    pub subscribed_regex: Option<String>,
     pub server_assignor: Option<String>,
     pub owned: Option<BTreeSet<TopicPartition>>,
 }
@@ -125,6 +146,7 @@ impl ConsumerGroup {
         hb: Heartbeat,
         now: Instant,
         resolve: &dyn Fn(&str) -> Option<(TopicId, i32)>,
+        all_topics: &dyn Fn() -> Vec<String>,
     ) -> HeartbeatResult {
         let fail = |code: ResponseError, message: &str| HeartbeatResult {
             error: Some((code, message.to_string())),
@@ -177,6 +199,8 @@ impl ConsumerGroup {
                             epoch: 0,
                             previous_epoch: -1,
                             subscribed: Vec::new(),
+                            regex: None,
+                            regex_matches: Vec::new(),
                             rebalance_timeout: Duration::from_millis(
                                 hb.rebalance_timeout_ms.max(0) as u64,
                             ),
@@ -221,6 +245,21 @@ impl ConsumerGroup {
                     bump = true;
                 }
             }
+            if let Some(expression) = &hb.subscribed_regex
+                && member.regex.as_ref().map(|(e, _)| e) != Some(expression)
+            {
+                member.regex = if expression.is_empty() {
+                    None
+                } else {
+                    match compile_subscription(expression) {
+                        Ok(compiled) => Some((expression.clone(), compiled)),
+                        Err(message) => {
+                            return fail(ResponseError::InvalidRegularExpression, &message);
+                        }
+                    }
+                };
+                bump = true;
+            }
             if let Some(owned) = &hb.owned {
                 member.revoking.retain(|p| owned.contains(p));
                 if member.revoking.is_empty() {
@@ -234,11 +273,34 @@ impl ConsumerGroup {
             self.assignor = assignor;
             bump = true;
         }
+        // Regular expressions are resolved against the topics that exist
+        // now: a topic created or deleted since changes the target.
+        if self.members.values().any(|m| m.regex.is_some()) {
+            let names = all_topics();
+            for member in self.members.values_mut() {
+                let matches: Vec<String> = match &member.regex {
+                    Some((_, compiled)) => {
+                        let mut found: Vec<String> = names
+                            .iter()
+                            .filter(|n| compiled.is_match(n))
+                            .cloned()
+                            .collect();
+                        found.sort();
+                        found
+                    }
+                    None => Vec::new(),
+                };
+                if matches != member.regex_matches {
+                    member.regex_matches = matches;
+                    bump = true;
+                }
+            }
+        }
         // Topic creation, deletion or growth changes the target too.
         let topics: BTreeSet<String> = self
             .members
             .values()
-            .flat_map(|m| m.subscribed.clone())
+            .flat_map(|m| m.topics().cloned())
             .collect();
         let seen: BTreeMap<String, Option<(TopicId, i32)>> =
             topics.iter().map(|t| (t.clone(), resolve(t))).collect();
@@ -362,7 +424,7 @@ fn assign(
     let subscribers = |topic: &str| -> Vec<&String> {
         members
             .values()
-            .filter(|m| m.subscribed.iter().any(|t| t == topic))
+            .filter(|m| m.topics().any(|t| t == topic))
             .map(|m| &m.id)
             .collect()
     };
@@ -440,6 +502,7 @@ mod tests {
             client_host: "/127.0.0.1".into(),
             rebalance_timeout_ms: 30_000,
             subscribed: Some(vec!["t".into()]),
+            subscribed_regex: None,
             server_assignor: None,
             owned: owned.map(|ps| ps.iter().map(|p| (topic(), *p)).collect()),
         }
@@ -450,7 +513,7 @@ mod tests {
         let resolve = |name: &str| (name == "t").then_some((topic(), 4));
         let now = Instant::now();
         let mut group = ConsumerGroup::new("g");
-        let a = group.heartbeat(hb("a", 0, None), now, &resolve);
+        let a = group.heartbeat(hb("a", 0, None), now, &resolve, &Vec::new);
         assert_eq!(
             a.assignment.as_ref().map(BTreeSet::len),
             Some(4),
@@ -458,10 +521,15 @@ mod tests {
         );
         let a_epoch = a.member_epoch;
         // b joins: its share is still held by a, so b gets nothing yet.
-        let b = group.heartbeat(hb("b", 0, None), now, &resolve);
+        let b = group.heartbeat(hb("b", 0, None), now, &resolve, &Vec::new);
         assert_eq!(b.assignment.map(|s| s.len()), Some(0));
         // a is told to drop two partitions, keeping its epoch.
-        let a = group.heartbeat(hb("a", a_epoch, Some(&[0, 1, 2, 3])), now, &resolve);
+        let a = group.heartbeat(
+            hb("a", a_epoch, Some(&[0, 1, 2, 3])),
+            now,
+            &resolve,
+            &Vec::new,
+        );
         let kept = a.assignment.expect("changed");
         assert_eq!(kept.len(), 2);
         assert_eq!(
@@ -469,24 +537,24 @@ mod tests {
             "epoch moves only after the revocation"
         );
         // b still waits while a has not confirmed.
-        let b = group.heartbeat(hb("b", b.member_epoch, Some(&[])), now, &resolve);
+        let b = group.heartbeat(hb("b", b.member_epoch, Some(&[])), now, &resolve, &Vec::new);
         assert!(b.assignment.is_none_or(|s| s.is_empty()));
         // a confirms: it moves to the new epoch; then b receives the rest.
         let owned: Vec<i32> = kept.iter().map(|(_, p)| *p).collect();
-        let a = group.heartbeat(hb("a", a_epoch, Some(&owned)), now, &resolve);
+        let a = group.heartbeat(hb("a", a_epoch, Some(&owned)), now, &resolve, &Vec::new);
         assert!(a.member_epoch > a_epoch);
-        let b = group.heartbeat(hb("b", b.member_epoch, Some(&[])), now, &resolve);
+        let b = group.heartbeat(hb("b", b.member_epoch, Some(&[])), now, &resolve, &Vec::new);
         let got = b.assignment.expect("b gets its share");
         assert_eq!(got.len(), 2);
         assert!(got.is_disjoint(&kept));
         assert_eq!(group.state(), "Stable");
         // A stale epoch is fenced; an unknown member too.
-        let fenced = group.heartbeat(hb("a", a_epoch - 5, None), now, &resolve);
+        let fenced = group.heartbeat(hb("a", a_epoch - 5, None), now, &resolve, &Vec::new);
         assert_eq!(
             fenced.error.map(|e| e.0),
             Some(ResponseError::FencedMemberEpoch)
         );
-        let unknown = group.heartbeat(hb("zed", 3, None), now, &resolve);
+        let unknown = group.heartbeat(hb("zed", 3, None), now, &resolve, &Vec::new);
         assert_eq!(
             unknown.error.map(|e| e.0),
             Some(ResponseError::UnknownMemberId)
@@ -499,7 +567,7 @@ mod tests {
         let mut members = BTreeMap::new();
         for id in ["m1", "m2", "m3"] {
             let mut g = ConsumerGroup::new("x");
-            g.heartbeat(hb(id, 0, None), now, &|_| None);
+            g.heartbeat(hb(id, 0, None), now, &|_| None, &Vec::new);
             let mut m = g.members.remove(id).expect("member");
             m.subscribed = vec!["t".into()];
             members.insert(id.to_string(), m);
@@ -516,5 +584,40 @@ mod tests {
                 "{assignor} is balanced"
             );
         }
+    }
+
+    #[test]
+    fn a_regular_expression_subscribes_to_whole_matching_names() {
+        let mut group = ConsumerGroup::new("g");
+        let now = Instant::now();
+        let mut join = hb("a", 0, None);
+        join.subscribed = None;
+        join.subscribed_regex = Some("t|orders-.*".into());
+        let names = || vec!["t".to_string(), "xt".to_string(), "orders-1".to_string()];
+        let resolve = |name: &str| match name {
+            "t" => Some((topic(), 2)),
+            "orders-1" => Some((TopicId(uuid::Uuid::from_u128(9)), 1)),
+            _ => None,
+        };
+        let first = group.heartbeat(join, now, &resolve, &names);
+        assert!(first.error.is_none());
+        let member = &group.members[&first.member_id];
+        assert_eq!(
+            member.regex_matches,
+            vec!["orders-1".to_string(), "t".to_string()]
+        );
+        assert_eq!(
+            group.target[&first.member_id].len(),
+            3,
+            "t's 2 partitions and orders-1's"
+        );
+        let mut bad = hb("b", 0, None);
+        bad.subscribed_regex = Some("(".into());
+        let refused = group.heartbeat(bad, now, &resolve, &names);
+        assert_eq!(
+            refused.error.map(|(code, _)| code),
+            Some(ResponseError::InvalidRegularExpression),
+            "a bad expression is refused"
+        );
     }
 }

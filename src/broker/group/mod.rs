@@ -113,6 +113,7 @@ impl GroupCoordinator {
         group_id: &str,
         heartbeat: Heartbeat,
         resolve: &dyn Fn(&str) -> Option<(TopicId, i32)>,
+        all_topics: &dyn Fn() -> Vec<String>,
     ) -> HeartbeatResult {
         if group_id.is_empty() {
             return HeartbeatResult {
@@ -140,7 +141,7 @@ impl GroupCoordinator {
         let group = groups
             .entry(group_id.to_string())
             .or_insert_with(|| ConsumerGroup::new(group_id));
-        let result = group.heartbeat(heartbeat, Instant::now(), resolve);
+        let result = group.heartbeat(heartbeat, Instant::now(), resolve, all_topics);
         drop(groups);
         drop(classic);
         if new_group && result.error.is_none() {

@@ -1,4 +1,6 @@
-//! KIP-848: ConsumerGroupHeartbeat (join, heartbeat, leave, reconcile) and
+//! KIP-848: ConsumerGroupHeartbeat (join, heartbeat, leave, reconcile;
+//! subscriptions by topic name or by a regular expression the broker
+//! resolves against every topic, internal ones included, as Kafka does) and
 //! ConsumerGroupDescribe. The state machine lives in `broker::group::consumer`.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -36,20 +38,14 @@ pub fn heartbeat(
             .collect::<BTreeSet<_>>()
     });
     let interval = broker.groups.heartbeat_interval_ms();
-    // librdkafka sends an empty string when it has no regular expression.
-    if request
-        .subscribed_topic_regex
-        .as_ref()
-        .is_some_and(|r| !r.is_empty())
-    {
-        return ConsumerGroupHeartbeatResponse::default()
-            .with_error_code(ResponseError::InvalidRegularExpression.code())
-            .with_error_message(Some(str_bytes(
-                "regular expression subscriptions are not supported yet",
-            )))
-            .with_heartbeat_interval_ms(interval);
-    }
     let catalog = &broker.catalog;
+    let all_topics = || {
+        catalog
+            .all()
+            .iter()
+            .map(|t| t.record.name.clone())
+            .collect::<Vec<_>>()
+    };
     let resolve = |name: &str| {
         catalog
             .by_name(name)
@@ -68,10 +64,13 @@ pub fn heartbeat(
             subscribed: request
                 .subscribed_topic_names
                 .map(|names| names.iter().map(|n| n.to_string()).collect()),
+            // librdkafka sends an empty string when it has no expression.
+            subscribed_regex: request.subscribed_topic_regex.map(|r| r.to_string()),
             server_assignor: request.server_assignor.map(|s| s.to_string()),
             owned,
         },
         &resolve,
+        &all_topics,
     );
     let response = ConsumerGroupHeartbeatResponse::default().with_heartbeat_interval_ms(interval);
     if let Some((code, message)) = result.error {
@@ -141,6 +140,9 @@ pub fn describe(
                             .with_member_epoch(m.epoch)
                             .with_client_id(str_bytes(m.client_id.clone()))
                             .with_client_host(str_bytes(m.client_host.clone()))
+                            .with_subscribed_topic_regex(
+                                m.regex.as_ref().map(|(e, _)| str_bytes(e.clone())),
+                            )
                             .with_subscribed_topic_names(
                                 m.subscribed
                                     .iter()

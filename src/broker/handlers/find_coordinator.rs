@@ -1,4 +1,5 @@
-//! FindCoordinator: this broker coordinates every group (single node).
+//! FindCoordinator: this broker coordinates every group (single node); the
+//! first lookup creates the internal `__consumer_offsets` topic, as in Kafka.
 //! v0-v3 ask for one key; v4+ batch keys. Transaction coordinators do not
 //! exist yet: COORDINATOR_NOT_AVAILABLE.
 
@@ -29,11 +30,16 @@ fn lookup(key_type: i8, key: &str) -> Result<(), (ResponseError, &'static str)> 
     }
 }
 
-pub fn handle(
+pub async fn handle(
     broker: &Broker,
     version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
+    // As Kafka creates __consumer_offsets when a group coordinator is first
+    // looked for.
+    if request.key_type == KEY_GROUP {
+        crate::broker::topics::ensure_offsets_topic(broker).await;
+    }
     let node = BrokerId(broker.node_id);
     let host = str_bytes(broker.advertised_host.clone());
     let port = broker.advertised_port;

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::broker::topics::{create_topic, validate_topic_name};
+use crate::broker::topics::{create_topic, is_internal, validate_topic_name};
 use crate::metadata::TopicId;
 use crate::storage::catalog::TopicState;
 
@@ -37,6 +37,7 @@ fn describe(broker: &Broker, version: i16, topic: &TopicState) -> MetadataRespon
         .collect();
     let described = MetadataResponseTopic::default()
         .with_name(Some(TopicName(str_bytes(topic.record.name.clone()))))
+        .with_is_internal(is_internal(&topic.record.name))
         .with_partitions(partitions);
     if version >= 10 {
         described.with_topic_id(topic.record.id.0)

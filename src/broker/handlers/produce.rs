@@ -15,7 +15,7 @@ use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::broker::topics::max_message_bytes;
+use crate::broker::topics::{internal_topic_error, is_internal, max_message_bytes};
 use crate::metadata::TopicId;
 use crate::protocol::batch::{BatchError, set_log_append_time, validate_produce_batches};
 use crate::protocol::records::validate_records;
@@ -93,6 +93,10 @@ async fn append_partition(
             ),
         };
     };
+    if is_internal(&topic.record.name) {
+        let error = internal_topic_error(&topic.record.name);
+        return failed(error.code, error.message);
+    }
     let Some(log) = topic.partition(index) else {
         return failed(
             ResponseError::UnknownTopicOrPartition,
