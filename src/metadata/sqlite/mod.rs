@@ -36,6 +36,22 @@ pub(super) fn parse_topic_id(text: &str) -> Result<TopicId> {
         .map_err(|e| MetadataError::Backend(format!("corrupt topic id '{text}': {e}")))
 }
 
+/// A new partition: epoch 0, empty (log start = high watermark = 0).
+fn insert_empty_partition(
+    tx: &rusqlite::Transaction<'_>,
+    id: TopicId,
+    partition: i32,
+    leader_id: i32,
+) -> Result<()> {
+    tx.execute(
+        "INSERT INTO partitions
+         (topic_id, partition, leader_id, leader_epoch, log_start_offset, high_watermark)
+         VALUES (?1, ?2, ?3, 0, 0, 0)",
+        params![id.0.to_string(), partition, leader_id],
+    )?;
+    Ok(())
+}
+
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self> {
         if let Some(dir) = path.parent()
@@ -112,9 +128,11 @@ impl MetadataStore for SqliteStore {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let exists: Option<String> = tx
-                .query_row("SELECT topic_id FROM topics WHERE name = ?1", params![name], |r| {
-                    r.get(0)
-                })
+                .query_row(
+                    "SELECT topic_id FROM topics WHERE name = ?1",
+                    params![name],
+                    |r| r.get(0),
+                )
                 .optional()?;
             if exists.is_some() {
                 return Err(MetadataError::TopicExists(name));
@@ -128,12 +146,7 @@ impl MetadataStore for SqliteStore {
                 params![id.0.to_string(), name, partitions, configs_json, now_ms()],
             )?;
             for partition in 0..partitions {
-                tx.execute(
-                    "INSERT INTO partitions
-                     (topic_id, partition, leader_id, leader_epoch, log_start_offset, high_watermark)
-                     VALUES (?1, ?2, ?3, 0, 0, 0)",
-                    params![id.0.to_string(), partition, leader_id],
-                )?;
+                insert_empty_partition(&tx, id, partition, leader_id)?;
             }
             tx.commit()?;
             Ok(TopicRecord {
@@ -209,12 +222,7 @@ impl MetadataStore for SqliteStore {
             )?;
             let mut added = Vec::new();
             for partition in current..partitions {
-                tx.execute(
-                    "INSERT INTO partitions
-                     (topic_id, partition, leader_id, leader_epoch, log_start_offset, high_watermark)
-                     VALUES (?1, ?2, ?3, 0, 0, 0)",
-                    params![id.0.to_string(), partition, leader_id],
-                )?;
+                insert_empty_partition(&tx, id, partition, leader_id)?;
                 added.push(PartitionRecord {
                     partition,
                     leader_id,
@@ -652,5 +660,113 @@ mod tests {
         let mut orphans = store.unreferenced_objects().await.expect("unreferenced");
         orphans.sort();
         assert_eq!(orphans, vec!["a".to_string(), "d".to_string()]);
+    }
+
+    #[tokio::test]
+    async fn admin_changes_and_producer_state_are_stored() {
+        use crate::metadata::{ProducerBatchRecord, ProducerStateRecord};
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("m.db");
+        let store = SqliteStore::open(&path).await.expect("open");
+        let topic = store
+            .create_topic("t", 1, BTreeMap::new(), 0)
+            .await
+            .expect("create");
+        // Configs replace the overrides.
+        let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+        store
+            .set_topic_configs(topic.id, configs.clone())
+            .await
+            .expect("configs");
+        // Partitions only grow.
+        let added = store.add_partitions(topic.id, 3, 0).await.expect("grow");
+        assert_eq!(
+            added.iter().map(|p| p.partition).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert!(store.add_partitions(topic.id, 2, 0).await.is_err());
+        // A chunk with a producer's state, in one commit.
+        let state = ProducerStateRecord {
+            producer_id: 42,
+            epoch: 1,
+            batches: vec![ProducerBatchRecord {
+                first_seq: 0,
+                last_seq: 9,
+                base_offset: 0,
+                last_offset: 9,
+            }],
+            last_append_ms: 1_000,
+        };
+        store
+            .commit_object(ObjectCommit {
+                object_key: "a".into(),
+                object_size: 100,
+                chunks: vec![ChunkCommit {
+                    topic_id: topic.id,
+                    partition: 0,
+                    leader_epoch: 0,
+                    chunk: chunk(0, 9),
+                    producers: vec![state.clone()],
+                }],
+            })
+            .await
+            .expect("commit");
+        // The log start offset moves up, never past the high watermark.
+        assert_eq!(
+            store.advance_log_start(topic.id, 0, 4).await.expect("move"),
+            4
+        );
+        assert_eq!(
+            store.advance_log_start(topic.id, 0, 2).await.expect("stay"),
+            4
+        );
+        assert_eq!(
+            store.advance_log_start(topic.id, 0, 99).await.expect("cap"),
+            10
+        );
+        // Producer ids are never handed out twice.
+        let first = store.allocate_producer_id().await.expect("id");
+        assert_eq!(store.allocate_producer_id().await.expect("id"), first + 1);
+        assert!(store.producer_id_issued(first).await.expect("issued"));
+        assert!(
+            !store
+                .producer_id_issued(first + 2)
+                .await
+                .expect("not issued")
+        );
+        drop(store);
+        // All of it survives a reopen.
+        let store = SqliteStore::open(&path).await.expect("reopen");
+        let topics = store.list_topics().await.expect("topics");
+        assert_eq!((topics[0].partitions, &topics[0].configs), (3, &configs));
+        assert_eq!(
+            store.partitions(topic.id).await.expect("parts")[0].log_start_offset,
+            10
+        );
+        let states = store.producer_states().await.expect("states");
+        assert_eq!(states.len(), 1);
+        assert_eq!(states[0].state, state);
+        assert_eq!(store.allocate_producer_id().await.expect("id"), first + 2);
+        // Offsets of a deleted topic are refused per partition, not as a whole.
+        let offset = |topic_id| CommittedOffset {
+            topic_id,
+            partition: 0,
+            offset: 1,
+            leader_epoch: -1,
+            metadata: None,
+            commit_ms: 0,
+        };
+        let other = store
+            .create_topic("u", 1, BTreeMap::new(), 0)
+            .await
+            .expect("create");
+        store.delete_topic(topic.id).await.expect("delete");
+        let written = store
+            .commit_offsets("g", vec![offset(topic.id), offset(other.id)])
+            .await
+            .expect("commit offsets");
+        assert_eq!(written, vec![false, true]);
+        assert!(store.producer_states().await.expect("states").is_empty());
+        assert_eq!(store.expire_producers(i64::MAX).await.expect("expire"), 0);
     }
 }
