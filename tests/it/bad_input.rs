@@ -220,7 +220,7 @@ fn framing_errors_close_only_that_connection() {
     assert!(raw.is_closed(), "unknown api key closes the connection");
     // Known API, version we do not implement.
     let mut raw = Raw::connect(&broker);
-    let frame = raw.frame(ApiKey::Metadata, 13, &MetadataRequest::default());
+    let frame = raw.frame(ApiKey::OffsetCommit, 9, &OffsetCommitRequest::default());
     raw.send_raw(&frame);
     assert!(raw.is_closed(), "unsupported version closes the connection");
     // A huge frame that is mostly promises: 50 MB declared, a few bytes sent,

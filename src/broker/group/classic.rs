@@ -103,7 +103,12 @@ impl GroupCoordinator {
                 &member_id,
             ));
         }
-        if group.members.is_empty() {
+        // The first member sets the group's protocol type; it is stored
+        // (below) so the group is listed with it after its members leave or
+        // the broker restarts. A new group's first JoinGroup usually only
+        // gets MEMBER_ID_REQUIRED, so "new group" is not the moment.
+        let first_member = group.members.is_empty();
+        if first_member {
             group.protocol_type = Some(req.protocol_type.clone());
         }
         group.add_member(Member {
@@ -126,7 +131,7 @@ impl GroupCoordinator {
         group.maybe_complete_join(now);
         let protocol_type = group.protocol_type.clone().unwrap_or_default();
         drop(groups);
-        if new_group {
+        if new_group || first_member {
             self.remember(&req.group_id, &protocol_type);
         }
         Pending::Waiting(rx)
