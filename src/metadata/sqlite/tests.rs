@@ -1,0 +1,247 @@
+//! Tests of the SQLite backend against a real database file.
+
+use super::*;
+use crate::metadata::ChunkCommit;
+
+fn chunk(base: i64, last: i64) -> ChunkRecord {
+    ChunkRecord {
+        base_offset: base,
+        last_offset: last,
+        max_timestamp: 5,
+        object_key: Arc::from("wal/x"),
+        object_size: 100,
+        byte_start: 0,
+        byte_len: 100,
+    }
+}
+
+#[tokio::test]
+async fn group_offsets_commit_fetch_and_expire() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("m.db"))
+        .await
+        .expect("open");
+    let topic = store
+        .create_topic("t", 2, BTreeMap::new(), 0)
+        .await
+        .expect("create");
+    let offset = |partition, offset, commit_ms| CommittedOffset {
+        topic_id: topic.id,
+        partition,
+        offset,
+        leader_epoch: 3,
+        metadata: Some(format!("m{offset}")),
+        commit_ms,
+    };
+    store
+        .commit_offsets("old", vec![offset(0, 5, 1_000), offset(1, 6, 1_000)])
+        .await
+        .expect("commit");
+    store
+        .commit_offsets("busy", vec![offset(0, 7, 1_000)])
+        .await
+        .expect("commit");
+    store
+        .commit_offsets("fresh", vec![offset(0, 8, 9_000)])
+        .await
+        .expect("commit");
+    // A later commit overwrites, with its metadata.
+    store
+        .commit_offsets("old", vec![offset(1, 9, 1_000)])
+        .await
+        .expect("commit");
+    let old = store.fetch_offsets("old").await.expect("fetch");
+    assert_eq!(
+        old.iter()
+            .map(|o| (o.partition, o.offset))
+            .collect::<Vec<_>>(),
+        vec![(0, 5), (1, 9)]
+    );
+    assert_eq!(old[1].metadata.as_deref(), Some("m9"));
+    store
+        .record_group("busy", "consumer")
+        .await
+        .expect("record");
+    let groups = store.stored_groups().await.expect("groups");
+    assert!(groups.contains(&("busy".to_string(), "consumer".to_string())));
+    assert!(groups.contains(&("old".to_string(), String::new())));
+    // Expire before t=5000, except the group that still has members.
+    let expired = store
+        .expire_offsets(5_000, vec!["busy".into()])
+        .await
+        .expect("expire");
+    assert_eq!(expired, 2);
+    assert!(store.fetch_offsets("old").await.expect("fetch").is_empty());
+    assert_eq!(store.fetch_offsets("busy").await.expect("fetch").len(), 1);
+    assert_eq!(store.fetch_offsets("fresh").await.expect("fetch").len(), 1);
+    store.delete_group("busy").await.expect("delete");
+    assert!(store.fetch_offsets("busy").await.expect("fetch").is_empty());
+    // Deleting the topic deletes its offsets.
+    store.delete_topic(topic.id).await.expect("delete topic");
+    assert!(
+        store
+            .fetch_offsets("fresh")
+            .await
+            .expect("fetch")
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn commit_is_fenced_on_epoch_and_offsets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("m.db"))
+        .await
+        .expect("open");
+    let topic = store
+        .create_topic("t", 1, BTreeMap::new(), 0)
+        .await
+        .expect("create");
+    let commit = |key: &str, epoch, base, last| ObjectCommit {
+        object_key: key.to_string(),
+        object_size: 100,
+        chunks: vec![ChunkCommit {
+            topic_id: topic.id,
+            partition: 0,
+            leader_epoch: epoch,
+            chunk: chunk(base, last),
+            producers: Vec::new(),
+        }],
+    };
+    let out = store
+        .commit_object(commit("a", 0, 0, 9))
+        .await
+        .expect("commit");
+    assert_eq!(out, vec![ChunkOutcome::Committed]);
+    // A gap is refused and leaves nothing behind.
+    assert!(matches!(
+        store.commit_object(commit("b", 0, 11, 12)).await,
+        Err(MetadataError::Fenced(_))
+    ));
+    assert!(!store.object_exists("b").await.expect("query"));
+    store.claim_all_partitions(0).await.expect("claim");
+    // The old epoch is fenced now.
+    assert!(matches!(
+        store.commit_object(commit("c", 0, 10, 12)).await,
+        Err(MetadataError::Fenced(_))
+    ));
+    store
+        .commit_object(commit("d", 1, 10, 12))
+        .await
+        .expect("new epoch commits");
+    let parts = store.partitions(topic.id).await.expect("partitions");
+    assert_eq!(parts[0].high_watermark, 13);
+    assert_eq!(store.chunks(topic.id, 0).await.expect("chunks").len(), 2);
+    store.delete_topic(topic.id).await.expect("delete");
+    let mut orphans = store.unreferenced_objects().await.expect("unreferenced");
+    orphans.sort();
+    assert_eq!(orphans, vec!["a".to_string(), "d".to_string()]);
+}
+
+#[tokio::test]
+async fn admin_changes_and_producer_state_are_stored() {
+    use crate::metadata::{ProducerBatchRecord, ProducerStateRecord};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    let store = SqliteStore::open(&path).await.expect("open");
+    let topic = store
+        .create_topic("t", 1, BTreeMap::new(), 0)
+        .await
+        .expect("create");
+    // Configs replace the overrides.
+    let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+    store
+        .set_topic_configs(topic.id, configs.clone())
+        .await
+        .expect("configs");
+    // Partitions only grow.
+    let added = store.add_partitions(topic.id, 3, 0).await.expect("grow");
+    assert_eq!(
+        added.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(store.add_partitions(topic.id, 2, 0).await.is_err());
+    // A chunk with a producer's state, in one commit.
+    let state = ProducerStateRecord {
+        producer_id: 42,
+        epoch: 1,
+        batches: vec![ProducerBatchRecord {
+            first_seq: 0,
+            last_seq: 9,
+            base_offset: 0,
+            last_offset: 9,
+        }],
+        last_append_ms: 1_000,
+    };
+    store
+        .commit_object(ObjectCommit {
+            object_key: "a".into(),
+            object_size: 100,
+            chunks: vec![ChunkCommit {
+                topic_id: topic.id,
+                partition: 0,
+                leader_epoch: 0,
+                chunk: chunk(0, 9),
+                producers: vec![state.clone()],
+            }],
+        })
+        .await
+        .expect("commit");
+    // The log start offset moves up, never past the high watermark.
+    assert_eq!(
+        store.advance_log_start(topic.id, 0, 4).await.expect("move"),
+        4
+    );
+    assert_eq!(
+        store.advance_log_start(topic.id, 0, 2).await.expect("stay"),
+        4
+    );
+    assert_eq!(
+        store.advance_log_start(topic.id, 0, 99).await.expect("cap"),
+        10
+    );
+    // Producer ids are never handed out twice.
+    let first = store.allocate_producer_id().await.expect("id");
+    assert_eq!(store.allocate_producer_id().await.expect("id"), first + 1);
+    assert!(store.producer_id_issued(first).await.expect("issued"));
+    assert!(
+        !store
+            .producer_id_issued(first + 2)
+            .await
+            .expect("not issued")
+    );
+    drop(store);
+    // All of it survives a reopen.
+    let store = SqliteStore::open(&path).await.expect("reopen");
+    let topics = store.list_topics().await.expect("topics");
+    assert_eq!((topics[0].partitions, &topics[0].configs), (3, &configs));
+    assert_eq!(
+        store.partitions(topic.id).await.expect("parts")[0].log_start_offset,
+        10
+    );
+    let states = store.producer_states().await.expect("states");
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].state, state);
+    assert_eq!(store.allocate_producer_id().await.expect("id"), first + 2);
+    // Offsets of a deleted topic are refused per partition, not as a whole.
+    let offset = |topic_id| CommittedOffset {
+        topic_id,
+        partition: 0,
+        offset: 1,
+        leader_epoch: -1,
+        metadata: None,
+        commit_ms: 0,
+    };
+    let other = store
+        .create_topic("u", 1, BTreeMap::new(), 0)
+        .await
+        .expect("create");
+    store.delete_topic(topic.id).await.expect("delete");
+    let written = store
+        .commit_offsets("g", vec![offset(topic.id), offset(other.id)])
+        .await
+        .expect("commit offsets");
+    assert_eq!(written, vec![false, true]);
+    assert!(store.producer_states().await.expect("states").is_empty());
+    assert_eq!(store.expire_producers(i64::MAX).await.expect("expire"), 0);
+}
