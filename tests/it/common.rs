@@ -353,3 +353,42 @@ pub fn http_request(addr: &str, method: &str, path: &str) -> (u16, String) {
     let body = response.split("\r\n\r\n").nth(1).unwrap_or("").to_string();
     (status, body)
 }
+
+/// Records committed in `topic` (the sum of its partitions' high
+/// watermarks), read by a blocking client off the runtime.
+pub async fn committed(addr: &str, topic: &str, partitions: i32) -> i64 {
+    let (addr, topic) = (addr.to_string(), topic.to_string());
+    tokio::task::spawn_blocking(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &addr)
+            .create()
+            .expect("consumer");
+        (0..partitions)
+            .map(|p| {
+                consumer
+                    .fetch_watermarks(&topic, p, Duration::from_secs(10))
+                    .expect("watermarks")
+                    .1
+            })
+            .sum()
+    })
+    .await
+    .expect("watermark task")
+}
+
+/// Waits (up to 60 s) until more than `floor` records of `topic` are
+/// committed; returns how many are.
+pub async fn committed_beyond(addr: &str, topic: &str, partitions: i32, floor: i64) -> i64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = committed(addr, topic, partitions).await;
+        if now > floor {
+            return now;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "only {now} records committed, waited for more than {floor}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -13,7 +13,7 @@ use futures::stream::FuturesUnordered;
 use rdkafka::Offset;
 use rdkafka::producer::FutureRecord;
 
-use crate::common::{TestBroker, files_under};
+use crate::common::{TestBroker, committed, committed_beyond, files_under};
 
 const PARTITIONS: i32 = 4;
 
@@ -153,40 +153,6 @@ async fn kill_9_under_load_loses_no_acknowledged_record() {
     }
 }
 
-/// Records committed in the "crash" topic (the sum of its high watermarks),
-/// read by a blocking client off the runtime.
-async fn committed(addr: String) -> i64 {
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::consumer::Consumer as _;
-        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &addr)
-            .create()
-            .expect("consumer");
-        (0..PARTITIONS)
-            .map(|p| {
-                consumer
-                    .fetch_watermarks("crash", p, Duration::from_secs(10))
-                    .expect("watermarks")
-                    .1
-            })
-            .sum()
-    })
-    .await
-    .expect("watermark task")
-}
-
-/// Waits (up to 30 s) until more than `floor` records are committed.
-async fn committed_beyond(addr: &str, floor: i64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
-    while committed(addr.to_string()).await <= floor {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no write committed beyond {floor} records within 30 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// The object store fails for a while under load, with several flushes
 /// uploading at once (the default): every flush in flight fails, offsets
 /// restart from what was committed, and once the store is back the broker
@@ -203,7 +169,7 @@ async fn object_store_outage_under_load_loses_no_acknowledged_record() {
     let addr = broker.addr.clone();
     let outage = async {
         // Load is getting through before the store goes away.
-        committed_beyond(&addr, 0).await;
+        committed_beyond(&addr, "crash", PARTITIONS, 0).await;
         // A file where the objects' directory was: every PUT fails, uploads
         // in flight included. Held longer than the retry layer's whole budget
         // (10 attempts, backoff capped at 2 s: at most ~6.5 s), so flushes
@@ -214,8 +180,8 @@ async fn object_store_outage_under_load_loses_no_acknowledged_record() {
         std::fs::remove_file(&wal).expect("unblock");
         std::fs::rename(&saved, &wal).expect("move the objects back");
         // The same producer's writes are committed again.
-        let at_restore = committed(addr.clone()).await;
-        committed_beyond(&addr, at_restore).await;
+        let at_restore = committed(&addr, "crash", PARTITIONS).await;
+        committed_beyond(&addr, "crash", PARTITIONS, at_restore).await;
         stop.store(true, Ordering::Relaxed);
     };
     let ((acked, _), ()) = tokio::join!(producing, outage);
@@ -319,7 +285,7 @@ async fn sigterm_under_load_drains_and_exits_cleanly() {
     broker.create_topic("crash", PARTITIONS).await;
     let stop = Arc::new(AtomicBool::new(false));
     let producing = tokio::spawn(produce_until(broker.addr.clone(), 0, Arc::clone(&stop)));
-    committed_beyond(&broker.addr, 2_000).await;
+    committed_beyond(&broker.addr, "crash", PARTITIONS, 2_000).await;
     let status = tokio::task::block_in_place(|| broker.terminate());
     stop.store(true, Ordering::Relaxed);
     let (acked, _) = producing.await.expect("producer");

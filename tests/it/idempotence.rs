@@ -17,7 +17,7 @@ use futures::stream::FuturesUnordered;
 use rdkafka::Offset;
 use rdkafka::producer::FutureRecord;
 
-use crate::common::TestBroker;
+use crate::common::{TestBroker, committed_beyond};
 
 const TOPIC: &str = "idem";
 const PARTITIONS: i32 = 3;
@@ -81,44 +81,6 @@ async fn produce_idempotent(
     (acked, failed)
 }
 
-/// Records committed in the topic (the sum of its high watermarks).
-async fn committed(addr: String) -> i64 {
-    tokio::task::spawn_blocking(move || {
-        use rdkafka::consumer::Consumer as _;
-        let consumer: rdkafka::consumer::BaseConsumer = rdkafka::ClientConfig::new()
-            .set("bootstrap.servers", &addr)
-            .create()
-            .expect("consumer");
-        (0..PARTITIONS)
-            .filter_map(|p| {
-                consumer
-                    .fetch_watermarks(TOPIC, p, Duration::from_secs(10))
-                    .ok()
-            })
-            .map(|(_, high)| high)
-            .sum()
-    })
-    .await
-    .expect("watermark task")
-}
-
-/// Waits (up to 60 s) until at least `floor` records are committed; returns
-/// how many are.
-async fn committed_beyond(addr: &str, floor: i64) -> i64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let now = committed(addr.to_string()).await;
-        if now >= floor {
-            return now;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "only {now} records committed, waited for {floor}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idempotent_producer_across_kill_9_writes_every_record_once() {
     let mut broker = TestBroker::start(&[]);
@@ -128,13 +90,13 @@ async fn idempotent_producer_across_kill_9_writes_every_record_once() {
     let mut floor = 0;
     for _ in 0..4 {
         // Kill once the producer has got well going since the last start.
-        floor = committed_beyond(&broker.addr, floor + 2_000).await;
+        floor = committed_beyond(&broker.addr, TOPIC, PARTITIONS, floor + 2_000).await;
         // SIGKILL mid-stream, then the same address again: the running
         // producer reconnects and retries what it was not answered.
         tokio::task::block_in_place(|| broker.restart_same_port());
     }
     // Writes go on after the last restart before the producer stops.
-    committed_beyond(&broker.addr, floor + 2_000).await;
+    committed_beyond(&broker.addr, TOPIC, PARTITIONS, floor + 2_000).await;
     stop.store(true, Ordering::Relaxed);
     let (acked, failed) = producing.await.expect("producer task");
     assert_eq!(
