@@ -70,12 +70,12 @@ func main() {
 		})
 	}
 	run("large message near the 1 MB limit", 15*time.Second, scenarioLarge)
-	run("idempotent produce: 1000 records read back in order", 20*time.Second, scenarioIdempotent)
+	run("idempotent producer: 1000 records in order", 20*time.Second, scenarioIdempotent)
 	run("consume from earliest, latest and a timestamp", 20*time.Second, scenarioPositions)
 	run("consumer group: rebalance on join and leave", 30*time.Second, func(ctx context.Context) error {
 		return scenarioGroupRebalance(ctx, false)
 	})
-	run("consumer group (KIP-848): rebalance on join and leave", 40*time.Second, func(ctx context.Context) error {
+	run("consumer group (group.protocol=consumer, KIP-848): rebalance on join and leave", 40*time.Second, func(ctx context.Context) error {
 		return scenarioGroupRebalance(ctx, true)
 	})
 	run("offset commit and fetch", 20*time.Second, scenarioOffsets)

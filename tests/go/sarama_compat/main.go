@@ -60,7 +60,7 @@ func main() {
 		})
 	}
 	run("large message near the 1 MB limit", 15*time.Second, scenarioLarge)
-	run("idempotent produce: 1000 records read back in order", 20*time.Second, scenarioIdempotent)
+	run("idempotent producer: 1000 records in order", 20*time.Second, scenarioIdempotent)
 	run("consume from earliest, latest and a timestamp", 20*time.Second, scenarioPositions)
 	run("consumer group: rebalance on join and leave", 30*time.Second, scenarioGroup)
 	run("offset commit and fetch", 15*time.Second, scenarioOffsets)

@@ -106,7 +106,7 @@ public final class JavaCompat {
         });
 
         scenario("admin: create, list and delete topics", () -> adminTopics());
-        scenario("admin: describe topic configs (defaults flagged DEFAULT_CONFIG)", () -> describeConfigs(data));
+        scenario("admin: describe topic configs", () -> describeConfigs(data));
         scenario("admin: incrementalAlterConfigs, describe shows DYNAMIC_TOPIC_CONFIG", () -> alterConfigs());
         scenario("admin: create topic with configs (compact, delete.retention.ms, min.compaction.lag.ms, segment.ms)",
                 () -> createWithConfigs());
@@ -114,14 +114,14 @@ public final class JavaCompat {
         for (String codec : List.of("none", "gzip", "snappy", "lz4", "zstd")) {
             scenario("produce and consume: " + codec + ", keys, headers, null values", () -> codec(codec));
         }
-        scenario("idempotent producer (defaults): 1000 records in order", () -> idempotent());
+        scenario("idempotent producer: 1000 records in order", () -> idempotent());
         scenario("large message near the 1 MB limit", () -> largeMessage());
-        scenario("consume from earliest, latest and a timestamp (offsetsForTimes)", () -> positions());
-        scenario("consumer group (classic): rebalance on join and leave", () -> rebalance("classic"));
-        scenario("consumer group (consumer, KIP-848): rebalance on join and leave", () -> rebalance("consumer"));
-        scenario("offset commit and fetch with metadata", () -> commits(data));
-        scenario("admin: list and describe consumer groups", () -> listAndDescribeGroups(data));
-        scenario("admin: deleteRecords moves the low watermark", () -> deleteRecords());
+        scenario("consume from earliest, latest and a timestamp", () -> positions());
+        scenario("consumer group: rebalance on join and leave", () -> rebalance("classic"));
+        scenario("consumer group (group.protocol=consumer, KIP-848): rebalance on join and leave", () -> rebalance("consumer"));
+        scenario("offset commit and fetch", () -> commits(data));
+        scenario("admin: list and describe groups", () -> listAndDescribeGroups(data));
+        scenario("admin: delete records moves the earliest offset", () -> deleteRecords());
         scenario("admin: listOffsets earliest, latest, max-timestamp, timestamp", () -> listOffsets());
         scenario("admin: describeCluster", () -> describeCluster());
         scenario("admin: deleteConsumerGroupOffsets and deleteConsumerGroups", () -> deleteGroups(data));
