@@ -28,9 +28,11 @@ use crate::metadata::{self, MetadataStore};
 use crate::storage::cache::BlockCache;
 use crate::storage::catalog::{Catalog, TopicState};
 use crate::storage::gc::Collector;
+use crate::storage::intents::Intents;
 use crate::storage::object::ObjectStorage;
 use crate::storage::partition::PartitionLog;
-use crate::storage::wal::WalWriter;
+use crate::storage::sealer::{Sealer, SealerConfig};
+use crate::storage::wal::{FlushSettings, WalWriter};
 
 pub struct Broker {
     pub config: Config,
@@ -41,7 +43,7 @@ pub struct Broker {
     pub metadata: Arc<dyn MetadataStore>,
     pub storage: ObjectStorage,
     pub cache: Arc<BlockCache>,
-    pub catalog: Catalog,
+    pub catalog: Arc<Catalog>,
     pub writer: Arc<WalWriter>,
     pub groups: Arc<group::GroupCoordinator>,
     /// Budget of request bytes being read and decoded (all connections).
@@ -156,14 +158,23 @@ impl Broker {
                 log.apply_producers(std::slice::from_ref(&stored.state));
             }
         }
+        // This process, as the owner of the upload intents it records.
+        let boot: u64 = rand::random();
+        let intents = Intents::new(
+            format!("{}:{boot:016x}", config.node_id),
+            Arc::clone(&metadata),
+        );
         let writer = WalWriter::new(
-            config.wal.flush_bytes,
-            config.flush_interval(),
-            config.wal.max_inflight_flushes,
-            config.wal.max_buffered_bytes,
+            FlushSettings {
+                flush_bytes: config.wal.flush_bytes,
+                flush_interval: config.flush_interval(),
+                max_inflight: config.wal.max_inflight_flushes,
+                max_buffered_bytes: config.wal.max_buffered_bytes,
+            },
             storage.clone(),
             Arc::clone(&metadata),
             Arc::clone(&cache),
+            Arc::clone(&intents),
         );
         let listener = TcpListener::bind(config.kafka_addr)
             .await
@@ -182,7 +193,7 @@ impl Broker {
             metadata: Arc::clone(&metadata),
             storage: storage.clone(),
             cache,
-            catalog,
+            catalog: Arc::new(catalog),
             writer: Arc::clone(&writer),
             groups: group::GroupCoordinator::new(Arc::clone(&metadata), config.groups.clone()),
             admin_lock: tokio::sync::Mutex::new(()),
@@ -202,14 +213,32 @@ impl Broker {
         let collector = Collector {
             storage,
             metadata,
+            intents,
+            node: broker.config.node_id,
             orphan_grace: Duration::from_secs(broker.config.gc.orphan_grace_secs),
-            boot: writer.boot_id(),
-            in_flight: writer.in_flight(),
+            delete_grace: Duration::from_secs(broker.config.gc.delete_grace_secs),
+        };
+        let seal = &broker.config.seal;
+        let sealer = Sealer {
+            storage: broker.storage.clone(),
+            metadata: Arc::clone(&broker.metadata),
+            cache: Arc::clone(&broker.cache),
+            catalog: Arc::clone(&broker.catalog),
+            intents: Arc::clone(&collector.intents),
+            config: SealerConfig {
+                seal_interval: Duration::from_millis(seal.interval_ms.max(1)),
+                seal_cycle_bytes: seal.cycle_bytes.max(1),
+                own_segment_bytes: seal.own_segment_bytes,
+                index_interval_bytes: seal.index_interval_bytes,
+                segment_target_bytes: seal.segment_target_bytes,
+            },
+            kick: Arc::new(tokio::sync::Notify::new()),
         };
         let sweep_every = Duration::from_secs(broker.config.gc.sweep_interval_secs.max(1));
         let mut tasks = vec![
             tokio::spawn(writer.run(flusher_shutdown.clone())),
             tokio::spawn(collector.run(sweep_every, shutdown.clone())),
+            tokio::spawn(sealer.run(shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.groups).run(shutdown.clone())),
             tokio::spawn(expire_producers(Arc::clone(&broker), shutdown.clone())),
             tokio::spawn(connection::accept_loop(

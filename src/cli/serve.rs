@@ -74,6 +74,24 @@ pub struct ServeArgs {
     /// Grace period before an uncommitted object is deleted, in seconds [default: 600].
     #[arg(long, env = "STRATA_GC_ORPHAN_GRACE_SECS", value_name = "SECS")]
     pub gc_orphan_grace_secs: Option<u64>,
+    /// Grace period before an object no chunk references any more is
+    /// deleted, in seconds [default: 120].
+    #[arg(long, env = "STRATA_GC_DELETE_GRACE_SECS", value_name = "SECS")]
+    pub gc_delete_grace_secs: Option<u64>,
+    /// Time between garbage collection sweeps, in seconds [default: 60].
+    #[arg(long, env = "STRATA_GC_SWEEP_INTERVAL_SECS", value_name = "SECS")]
+    pub gc_sweep_interval_secs: Option<u64>,
+    /// Seal write-ahead objects into per-partition segments this often [default: 30000].
+    #[arg(long, env = "STRATA_SEAL_INTERVAL_MS", value_name = "MS")]
+    pub seal_interval_ms: Option<u64>,
+    /// A partition with at least this many bytes in a sealing cycle gets its
+    /// own segment object; smaller ones share one [default: 4194304].
+    #[arg(long, env = "STRATA_SEAL_OWN_SEGMENT_BYTES", value_name = "BYTES")]
+    pub seal_own_segment_bytes: Option<u64>,
+    /// Sealed chunks smaller than this are merged into larger segments
+    /// [default: 67108864].
+    #[arg(long, env = "STRATA_SEAL_SEGMENT_TARGET_BYTES", value_name = "BYTES")]
+    pub seal_segment_target_bytes: Option<u64>,
 }
 
 impl ServeArgs {
@@ -109,6 +127,11 @@ impl ServeArgs {
         set!(self.auto_create_topics => kafka.auto_create_topics);
         set!(self.default_partitions => kafka.default_partitions);
         set!(self.gc_orphan_grace_secs => gc.orphan_grace_secs);
+        set!(self.gc_delete_grace_secs => gc.delete_grace_secs);
+        set!(self.gc_sweep_interval_secs => gc.sweep_interval_secs);
+        set!(self.seal_interval_ms => seal.interval_ms);
+        set!(self.seal_own_segment_bytes => seal.own_segment_bytes);
+        set!(self.seal_segment_target_bytes => seal.segment_target_bytes);
         config.validate()?;
         Ok(config)
     }

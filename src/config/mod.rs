@@ -50,6 +50,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub kafka: KafkaConfig,
     pub gc: GcConfig,
+    pub seal: SealConfig,
     pub groups: GroupConfig,
 }
 
@@ -68,6 +69,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             kafka: KafkaConfig::default(),
             gc: GcConfig::default(),
+            seal: SealConfig::default(),
             groups: GroupConfig::default(),
         }
     }
@@ -189,13 +191,17 @@ impl Default for KafkaConfig {
     }
 }
 
-/// Garbage collection of orphan objects (uploaded, never committed).
+/// Garbage collection: orphan objects (an upload intent recorded, the
+/// object never committed) and retired objects (no chunk references them).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GcConfig {
-    /// An unreferenced object younger than this is left alone (it may be
-    /// between its PUT and its metadata commit).
+    /// An upload intent younger than this is left alone (its PUT and
+    /// commit may be under way in another process).
     pub orphan_grace_secs: u64,
+    /// A retired object is deleted this long after its last chunk moved
+    /// away, so reads that looked it up just before still find it.
+    pub delete_grace_secs: u64,
     /// Interval between sweeps; one sweep also runs at startup.
     pub sweep_interval_secs: u64,
 }
@@ -204,7 +210,40 @@ impl Default for GcConfig {
     fn default() -> Self {
         Self {
             orphan_grace_secs: 600,
-            sweep_interval_secs: 300,
+            delete_grace_secs: 120,
+            sweep_interval_secs: 60,
+        }
+    }
+}
+
+/// Sealing: write-ahead objects rewritten by partition into segments.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SealConfig {
+    /// Time between sealing cycles.
+    pub interval_ms: u64,
+    /// Write-ahead bytes one cycle reads (and holds in memory) at most; a
+    /// cycle also starts early once this much is pending.
+    pub cycle_bytes: u64,
+    /// A partition with at least this many bytes in a cycle gets its own
+    /// segment object; smaller ones are packed into one shared object.
+    pub own_segment_bytes: u64,
+    /// Bytes of record batches between two entries of a segment's sparse
+    /// index (Kafka's `index.interval.bytes`, coarser for object storage).
+    pub index_interval_bytes: usize,
+    /// Sealed chunks of a partition smaller than this are merged, four of
+    /// one size class at a time, into larger segments.
+    pub segment_target_bytes: u64,
+}
+
+impl Default for SealConfig {
+    fn default() -> Self {
+        Self {
+            interval_ms: 30_000,
+            cycle_bytes: 64 * 1024 * 1024,
+            own_segment_bytes: 4 * 1024 * 1024,
+            index_interval_bytes: 64 * 1024,
+            segment_target_bytes: 64 * 1024 * 1024,
         }
     }
 }

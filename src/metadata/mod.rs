@@ -79,6 +79,57 @@ pub struct ChunkRecord {
     pub object_size: u64,
     pub byte_start: u64,
     pub byte_len: u64,
+    /// Bytes of the chunk's sparse index, stored right after its data
+    /// (sealed segments; 0: none, the batch headers are walked).
+    pub index_len: u64,
+}
+
+/// What an object holds (stored with it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A flushed write buffer: chunks of many partitions (the durability point).
+    Wal = 0,
+    /// One partition's sealed segment.
+    Segment = 1,
+    /// Sealed chunks of several partitions, ordered by partition.
+    Shared = 2,
+}
+
+/// A chunk with the partition it belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectChunk {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub chunk: ChunkRecord,
+}
+
+/// One new chunk of a sealed object and the chunks it replaces (same
+/// partition, contiguous, together exactly its offset range).
+#[derive(Debug, Clone)]
+pub struct SealedChunk {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub chunk: ChunkRecord,
+    /// `(object key, base offset)` of each replaced chunk.
+    pub replaces: Vec<(Arc<str>, i64)>,
+}
+
+/// An object written by the sealer and the chunks it brings.
+#[derive(Debug, Clone)]
+pub struct SealedObject {
+    pub key: String,
+    pub size: u64,
+    pub kind: ObjectKind,
+    pub chunks: Vec<SealedChunk>,
+}
+
+/// An upload intent: a key recorded before its object's PUT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UploadIntent {
+    pub key: String,
+    /// The writer: `<node id>:<boot id>`.
+    pub owner: String,
+    pub created_ms: i64,
 }
 
 #[derive(Debug, Clone)]
@@ -183,11 +234,41 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn claim_all_partitions(&self, leader_id: i32) -> Result<()>;
     /// Records a flushed object (see the module header for the guarantees).
     async fn commit_object(&self, commit: ObjectCommit) -> Result<Vec<ChunkOutcome>>;
-    /// Whether an object key is known (committed) to the store.
-    async fn object_exists(&self, key: &str) -> Result<bool>;
-    /// Committed objects that no chunk references any more.
-    async fn unreferenced_objects(&self) -> Result<Vec<String>>;
-    async fn forget_object(&self, key: &str) -> Result<()>;
+    /// Records upload intents for `keys`, written by `owner`, before their
+    /// PUTs. A commit of an object needs its intent (and removes it).
+    async fn record_intents(&self, owner: &str, keys: Vec<String>) -> Result<()>;
+    /// Intents recorded before `before_ms`, and those of any owner named
+    /// `<node>:...` other than `current` (earlier processes of this node,
+    /// fenced when it started) whatever their age; oldest first, at most
+    /// `limit`.
+    async fn stale_intents(
+        &self,
+        before_ms: i64,
+        node: i32,
+        current: &str,
+        limit: usize,
+    ) -> Result<Vec<UploadIntent>>;
+    /// Of `keys`, those whose object is not committed: their intents are
+    /// doomed in the same transaction (no commit of them can land any more),
+    /// so the caller may delete the objects, then `forget_intents`.
+    async fn doom_uncommitted(&self, keys: Vec<String>) -> Result<Vec<String>>;
+    async fn forget_intents(&self, keys: Vec<String>) -> Result<()>;
+    /// Objects that no chunk has referenced since before `before_ms`, at
+    /// most `limit`.
+    async fn retired_objects(&self, before_ms: i64, limit: usize) -> Result<Vec<String>>;
+    /// Forgets retired objects (deleted from the object store by the caller).
+    async fn forget_objects(&self, keys: Vec<String>) -> Result<()>;
+    /// Committed write-ahead objects not sealed yet, oldest first, together
+    /// at most `max_bytes` (at least one if there is any) and `limit`.
+    async fn unsealed_objects(&self, max_bytes: u64, limit: usize) -> Result<Vec<(String, u64)>>;
+    /// The chunks stored in these objects.
+    async fn object_chunks(&self, keys: Vec<String>) -> Result<Vec<ObjectChunk>>;
+    /// ONE transaction: records the sealed objects and, for each new chunk
+    /// whose replaced chunks all still exist, swaps them for it (a chunk
+    /// whose partition or replaced chunks are gone is skipped). Objects
+    /// left without chunks are retired. Each output needs its upload
+    /// intent. Returns, per object and chunk, whether it was applied.
+    async fn replace_chunks(&self, objects: Vec<SealedObject>) -> Result<Vec<Vec<bool>>>;
 
     /// Writes a group's offsets in one transaction. Returns, per offset,
     /// whether it was written: false if its partition no longer exists (its

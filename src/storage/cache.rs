@@ -128,6 +128,41 @@ impl BlockCache {
         Ok(out.freeze())
     }
 
+    /// A whole object, for a reader that reads it once (the sealer): from
+    /// the memory tier if every block is there, else with one GET that
+    /// does not fill the cache.
+    pub async fn read_whole(&self, object_key: &str, object_size: u64) -> anyhow::Result<Bytes> {
+        let blocks = object_size.div_ceil(self.block_bytes);
+        let mut cached = Vec::with_capacity(blocks as usize);
+        for index in 0..blocks {
+            match self.cache.memory().get(&block_key(object_key, index)) {
+                Some(entry) => cached.push(entry.value().clone()),
+                None => break,
+            }
+        }
+        if cached.len() as u64 == blocks
+            && cached.iter().map(|b| b.len() as u64).sum::<u64>() == object_size
+        {
+            if cached.len() == 1 {
+                return Ok(cached.swap_remove(0));
+            }
+            let mut out = BytesMut::with_capacity(object_size as usize);
+            for block in &cached {
+                out.extend_from_slice(block);
+            }
+            return Ok(out.freeze());
+        }
+        let path = object_store::path::Path::from(object_key);
+        let data = self.storage.get_range(&path, 0..object_size).await?;
+        if data.len() as u64 != object_size {
+            bail!(
+                "{object_key} has {} bytes, expected {object_size}",
+                data.len()
+            );
+        }
+        Ok(data)
+    }
+
     async fn block(&self, object_key: &str, object_size: u64, index: u64) -> anyhow::Result<Bytes> {
         let start = index * self.block_bytes;
         let end = (start + self.block_bytes).min(object_size);

@@ -1,15 +1,22 @@
-//! Garbage collection of objects nothing needs:
-//! - orphans: WAL objects whose PUT finished but whose metadata commit never
-//!   happened (crash, failed or fenced commit), once older than the grace
-//!   period. Objects whose commit is still being decided (the writer's
-//!   in-flight set) are never touched, whatever the clock says. An object of
-//!   an earlier broker process (another boot id in its key) can never be
-//!   committed (its writer's epoch is fenced), so it is an orphan at any age
-//!   (single-node rule; clusters will rely on the grace period alone);
-//! - unreferenced objects: committed objects whose every chunk is gone
-//!   (deleted topics).
+//! Garbage collection, from the metadata store alone (the bucket is never
+//! listed, so objects this store's writers did not announce, such as those
+//! of another broker sharing the bucket, are never touched):
+//! - orphans: upload intents older than the grace period whose object was
+//!   never committed (a crash, a failed or fenced commit, a sealer output
+//!   whose swap did not happen). Keys of this process whose commit is still
+//!   undecided are skipped whatever their age; keys of earlier processes
+//!   of this node (fenced when it started) need no grace. The intent is doomed in the
+//!   metadata store first (a commit needing it fails from then on), then the
+//!   object is deleted, then the intent forgotten;
+//! - retired objects: committed objects that no chunk has referenced for the
+//!   delete grace period (sealed into segments, deleted topics, retention),
+//!   so a read that looked a chunk up just before it moved still finds its
+//!   bytes.
 //!
-//! One sweep runs at startup, then one every `sweep_interval`.
+//! Each sweep works through at most `BATCH` rows of each kind, oldest first,
+//! and repeats while a batch comes back full: work per round is bounded, and
+//! nothing scans whole tables. Sweeps run at startup and every
+//! `sweep_interval`.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -17,63 +24,87 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use object_store::path::Path;
 use tokio_util::sync::CancellationToken;
 
+use super::intents::Intents;
 use super::object::ObjectStorage;
-use super::paths;
 use crate::metadata::MetadataStore;
+
+const BATCH: usize = 500;
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct SweepReport {
     pub orphans_deleted: usize,
-    pub unreferenced_deleted: usize,
+    pub retired_deleted: usize,
 }
 
 pub struct Collector {
     pub storage: ObjectStorage,
     pub metadata: Arc<dyn MetadataStore>,
+    pub intents: Arc<Intents>,
+    /// This broker's node id: intents of its earlier processes (fenced at
+    /// start) are orphans at any age.
+    pub node: i32,
+    /// An intent younger than this is left alone (its PUT and commit may be
+    /// under way).
     pub orphan_grace: Duration,
-    /// This process's boot id (see `paths`).
-    pub boot: u64,
-    /// Keys between PUT and commit, owned by the writer.
-    pub in_flight: Arc<std::sync::Mutex<std::collections::HashSet<String>>>,
+    /// A retired object is kept this long for reads still in flight.
+    pub delete_grace: Duration,
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Collector {
+    /// Deletes an object (one already gone counts as deleted).
+    async fn delete(&self, key: &str) -> anyhow::Result<()> {
+        Ok(self.storage.delete(&Path::from(key)).await?)
+    }
+
     pub async fn sweep(&self) -> anyhow::Result<SweepReport> {
         let mut report = SweepReport::default();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
-        let cutoff = now_ms.saturating_sub(self.orphan_grace.as_millis() as u64);
-        for meta in self.storage.list(paths::WAL_PREFIX).await? {
-            let Some((written, boot)) = paths::parse_wal_object(&meta.location) else {
-                continue;
-            };
-            // Checked before the metadata lookup: a key absent from the set
-            // then has a decided commit, so the lookup below is conclusive.
-            let in_flight = self
-                .in_flight
-                .lock()
-                .map(|keys| keys.contains(meta.location.as_ref()))
-                .unwrap_or(true);
-            if in_flight {
-                continue;
+        loop {
+            let before = now_ms().saturating_sub(self.orphan_grace.as_millis() as i64);
+            let stale = self
+                .metadata
+                .stale_intents(before, self.node, self.intents.owner(), BATCH)
+                .await?;
+            let full = stale.len() == BATCH;
+            let candidates: Vec<String> = stale
+                .into_iter()
+                .filter(|i| i.owner != self.intents.owner() || !self.intents.is_live(&i.key))
+                .map(|i| i.key)
+                .collect();
+            let progress = !candidates.is_empty();
+            if progress {
+                let doomed = self.metadata.doom_uncommitted(candidates).await?;
+                for key in &doomed {
+                    tracing::info!(%key, "deleting orphan object");
+                    self.delete(key).await?;
+                }
+                report.orphans_deleted += doomed.len();
+                self.metadata.forget_intents(doomed).await?;
             }
-            let modified = meta.last_modified.timestamp_millis().max(0) as u64;
-            let fenced = boot != self.boot;
-            if written.max(modified) > cutoff && !fenced {
-                continue;
-            }
-            if !self.metadata.object_exists(meta.location.as_ref()).await? {
-                tracing::info!(key = %meta.location, "deleting orphan object");
-                self.storage.delete(&meta.location).await?;
-                report.orphans_deleted += 1;
+            // Only live keys of this process left in a full batch: the rest
+            // waits for the next sweep.
+            if !full || !progress {
+                break;
             }
         }
-        for key in self.metadata.unreferenced_objects().await? {
-            self.storage.delete(&Path::from(key.as_str())).await?;
-            self.metadata.forget_object(&key).await?;
-            report.unreferenced_deleted += 1;
+        loop {
+            let before = now_ms().saturating_sub(self.delete_grace.as_millis() as i64);
+            let retired = self.metadata.retired_objects(before, BATCH).await?;
+            let full = retired.len() == BATCH;
+            for key in &retired {
+                self.delete(key).await?;
+            }
+            report.retired_deleted += retired.len();
+            self.metadata.forget_objects(retired).await?;
+            if !full {
+                break;
+            }
         }
         Ok(report)
     }

@@ -6,14 +6,20 @@
 //! - `object`: the object store behind retry and metrics layers;
 //! - `paths`: every object key, built in one place;
 //! - `producers`: idempotent producer state and Kafka's sequence rules;
-//! - `gc`: orphan and unreferenced object removal.
+//! - `intents`: upload intents recorded before every PUT;
+//! - `sealer`: write-ahead objects rewritten by partition into segments;
+//! - `segment`: the layout of sealed objects (sections, sparse index, footer);
+//! - `gc`: removal of orphan and retired objects, from the metadata store.
 
 pub mod cache;
 pub mod catalog;
 pub mod gc;
+pub mod intents;
 pub mod metrics;
 pub mod object;
 pub mod partition;
 pub mod paths;
 pub mod producers;
+pub mod sealer;
+pub mod segment;
 pub mod wal;

@@ -251,6 +251,23 @@ impl ObjectStorage {
         .map(|_| ())
     }
 
+    /// PUTs an object made of `parts`, back to back, without joining them.
+    pub async fn put_parts(&self, key: &Path, parts: Vec<Bytes>) -> Result<(), StorageError> {
+        let len: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        self.layered(
+            "put",
+            key.as_ref(),
+            &self.metrics.put,
+            |_| len,
+            || {
+                self.inner
+                    .put(key, parts.iter().cloned().collect::<PutPayload>())
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn get_range(&self, key: &Path, range: Range<u64>) -> Result<Bytes, StorageError> {
         self.layered(
             "get",

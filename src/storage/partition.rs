@@ -19,6 +19,8 @@ use thiserror::Error;
 use tokio::sync::watch;
 
 use super::cache::BlockCache;
+use super::object::{StorageError, StorageErrorKind};
+use super::segment;
 use crate::metadata::{ChunkRecord, ProducerStateRecord, TopicId};
 use crate::protocol::batch::{BATCH_HEADER_LEN, BatchHeader, iter_batches, slice_from_offset};
 use crate::protocol::records::walk_records;
@@ -51,8 +53,11 @@ pub struct PartitionLog {
     producers: Mutex<HashMap<i64, ProducerStateRecord>>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct ReadCursor {
+    /// The chunk's object: a chunk sealed meanwhile starts at the same
+    /// offset in another object, at other byte positions.
+    object_key: Arc<str>,
     chunk_base: i64,
     next_offset: i64,
     /// Byte position, in the chunk's object, of the batch holding
@@ -134,6 +139,41 @@ impl PartitionLog {
         self.topic_commits.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Swaps the chunks covering `chunk`'s offsets for it (the sealer's
+    /// swap, already committed to the metadata store). Offsets and the high
+    /// watermark do not change; readers holding a replaced chunk still read
+    /// its object, which is deleted only after a grace period.
+    pub fn replace_chunks(&self, chunk: ChunkRecord) {
+        if let Ok(mut index) = self.index.write() {
+            let replaced: Vec<i64> = index
+                .range(chunk.base_offset..=chunk.last_offset)
+                .map(|(base, _)| *base)
+                .collect();
+            for base in replaced {
+                index.remove(&base);
+            }
+            index.insert(chunk.base_offset, chunk);
+        }
+    }
+
+    /// The chunks holding offsets from `from` on, in order.
+    pub fn chunks_in(&self, from: i64) -> Vec<ChunkRecord> {
+        let Ok(index) = self.index.read() else {
+            return Vec::new();
+        };
+        let first = index
+            .range(..=from)
+            .next_back()
+            .map(|(base, _)| *base)
+            .unwrap_or(from);
+        index.range(first..).map(|(_, c)| c.clone()).collect()
+    }
+
+    /// How many chunks the in-memory index holds.
+    pub fn chunk_count(&self) -> usize {
+        self.index.read().map(|index| index.len()).unwrap_or(0)
+    }
+
     /// A producer's committed state here, if it has any.
     pub fn producer(&self, producer_id: i64) -> Option<ProducerStateRecord> {
         self.producers.lock().ok()?.get(&producer_id).cloned()
@@ -176,13 +216,6 @@ impl PartitionLog {
         let index = self.index.read().ok()?;
         let (_, chunk) = index.range(..=offset).next_back()?;
         (chunk.last_offset >= offset).then(|| chunk.clone())
-    }
-
-    fn chunks_snapshot(&self) -> Vec<ChunkRecord> {
-        self.index
-            .read()
-            .map(|index| index.values().cloned().collect())
-            .unwrap_or_default()
     }
 
     async fn chunk_bytes(
@@ -243,9 +276,53 @@ impl PartitionLog {
     /// A batch boundary at or before `offset` in `chunk` remembered from the
     /// previous read, if that read ended in this chunk.
     fn cursor_for(&self, chunk: &ChunkRecord, offset: i64) -> Option<u64> {
-        let cursor = (*self.cursor.lock().ok()?)?;
-        (cursor.chunk_base == chunk.base_offset && cursor.next_offset <= offset)
+        let guard = self.cursor.lock().ok()?;
+        let cursor = guard.as_ref()?;
+        (cursor.chunk_base == chunk.base_offset
+            && cursor.object_key == chunk.object_key
+            && cursor.next_offset <= offset)
             .then_some(cursor.byte_pos)
+    }
+
+    /// Where to start walking batch headers for `offset` in `chunk`: the
+    /// previous read's end, else the sparse index's entry at or before it
+    /// (sealed chunks), else the chunk's start.
+    async fn start_for(
+        &self,
+        cache: &BlockCache,
+        chunk: &ChunkRecord,
+        offset: i64,
+    ) -> Result<u64, ReadError> {
+        if let Some(pos) = self.cursor_for(chunk, offset) {
+            return Ok(pos);
+        }
+        if chunk.index_len >= segment::INDEX_ENTRY as u64 {
+            let index = self.chunk_index(cache, chunk, offset).await?;
+            if let Some(entry) = segment::seek_offset(&index, offset)
+                && entry.position < chunk.byte_len
+            {
+                return Ok(chunk.byte_start + entry.position);
+            }
+        }
+        Ok(chunk.byte_start)
+    }
+
+    /// A sealed chunk's sparse index (one ranged read, then cached).
+    async fn chunk_index(
+        &self,
+        cache: &BlockCache,
+        chunk: &ChunkRecord,
+        offset: i64,
+    ) -> Result<Bytes, ReadError> {
+        let start = chunk.byte_start + chunk.byte_len;
+        cache
+            .read(
+                &chunk.object_key,
+                chunk.object_size,
+                start..start + chunk.index_len,
+            )
+            .await
+            .map_err(|source| ReadError::Storage { offset, source })
     }
 
     fn remember(&self, cursor: ReadCursor) {
@@ -265,6 +342,26 @@ impl PartitionLog {
         offset: i64,
         max_bytes: usize,
     ) -> Result<Bytes, ReadError> {
+        // An object can disappear under a read that looked its chunk up
+        // before a swap, if the read outlived the delete grace: look the
+        // chunk up again (it is in its new object now) and retry.
+        let mut attempts = 0;
+        loop {
+            match self.read_once(cache, offset, max_bytes).await {
+                Err(ReadError::Storage { source, .. }) if attempts < 3 && is_not_found(&source) => {
+                    attempts += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn read_once(
+        &self,
+        cache: &BlockCache,
+        offset: i64,
+        max_bytes: usize,
+    ) -> Result<Bytes, ReadError> {
         let (start, end) = (self.log_start_offset(), self.high_watermark());
         if offset < start || offset > end {
             return Err(ReadError::OutOfRange { offset, start, end });
@@ -274,7 +371,7 @@ impl PartitionLog {
         let mut next = offset;
         while next < end {
             let chunk = self.chunk_for(next).ok_or(ReadError::Missing(next))?;
-            let from = self.cursor_for(&chunk, next).unwrap_or(chunk.byte_start);
+            let from = self.start_for(cache, &chunk, next).await?;
             let Some((pos, first_len)) = self.locate(cache, &chunk, next, from).await? else {
                 break; // the chunk does not hold `next` (malformed index)
             };
@@ -300,6 +397,7 @@ impl PartitionLog {
                 break;
             };
             self.remember(ReadCursor {
+                object_key: Arc::clone(&chunk.object_key),
                 chunk_base: chunk.base_offset,
                 next_offset: last + 1,
                 byte_pos: pos + part.len() as u64,
@@ -325,22 +423,60 @@ impl PartitionLog {
     }
 
     /// `(offset, timestamp)` of the first record with a timestamp at or after
-    /// `timestamp`, as ListOffsets answers; `None` if there is none.
+    /// `timestamp`, as ListOffsets answers; `None` if there is none. Chunks
+    /// are looked at one at a time under the index lock (nothing is copied
+    /// but the chunk that may hold it); in a sealed chunk only the index
+    /// group that holds it is read.
     pub async fn offset_for_timestamp(
         &self,
         cache: &BlockCache,
         timestamp: i64,
     ) -> Result<Option<(i64, i64)>, ReadError> {
-        for chunk in self.chunks_snapshot() {
-            if chunk.max_timestamp < timestamp || chunk.last_offset < self.log_start_offset() {
-                continue;
+        let mut from = self.log_start_offset();
+        loop {
+            let chunk = {
+                let Ok(index) = self.index.read() else {
+                    return Ok(None);
+                };
+                let first = index
+                    .range(..=from)
+                    .next_back()
+                    .map(|(base, _)| *base)
+                    .unwrap_or(from);
+                index
+                    .range(first..)
+                    .map(|(_, c)| c)
+                    .find(|c| c.last_offset >= from && c.max_timestamp >= timestamp)
+                    .cloned()
+            };
+            let Some(chunk) = chunk else {
+                return Ok(None);
+            };
+            let mut range = chunk.byte_start..chunk.byte_start + chunk.byte_len;
+            if chunk.index_len >= segment::INDEX_ENTRY as u64 {
+                let index = self.chunk_index(cache, &chunk, chunk.base_offset).await?;
+                if let Some((entry, next)) = segment::seek_timestamp(&index, timestamp) {
+                    let end = next.map_or(chunk.byte_len, |n| n.min(chunk.byte_len));
+                    if entry.position < end {
+                        range = chunk.byte_start + entry.position..chunk.byte_start + end;
+                    }
+                }
             }
-            let data = self.chunk_bytes(cache, &chunk, chunk.base_offset).await?;
-            if let Some(found) = find_in_batches(data, move |ts| ts >= timestamp).await? {
+            let data = cache
+                .read(&chunk.object_key, chunk.object_size, range)
+                .await
+                .map_err(|source| ReadError::Storage {
+                    offset: chunk.base_offset,
+                    source,
+                })?;
+            let start = self.log_start_offset();
+            if let Some(found) =
+                find_in_batches(data, move |offset, ts| offset >= start && ts >= timestamp).await?
+            {
                 return Ok(Some(found));
             }
+            from = chunk.last_offset + 1;
         }
-        Ok(None)
     }
 
     /// `(offset, timestamp)` of the first record carrying the largest timestamp.
@@ -348,24 +484,39 @@ impl PartitionLog {
         &self,
         cache: &BlockCache,
     ) -> Result<Option<(i64, i64)>, ReadError> {
-        let Some(best) = self
-            .chunks_snapshot()
-            .into_iter()
-            .filter(|c| c.last_offset >= self.log_start_offset())
-            .reduce(|best, c| {
-                if c.max_timestamp > best.max_timestamp {
-                    c
-                } else {
-                    best
-                }
-            })
-        else {
+        let start = self.log_start_offset();
+        let best = {
+            let Ok(index) = self.index.read() else {
+                return Ok(None);
+            };
+            index
+                .values()
+                .filter(|c| c.last_offset >= start)
+                .reduce(|best, c| {
+                    if c.max_timestamp > best.max_timestamp {
+                        c
+                    } else {
+                        best
+                    }
+                })
+                .cloned()
+        };
+        let Some(best) = best else {
             return Ok(None);
         };
         let data = self.chunk_bytes(cache, &best, best.base_offset).await?;
         let max = best.max_timestamp;
-        find_in_batches(data, move |ts| ts >= max).await
+        find_in_batches(data, move |_, ts| ts >= max).await
     }
+}
+
+/// Whether a read failed because its object is gone.
+fn is_not_found(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<StorageError>()
+            .is_some_and(|e| e.kind == StorageErrorKind::NotFound)
+    })
 }
 
 /// Scans stored batches for the first record whose timestamp satisfies
@@ -373,11 +524,11 @@ impl PartitionLog {
 /// the blocking pool: compressed batches are inflated.
 async fn find_in_batches(
     data: Bytes,
-    want: impl Fn(i64) -> bool + Send + 'static,
+    want: impl Fn(i64, i64) -> bool + Send + 'static,
 ) -> Result<Option<(i64, i64)>, ReadError> {
     tokio::task::spawn_blocking(move || {
         for (pos, header) in iter_batches(&data) {
-            if !want(header.max_timestamp()) {
+            if !want(header.last_offset(), header.max_timestamp()) {
                 continue;
             }
             // Log-append-time batches carry the time only in the header.
@@ -390,7 +541,8 @@ async fn find_in_batches(
                 let timestamp = header
                     .base_timestamp()
                     .saturating_add(record.timestamp_delta);
-                if want(timestamp) {
+                let offset = header.base_offset() + i64::from(record.offset_delta);
+                if want(offset, timestamp) {
                     found = Some((
                         header.base_offset() + i64::from(record.offset_delta),
                         timestamp,

@@ -50,10 +50,10 @@ use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::cache::BlockCache;
+use super::intents::Intents;
 use super::metrics::FlushMetrics;
 use super::object::ObjectStorage;
 use super::partition::PartitionLog;
-use super::paths;
 use super::producers::{self, SequenceCheck, SequenceError};
 use crate::metadata::{
     ChunkCommit, ChunkOutcome, ChunkRecord, MetadataStore, ObjectCommit, ProducerStateRecord,
@@ -149,10 +149,9 @@ struct State {
 
 pub struct WalWriter {
     state: Mutex<State>,
-    /// This process's id, part of every WAL key it writes.
-    boot: u64,
-    /// Keys uploaded whose commit has not finished; the sweeper leaves them.
-    in_flight: Arc<Mutex<std::collections::HashSet<String>>>,
+    /// Object keys with their upload intents (the collector leaves keys
+    /// whose commit is undecided).
+    intents: Arc<Intents>,
     kick: Notify,
     room: Arc<Semaphore>,
     max_buffered_bytes: usize,
@@ -163,32 +162,6 @@ pub struct WalWriter {
     metadata: Arc<dyn MetadataStore>,
     cache: Arc<BlockCache>,
     metrics: FlushMetrics,
-}
-
-/// Membership of one key in the in-flight set, for the scope of a flush.
-struct InFlight<'a> {
-    set: &'a Mutex<std::collections::HashSet<String>>,
-    key: String,
-}
-
-impl<'a> InFlight<'a> {
-    fn register(set: &'a Mutex<std::collections::HashSet<String>>, key: &str) -> Self {
-        if let Ok(mut keys) = set.lock() {
-            keys.insert(key.to_string());
-        }
-        InFlight {
-            set,
-            key: key.to_string(),
-        }
-    }
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        if let Ok(mut keys) = self.set.lock() {
-            keys.remove(&self.key);
-        }
-    }
 }
 
 /// When a buffer whose first byte arrived at `first` is due (below
@@ -212,23 +185,35 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// How the writer batches and flushes (from the `wal` config).
+#[derive(Debug, Clone, Copy)]
+pub struct FlushSettings {
+    pub flush_bytes: usize,
+    pub flush_interval: Duration,
+    pub max_inflight: usize,
+    pub max_buffered_bytes: usize,
+}
+
 impl WalWriter {
     pub fn new(
-        flush_bytes: usize,
-        flush_interval: Duration,
-        max_inflight: usize,
-        max_buffered_bytes: usize,
+        settings: FlushSettings,
         storage: ObjectStorage,
         metadata: Arc<dyn MetadataStore>,
         cache: Arc<BlockCache>,
+        intents: Arc<Intents>,
     ) -> Arc<Self> {
+        let FlushSettings {
+            flush_bytes,
+            flush_interval,
+            max_inflight,
+            max_buffered_bytes,
+        } = settings;
         let max_buffered_bytes = max_buffered_bytes
             .min(Semaphore::MAX_PERMITS)
             .min(u32::MAX as usize);
         Arc::new(Self {
             state: Mutex::new(State::default()),
-            boot: rand::random(),
-            in_flight: Arc::default(),
+            intents,
             kick: Notify::new(),
             room: Arc::new(Semaphore::new(max_buffered_bytes)),
             max_buffered_bytes,
@@ -384,15 +369,6 @@ impl WalWriter {
         AppendTicket { base_offset, done }
     }
 
-    pub fn boot_id(&self) -> u64 {
-        self.boot
-    }
-
-    /// The set of keys between PUT and commit, shared with the sweeper.
-    pub fn in_flight(&self) -> Arc<Mutex<std::collections::HashSet<String>>> {
-        Arc::clone(&self.in_flight)
-    }
-
     /// Drops the offset bookkeeping of a deleted topic.
     pub fn forget_topic(&self, topic_id: TopicId) {
         if let Ok(mut state) = self.state.lock() {
@@ -507,12 +483,26 @@ impl WalWriter {
             let _ = settled.send(());
             return;
         }
-        let object = self.build_object(&buffer);
-        // Registered before the PUT, removed once the commit is decided: the
-        // sweeper never deletes an object whose commit may still land.
-        let _in_flight = InFlight::register(&self.in_flight, &object.key_str);
+        // The key's upload intent is recorded before the PUT and the key
+        // stays live until the commit is decided (the guard's drop): the
+        // collector never deletes an object whose commit may still land.
         let put_started = Instant::now();
-        let put = self.storage.put(&object.key, object.bytes.clone()).await;
+        let (object, put, _live) = match self.intents.wal_key().await {
+            Ok(live) => {
+                let object = self.build_object(&buffer, live.key.clone());
+                let put = self
+                    .storage
+                    .put(&object.key, object.bytes.clone())
+                    .await
+                    .map_err(|e| e.to_string());
+                (Some(object), put, Some(live))
+            }
+            Err(error) => (
+                None,
+                Err(format!("cannot record the upload intent: {error}")),
+                None,
+            ),
+        };
         let put_took = put_started.elapsed();
         // Commits apply in order. An error is only acted on once everything
         // before this flush has settled, so a reset of offset assignment
@@ -531,9 +521,10 @@ impl WalWriter {
             let _ = settled.send(());
             return;
         }
-        let result = match put {
-            Ok(()) => self.commit(&buffer, object, put_took).await,
-            Err(error) => Err(AppendError::Storage(error.to_string())),
+        let result = match (put, object) {
+            (Ok(()), Some(object)) => self.commit(&buffer, object, put_took).await,
+            (Err(error), _) => Err(AppendError::Storage(error)),
+            (Ok(()), None) => Err(AppendError::Storage("no object was written".into())),
         };
         match result {
             Ok((outcomes, durability_work)) => {
@@ -578,10 +569,9 @@ impl WalWriter {
 
     /// Lays the buffer out as one object: each partition's batches back to
     /// back, in the order of `buffer.partitions`.
-    fn build_object(&self, buffer: &Buffer) -> FlushObject {
+    fn build_object(&self, buffer: &Buffer, key: object_store::path::Path) -> FlushObject {
         let mut bytes = BytesMut::with_capacity(buffer.bytes);
         let mut chunks = Vec::with_capacity(buffer.partitions.len());
-        let key = paths::new_wal_object(now_ms(), self.boot);
         let key_str: Arc<str> = Arc::from(key.as_ref());
         for part in &buffer.partitions {
             let start = bytes.len() as u64;
@@ -600,6 +590,7 @@ impl WalWriter {
                     object_size: buffer.bytes as u64,
                     byte_start: start,
                     byte_len: bytes.len() as u64 - start,
+                    index_len: 0,
                 },
                 producers: part.producers.values().cloned().collect(),
             });

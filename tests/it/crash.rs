@@ -212,9 +212,20 @@ async fn object_store_outage_under_load_loses_no_acknowledged_record() {
     );
 }
 
+/// Garbage collection deletes only what this store's writers announced:
+/// an object with an upload intent of an earlier (crashed) process and no
+/// commit is deleted; an object nobody announced (another broker's, say) is
+/// kept; committed objects are kept until nothing references them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn orphans_are_swept_and_committed_objects_kept() {
-    let mut broker = TestBroker::start(&[]);
+async fn gc_deletes_announced_orphans_only_and_keeps_committed_objects() {
+    let mut broker = TestBroker::start(&[
+        "--gc-sweep-interval-secs",
+        "1",
+        "--gc-delete-grace-secs",
+        "0",
+        "--seal-interval-ms",
+        "3600000",
+    ]);
     broker.create_topic("gc", 1).await;
     let producer = broker.producer(&[]);
     for i in 0..50 {
@@ -226,17 +237,28 @@ async fn orphans_are_swept_and_committed_objects_kept() {
             .expect("delivered");
     }
     broker.kill9();
-    // What a crash between PUT and commit leaves behind.
-    let orphan = broker
-        .objects_dir()
-        .join("wal")
-        .join("0000000000001-00000000000000ff-00000000deadbeef.wal");
-    std::fs::write(&orphan, b"uploaded but never committed").expect("write orphan");
-    let committed_before: Vec<_> = files_under(&broker.objects_dir())
-        .into_iter()
-        .filter(|p| p != &orphan)
-        .collect();
+    let committed_before = files_under(&broker.objects_dir());
     assert!(!committed_before.is_empty());
+    // What a crash between an intent, its PUT and its commit leaves behind:
+    // an intent of an earlier process of this node (0), and its object.
+    let orphan_key = "wal/ab/0000000000001-00000000deadbeef.wal";
+    let orphan = broker.objects_dir().join(orphan_key);
+    std::fs::create_dir_all(orphan.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&orphan, b"uploaded but never committed").expect("write orphan");
+    let db = rusqlite::Connection::open(broker.data_dir.join("metadata.db")).expect("open db");
+    db.execute(
+        "INSERT INTO object_intents (object_key, owner, created_ms) VALUES (?1, '0:dead', 0)",
+        [orphan_key],
+    )
+    .expect("record intent");
+    drop(db);
+    // An object no writer of this store announced.
+    let foreign = broker
+        .objects_dir()
+        .join("wal/cd/0000000000002-00000000cafef00d.wal");
+    std::fs::create_dir_all(foreign.parent().expect("parent")).expect("mkdir");
+    std::fs::write(&foreign, b"another broker's object").expect("write foreign");
+
     broker.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while orphan.exists() {
@@ -247,6 +269,10 @@ async fn orphans_are_swept_and_committed_objects_kept() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(
+        foreign.exists(),
+        "an object nobody announced is never deleted"
+    );
     for path in &committed_before {
         assert!(
             path.exists(),
@@ -258,14 +284,12 @@ async fn orphans_are_swept_and_committed_objects_kept() {
     assert_eq!(records.len(), 50);
     assert_eq!(records[49].value.as_deref(), Some(&b"v49"[..]));
 
-    // Deleting the topic makes its objects unreferenced; the next sweep
-    // (at the next start) removes them.
+    // Deleting the topic retires its objects; the next sweeps delete them.
     broker
         .admin()
         .delete_topics(&["gc"], &rdkafka::admin::AdminOptions::new())
         .await
         .expect("delete");
-    broker.restart();
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while committed_before.iter().any(|p| p.exists()) {
         assert!(
@@ -274,6 +298,7 @@ async fn orphans_are_swept_and_committed_objects_kept() {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    assert!(foreign.exists(), "still kept");
 }
 
 /// SIGTERM while a producer is sending: the broker stops reading requests,

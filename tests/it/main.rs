@@ -16,3 +16,4 @@ mod idempotence;
 mod polyglot;
 mod produce_consume;
 mod s3;
+mod tiering;

@@ -1,6 +1,9 @@
-//! Embedded SQLite backend. One connection behind a mutex, every call on the
-//! blocking pool. WAL journal with `synchronous=FULL`: a commit that returned
-//! is on disk.
+//! Embedded SQLite backend. Every call runs on the blocking pool. Writes go
+//! through one connection behind a mutex; reads that need no transaction
+//! with a write (startup loads, admin reads, the collector's and the
+//! sealer's queries) go through a second, read-only connection, so they
+//! never queue behind (or hold up) the write path's commits. WAL journal
+//! with `synchronous=FULL`: a commit that returned is on disk.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,16 +14,19 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 mod groups;
+mod objects;
 mod producers;
 mod schema;
 
 use super::{
-    ChunkOutcome, ChunkRecord, CommittedOffset, MetadataError, MetadataStore, ObjectCommit,
-    PartitionProducerState, PartitionRecord, Result, TopicId, TopicRecord,
+    ChunkOutcome, ChunkRecord, CommittedOffset, MetadataError, MetadataStore, ObjectChunk,
+    ObjectCommit, PartitionProducerState, PartitionRecord, Result, SealedObject, TopicId,
+    TopicRecord, UploadIntent,
 };
 
 pub struct SqliteStore {
     conn: Arc<Mutex<Connection>>,
+    reader: Arc<Mutex<Connection>>,
 }
 
 pub(super) fn now_ms() -> i64 {
@@ -62,20 +68,44 @@ impl SqliteStore {
             })?;
         }
         let path = path.to_path_buf();
-        let conn = tokio::task::spawn_blocking(move || -> Result<Connection> {
+        let (conn, reader) = tokio::task::spawn_blocking(move || -> Result<_> {
             let conn = Connection::open(&path)?;
             conn.pragma_update(None, "journal_mode", "WAL")?;
             conn.pragma_update(None, "synchronous", "FULL")?;
             conn.pragma_update(None, "foreign_keys", "ON")?;
             conn.busy_timeout(std::time::Duration::from_secs(5))?;
             schema::migrate(&conn)?;
-            Ok(conn)
+            let reader = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            reader.busy_timeout(std::time::Duration::from_secs(5))?;
+            Ok((conn, reader))
         })
         .await
         .map_err(|e| MetadataError::Backend(format!("open task failed: {e}")))??;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            reader: Arc::new(Mutex::new(reader)),
         })
+    }
+
+    /// Runs `f` on the read-only connection (queries only).
+    async fn with_reader<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let conn = Arc::clone(&self.reader);
+        tokio::task::spawn_blocking(move || {
+            let guard = conn
+                .lock()
+                .map_err(|_| MetadataError::Backend("sqlite reader mutex poisoned".into()))?;
+            f(&guard)
+        })
+        .await
+        .map_err(|e| MetadataError::Backend(format!("metadata task failed: {e}")))?
     }
 
     async fn with_conn<T, F>(&self, f: F) -> Result<T>
@@ -161,13 +191,23 @@ impl MetadataStore for SqliteStore {
 
     async fn delete_topic(&self, id: TopicId) -> Result<()> {
         self.with_conn(move |conn| {
-            let deleted = conn.execute(
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let keys: Vec<String> = {
+                let mut stmt =
+                    tx.prepare("SELECT DISTINCT object_key FROM chunks WHERE topic_id = ?1")?;
+                let rows = stmt.query_map(params![id.0.to_string()], |r| r.get(0))?;
+                rows.collect::<std::result::Result<_, _>>()?
+            };
+            let deleted = tx.execute(
                 "DELETE FROM topics WHERE topic_id = ?1",
                 params![id.0.to_string()],
             )?;
             if deleted == 0 {
                 return Err(MetadataError::UnknownTopic(id.to_string()));
             }
+            // Its chunks went with it (cascade): objects it alone used retire.
+            objects::retire_if_unreferenced(&tx, keys.iter().map(String::as_str))?;
+            tx.commit()?;
             Ok(())
         })
         .await
@@ -259,7 +299,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicRecord>> {
-        self.with_conn(|conn| {
+        self.with_reader(|conn| {
             let mut stmt = conn
                 .prepare("SELECT topic_id, name, partitions, configs FROM topics ORDER BY name")?;
             let rows = stmt.query_map([], |r| {
@@ -290,7 +330,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>> {
-        self.with_conn(move |conn| {
+        self.with_reader(move |conn| {
             let mut stmt = conn.prepare(
                 "SELECT partition, leader_id, leader_epoch, log_start_offset, high_watermark
                  FROM partitions WHERE topic_id = ?1 ORDER BY partition",
@@ -310,10 +350,10 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>> {
-        self.with_conn(move |conn| {
-            let mut stmt = conn.prepare(
+        self.with_reader(move |conn| {
+            let mut stmt = conn.prepare_cached(
                 "SELECT c.base_offset, c.last_offset, c.max_timestamp, c.object_key, o.size,
-                        c.byte_start, c.byte_len
+                        c.byte_start, c.byte_len, c.index_len
                  FROM chunks c JOIN objects o ON o.object_key = c.object_key
                  WHERE c.topic_id = ?1 AND c.partition = ?2 ORDER BY c.base_offset",
             )?;
@@ -326,6 +366,7 @@ impl MetadataStore for SqliteStore {
                     object_size: r.get::<_, i64>(4)? as u64,
                     byte_start: r.get::<_, i64>(5)? as u64,
                     byte_len: r.get::<_, i64>(6)? as u64,
+                    index_len: r.get::<_, i64>(7)? as u64,
                 })
             })?;
             Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
@@ -349,8 +390,9 @@ impl MetadataStore for SqliteStore {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // Cached statements: a flush runs these once per partition, so
             // parsing them each time cost more than executing them.
+            objects::take_intent(&tx, &commit.object_key)?;
             tx.prepare_cached(
-                "INSERT INTO objects (object_key, size, created_ms) VALUES (?1, ?2, ?3)",
+                "INSERT INTO objects (object_key, size, created_ms, kind) VALUES (?1, ?2, ?3, 0)",
             )?
             .execute(params![
                 commit.object_key,
@@ -418,37 +460,67 @@ impl MetadataStore for SqliteStore {
                 outcomes.push(ChunkOutcome::Committed);
             }
             drop((advance, insert_chunk));
+            if !outcomes.contains(&ChunkOutcome::Committed) {
+                // Every topic in it was deleted meanwhile.
+                objects::retire_if_unreferenced(&tx, [commit.object_key.as_str()])?;
+            }
             tx.commit()?;
             Ok(outcomes)
         })
         .await
     }
 
-    async fn object_exists(&self, key: &str) -> Result<bool> {
-        let key = key.to_string();
-        self.with_conn(move |conn| {
-            let found: Option<i64> = conn
-                .query_row(
-                    "SELECT 1 FROM objects WHERE object_key = ?1",
-                    params![key],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            Ok(found.is_some())
-        })
-        .await
+    async fn record_intents(&self, owner: &str, keys: Vec<String>) -> Result<()> {
+        let owner = owner.to_string();
+        self.with_conn(move |conn| objects::record_intents(conn, &owner, &keys))
+            .await
     }
 
-    async fn unreferenced_objects(&self) -> Result<Vec<String>> {
-        self.with_conn(|conn| {
-            let mut stmt = conn.prepare(
-                "SELECT o.object_key FROM objects o
-                 WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = o.object_key)",
-            )?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
-        })
-        .await
+    async fn stale_intents(
+        &self,
+        before_ms: i64,
+        node: i32,
+        current: &str,
+        limit: usize,
+    ) -> Result<Vec<UploadIntent>> {
+        let current = current.to_string();
+        self.with_reader(move |conn| objects::stale_intents(conn, before_ms, node, &current, limit))
+            .await
+    }
+
+    async fn doom_uncommitted(&self, keys: Vec<String>) -> Result<Vec<String>> {
+        self.with_conn(move |conn| objects::doom_uncommitted(conn, &keys))
+            .await
+    }
+
+    async fn forget_intents(&self, keys: Vec<String>) -> Result<()> {
+        self.with_conn(move |conn| objects::forget_intents(conn, &keys))
+            .await
+    }
+
+    async fn retired_objects(&self, before_ms: i64, limit: usize) -> Result<Vec<String>> {
+        self.with_reader(move |conn| objects::retired_objects(conn, before_ms, limit))
+            .await
+    }
+
+    async fn forget_objects(&self, keys: Vec<String>) -> Result<()> {
+        self.with_conn(move |conn| objects::forget_objects(conn, &keys))
+            .await
+    }
+
+    async fn unsealed_objects(&self, max_bytes: u64, limit: usize) -> Result<Vec<(String, u64)>> {
+        self.with_reader(move |conn| objects::unsealed_objects(conn, max_bytes, limit))
+            .await
+    }
+
+    async fn object_chunks(&self, keys: Vec<String>) -> Result<Vec<ObjectChunk>> {
+        self.with_reader(move |conn| objects::object_chunks(conn, &keys))
+            .await
+    }
+
+    async fn replace_chunks(&self, sealed: Vec<SealedObject>) -> Result<Vec<Vec<bool>>> {
+        self.with_conn(move |conn| objects::replace_chunks(conn, &sealed))
+            .await
     }
 
     async fn commit_offsets(
@@ -463,7 +535,7 @@ impl MetadataStore for SqliteStore {
 
     async fn fetch_offsets(&self, group: &str) -> Result<Vec<CommittedOffset>> {
         let group = group.to_string();
-        self.with_conn(move |conn| groups::fetch(conn, &group))
+        self.with_reader(move |conn| groups::fetch(conn, &group))
             .await
     }
 
@@ -486,7 +558,7 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn stored_groups(&self) -> Result<Vec<(String, String)>> {
-        self.with_conn(|conn| groups::stored(conn)).await
+        self.with_reader(groups::stored).await
     }
 
     async fn expire_offsets(&self, before_ms: i64, active: Vec<String>) -> Result<usize> {
@@ -504,21 +576,12 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn producer_states(&self) -> Result<Vec<PartitionProducerState>> {
-        self.with_conn(|conn| producers::load_all(conn)).await
+        self.with_reader(producers::load_all).await
     }
 
     async fn expire_producers(&self, before_ms: i64) -> Result<usize> {
         self.with_conn(move |conn| producers::expire(conn, before_ms))
             .await
-    }
-
-    async fn forget_object(&self, key: &str) -> Result<()> {
-        let key = key.to_string();
-        self.with_conn(move |conn| {
-            conn.execute("DELETE FROM objects WHERE object_key = ?1", params![key])?;
-            Ok(())
-        })
-        .await
     }
 }
 

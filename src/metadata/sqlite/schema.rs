@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::metadata::{MetadataError, Result};
 
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE cluster (
@@ -86,6 +86,34 @@ CREATE TABLE producer_state (
     FOREIGN KEY (topic_id, partition) REFERENCES partitions(topic_id, partition) ON DELETE CASCADE
 );
 CREATE INDEX producer_state_by_time ON producer_state(last_append_ms);
+";
+
+/// Tiered storage:
+/// - upload intents: every object key is recorded by its writer before its
+///   PUT and forgotten when the object is committed (or deleted), so the
+///   collector deletes only what this store's writers wrote and never an
+///   object whose commit may still land (a commit needs its intent, and the
+///   collector dooms an intent before it deletes the object);
+/// - each object's kind (0: write-ahead, 1: segment, 2: shared) and, once no
+///   chunk references it any more, when it was retired (deleted after a
+///   grace period, so that reads in flight still find it);
+/// - each chunk's sparse index length (segments: the index follows the
+///   chunk's bytes).
+const SCHEMA_V4: &str = "
+CREATE TABLE object_intents (
+    object_key TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created_ms INTEGER NOT NULL,
+    doomed INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX object_intents_by_time ON object_intents(created_ms);
+ALTER TABLE objects ADD COLUMN kind INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE objects ADD COLUMN retired_ms INTEGER;
+CREATE INDEX objects_retired ON objects(retired_ms) WHERE retired_ms IS NOT NULL;
+CREATE INDEX objects_unsealed ON objects(kind, retired_ms);
+ALTER TABLE chunks ADD COLUMN index_len INTEGER NOT NULL DEFAULT 0;
+UPDATE objects SET retired_ms = created_ms
+ WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = objects.object_key);
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

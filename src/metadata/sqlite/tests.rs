@@ -12,6 +12,7 @@ fn chunk(base: i64, last: i64) -> ChunkRecord {
         object_size: 100,
         byte_start: 0,
         byte_len: 100,
+        index_len: 0,
     }
 }
 
@@ -108,6 +109,8 @@ async fn commit_is_fenced_on_epoch_and_offsets() {
             producers: Vec::new(),
         }],
     };
+    let keys = ["a", "b", "c", "d"].map(String::from).to_vec();
+    store.record_intents("0:1", keys).await.expect("intents");
     let out = store
         .commit_object(commit("a", 0, 0, 9))
         .await
@@ -118,7 +121,14 @@ async fn commit_is_fenced_on_epoch_and_offsets() {
         store.commit_object(commit("b", 0, 11, 12)).await,
         Err(MetadataError::Fenced(_))
     ));
-    assert!(!store.object_exists("b").await.expect("query"));
+    assert!(
+        store
+            .doom_uncommitted(vec!["b".into()])
+            .await
+            .expect("doom")
+            .contains(&"b".to_string()),
+        "the refused object is not committed"
+    );
     store.claim_all_partitions(0).await.expect("claim");
     // The old epoch is fenced now.
     assert!(matches!(
@@ -133,9 +143,9 @@ async fn commit_is_fenced_on_epoch_and_offsets() {
     assert_eq!(parts[0].high_watermark, 13);
     assert_eq!(store.chunks(topic.id, 0).await.expect("chunks").len(), 2);
     store.delete_topic(topic.id).await.expect("delete");
-    let mut orphans = store.unreferenced_objects().await.expect("unreferenced");
-    orphans.sort();
-    assert_eq!(orphans, vec!["a".to_string(), "d".to_string()]);
+    let mut retired = store.retired_objects(i64::MAX, 10).await.expect("retired");
+    retired.sort();
+    assert_eq!(retired, vec!["a".to_string(), "d".to_string()]);
 }
 
 #[tokio::test]
@@ -173,6 +183,10 @@ async fn admin_changes_and_producer_state_are_stored() {
         }],
         last_append_ms: 1_000,
     };
+    store
+        .record_intents("0:1", vec!["a".into()])
+        .await
+        .expect("intent");
     store
         .commit_object(ObjectCommit {
             object_key: "a".into(),
@@ -244,4 +258,156 @@ async fn admin_changes_and_producer_state_are_stored() {
     assert_eq!(written, vec![false, true]);
     assert!(store.producer_states().await.expect("states").is_empty());
     assert_eq!(store.expire_producers(i64::MAX).await.expect("expire"), 0);
+}
+
+/// Upload intents: a commit needs its intent; the collector's view (stale
+/// intents, doomed ones, retired objects) and the sealer's swap.
+#[tokio::test]
+async fn intents_sealing_swap_and_retirement() {
+    use crate::metadata::{ObjectKind, SealedChunk, SealedObject};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("m.db"))
+        .await
+        .expect("open");
+    let topic = store
+        .create_topic("t", 1, BTreeMap::new(), 0)
+        .await
+        .expect("create");
+    let wal = |key: &str, base, last| ObjectCommit {
+        object_key: key.to_string(),
+        object_size: 100,
+        chunks: vec![ChunkCommit {
+            topic_id: topic.id,
+            partition: 0,
+            leader_epoch: 0,
+            chunk: ChunkRecord {
+                object_key: Arc::from(key),
+                ..chunk(base, last)
+            },
+            producers: Vec::new(),
+        }],
+    };
+    // No intent, no commit.
+    assert!(matches!(
+        store.commit_object(wal("w0", 0, 9)).await,
+        Err(MetadataError::Fenced(_))
+    ));
+    let keys: Vec<String> = ["w1", "w2", "w3", "s1", "s2"].map(String::from).to_vec();
+    store.record_intents("0:1", keys).await.expect("intents");
+    for (key, base) in [("w1", 0), ("w2", 10), ("w3", 20)] {
+        store
+            .commit_object(wal(key, base, base + 9))
+            .await
+            .expect("commit");
+    }
+    // Intents of a live owner are stale only after the grace; those of an
+    // earlier process of the same node (0:0) at any age.
+    store
+        .record_intents("0:0", vec!["old".into()])
+        .await
+        .expect("intent");
+    let young = store.stale_intents(0, 0, "0:1", 10).await.expect("stale");
+    assert_eq!(
+        young.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
+        ["old"]
+    );
+    let all = store
+        .stale_intents(i64::MAX, 0, "0:1", 10)
+        .await
+        .expect("stale");
+    assert_eq!(
+        all.len(),
+        3,
+        "s1, s2 and old (committed ones are gone): {all:?}"
+    );
+    // Dooming forgets nothing committed, and a doomed intent fails its commit.
+    let doomed = store
+        .doom_uncommitted(vec!["s2".into(), "old".into()])
+        .await
+        .expect("doom");
+    assert_eq!(doomed, vec!["s2".to_string(), "old".to_string()]);
+    let unsealed = store.unsealed_objects(250, 10).await.expect("unsealed");
+    assert_eq!(
+        unsealed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        ["w1", "w2"],
+        "oldest first, within the byte budget"
+    );
+    let found = store
+        .object_chunks(vec!["w1".into(), "w2".into()])
+        .await
+        .expect("chunks");
+    assert_eq!(found.len(), 2);
+    let sealed = |key: &str, replaces: Vec<(&str, i64)>, last| SealedObject {
+        key: key.to_string(),
+        size: 300,
+        kind: ObjectKind::Segment,
+        chunks: vec![SealedChunk {
+            topic_id: topic.id,
+            partition: 0,
+            chunk: ChunkRecord {
+                object_key: Arc::from(key),
+                object_size: 300,
+                index_len: 20,
+                ..chunk(0, last)
+            },
+            replaces: replaces
+                .into_iter()
+                .map(|(k, base)| (Arc::from(k), base))
+                .collect(),
+        }],
+    };
+    // A doomed output cannot be committed.
+    assert!(matches!(
+        store
+            .replace_chunks(vec![sealed("s2", vec![("w1", 0), ("w2", 10)], 19)])
+            .await,
+        Err(MetadataError::Fenced(_))
+    ));
+    // Replaced rows that do not cover the new chunk exactly: skipped.
+    let applied = store
+        .replace_chunks(vec![sealed("s1", vec![("w1", 0)], 19)])
+        .await
+        .expect("swap");
+    assert_eq!(applied, vec![vec![false]]);
+    assert_eq!(
+        store.retired_objects(i64::MAX, 10).await.expect("r"),
+        ["s1"]
+    );
+    store
+        .record_intents("0:1", vec!["s3".into()])
+        .await
+        .expect("intent");
+    let applied = store
+        .replace_chunks(vec![sealed("s3", vec![("w1", 0), ("w2", 10)], 19)])
+        .await
+        .expect("swap");
+    assert_eq!(applied, vec![vec![true]]);
+    let chunks = store.chunks(topic.id, 0).await.expect("chunks");
+    assert_eq!(
+        chunks
+            .iter()
+            .map(|c| (
+                c.base_offset,
+                c.last_offset,
+                c.object_key.as_ref(),
+                c.index_len
+            ))
+            .collect::<Vec<_>>(),
+        [(0, 19, "s3", 20), (20, 29, "w3", 0)]
+    );
+    let mut retired = store.retired_objects(i64::MAX, 10).await.expect("r");
+    retired.sort();
+    assert_eq!(retired, ["s1", "w1", "w2"]);
+    assert!(store.retired_objects(0, 10).await.expect("r").is_empty());
+    assert_eq!(
+        store.unsealed_objects(1 << 20, 10).await.expect("u"),
+        vec![("w3".to_string(), 100)]
+    );
+    store
+        .forget_objects(vec!["w1".into(), "w3".into()])
+        .await
+        .expect("forget");
+    let mut retired = store.retired_objects(i64::MAX, 10).await.expect("r");
+    retired.sort();
+    assert_eq!(retired, ["s1", "w2"], "w3 is referenced: not forgotten");
 }

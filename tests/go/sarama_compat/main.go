@@ -21,6 +21,7 @@ import (
 	"runtime/debug"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"sync"
 	"time"
 
@@ -101,6 +102,7 @@ func config() *sarama.Config {
 // stuck in a call is abandoned a little after its timeout.
 func run(name string, timeout time.Duration, fn func(ctx context.Context) error) {
 	start := time.Now()
+	stage.Store("start")
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	done := make(chan error, 1)
@@ -116,7 +118,7 @@ func run(name string, timeout time.Duration, fn func(ctx context.Context) error)
 	select {
 	case err = <-done:
 	case <-time.After(timeout + 5*time.Second):
-		err = fmt.Errorf("timed out after %s", timeout)
+		err = fmt.Errorf("timed out after %s, at: %v", timeout, stage.Load())
 	}
 	if err == nil {
 		results[name] = "pass"
@@ -128,6 +130,9 @@ func run(name string, timeout time.Duration, fn func(ctx context.Context) error)
 	}
 	fmt.Fprintf(os.Stderr, "sarama_compat: %-60s %s (%.1fs)\n", name, results[name], time.Since(start).Seconds())
 }
+
+// stage names the step a scenario is at, reported if it times out.
+var stage atomic.Value
 
 func checkf(cond bool, format string, args ...any) error {
 	if cond {
@@ -229,7 +234,8 @@ func produceAsync(ctx context.Context, msgs []*sarama.ProducerMessage, tune func
 		}
 	}()
 	offsets := make([]int64, len(msgs))
-	for range msgs {
+	for acked := range msgs {
+		stage.Store(fmt.Sprintf("produce: %d of %d acknowledged", acked, len(msgs)))
 		select {
 		case m := <-p.Successes():
 			offsets[index[m]] = m.Offset
@@ -479,6 +485,7 @@ func scenarioIdempotent(ctx context.Context) error {
 	for i := range msgs {
 		msgs[i] = message(topic, 0, []byte("same-key"), []byte(fmt.Sprintf("seq-%04d", i)))
 	}
+	stage.Store("idempotent: producer starting (InitProducerId)")
 	offsets, err := produceAsync(ctx, msgs, func(cfg *sarama.Config) {
 		cfg.Producer.Idempotent = true
 		cfg.Net.MaxOpenRequests = 1
@@ -492,10 +499,12 @@ func scenarioIdempotent(ctx context.Context) error {
 			return fmt.Errorf("message %d acknowledged at offset %d", i, o)
 		}
 	}
+	stage.Store("idempotent: all acknowledged; consuming")
 	got, err := consume(ctx, topic, 0, sarama.OffsetOldest, n)
 	if err != nil {
 		return err
 	}
+	stage.Store("idempotent: consumed; reading the end offset")
 	for i, m := range got {
 		if m.Offset != int64(i) || string(m.Value) != fmt.Sprintf("seq-%04d", i) {
 			return fmt.Errorf("position %d: offset %d value %q", i, m.Offset, m.Value)

@@ -1,0 +1,291 @@
+//! Objects and their lifecycle in SQLite: upload intents, the sealer's
+//! chunk swap, retirement and what the collector may delete.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::{now_ms, parse_topic_id};
+use crate::metadata::{
+    ChunkRecord, MetadataError, ObjectChunk, Result, SealedObject, UploadIntent,
+};
+
+/// Removes the upload intent of an object being committed; fails if it is
+/// missing or doomed (the collector may be deleting the object).
+pub(super) fn take_intent(tx: &Transaction<'_>, key: &str) -> Result<()> {
+    let removed = tx
+        .prepare_cached("DELETE FROM object_intents WHERE object_key = ?1 AND doomed = 0")?
+        .execute(params![key])?;
+    if removed == 0 {
+        return Err(MetadataError::Fenced(format!(
+            "object {key} has no live upload intent (its writer was presumed dead and it may \
+             have been deleted)"
+        )));
+    }
+    Ok(())
+}
+
+/// Marks each of `keys` retired if no chunk references it any more.
+pub(super) fn retire_if_unreferenced<'a>(
+    tx: &Transaction<'_>,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> Result<()> {
+    let mut retire = tx.prepare_cached(
+        "UPDATE objects SET retired_ms = ?1
+         WHERE object_key = ?2 AND retired_ms IS NULL
+           AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = ?2)",
+    )?;
+    let now = now_ms();
+    for key in keys {
+        retire.execute(params![now, key])?;
+    }
+    Ok(())
+}
+
+pub(super) fn record_intents(conn: &mut Connection, owner: &str, keys: &[String]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO object_intents (object_key, owner, created_ms) VALUES (?1, ?2, ?3)",
+        )?;
+        let now = now_ms();
+        for key in keys {
+            insert.execute(params![key, owner, now])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn stale_intents(
+    conn: &Connection,
+    before_ms: i64,
+    node: i32,
+    current: &str,
+    limit: usize,
+) -> Result<Vec<UploadIntent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT object_key, owner, created_ms FROM object_intents
+         WHERE created_ms < ?1 OR (substr(owner, 1, length(?2)) = ?2 AND owner != ?3)
+         ORDER BY created_ms LIMIT ?4",
+    )?;
+    let prefix = format!("{node}:");
+    let rows = stmt.query_map(params![before_ms, prefix, current, limit as i64], |r| {
+        Ok(UploadIntent {
+            key: r.get(0)?,
+            owner: r.get(1)?,
+            created_ms: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn doom_uncommitted(conn: &mut Connection, keys: &[String]) -> Result<Vec<String>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut doomed = Vec::new();
+    {
+        let mut committed = tx.prepare_cached("SELECT 1 FROM objects WHERE object_key = ?1")?;
+        let mut doom =
+            tx.prepare_cached("UPDATE object_intents SET doomed = 1 WHERE object_key = ?1")?;
+        let mut forget = tx.prepare_cached("DELETE FROM object_intents WHERE object_key = ?1")?;
+        for key in keys {
+            let is_committed = committed
+                .query_row(params![key], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if is_committed {
+                // Committed: the intent is stale bookkeeping only.
+                forget.execute(params![key])?;
+            } else if doom.execute(params![key])? > 0 {
+                doomed.push(key.clone());
+            }
+        }
+    }
+    tx.commit()?;
+    Ok(doomed)
+}
+
+pub(super) fn forget_intents(conn: &mut Connection, keys: &[String]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut forget = tx.prepare_cached("DELETE FROM object_intents WHERE object_key = ?1")?;
+        for key in keys {
+            forget.execute(params![key])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn retired_objects(
+    conn: &Connection,
+    before_ms: i64,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT object_key FROM objects WHERE retired_ms IS NOT NULL AND retired_ms < ?1
+         ORDER BY retired_ms LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(params![before_ms, limit as i64], |r| r.get(0))?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn forget_objects(conn: &mut Connection, keys: &[String]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut forget = tx.prepare_cached(
+            "DELETE FROM objects WHERE object_key = ?1 AND retired_ms IS NOT NULL
+               AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = ?1)",
+        )?;
+        for key in keys {
+            forget.execute(params![key])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn unsealed_objects(
+    conn: &Connection,
+    max_bytes: u64,
+    limit: usize,
+) -> Result<Vec<(String, u64)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT object_key, size FROM objects WHERE kind = 0 AND retired_ms IS NULL
+         ORDER BY rowid LIMIT ?1",
+    )?;
+    let mut rows = stmt.query(params![limit as i64])?;
+    let mut out = Vec::new();
+    let mut total = 0u64;
+    while let Some(row) = rows.next()? {
+        let size = row.get::<_, i64>(1)?.max(0) as u64;
+        if !out.is_empty() && total + size > max_bytes {
+            break;
+        }
+        total += size;
+        out.push((row.get(0)?, size));
+    }
+    Ok(out)
+}
+
+pub(super) fn object_chunks(conn: &Connection, keys: &[String]) -> Result<Vec<ObjectChunk>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.topic_id, c.partition, c.base_offset, c.last_offset, c.max_timestamp,
+                o.size, c.byte_start, c.byte_len, c.index_len
+         FROM chunks c JOIN objects o ON o.object_key = c.object_key
+         WHERE c.object_key = ?1 ORDER BY c.byte_start",
+    )?;
+    let mut out = Vec::new();
+    for key in keys {
+        let object_key: Arc<str> = Arc::from(key.as_str());
+        let rows = stmt.query_map(params![key], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i32>(1)?,
+                ChunkRecord {
+                    base_offset: r.get(2)?,
+                    last_offset: r.get(3)?,
+                    max_timestamp: r.get(4)?,
+                    object_key: Arc::clone(&object_key),
+                    object_size: r.get::<_, i64>(5)? as u64,
+                    byte_start: r.get::<_, i64>(6)? as u64,
+                    byte_len: r.get::<_, i64>(7)? as u64,
+                    index_len: r.get::<_, i64>(8)? as u64,
+                },
+            ))
+        })?;
+        for row in rows {
+            let (topic, partition, chunk) = row?;
+            out.push(ObjectChunk {
+                topic_id: parse_topic_id(&topic)?,
+                partition,
+                chunk,
+            });
+        }
+    }
+    Ok(out)
+}
+
+pub(super) fn replace_chunks(
+    conn: &mut Connection,
+    objects: &[SealedObject],
+) -> Result<Vec<Vec<bool>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut applied = Vec::with_capacity(objects.len());
+    let mut touched: BTreeSet<Arc<str>> = BTreeSet::new();
+    {
+        let mut insert_object = tx.prepare_cached(
+            "INSERT INTO objects (object_key, size, created_ms, kind) VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        let mut exists = tx.prepare_cached(
+            "SELECT last_offset FROM chunks
+             WHERE topic_id = ?1 AND partition = ?2 AND base_offset = ?3 AND object_key = ?4",
+        )?;
+        let mut delete = tx.prepare_cached(
+            "DELETE FROM chunks WHERE topic_id = ?1 AND partition = ?2 AND base_offset = ?3",
+        )?;
+        let mut insert_chunk = tx.prepare_cached(
+            "INSERT INTO chunks (topic_id, partition, base_offset, last_offset, max_timestamp,
+                 object_key, byte_start, byte_len, index_len)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        )?;
+        for object in objects {
+            take_intent(&tx, &object.key)?;
+            insert_object.execute(params![
+                object.key,
+                object.size as i64,
+                now_ms(),
+                object.kind as i64
+            ])?;
+            let mut flags = Vec::with_capacity(object.chunks.len());
+            for sealed in &object.chunks {
+                let topic = sealed.topic_id.0.to_string();
+                // The replaced chunks must all still be there, exactly
+                // covering the new chunk's offsets.
+                let mut next = sealed.chunk.base_offset;
+                let mut complete = !sealed.replaces.is_empty();
+                for (key, base) in &sealed.replaces {
+                    let last: Option<i64> = exists
+                        .query_row(params![topic, sealed.partition, base, key.as_ref()], |r| {
+                            r.get(0)
+                        })
+                        .optional()?;
+                    match last {
+                        Some(last) if *base == next => next = last + 1,
+                        _ => {
+                            complete = false;
+                            break;
+                        }
+                    }
+                }
+                if !complete || next != sealed.chunk.last_offset + 1 {
+                    flags.push(false);
+                    continue;
+                }
+                for (key, base) in &sealed.replaces {
+                    delete.execute(params![topic, sealed.partition, base])?;
+                    touched.insert(Arc::clone(key));
+                }
+                let c = &sealed.chunk;
+                insert_chunk.execute(params![
+                    topic,
+                    sealed.partition,
+                    c.base_offset,
+                    c.last_offset,
+                    c.max_timestamp,
+                    object.key,
+                    c.byte_start as i64,
+                    c.byte_len as i64,
+                    c.index_len as i64
+                ])?;
+                flags.push(true);
+            }
+            touched.insert(Arc::from(object.key.as_str()));
+            applied.push(flags);
+        }
+    }
+    retire_if_unreferenced(&tx, touched.iter().map(|k| k.as_ref()))?;
+    tx.commit()?;
+    Ok(applied)
+}

@@ -1,0 +1,486 @@
+//! The sealer: rewrites write-ahead (L0) objects by partition, so that what
+//! the broker keeps per partition is bounded by its data, not by time.
+//!
+//! Every `seal_interval` (or as soon as `seal_cycle_bytes` of committed
+//! write-ahead data are pending), one cycle:
+//! 1. takes the oldest committed, unsealed write-ahead objects, together at
+//!    most `seal_cycle_bytes` (which bounds the memory a cycle holds), and
+//!    the chunks they hold;
+//! 2. reads each object once (from the cache's memory when it is still
+//!    there, else one GET);
+//! 3. groups the chunks by partition into contiguous runs: a run of at
+//!    least `own_segment_bytes` becomes its own segment object; the smaller
+//!    ones are packed into one shared object, ordered by partition. Each run
+//!    is one section with a sparse offset and time index (`segment`);
+//! 4. records the outputs' upload intents, PUTs them, then swaps, in ONE
+//!    metadata transaction, the replaced chunk rows for one row per run
+//!    (offsets never change; a run whose partition was deleted or whose
+//!    rows changed meanwhile is skipped); the replaced objects are retired
+//!    and deleted by the collector after its delete grace, so a read that
+//!    looked one up just before the swap still finds its bytes;
+//! 5. applies the swap to the partitions' in-memory indexes.
+//!
+//! A crash anywhere leaves either the old rows or the new ones: outputs
+//! whose swap did not happen are orphans the collector removes.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use bytes::Bytes;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use super::cache::BlockCache;
+use super::catalog::Catalog;
+use super::intents::Intents;
+use super::object::ObjectStorage;
+use super::paths;
+use super::segment::{ObjectBuilder, Section};
+use crate::metadata::{
+    ChunkRecord, MetadataStore, ObjectChunk, ObjectKind, SealedChunk, SealedObject, TopicId,
+};
+
+#[derive(Debug, Clone)]
+pub struct SealerConfig {
+    pub seal_interval: Duration,
+    pub seal_cycle_bytes: u64,
+    pub own_segment_bytes: u64,
+    pub index_interval_bytes: usize,
+    /// Sealed chunks of a partition smaller than this are merged (see
+    /// `merge_once`); a merge never writes more than this.
+    pub segment_target_bytes: u64,
+}
+
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SealReport {
+    pub inputs: usize,
+    pub input_bytes: u64,
+    pub segments: usize,
+    pub shared: usize,
+    pub chunks_replaced: usize,
+    pub chunks_written: usize,
+    pub merges: usize,
+}
+
+pub struct Sealer {
+    pub storage: ObjectStorage,
+    pub metadata: Arc<dyn MetadataStore>,
+    pub cache: Arc<BlockCache>,
+    pub catalog: Arc<Catalog>,
+    pub intents: Arc<Intents>,
+    pub config: SealerConfig,
+    /// Woken by the writer when enough unsealed data is pending.
+    pub kick: Arc<Notify>,
+}
+
+/// One partition's contiguous run of chunks in this cycle.
+struct Run {
+    topic_id: TopicId,
+    partition: i32,
+    chunks: Vec<ChunkRecord>,
+    bytes: u64,
+}
+
+/// An object to write: key, kind, content, and the run of each section.
+type Output = (
+    object_store::path::Path,
+    ObjectKind,
+    ObjectBuilder,
+    Vec<(Run, Section)>,
+);
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Splits chunks (any order) into contiguous runs per partition.
+fn runs(chunks: Vec<ObjectChunk>) -> Vec<Run> {
+    let mut by_partition: BTreeMap<(TopicId, i32), Vec<ChunkRecord>> = BTreeMap::new();
+    for c in chunks {
+        by_partition
+            .entry((c.topic_id, c.partition))
+            .or_default()
+            .push(c.chunk);
+    }
+    let mut out = Vec::new();
+    for ((topic_id, partition), mut chunks) in by_partition {
+        chunks.sort_by_key(|c| c.base_offset);
+        let mut run: Option<Run> = None;
+        for chunk in chunks {
+            match &mut run {
+                Some(r)
+                    if r.chunks
+                        .last()
+                        .is_some_and(|l| l.last_offset + 1 == chunk.base_offset) =>
+                {
+                    r.bytes += chunk.byte_len;
+                    r.chunks.push(chunk);
+                }
+                _ => {
+                    if let Some(done) = run.take() {
+                        out.push(done);
+                    }
+                    run = Some(Run {
+                        topic_id,
+                        partition,
+                        bytes: chunk.byte_len,
+                        chunks: vec![chunk],
+                    });
+                }
+            }
+        }
+        out.extend(run);
+    }
+    out
+}
+
+/// A chunk's size class for merging: powers of 4 from 1 KiB.
+fn tier(bytes: u64) -> u32 {
+    (bytes.max(1024) / 1024).ilog2() / 2
+}
+
+/// The oldest 4 adjacent sealed chunks of one tier, each below `target`
+/// (write-ahead chunks, the unsealed tail, are never merged).
+fn mergeable(chunks: &[ChunkRecord], target: u64) -> Option<Vec<ChunkRecord>> {
+    const FAN_IN: usize = 4;
+    let small = |c: &ChunkRecord| c.index_len > 0 && c.byte_len < target;
+    chunks.windows(FAN_IN).find_map(|w| {
+        let same_tier = w
+            .iter()
+            .all(|c| small(c) && tier(c.byte_len) == tier(w[0].byte_len));
+        let contiguous = w
+            .windows(2)
+            .all(|p| p[0].last_offset + 1 == p[1].base_offset);
+        (same_tier && contiguous).then(|| w.to_vec())
+    })
+}
+
+impl Sealer {
+    /// One cycle (see the module header); a report of what it did.
+    pub async fn seal_once(&self) -> anyhow::Result<SealReport> {
+        let mut report = SealReport::default();
+        let inputs = self
+            .metadata
+            .unsealed_objects(self.config.seal_cycle_bytes, 100_000)
+            .await?;
+        if inputs.is_empty() {
+            return Ok(report);
+        }
+        report.inputs = inputs.len();
+        report.input_bytes = inputs.iter().map(|(_, size)| size).sum();
+        let chunks = self
+            .metadata
+            .object_chunks(inputs.iter().map(|(key, _)| key.clone()).collect())
+            .await?;
+        let mut data: HashMap<String, Bytes> = HashMap::with_capacity(inputs.len());
+        for (key, size) in &inputs {
+            let bytes = self
+                .cache
+                .read_whole(key, *size)
+                .await
+                .with_context(|| format!("sealer cannot read {key}"))?;
+            data.insert(key.clone(), bytes);
+        }
+        let slice = |c: &ChunkRecord| -> anyhow::Result<Bytes> {
+            let object = data
+                .get(c.object_key.as_ref())
+                .with_context(|| format!("{} was not read", c.object_key))?;
+            let (start, end) = (c.byte_start as usize, (c.byte_start + c.byte_len) as usize);
+            anyhow::ensure!(end <= object.len(), "chunk outside {}", c.object_key);
+            Ok(object.slice(start..end))
+        };
+
+        // Outputs: one segment per large run, one shared object for the rest.
+        let interval = self.config.index_interval_bytes;
+        let mut outputs: Vec<Output> = Vec::new();
+        let mut shared: Vec<Run> = Vec::new();
+        for run in runs(chunks) {
+            if run.bytes >= self.config.own_segment_bytes {
+                let mut builder = ObjectBuilder::new(interval);
+                let parts = run
+                    .chunks
+                    .iter()
+                    .map(&slice)
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let section = builder.add_section(run.topic_id, run.partition, parts);
+                let key = paths::new_segment(run.topic_id, run.partition, section.base_offset);
+                outputs.push((key, ObjectKind::Segment, builder, vec![(run, section)]));
+            } else {
+                shared.push(run);
+            }
+        }
+        if !shared.is_empty() {
+            let mut builder = ObjectBuilder::new(interval);
+            let mut sections = Vec::with_capacity(shared.len());
+            for run in shared {
+                let parts = run
+                    .chunks
+                    .iter()
+                    .map(&slice)
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let section = builder.add_section(run.topic_id, run.partition, parts);
+                sections.push((run, section));
+            }
+            outputs.push((
+                paths::new_shared(now_ms()),
+                ObjectKind::Shared,
+                builder,
+                sections,
+            ));
+        }
+
+        self.write_and_swap(outputs, &mut report).await?;
+        Ok(report)
+    }
+
+    /// Records the outputs' intents, PUTs them, swaps their chunks in ONE
+    /// metadata transaction and applies the swap in memory; returns how
+    /// many new chunks took effect.
+    async fn write_and_swap(
+        &self,
+        outputs: Vec<Output>,
+        report: &mut SealReport,
+    ) -> anyhow::Result<usize> {
+        let mut swapped = 0;
+        let live = self
+            .intents
+            .reserve(outputs.iter().map(|(key, ..)| key.clone()).collect())
+            .await?;
+        let mut sealed = Vec::with_capacity(outputs.len());
+        for (key, kind, builder, sections) in outputs {
+            let (parts, size) = builder.finish();
+            self.storage.put_parts(&key, parts).await?;
+            let key_str: Arc<str> = Arc::from(key.as_ref());
+            let chunks = sections
+                .into_iter()
+                .map(|(run, section)| SealedChunk {
+                    topic_id: run.topic_id,
+                    partition: run.partition,
+                    chunk: ChunkRecord {
+                        base_offset: section.base_offset,
+                        last_offset: section.last_offset,
+                        max_timestamp: run
+                            .chunks
+                            .iter()
+                            .map(|c| c.max_timestamp)
+                            .max()
+                            .unwrap_or(section.max_timestamp),
+                        object_key: Arc::clone(&key_str),
+                        object_size: size,
+                        byte_start: section.data_start,
+                        byte_len: section.data_len,
+                        index_len: section.index_len,
+                    },
+                    replaces: run
+                        .chunks
+                        .iter()
+                        .map(|c| (Arc::clone(&c.object_key), c.base_offset))
+                        .collect(),
+                })
+                .collect();
+            match kind {
+                ObjectKind::Segment => report.segments += 1,
+                _ => report.shared += 1,
+            }
+            sealed.push(SealedObject {
+                key: key.to_string(),
+                size,
+                kind,
+                chunks,
+            });
+        }
+        let applied = self.metadata.replace_chunks(sealed.clone()).await?;
+        drop(live);
+        for (object, flags) in sealed.into_iter().zip(applied) {
+            for (sealed, applied) in object.chunks.into_iter().zip(flags) {
+                if !applied {
+                    continue;
+                }
+                report.chunks_replaced += sealed.replaces.len();
+                report.chunks_written += 1;
+                swapped += 1;
+                if let Some(log) = self
+                    .catalog
+                    .by_id(sealed.topic_id)
+                    .and_then(|t| t.partition(sealed.partition).cloned())
+                {
+                    log.replace_chunks(sealed.chunk);
+                }
+            }
+        }
+        Ok(swapped)
+    }
+
+    /// Merges small sealed chunks of each partition, size-tiered: a chunk's
+    /// tier is its size class (powers of 4 from 1 KiB); 4 adjacent sealed
+    /// chunks of one tier, each below `segment_target_bytes`, become one
+    /// segment (a tier up). As in a binary counter, a partition keeps at
+    /// most 3 small chunks per tier, so its rows are bounded by its retained
+    /// bytes over the target plus a few per tier, and a byte is rewritten
+    /// at most once per tier it climbs (a busy partition's chunks start high).
+    pub async fn merge_once(&self) -> anyhow::Result<SealReport> {
+        let mut report = SealReport::default();
+        let target = self.config.segment_target_bytes.max(1);
+        for topic in self.catalog.all() {
+            for log in &topic.partitions {
+                // Until nothing is left to merge (each merge removes 3 rows).
+                while let Some(group) = mergeable(&log.chunks_in(log.log_start_offset()), target) {
+                    let mut parts = Vec::with_capacity(group.len());
+                    for c in &group {
+                        parts.push(
+                            self.cache
+                                .read(
+                                    &c.object_key,
+                                    c.object_size,
+                                    c.byte_start..c.byte_start + c.byte_len,
+                                )
+                                .await
+                                .with_context(|| format!("merge cannot read {}", c.object_key))?,
+                        );
+                    }
+                    let mut builder = ObjectBuilder::new(self.config.index_interval_bytes);
+                    let section = builder.add_section(log.topic_id, log.partition, parts);
+                    let run = Run {
+                        topic_id: log.topic_id,
+                        partition: log.partition,
+                        bytes: section.data_len,
+                        chunks: group,
+                    };
+                    let key = paths::new_segment(log.topic_id, log.partition, section.base_offset);
+                    let applied = self
+                        .write_and_swap(
+                            vec![(key, ObjectKind::Segment, builder, vec![(run, section)])],
+                            &mut report,
+                        )
+                        .await?;
+                    report.merges += applied;
+                    if applied == 0 {
+                        break; // the chunks changed meanwhile: next round
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Seals every `seal_interval`, or when kicked, until `shutdown`; a
+    /// cycle that took a full `seal_cycle_bytes` is followed by another.
+    pub async fn run(self, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.seal_interval) => {}
+                _ = self.kick.notified() => {}
+                _ = shutdown.cancelled() => return,
+            }
+            loop {
+                match self.seal_once().await {
+                    Ok(report) => {
+                        if report.inputs > 0 {
+                            tracing::debug!(?report, "sealed write-ahead objects");
+                        }
+                        if report.input_bytes < self.config.seal_cycle_bytes / 2
+                            || shutdown.is_cancelled()
+                        {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        tracing::warn!(error = format!("{error:#}"), "sealing failed; will retry");
+                        break;
+                    }
+                }
+            }
+            match self.merge_once().await {
+                Ok(report) if report.merges > 0 => {
+                    tracing::debug!(?report, "merged sealed chunks");
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(error = format!("{error:#}"), "merging failed; will retry")
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(base: i64, last: i64, key: &str) -> ChunkRecord {
+        ChunkRecord {
+            base_offset: base,
+            last_offset: last,
+            max_timestamp: 0,
+            object_key: Arc::from(key),
+            object_size: 100,
+            byte_start: 0,
+            byte_len: 10,
+            index_len: 0,
+        }
+    }
+
+    #[test]
+    fn merges_take_four_adjacent_sealed_chunks_of_one_size_class() {
+        let sized = |base: i64, len: u64, index_len: u64| ChunkRecord {
+            byte_len: len,
+            index_len,
+            ..chunk(base, base, "s")
+        };
+        // Tiers: 64 KiB and 100 KiB are class 3, 300 KiB class 4.
+        let chunks = vec![
+            sized(0, 300 << 10, 40),
+            sized(1, 64 << 10, 20),
+            sized(2, 100 << 10, 20),
+            sized(3, 64 << 10, 20),
+            sized(4, 64 << 10, 20),
+            sized(5, 64 << 10, 0), // unsealed: never merged
+        ];
+        let group = mergeable(&chunks, 1 << 20).expect("a group");
+        assert_eq!(
+            group.iter().map(|c| c.base_offset).collect::<Vec<_>>(),
+            [1, 2, 3, 4]
+        );
+        // At or above the target: final.
+        assert!(mergeable(&chunks, 64 << 10).is_none());
+        assert!(
+            mergeable(&chunks[..4], 1 << 20).is_none(),
+            "three of a class wait"
+        );
+    }
+
+    #[test]
+    fn runs_are_contiguous_per_partition() {
+        let t = TopicId(uuid::Uuid::from_u128(1));
+        let c = |p, base, last, key| ObjectChunk {
+            topic_id: t,
+            partition: p,
+            chunk: chunk(base, last, key),
+        };
+        let out = runs(vec![
+            c(0, 5, 9, "b"),
+            c(0, 0, 4, "a"),
+            c(1, 0, 0, "a"),
+            c(0, 12, 13, "c"), // a gap: offsets 10..11 are elsewhere
+        ]);
+        let shape: Vec<_> = out
+            .iter()
+            .map(|r| {
+                (
+                    r.partition,
+                    r.chunks.iter().map(|c| c.base_offset).collect::<Vec<_>>(),
+                    r.bytes,
+                )
+            })
+            .collect();
+        assert_eq!(
+            shape,
+            vec![(0, vec![0, 5], 20), (0, vec![12], 10), (1, vec![0], 10)]
+        );
+    }
+}
