@@ -133,7 +133,16 @@ impl PartitionLog {
             "commits apply in order"
         );
         if let Ok(mut index) = self.index.write() {
-            index.insert(chunk.base_offset, chunk);
+            // The sealer may have swapped this chunk already (it seals what
+            // the store has committed, which can be a moment ahead of this
+            // call): then the sealed chunk already covers its offsets.
+            let sealed = index
+                .range(..=chunk.base_offset)
+                .next_back()
+                .is_some_and(|(_, c)| c.last_offset >= chunk.base_offset);
+            if !sealed {
+                index.insert(chunk.base_offset, chunk);
+            }
         }
         self.high_watermark.send_replace(next);
         self.topic_commits.send_modify(|n| *n = n.wrapping_add(1));
@@ -566,4 +575,43 @@ async fn find_in_batches(
         offset: -1,
         source: anyhow::anyhow!("timestamp scan failed: {e}"),
     })?
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunk(base: i64, last: i64, key: &str) -> ChunkRecord {
+        ChunkRecord {
+            base_offset: base,
+            last_offset: last,
+            max_timestamp: 0,
+            object_key: Arc::from(key),
+            object_size: 100,
+            byte_start: 0,
+            byte_len: 10,
+            index_len: 0,
+        }
+    }
+
+    /// The sealer seals what the store committed, which can be ahead of
+    /// the in-memory commit: a sealed chunk swapped in first is kept when
+    /// the write-ahead chunk it covers is applied after it.
+    #[test]
+    fn a_seal_ahead_of_its_commit_is_kept() {
+        let topic = TopicId(uuid::Uuid::from_u128(1));
+        let log = PartitionLog::new(topic, 0, 0, 0, 0, Vec::new(), topic_commits());
+        log.apply_commit(chunk(0, 9, "w1"));
+        log.replace_chunks(chunk(0, 19, "s1"));
+        log.apply_commit(chunk(10, 19, "w2"));
+        assert_eq!(log.high_watermark(), 20);
+        let keys: Vec<_> = log
+            .chunks_in(0)
+            .iter()
+            .map(|c| (c.base_offset, c.object_key.to_string()))
+            .collect();
+        assert_eq!(keys, [(0, "s1".to_string())]);
+        log.apply_commit(chunk(20, 29, "w3"));
+        assert_eq!(log.chunk_count(), 2);
+    }
 }
