@@ -62,7 +62,7 @@ newer_than() {
 
 # The report-card programs.
 for prog in franzgo_compat sarama_compat; do
-  if newer_than "$gobin/$prog" tests/go/go.mod tests/go/go.sum "tests/go/$prog"; then
+  if newer_than "$gobin/$prog" tests/go/go.mod tests/go/go.sum tests/go/report "tests/go/$prog"; then
     echo "==> building $gobin/$prog" >&2
     (cd tests/go && go build -o "$root/$gobin/$prog.tmp" "./$prog")
     mv "$gobin/$prog.tmp" "$gobin/$prog"

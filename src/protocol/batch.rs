@@ -318,22 +318,41 @@ pub(crate) mod tests {
     };
 
     pub(crate) fn encode_batch(n: usize, compression: Compression) -> BytesMut {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: i as i64,
-                // offset - sequence constant keeps the encoder to one batch.
-                sequence: i as i32,
-                timestamp: 1_000 + i as i64,
-                key: Some(Bytes::from(format!("k{i}"))),
-                value: Some(Bytes::from(format!("value {i}"))),
-                headers: Default::default(),
+        encode_records(
+            compression,
+            (0..n as i64).map(|i| {
+                let value = Bytes::from(format!("value {i}"));
+                (i, 1_000 + i, Bytes::from(format!("k{i}")), value)
+            }),
+        )
+    }
+
+    /// Encodes records `(offset, timestamp, key, value)` (offsets
+    /// consecutive) as record batch v2.
+    pub(crate) fn encode_records(
+        compression: Compression,
+        records: impl Iterator<Item = (i64, i64, Bytes, Bytes)>,
+    ) -> BytesMut {
+        let mut first = None;
+        let records: Vec<Record> = records
+            .map(|(offset, timestamp, key, value)| {
+                let base = *first.get_or_insert(offset);
+                Record {
+                    transactional: false,
+                    control: false,
+                    delete_horizon: false,
+                    partition_leader_epoch: 0,
+                    producer_id: -1,
+                    producer_epoch: -1,
+                    timestamp_type: TimestampType::Creation,
+                    offset,
+                    // offset - sequence constant keeps the encoder to one batch.
+                    sequence: (offset - base) as i32,
+                    timestamp,
+                    key: Some(key),
+                    value: Some(value),
+                    headers: Default::default(),
+                }
             })
             .collect();
         let mut buf = BytesMut::new();

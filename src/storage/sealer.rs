@@ -196,28 +196,21 @@ impl Sealer {
         };
 
         // Outputs: one segment per large run, one shared object for the rest.
-        let interval = self.config.index_interval_bytes;
-        let mut outputs: Vec<Output> = Vec::new();
-        let mut shared: Vec<Run> = Vec::new();
-        for run in runs(chunks) {
-            if run.bytes >= self.config.own_segment_bytes {
-                let mut builder = ObjectBuilder::new(interval);
-                let parts = run
-                    .chunks
-                    .iter()
-                    .map(&slice)
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let section = builder.add_section(run.topic_id, run.partition, parts);
-                let key = paths::new_segment(run.topic_id, run.partition, section.base_offset);
-                outputs.push((key, ObjectKind::Segment, builder, vec![(run, section)]));
-            } else {
-                shared.push(run);
-            }
-        }
+        let (own, shared): (Vec<Run>, Vec<Run>) = runs(chunks)
+            .into_iter()
+            .partition(|run| run.bytes >= self.config.own_segment_bytes);
+        let mut groups: Vec<(ObjectKind, Vec<Run>)> = own
+            .into_iter()
+            .map(|run| (ObjectKind::Segment, vec![run]))
+            .collect();
         if !shared.is_empty() {
-            let mut builder = ObjectBuilder::new(interval);
-            let mut sections = Vec::with_capacity(shared.len());
-            for run in shared {
+            groups.push((ObjectKind::Shared, shared));
+        }
+        let mut outputs: Vec<Output> = Vec::with_capacity(groups.len());
+        for (kind, runs) in groups {
+            let mut builder = ObjectBuilder::new(self.config.index_interval_bytes);
+            let mut sections = Vec::with_capacity(runs.len());
+            for run in runs {
                 let parts = run
                     .chunks
                     .iter()
@@ -226,14 +219,14 @@ impl Sealer {
                 let section = builder.add_section(run.topic_id, run.partition, parts);
                 sections.push((run, section));
             }
-            outputs.push((
-                paths::new_shared(now_ms()),
-                ObjectKind::Shared,
-                builder,
-                sections,
-            ));
+            let key = match (kind, sections.first()) {
+                (ObjectKind::Segment, Some((run, section))) => {
+                    paths::new_segment(run.topic_id, run.partition, section.base_offset)
+                }
+                _ => paths::new_shared(now_ms()),
+            };
+            outputs.push((key, kind, builder, sections));
         }
-
         self.write_and_swap(outputs, &mut report).await?;
         Ok(report)
     }
@@ -327,7 +320,7 @@ impl Sealer {
         let mut report = SealReport::default();
         let target = self.config.segment_target_bytes.max(1);
         for topic in self.catalog.all() {
-            for log in &topic.partitions {
+            for log in topic.partitions.iter().filter(|log| log.chunk_count() >= 4) {
                 // Until nothing is left to merge (each merge removes 3 rows).
                 while let Some(group) = mergeable(&log.chunks_in(log.log_start_offset()), target) {
                     let mut parts = Vec::with_capacity(group.len());

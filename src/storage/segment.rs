@@ -214,40 +214,19 @@ pub fn read_footer(object: &[u8]) -> Option<Vec<Section>> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kafka_protocol::records::{
-        Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-    };
+    use crate::protocol::batch::tests::encode_records;
+    use kafka_protocol::records::Compression;
 
     /// One stored batch of `n` records from `base`, all at `timestamp`.
-    pub(crate) fn batch(base: i64, n: usize, timestamp: i64, value_len: usize) -> Bytes {
-        let records: Vec<Record> = (0..n)
-            .map(|i| Record {
-                transactional: false,
-                control: false,
-                delete_horizon: false,
-                partition_leader_epoch: 0,
-                producer_id: -1,
-                producer_epoch: -1,
-                timestamp_type: TimestampType::Creation,
-                offset: base + i as i64,
-                sequence: i as i32,
-                timestamp,
-                key: Some(Bytes::from(format!("k{}", base + i as i64))),
-                value: Some(Bytes::from(vec![b'v'; value_len])),
-                headers: Default::default(),
-            })
-            .collect();
-        let mut buf = BytesMut::new();
-        RecordBatchEncoder::encode(
-            &mut buf,
-            records.iter(),
-            &RecordEncodeOptions {
-                version: 2,
-                compression: Compression::None,
-            },
+    fn batch(base: i64, n: usize, timestamp: i64, value_len: usize) -> Bytes {
+        encode_records(
+            Compression::None,
+            (base..base + n as i64).map(|offset| {
+                let key = Bytes::from(format!("k{offset}"));
+                (offset, timestamp, key, Bytes::from(vec![b'v'; value_len]))
+            }),
         )
-        .expect("encode test batch");
-        buf.freeze()
+        .freeze()
     }
 
     #[test]

@@ -392,3 +392,18 @@ pub async fn committed_beyond(addr: &str, topic: &str, partitions: i32, floor: i
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Polls `condition` (every 50 ms) until it holds; fails with `what()` if it
+/// does not within `timeout`. For states only visible from outside the
+/// broker (files, rows): no event to wait on.
+pub async fn eventually(
+    timeout: Duration,
+    mut condition: impl FnMut() -> bool,
+    what: impl Fn() -> String,
+) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !condition() {
+        assert!(std::time::Instant::now() < deadline, "{}", what());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

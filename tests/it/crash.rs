@@ -13,7 +13,7 @@ use futures::stream::FuturesUnordered;
 use rdkafka::Offset;
 use rdkafka::producer::FutureRecord;
 
-use crate::common::{TestBroker, committed, committed_beyond, files_under};
+use crate::common::{TestBroker, committed, committed_beyond, eventually, files_under};
 
 const PARTITIONS: i32 = 4;
 
@@ -260,15 +260,12 @@ async fn gc_deletes_announced_orphans_only_and_keeps_committed_objects() {
     std::fs::write(&foreign, b"another broker's object").expect("write foreign");
 
     broker.restart();
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while orphan.exists() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "orphan not swept:\n{}",
-            broker.log(2)
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        || !orphan.exists(),
+        || format!("orphan not swept:\n{}", broker.log(2)),
+    )
+    .await;
     assert!(
         foreign.exists(),
         "an object nobody announced is never deleted"
@@ -290,14 +287,12 @@ async fn gc_deletes_announced_orphans_only_and_keeps_committed_objects() {
         .delete_topics(&["gc"], &rdkafka::admin::AdminOptions::new())
         .await
         .expect("delete");
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    while committed_before.iter().any(|p| p.exists()) {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "objects of the deleted topic not swept"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    eventually(
+        Duration::from_secs(20),
+        || !committed_before.iter().any(|p| p.exists()),
+        || "objects of the deleted topic not swept".into(),
+    )
+    .await;
     assert!(foreign.exists(), "still kept");
 }
 

@@ -9,7 +9,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, TopicPartitionList};
 
-use crate::common::{TestBroker, files_under};
+use crate::common::{TestBroker, eventually, files_under};
 
 const BASE_TS: i64 = 1_700_000_000_000;
 
@@ -111,23 +111,27 @@ async fn sealing_bounds_rows_and_objects_and_keeps_every_record() {
     );
     let _ = (p0, p1, p2);
 
-    // Sealed, and the write-ahead objects collected.
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    loop {
-        let rows = chunk_rows(&broker, "tier");
-        let wal = objects_under(&broker, "wal");
-        // Partition 0's ~600 KB: segments of at least the 200 KB target,
-        // plus at most 3 smaller ones per size class.
-        if wal == 0 && rows.iter().all(|(_, n)| *n <= 8) && !rows.is_empty() {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "not sealed: rows {rows:?}, {wal} write-ahead objects left\n{}",
-            broker.log(1)
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    // Sealed, and the write-ahead objects collected. Partition 0's ~600 KB:
+    // segments of at least the 200 KB target, plus at most 3 smaller ones
+    // per size class.
+    eventually(
+        Duration::from_secs(30),
+        || {
+            let rows = chunk_rows(&broker, "tier");
+            objects_under(&broker, "wal") == 0
+                && !rows.is_empty()
+                && rows.iter().all(|(_, n)| *n <= 8)
+        },
+        || {
+            format!(
+                "not sealed: rows {:?}, {} write-ahead objects left\n{}",
+                chunk_rows(&broker, "tier"),
+                objects_under(&broker, "wal"),
+                broker.log(1)
+            )
+        },
+    )
+    .await;
     // No cycle alone had 100 KB of partition 0: its segments are merges.
     assert!(
         objects_under(&broker, "seg") >= 1,
@@ -162,14 +166,12 @@ async fn sealing_bounds_rows_and_objects_and_keeps_every_record() {
     check_partition(&broker, 2, 30);
     produce(&broker, 3, 0, 40, 10).await;
     produce(&broker, 1, 30, 20, 10).await;
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while objects_under(&broker, "wal") > 0 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "new writes not sealed"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(
+        Duration::from_secs(30),
+        || objects_under(&broker, "wal") == 0,
+        || "new writes not sealed".into(),
+    )
+    .await;
     check_partition(&broker, 1, 50);
     check_partition(&broker, 3, 40);
     assert_eq!(

@@ -16,6 +16,24 @@ fn chunk(base: i64, last: i64) -> ChunkRecord {
     }
 }
 
+/// A write-ahead object `key` holding one chunk of partition 0.
+fn wal_commit(topic: TopicId, key: &str, epoch: i32, base: i64, last: i64) -> ObjectCommit {
+    ObjectCommit {
+        object_key: key.to_string(),
+        object_size: 100,
+        chunks: vec![ChunkCommit {
+            topic_id: topic,
+            partition: 0,
+            leader_epoch: epoch,
+            chunk: ChunkRecord {
+                object_key: Arc::from(key),
+                ..chunk(base, last)
+            },
+            producers: Vec::new(),
+        }],
+    }
+}
+
 #[tokio::test]
 async fn group_offsets_commit_fetch_and_expire() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -98,17 +116,7 @@ async fn commit_is_fenced_on_epoch_and_offsets() {
         .create_topic("t", 1, BTreeMap::new(), 0)
         .await
         .expect("create");
-    let commit = |key: &str, epoch, base, last| ObjectCommit {
-        object_key: key.to_string(),
-        object_size: 100,
-        chunks: vec![ChunkCommit {
-            topic_id: topic.id,
-            partition: 0,
-            leader_epoch: epoch,
-            chunk: chunk(base, last),
-            producers: Vec::new(),
-        }],
-    };
+    let commit = |key: &str, epoch, base, last| wal_commit(topic.id, key, epoch, base, last);
     let keys = ["a", "b", "c", "d"].map(String::from).to_vec();
     store.record_intents("0:1", keys).await.expect("intents");
     let out = store
@@ -273,20 +281,7 @@ async fn intents_sealing_swap_and_retirement() {
         .create_topic("t", 1, BTreeMap::new(), 0)
         .await
         .expect("create");
-    let wal = |key: &str, base, last| ObjectCommit {
-        object_key: key.to_string(),
-        object_size: 100,
-        chunks: vec![ChunkCommit {
-            topic_id: topic.id,
-            partition: 0,
-            leader_epoch: 0,
-            chunk: ChunkRecord {
-                object_key: Arc::from(key),
-                ..chunk(base, last)
-            },
-            producers: Vec::new(),
-        }],
-    };
+    let wal = |key: &str, base, last| wal_commit(topic.id, key, 0, base, last);
     // No intent, no commit.
     assert!(matches!(
         store.commit_object(wal("w0", 0, 9)).await,

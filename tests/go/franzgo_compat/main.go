@@ -13,16 +13,16 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"strata/compat/report"
 
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kgo"
@@ -32,7 +32,7 @@ import (
 var (
 	bootstrap []string
 	prefix    string
-	results   = map[string]string{}
+	card      = report.New("franzgo_compat")
 	admClient *kgo.Client
 	adm       *kadm.Client
 )
@@ -62,85 +62,28 @@ func main() {
 		os.Exit(2)
 	}
 
-	run("admin: create, list and delete topics", 20*time.Second, scenarioAdminTopics)
-	run("admin: describe topic configs", 15*time.Second, scenarioDescribeConfigs)
+	card.Run("admin: create, list and delete topics", 20*time.Second, scenarioAdminTopics)
+	card.Run("admin: describe topic configs", 15*time.Second, scenarioDescribeConfigs)
 	for _, c := range codecs {
-		run("produce and consume: "+c.name+", keys, headers, null values", 15*time.Second, func(ctx context.Context) error {
+		card.Run("produce and consume: "+c.name+", keys, headers, null values", 15*time.Second, func(ctx context.Context) error {
 			return scenarioCodec(ctx, c)
 		})
 	}
-	run("large message near the 1 MB limit", 15*time.Second, scenarioLarge)
-	run("idempotent producer: 1000 records in order", 20*time.Second, scenarioIdempotent)
-	run("consume from earliest, latest and a timestamp", 20*time.Second, scenarioPositions)
-	run("consumer group: rebalance on join and leave", 30*time.Second, func(ctx context.Context) error {
+	card.Run("large message near the 1 MB limit", 15*time.Second, scenarioLarge)
+	card.Run("idempotent producer: 1000 records in order", 20*time.Second, scenarioIdempotent)
+	card.Run("consume from earliest, latest and a timestamp", 20*time.Second, scenarioPositions)
+	card.Run("consumer group: rebalance on join and leave", 30*time.Second, func(ctx context.Context) error {
 		return scenarioGroupRebalance(ctx, false)
 	})
-	run("consumer group (group.protocol=consumer, KIP-848): rebalance on join and leave", 40*time.Second, func(ctx context.Context) error {
+	card.Run("consumer group (group.protocol=consumer, KIP-848): rebalance on join and leave", 40*time.Second, func(ctx context.Context) error {
 		return scenarioGroupRebalance(ctx, true)
 	})
-	run("offset commit and fetch", 20*time.Second, scenarioOffsets)
-	run("admin: list and describe groups", 10*time.Second, scenarioListDescribeGroups)
-	run("admin: delete records moves the earliest offset", 15*time.Second, scenarioDeleteRecords)
+	card.Run("offset commit and fetch", 20*time.Second, scenarioOffsets)
+	card.Run("admin: list and describe groups", 10*time.Second, scenarioListDescribeGroups)
+	card.Run("admin: delete records moves the earliest offset", 15*time.Second, scenarioDeleteRecords)
 
 	fmt.Fprintf(os.Stderr, "franzgo_compat: done in %.1fs\n", time.Since(start).Seconds())
-	out, _ := json.Marshal(struct {
-		Client  string            `json:"client"`
-		Version string            `json:"version"`
-		Results map[string]string `json:"results"`
-	}{"franz-go", "franz-go " + moduleVersion("github.com/twmb/franz-go"), results})
-	fmt.Println(string(out))
-}
-
-// moduleVersion is the version of a dependency compiled into this program.
-func moduleVersion(path string) string {
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range info.Deps {
-			if dep.Path == path {
-				return dep.Version
-			}
-		}
-	}
-	return "unknown"
-}
-
-// run records the outcome of one scenario. The scenario gets a context that
-// expires after timeout; a scenario that ignores it is abandoned a little
-// later and recorded as timed out.
-func run(name string, timeout time.Duration, fn func(ctx context.Context) error) {
-	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- fmt.Errorf("panic: %v", r)
-			}
-		}()
-		done <- fn(ctx)
-	}()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(timeout + 5*time.Second):
-		err = fmt.Errorf("timed out after %s", timeout)
-	}
-	if err == nil {
-		results[name] = "pass"
-	} else {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (timeout %s)", err, timeout)
-		}
-		results[name] = "fail: " + strings.ReplaceAll(err.Error(), "\n", " ")
-	}
-	fmt.Fprintf(os.Stderr, "franzgo_compat: %-60s %s (%.1fs)\n", name, results[name], time.Since(start).Seconds())
-}
-
-func checkf(cond bool, format string, args ...any) error {
-	if cond {
-		return nil
-	}
-	return fmt.Errorf(format, args...)
+	card.Print("franz-go", "franz-go "+report.ModuleVersion("github.com/twmb/franz-go"))
 }
 
 func createTopic(ctx context.Context, topic string, partitions int32, configs map[string]*string) error {
@@ -244,10 +187,10 @@ func scenarioAdminTopics(ctx context.Context) error {
 		return err
 	}
 	detail, ok := topics[name]
-	if err := checkf(ok, "created topic %s is not listed", name); err != nil {
+	if err := report.Checkf(ok, "created topic %s is not listed", name); err != nil {
 		return err
 	}
-	if err := checkf(len(detail.Partitions) == 2, "listed %d partitions, want 2", len(detail.Partitions)); err != nil {
+	if err := report.Checkf(len(detail.Partitions) == 2, "listed %d partitions, want 2", len(detail.Partitions)); err != nil {
 		return err
 	}
 	resp, err := adm.DeleteTopic(ctx, name)
@@ -305,17 +248,17 @@ func scenarioDescribeConfigs(ctx context.Context) error {
 	}
 	mmb, ok1 := byKey["max.message.bytes"]
 	retention, ok2 := byKey["retention.ms"]
-	if err := checkf(ok1 && ok2, "max.message.bytes/retention.ms missing among %d configs", len(rc.Configs)); err != nil {
+	if err := report.Checkf(ok1 && ok2, "max.message.bytes/retention.ms missing among %d configs", len(rc.Configs)); err != nil {
 		return err
 	}
-	if err := checkf(retention.MaybeValue() == "3600000" && retention.Source == kmsg.ConfigSourceDynamicTopicConfig,
+	if err := report.Checkf(retention.MaybeValue() == "3600000" && retention.Source == kmsg.ConfigSourceDynamicTopicConfig,
 		"retention.ms %q from %v, want the topic's override 3600000", retention.MaybeValue(), retention.Source); err != nil {
 		return err
 	}
-	if err := checkf(mmb.Source == kmsg.ConfigSourceDefaultConfig, "max.message.bytes source %v, want DEFAULT_CONFIG", mmb.Source); err != nil {
+	if err := report.Checkf(mmb.Source == kmsg.ConfigSourceDefaultConfig, "max.message.bytes source %v, want DEFAULT_CONFIG", mmb.Source); err != nil {
 		return err
 	}
-	return checkf(mmb.MaybeValue() != "", "max.message.bytes has no value")
+	return report.Checkf(mmb.MaybeValue() != "", "max.message.bytes has no value")
 }
 
 type codec struct {
@@ -361,7 +304,7 @@ func scenarioCodec(ctx context.Context, c codec) error {
 	if err != nil {
 		return err
 	}
-	if err := checkf(len(got) == n, "consumed %d of %d", len(got), n); err != nil {
+	if err := report.Checkf(len(got) == n, "consumed %d of %d", len(got), n); err != nil {
 		return err
 	}
 	for i, r := range got {
@@ -402,7 +345,7 @@ func scenarioLarge(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return checkf(len(got) == 1 && bytes.Equal(got[0].Value, big), "large value did not round-trip")
+	return report.Checkf(len(got) == 1 && bytes.Equal(got[0].Value, big), "large value did not round-trip")
 }
 
 func scenarioIdempotent(ctx context.Context) error {
@@ -449,7 +392,7 @@ func scenarioIdempotent(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkf(len(got) == n, "consumed %d records, want exactly %d", len(got), n); err != nil {
+	if err := report.Checkf(len(got) == n, "consumed %d records, want exactly %d", len(got), n); err != nil {
 		return err
 	}
 	for i, r := range got {
@@ -489,7 +432,7 @@ func scenarioPositions(ctx context.Context) error {
 	}
 	lo, _ := startOffsets.Lookup(topic, 0)
 	hi, _ := endOffsets.Lookup(topic, 0)
-	if err := checkf(lo.Err == nil && hi.Err == nil && lo.Offset == 0 && hi.Offset == 20,
+	if err := report.Checkf(lo.Err == nil && hi.Err == nil && lo.Offset == 0 && hi.Offset == 20,
 		"watermarks %d..%d (errors %v, %v), want 0..20", lo.Offset, hi.Offset, lo.Err, hi.Err); err != nil {
 		return err
 	}
@@ -499,7 +442,7 @@ func scenarioPositions(ctx context.Context) error {
 		return err
 	}
 	at, _ := afterMilli.Lookup(topic, 0)
-	if err := checkf(at.Err == nil && at.Offset == 8 && at.Timestamp == base.Add(8*time.Second).UnixMilli(),
+	if err := report.Checkf(at.Err == nil && at.Offset == 8 && at.Timestamp == base.Add(8*time.Second).UnixMilli(),
 		"offset for time: offset %d timestamp %d err %v, want 8", at.Offset, at.Timestamp, at.Err); err != nil {
 		return err
 	}
@@ -543,21 +486,21 @@ func scenarioPositions(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("earliest: %w", err)
 	}
-	if err := checkf(r.Offset == 0 && string(r.Value) == "v0", "earliest: first record %d %q", r.Offset, r.Value); err != nil {
+	if err := report.Checkf(r.Offset == 0 && string(r.Value) == "v0", "earliest: first record %d %q", r.Offset, r.Value); err != nil {
 		return err
 	}
 	r, err = first(kgo.NewOffset().AfterMilli(milli), false)
 	if err != nil {
 		return fmt.Errorf("timestamp: %w", err)
 	}
-	if err := checkf(r.Offset == 8 && string(r.Value) == "v8", "timestamp: first record %d %q", r.Offset, r.Value); err != nil {
+	if err := report.Checkf(r.Offset == 8 && string(r.Value) == "v8", "timestamp: first record %d %q", r.Offset, r.Value); err != nil {
 		return err
 	}
 	r, err = first(kgo.NewOffset().AtEnd(), true)
 	if err != nil {
 		return fmt.Errorf("latest: %w", err)
 	}
-	return checkf(r.Offset >= 20 && string(r.Value) == fmt.Sprintf("v%d", r.Offset),
+	return report.Checkf(r.Offset >= 20 && string(r.Value) == fmt.Sprintf("v%d", r.Offset),
 		"latest: first record %d %q, want one appended after the consumer started", r.Offset, r.Value)
 }
 
@@ -721,7 +664,7 @@ func scenarioGroupRebalance(ctx context.Context, kip848 bool) error {
 		if d.Err != nil {
 			return fmt.Errorf("ConsumerGroupDescribe: %w", d.Err)
 		}
-		if err := checkf(len(d.Members) == 2 && d.AssignorName == "range", "described %d members, assignor %q",
+		if err := report.Checkf(len(d.Members) == 2 && d.AssignorName == "range", "described %d members, assignor %q",
 			len(d.Members), d.AssignorName); err != nil {
 			return err
 		}
@@ -731,7 +674,7 @@ func scenarioGroupRebalance(ctx context.Context, kip848 bool) error {
 			return err
 		}
 		d := described[group]
-		if err := checkf(d.Err == nil && d.ProtocolType == "consumer" && d.Protocol == "cooperative-sticky" && len(d.Members) == 2,
+		if err := report.Checkf(d.Err == nil && d.ProtocolType == "consumer" && d.Protocol == "cooperative-sticky" && len(d.Members) == 2,
 			"described: protocol %q/%q, %d members, err %v", d.ProtocolType, d.Protocol, len(d.Members), d.Err); err != nil {
 			return err
 		}
@@ -805,7 +748,7 @@ func scenarioOffsets(ctx context.Context) error {
 		return fmt.Errorf("fetch offsets: %w", err)
 	}
 	o, ok := fetched.Lookup(topic, 2)
-	if err := checkf(ok && o.Err == nil && o.At == 10, "committed offset of partition 2: %+v (found %v), want 10", o, ok); err != nil {
+	if err := report.Checkf(ok && o.Err == nil && o.At == 10, "committed offset of partition 2: %+v (found %v), want 10", o, ok); err != nil {
 		return err
 	}
 
@@ -825,7 +768,7 @@ func scenarioOffsets(ctx context.Context) error {
 	}
 	o1, _ := fetched.Lookup(topic, 1)
 	o2, _ := fetched.Lookup(topic, 2)
-	return checkf(o1.Err == nil && o1.At == 0 && o1.Metadata == "checkpoint" && o2.At == 10,
+	return report.Checkf(o1.Err == nil && o1.At == 0 && o1.Metadata == "checkpoint" && o2.At == 10,
 		"after the admin commit: partition 1 %+v, partition 2 %+v", o1, o2)
 }
 
@@ -841,10 +784,10 @@ func scenarioListDescribeGroups(ctx context.Context) error {
 	}
 	sort.Strings(names)
 	l, ok := listed[group]
-	if err := checkf(ok, "%s not among listed groups %v", group, names); err != nil {
+	if err := report.Checkf(ok, "%s not among listed groups %v", group, names); err != nil {
 		return err
 	}
-	if err := checkf(l.ProtocolType == "consumer" && l.State == "Empty", "listed: protocol type %q state %q", l.ProtocolType, l.State); err != nil {
+	if err := report.Checkf(l.ProtocolType == "consumer" && l.State == "Empty", "listed: protocol type %q state %q", l.ProtocolType, l.State); err != nil {
 		return err
 	}
 	described, err := adm.DescribeGroups(ctx, group)
@@ -852,7 +795,7 @@ func scenarioListDescribeGroups(ctx context.Context) error {
 		return err
 	}
 	d, ok := described[group]
-	return checkf(ok && d.Err == nil && d.State == "Empty" && d.ProtocolType == "consumer" && len(d.Members) == 0,
+	return report.Checkf(ok && d.Err == nil && d.State == "Empty" && d.ProtocolType == "consumer" && len(d.Members) == 0,
 		"described: %+v", d)
 }
 
@@ -875,7 +818,7 @@ func scenarioDeleteRecords(ctx context.Context) error {
 		return err
 	}
 	d, ok := deleted.Lookup(topic, 0)
-	if err := checkf(ok && d.Err == nil && d.LowWatermark == 4, "delete records: %+v", d); err != nil {
+	if err := report.Checkf(ok && d.Err == nil && d.LowWatermark == 4, "delete records: %+v", d); err != nil {
 		return err
 	}
 	start, err := adm.ListStartOffsets(ctx, topic)
@@ -883,13 +826,13 @@ func scenarioDeleteRecords(ctx context.Context) error {
 		return err
 	}
 	lo, _ := start.Lookup(topic, 0)
-	if err := checkf(lo.Err == nil && lo.Offset == 4, "earliest offset %d (err %v), want 4", lo.Offset, lo.Err); err != nil {
+	if err := report.Checkf(lo.Err == nil && lo.Offset == 4, "earliest offset %d (err %v), want 4", lo.Offset, lo.Err); err != nil {
 		return err
 	}
 	got, err := consume(ctx, topic, 0, kgo.NewOffset().AtStart(), 6)
 	if err != nil {
 		return err
 	}
-	return checkf(len(got) == 6 && got[0].Offset == 4 && string(got[0].Value) == "d4",
+	return report.Checkf(len(got) == 6 && got[0].Offset == 4 && string(got[0].Value) == "d4",
 		"reading from earliest: %d records, first at %d", len(got), got[0].Offset)
 }

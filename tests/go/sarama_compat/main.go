@@ -14,16 +14,15 @@ package main
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"runtime/debug"
 	"slices"
 	"strings"
-	"sync/atomic"
 	"sync"
 	"time"
+
+	"strata/compat/report"
 
 	"github.com/IBM/sarama"
 )
@@ -31,7 +30,7 @@ import (
 var (
 	bootstrap []string
 	prefix    string
-	results   = map[string]string{}
+	card      = report.New("sarama_compat")
 	admin     sarama.ClusterAdmin
 )
 
@@ -43,7 +42,7 @@ func main() {
 	bootstrap = strings.Split(os.Args[1], ",")
 	prefix = os.Args[2]
 	start := time.Now()
-	fmt.Fprintf(os.Stderr, "sarama_compat: sarama %s, protocol version %s\n", moduleVersion("github.com/IBM/sarama"), sarama.MaxVersion)
+	fmt.Fprintf(os.Stderr, "sarama_compat: sarama %s, protocol version %s\n", report.ModuleVersion("github.com/IBM/sarama"), sarama.MaxVersion)
 
 	var err error
 	admin, err = sarama.NewClusterAdmin(bootstrap, config())
@@ -53,40 +52,23 @@ func main() {
 	}
 	defer admin.Close()
 
-	run("admin: create, list and delete topics", 20*time.Second, scenarioAdminTopics)
-	run("admin: describe topic configs", 15*time.Second, scenarioDescribeConfigs)
+	card.Run("admin: create, list and delete topics", 20*time.Second, scenarioAdminTopics)
+	card.Run("admin: describe topic configs", 15*time.Second, scenarioDescribeConfigs)
 	for _, c := range codecs {
-		run("produce and consume: "+c.name+", keys, headers, null values", 15*time.Second, func(ctx context.Context) error {
+		card.Run("produce and consume: "+c.name+", keys, headers, null values", 15*time.Second, func(ctx context.Context) error {
 			return scenarioCodec(ctx, c)
 		})
 	}
-	run("large message near the 1 MB limit", 15*time.Second, scenarioLarge)
-	run("idempotent producer: 1000 records in order", 20*time.Second, scenarioIdempotent)
-	run("consume from earliest, latest and a timestamp", 20*time.Second, scenarioPositions)
-	run("consumer group: rebalance on join and leave", 30*time.Second, scenarioGroup)
-	run("offset commit and fetch", 15*time.Second, scenarioOffsets)
-	run("admin: list and describe groups", 10*time.Second, scenarioListDescribeGroups)
-	run("admin: delete records moves the earliest offset", 15*time.Second, scenarioDeleteRecords)
+	card.Run("large message near the 1 MB limit", 15*time.Second, scenarioLarge)
+	card.Run("idempotent producer: 1000 records in order", 20*time.Second, scenarioIdempotent)
+	card.Run("consume from earliest, latest and a timestamp", 20*time.Second, scenarioPositions)
+	card.Run("consumer group: rebalance on join and leave", 30*time.Second, scenarioGroup)
+	card.Run("offset commit and fetch", 15*time.Second, scenarioOffsets)
+	card.Run("admin: list and describe groups", 10*time.Second, scenarioListDescribeGroups)
+	card.Run("admin: delete records moves the earliest offset", 15*time.Second, scenarioDeleteRecords)
 
 	fmt.Fprintf(os.Stderr, "sarama_compat: done in %.1fs\n", time.Since(start).Seconds())
-	out, _ := json.Marshal(struct {
-		Client  string            `json:"client"`
-		Version string            `json:"version"`
-		Results map[string]string `json:"results"`
-	}{"sarama", "sarama " + moduleVersion("github.com/IBM/sarama"), results})
-	fmt.Println(string(out))
-}
-
-// moduleVersion is the version of a dependency compiled into this program.
-func moduleVersion(path string) string {
-	if info, ok := debug.ReadBuildInfo(); ok {
-		for _, dep := range info.Deps {
-			if dep.Path == path {
-				return dep.Version
-			}
-		}
-	}
-	return "unknown"
+	card.Print("sarama", "sarama "+report.ModuleVersion("github.com/IBM/sarama"))
 }
 
 // config is sarama's default configuration at the newest protocol version.
@@ -95,50 +77,6 @@ func config() *sarama.Config {
 	cfg.Version = sarama.MaxVersion
 	cfg.ClientID = prefix
 	return cfg
-}
-
-// run records the outcome of one scenario. Sarama's calls take no context:
-// the scenario's context tells its loops when to give up, and a scenario
-// stuck in a call is abandoned a little after its timeout.
-func run(name string, timeout time.Duration, fn func(ctx context.Context) error) {
-	start := time.Now()
-	stage.Store("start")
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() {
-		defer func() {
-			if r := recover(); r != nil {
-				done <- fmt.Errorf("panic: %v", r)
-			}
-		}()
-		done <- fn(ctx)
-	}()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(timeout + 5*time.Second):
-		err = fmt.Errorf("timed out after %s, at: %v", timeout, stage.Load())
-	}
-	if err == nil {
-		results[name] = "pass"
-	} else {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("%w (timeout %s)", err, timeout)
-		}
-		results[name] = "fail: " + strings.ReplaceAll(err.Error(), "\n", " ")
-	}
-	fmt.Fprintf(os.Stderr, "sarama_compat: %-60s %s (%.1fs)\n", name, results[name], time.Since(start).Seconds())
-}
-
-// stage names the step a scenario is at, reported if it times out.
-var stage atomic.Value
-
-func checkf(cond bool, format string, args ...any) error {
-	if cond {
-		return nil
-	}
-	return fmt.Errorf(format, args...)
 }
 
 func str(s string) *string { return &s }
@@ -235,7 +173,7 @@ func produceAsync(ctx context.Context, msgs []*sarama.ProducerMessage, tune func
 	}()
 	offsets := make([]int64, len(msgs))
 	for acked := range msgs {
-		stage.Store(fmt.Sprintf("produce: %d of %d acknowledged", acked, len(msgs)))
+		report.Stage("produce: %d of %d acknowledged", acked, len(msgs))
 		select {
 		case m := <-p.Successes():
 			offsets[index[m]] = m.Offset
@@ -285,14 +223,14 @@ func scenarioAdminTopics(ctx context.Context) error {
 		return err
 	}
 	detail, ok := topics[name]
-	if err := checkf(ok && detail.NumPartitions == 2, "created topic listed %v with %d partitions", ok, detail.NumPartitions); err != nil {
+	if err := report.Checkf(ok && detail.NumPartitions == 2, "created topic listed %v with %d partitions", ok, detail.NumPartitions); err != nil {
 		return err
 	}
 	described, err := admin.DescribeTopics([]string{name})
 	if err != nil {
 		return err
 	}
-	if err := checkf(len(described) == 1 && described[0].Err == sarama.ErrNoError && len(described[0].Partitions) == 2,
+	if err := report.Checkf(len(described) == 1 && described[0].Err == sarama.ErrNoError && len(described[0].Partitions) == 2,
 		"described %d topics", len(described)); err != nil {
 		return err
 	}
@@ -330,14 +268,14 @@ func scenarioDescribeConfigs(context.Context) error {
 	}
 	mmb, ok1 := byName["max.message.bytes"]
 	retention, ok2 := byName["retention.ms"]
-	if err := checkf(ok1 && ok2, "max.message.bytes/retention.ms missing among %d configs", len(entries)); err != nil {
+	if err := report.Checkf(ok1 && ok2, "max.message.bytes/retention.ms missing among %d configs", len(entries)); err != nil {
 		return err
 	}
-	if err := checkf(mmb.Default && mmb.Source == sarama.SourceDefault && mmb.Value != "",
+	if err := report.Checkf(mmb.Default && mmb.Source == sarama.SourceDefault && mmb.Value != "",
 		"max.message.bytes %q default %v source %v", mmb.Value, mmb.Default, mmb.Source); err != nil {
 		return err
 	}
-	return checkf(retention.Value == "3600000" && !retention.Default && retention.Source == sarama.SourceTopic,
+	return report.Checkf(retention.Value == "3600000" && !retention.Default && retention.Source == sarama.SourceTopic,
 		"retention.ms %q default %v source %v, want the topic's override", retention.Value, retention.Default, retention.Source)
 }
 
@@ -469,7 +407,7 @@ func scenarioLarge(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return checkf(bytes.Equal(got[0].Value, big), "large value did not round-trip")
+	return report.Checkf(bytes.Equal(got[0].Value, big), "large value did not round-trip")
 }
 
 // Sarama is not idempotent by default: this scenario opts in the documented
@@ -485,7 +423,7 @@ func scenarioIdempotent(ctx context.Context) error {
 	for i := range msgs {
 		msgs[i] = message(topic, 0, []byte("same-key"), []byte(fmt.Sprintf("seq-%04d", i)))
 	}
-	stage.Store("idempotent: producer starting (InitProducerId)")
+	report.Stage("idempotent: producer starting (InitProducerId)")
 	offsets, err := produceAsync(ctx, msgs, func(cfg *sarama.Config) {
 		cfg.Producer.Idempotent = true
 		cfg.Net.MaxOpenRequests = 1
@@ -499,12 +437,12 @@ func scenarioIdempotent(ctx context.Context) error {
 			return fmt.Errorf("message %d acknowledged at offset %d", i, o)
 		}
 	}
-	stage.Store("idempotent: all acknowledged; consuming")
+	report.Stage("idempotent: all acknowledged; consuming")
 	got, err := consume(ctx, topic, 0, sarama.OffsetOldest, n)
 	if err != nil {
 		return err
 	}
-	stage.Store("idempotent: consumed; reading the end offset")
+	report.Stage("idempotent: consumed; reading the end offset")
 	for i, m := range got {
 		if m.Offset != int64(i) || string(m.Value) != fmt.Sprintf("seq-%04d", i) {
 			return fmt.Errorf("position %d: offset %d value %q", i, m.Offset, m.Value)
@@ -520,7 +458,7 @@ func scenarioIdempotent(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	return checkf(end == n, "end offset %d, want %d", end, n)
+	return report.Checkf(end == n, "end offset %d, want %d", end, n)
 }
 
 func scenarioPositions(ctx context.Context) error {
@@ -547,14 +485,14 @@ func scenarioPositions(ctx context.Context) error {
 	if err := errors.Join(err1, err2); err != nil {
 		return err
 	}
-	if err := checkf(oldest == 0 && newest == 20, "watermarks %d..%d, want 0..20", oldest, newest); err != nil {
+	if err := report.Checkf(oldest == 0 && newest == 20, "watermarks %d..%d, want 0..20", oldest, newest); err != nil {
 		return err
 	}
 	atTime, err := client.GetOffset(topic, 0, base.Add(7500*time.Millisecond).UnixMilli())
 	if err != nil {
 		return err
 	}
-	if err := checkf(atTime == 8, "offset for time %d, want 8", atTime); err != nil {
+	if err := report.Checkf(atTime == 8, "offset for time %d, want 8", atTime); err != nil {
 		return err
 	}
 
@@ -562,17 +500,17 @@ func scenarioPositions(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("earliest: %w", err)
 	}
-	if err := checkf(got[0].Offset == 0 && string(got[0].Value) == "v0", "earliest: %d %q", got[0].Offset, got[0].Value); err != nil {
+	if err := report.Checkf(got[0].Offset == 0 && string(got[0].Value) == "v0", "earliest: %d %q", got[0].Offset, got[0].Value); err != nil {
 		return err
 	}
-	if err := checkf(got[0].Timestamp.Equal(base), "timestamp %v, want %v", got[0].Timestamp, base); err != nil {
+	if err := report.Checkf(got[0].Timestamp.Equal(base), "timestamp %v, want %v", got[0].Timestamp, base); err != nil {
 		return err
 	}
 	got, err = consume(ctx, topic, 0, atTime, 2)
 	if err != nil {
 		return fmt.Errorf("timestamp: %w", err)
 	}
-	if err := checkf(string(got[0].Value) == "v8" && string(got[1].Value) == "v9", "from the timestamp's offset: %q %q", got[0].Value, got[1].Value); err != nil {
+	if err := report.Checkf(string(got[0].Value) == "v8" && string(got[1].Value) == "v9", "from the timestamp's offset: %q %q", got[0].Value, got[1].Value); err != nil {
 		return err
 	}
 
@@ -592,7 +530,7 @@ func scenarioPositions(ctx context.Context) error {
 	}
 	select {
 	case m := <-pc.Messages():
-		return checkf(m.Offset == 20 && string(m.Value) == "v20", "latest: first message %d %q", m.Offset, m.Value)
+		return report.Checkf(m.Offset == 20 && string(m.Value) == "v20", "latest: first message %d %q", m.Offset, m.Value)
 	case e := <-pc.Errors():
 		return e.Err
 	case <-ctx.Done():
@@ -728,7 +666,7 @@ func scenarioGroup(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkf(len(described) == 1 && described[0].Err == sarama.ErrNoError && described[0].State == "Stable" &&
+	if err := report.Checkf(len(described) == 1 && described[0].Err == sarama.ErrNoError && described[0].State == "Stable" &&
 		len(described[0].Members) == 2 && described[0].Protocol == "range",
 		"described: %+v", described[0]); err != nil {
 		return err
@@ -830,7 +768,7 @@ func scenarioOffsets(context.Context) error {
 	}
 	next, metadata := pom.NextOffset()
 	closeOM(om, pom)
-	if err := checkf(next == 5 && metadata == "checkpoint", "fetched %d %q, want 5 \"checkpoint\"", next, metadata); err != nil {
+	if err := report.Checkf(next == 5 && metadata == "checkpoint", "fetched %d %q, want 5 \"checkpoint\"", next, metadata); err != nil {
 		return err
 	}
 	// ...and through the admin API.
@@ -839,7 +777,7 @@ func scenarioOffsets(context.Context) error {
 		return err
 	}
 	b0, b1 := offsets.GetBlock(topic, 0), offsets.GetBlock(topic, 1)
-	return checkf(b0 != nil && b0.Offset == -1 && b1 != nil && b1.Offset == 5 && b1.Metadata == "checkpoint",
+	return report.Checkf(b0 != nil && b0.Offset == -1 && b1 != nil && b1.Offset == 5 && b1.Metadata == "checkpoint",
 		"admin offsets: partition 0 %+v, partition 1 %+v", b0, b1)
 }
 
@@ -852,18 +790,18 @@ func scenarioListDescribeGroups(context.Context) error {
 		return err
 	}
 	protocolType, ok := groups[group]
-	if err := checkf(ok && protocolType == "consumer", "%s listed %v with protocol type %q", group, ok, protocolType); err != nil {
+	if err := report.Checkf(ok && protocolType == "consumer", "%s listed %v with protocol type %q", group, ok, protocolType); err != nil {
 		return err
 	}
 	protocolType, ok = groups[simple]
-	if err := checkf(ok && protocolType == "", "%s listed %v with protocol type %q", simple, ok, protocolType); err != nil {
+	if err := report.Checkf(ok && protocolType == "", "%s listed %v with protocol type %q", simple, ok, protocolType); err != nil {
 		return err
 	}
 	described, err := admin.DescribeConsumerGroups([]string{group, simple})
 	if err != nil {
 		return err
 	}
-	if err := checkf(len(described) == 2, "described %d groups", len(described)); err != nil {
+	if err := report.Checkf(len(described) == 2, "described %d groups", len(described)); err != nil {
 		return err
 	}
 	for _, d := range described {
@@ -899,12 +837,12 @@ func scenarioDeleteRecords(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := checkf(oldest == 4, "earliest offset %d, want 4", oldest); err != nil {
+	if err := report.Checkf(oldest == 4, "earliest offset %d, want 4", oldest); err != nil {
 		return err
 	}
 	got, err := consume(ctx, topic, 0, sarama.OffsetOldest, 6)
 	if err != nil {
 		return err
 	}
-	return checkf(got[0].Offset == 4 && string(got[0].Value) == "d4", "reading from the oldest: first %d %q", got[0].Offset, got[0].Value)
+	return report.Checkf(got[0].Offset == 4 && string(got[0].Value) == "d4", "reading from the oldest: first %d %q", got[0].Offset, got[0].Value)
 }
