@@ -27,6 +27,7 @@ use crate::config::Config;
 use crate::metadata::{self, MetadataStore};
 use crate::storage::cache::BlockCache;
 use crate::storage::catalog::{Catalog, TopicState};
+use crate::storage::cleaner::CleanerSettings;
 use crate::storage::gc::Collector;
 use crate::storage::intents::Intents;
 use crate::storage::object::ObjectStorage;
@@ -138,7 +139,7 @@ impl Broker {
             let commits = crate::storage::partition::topic_commits();
             for p in metadata.partitions(record.id).await? {
                 let chunks = metadata.chunks(record.id, p.partition).await?;
-                partitions.push(Arc::new(PartitionLog::new(
+                let log = PartitionLog::new(
                     record.id,
                     p.partition,
                     p.leader_epoch,
@@ -146,7 +147,9 @@ impl Broker {
                     p.high_watermark,
                     chunks,
                     Arc::clone(&commits),
-                )));
+                );
+                log.set_clean_offset(p.clean_offset);
+                partitions.push(Arc::new(log));
             }
             catalog.insert(TopicState { record, partitions });
         }
@@ -231,6 +234,19 @@ impl Broker {
                 own_segment_bytes: seal.own_segment_bytes,
                 index_interval_bytes: seal.index_interval_bytes,
                 segment_target_bytes: seal.segment_target_bytes,
+            },
+            cleaner: CleanerSettings {
+                policy: {
+                    let kafka = broker.config.kafka.clone();
+                    Arc::new(move |topic: &crate::metadata::TopicRecord| {
+                        topic_configs::cleanup_policy(&topic.configs, &kafka)
+                    })
+                },
+                retention_check_interval: Duration::from_millis(
+                    broker.config.cleaner.retention_check_interval_ms.max(1),
+                ),
+                backoff: Duration::from_millis(broker.config.cleaner.backoff_ms.max(1)),
+                dedupe_buffer_bytes: broker.config.cleaner.dedupe_buffer_bytes,
             },
             kick: Arc::new(tokio::sync::Notify::new()),
         };

@@ -10,6 +10,8 @@ use kafka_protocol::error::ResponseError;
 
 use super::Broker;
 use super::topics::TopicError;
+use crate::config::KafkaConfig;
+use crate::storage::cleaner::CleanupPolicy;
 
 /// The type of a config's value, as DescribeConfigs reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -299,10 +301,14 @@ impl TopicConfigDef {
     /// The value a topic without an override has: the broker's setting
     /// where Strata has one, else Kafka's default.
     pub fn default_value(&self, broker: &Broker) -> String {
-        let kafka = &broker.config.kafka;
+        self.default_for(&broker.config.kafka)
+    }
+
+    fn default_for(&self, kafka: &KafkaConfig) -> String {
         match self.name {
             "max.message.bytes" => kafka.message_max_bytes.to_string(),
             "retention.ms" => kafka.retention_ms.to_string(),
+            "retention.bytes" => kafka.retention_bytes.to_string(),
             _ => self.default.to_string(),
         }
     }
@@ -400,6 +406,33 @@ pub fn validate_configs(configs: &BTreeMap<String, String>) -> Result<(), TopicE
             .map_err(|message| TopicError::new(ResponseError::InvalidConfig, message))?;
     }
     Ok(())
+}
+
+/// What retention and compaction do to a topic with these overrides.
+pub fn cleanup_policy(overrides: &BTreeMap<String, String>, kafka: &KafkaConfig) -> CleanupPolicy {
+    let value = |name: &str| -> String {
+        overrides
+            .get(name)
+            .cloned()
+            .or_else(|| lookup(name).map(|def| def.default_for(kafka)))
+            .unwrap_or_default()
+    };
+    // Values were validated when set; an unparsable one keeps the data.
+    let long = |name: &str, fallback: i64| value(name).trim().parse::<i64>().unwrap_or(fallback);
+    let policy = value("cleanup.policy");
+    let has = |p: &str| policy.split(',').any(|item| item.trim() == p);
+    CleanupPolicy {
+        delete: has("delete"),
+        compact: has("compact"),
+        retention_ms: long("retention.ms", -1),
+        retention_bytes: long("retention.bytes", -1),
+        delete_retention_ms: long("delete.retention.ms", i64::MAX),
+        min_compaction_lag_ms: long("min.compaction.lag.ms", 0),
+        min_cleanable_dirty_ratio: value("min.cleanable.dirty.ratio")
+            .trim()
+            .parse()
+            .unwrap_or(0.5),
+    }
 }
 
 /// Every topic config with its effective value for a topic with these

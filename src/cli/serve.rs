@@ -92,6 +92,14 @@ pub struct ServeArgs {
     /// [default: 67108864].
     #[arg(long, env = "STRATA_SEAL_SEGMENT_TARGET_BYTES", value_name = "BYTES")]
     pub seal_segment_target_bytes: Option<u64>,
+    /// Check partitions for data past retention.ms / retention.bytes this
+    /// often (log.retention.check.interval.ms) [default: 300000].
+    #[arg(long, env = "STRATA_RETENTION_CHECK_INTERVAL_MS", value_name = "MS")]
+    pub retention_check_interval_ms: Option<u64>,
+    /// Check compacted topics for partitions to compact this often
+    /// (log.cleaner.backoff.ms) [default: 15000].
+    #[arg(long, env = "STRATA_CLEANER_BACKOFF_MS", value_name = "MS")]
+    pub cleaner_backoff_ms: Option<u64>,
 }
 
 impl ServeArgs {
@@ -132,6 +140,8 @@ impl ServeArgs {
         set!(self.seal_interval_ms => seal.interval_ms);
         set!(self.seal_own_segment_bytes => seal.own_segment_bytes);
         set!(self.seal_segment_target_bytes => seal.segment_target_bytes);
+        set!(self.retention_check_interval_ms => cleaner.retention_check_interval_ms);
+        set!(self.cleaner_backoff_ms => cleaner.backoff_ms);
         config.validate()?;
         Ok(config)
     }

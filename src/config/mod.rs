@@ -51,6 +51,7 @@ pub struct Config {
     pub kafka: KafkaConfig,
     pub gc: GcConfig,
     pub seal: SealConfig,
+    pub cleaner: CleanerConfig,
     pub groups: GroupConfig,
 }
 
@@ -70,6 +71,7 @@ impl Default for Config {
             kafka: KafkaConfig::default(),
             gc: GcConfig::default(),
             seal: SealConfig::default(),
+            cleaner: CleanerConfig::default(),
             groups: GroupConfig::default(),
         }
     }
@@ -156,6 +158,9 @@ pub struct KafkaConfig {
     pub message_max_bytes: i32,
     /// Default `retention.ms` of topics (`log.retention.ms`); -1 keeps data forever.
     pub retention_ms: i64,
+    /// Default `retention.bytes` of topics' partitions (`log.retention.bytes`);
+    /// -1: no size limit.
+    pub retention_bytes: i64,
     /// Whether DeleteTopics is allowed (`delete.topic.enable`).
     pub delete_topic_enable: bool,
     /// Requests processed concurrently per connection (responses stay in order).
@@ -181,6 +186,7 @@ impl Default for KafkaConfig {
             default_partitions: 1,
             message_max_bytes: 1_048_588,
             retention_ms: 604_800_000,
+            retention_bytes: -1,
             delete_topic_enable: true,
             max_inflight_per_connection: 1024,
             fetch_max_bytes: 55 * 1024 * 1024,
@@ -212,6 +218,32 @@ impl Default for GcConfig {
             orphan_grace_secs: 600,
             delete_grace_secs: 120,
             sweep_interval_secs: 60,
+        }
+    }
+}
+
+/// Retention and log compaction (run by the sealer, between its cycles).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CleanerConfig {
+    /// How often partitions are checked for data past `retention.ms` or
+    /// `retention.bytes` (`log.retention.check.interval.ms`).
+    pub retention_check_interval_ms: u64,
+    /// How often compacted topics are checked for partitions to compact
+    /// (`log.cleaner.backoff.ms`).
+    pub backoff_ms: u64,
+    /// Memory for one compaction pass's map of keys to their latest offset
+    /// (`log.cleaner.dedupe.buffer.size`); a pass over more distinct keys
+    /// stops where the map is full and the next pass goes on from there.
+    pub dedupe_buffer_bytes: usize,
+}
+
+impl Default for CleanerConfig {
+    fn default() -> Self {
+        Self {
+            retention_check_interval_ms: 300_000,
+            backoff_ms: 15_000,
+            dedupe_buffer_bytes: 16 * 1024 * 1024,
         }
     }
 }
@@ -416,6 +448,24 @@ impl Config {
                 "groups.consumer_heartbeat_interval_ms",
                 "must be positive and below groups.consumer_session_timeout_ms",
             );
+        }
+        if self.kafka.retention_bytes < -1 {
+            return invalid(
+                "kafka.retention_bytes",
+                "must be -1 (no limit) or at least 0",
+            );
+        }
+        if self.kafka.retention_ms < -1 {
+            return invalid("kafka.retention_ms", "must be -1 (forever) or at least 0");
+        }
+        if self.cleaner.retention_check_interval_ms < 1 || self.cleaner.backoff_ms < 1 {
+            return invalid(
+                "cleaner.retention_check_interval_ms",
+                "cleaner intervals must be at least 1 ms",
+            );
+        }
+        if self.cleaner.dedupe_buffer_bytes < 64 * 1024 {
+            return invalid("cleaner.dedupe_buffer_bytes", "must be at least 65536");
         }
         if self.groups.offsets_retention_minutes < 1 {
             return invalid("groups.offsets_retention_minutes", "must be at least 1");

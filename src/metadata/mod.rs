@@ -67,6 +67,9 @@ pub struct PartitionRecord {
     pub leader_epoch: i32,
     pub log_start_offset: i64,
     pub high_watermark: i64,
+    /// Compacted topics: offsets below this have been through a compaction
+    /// pass (the cleaner checkpoint).
+    pub clean_offset: i64,
 }
 
 /// One partition's contiguous run of record batches inside one object.
@@ -224,8 +227,12 @@ pub trait MetadataStore: Send + Sync + 'static {
         leader_id: i32,
     ) -> Result<Vec<PartitionRecord>>;
     /// Moves a partition's log start offset up to `offset` (never down, never
-    /// past the high watermark); returns the log start offset now stored.
+    /// past the high watermark) and, in the same transaction, removes the
+    /// chunks wholly below it (objects left without chunks are retired);
+    /// returns the log start offset now stored.
     async fn advance_log_start(&self, id: TopicId, partition: i32, offset: i64) -> Result<i64>;
+    /// Records a compacted partition's clean offset (never moves it down).
+    async fn set_clean_offset(&self, id: TopicId, partition: i32, offset: i64) -> Result<()>;
     async fn list_topics(&self) -> Result<Vec<TopicRecord>>;
     async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>>;
     async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>>;

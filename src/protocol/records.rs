@@ -117,42 +117,96 @@ fn records_region(batch: &[u8]) -> Result<Cow<'_, [u8]>, BatchError> {
     })
 }
 
+/// One record of a batch, borrowed from its (inflated) records region.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordRef<'a> {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    /// The record's headers, still encoded (count, then key/value pairs).
+    pub headers: &'a [u8],
+    /// The whole record as stored, length prefix included.
+    pub raw: &'a [u8],
+}
+
+impl RecordView {
+    fn of(record: &RecordRef<'_>) -> Self {
+        Self {
+            offset_delta: record.offset_delta,
+            timestamp_delta: record.timestamp_delta,
+        }
+    }
+}
+
+/// A length-prefixed field: `None` for length -1 (null).
+fn read_bytes<'a>(data: &'a [u8], at: &mut usize) -> Result<Option<&'a [u8]>, BatchError> {
+    let truncated = || BatchError::Records("record truncated".into());
+    let len = read_varlong(data, at).ok_or_else(truncated)?;
+    if len < 0 {
+        return Ok(None);
+    }
+    let end = usize::try_from(len)
+        .ok()
+        .and_then(|len| at.checked_add(len))
+        .filter(|end| *end <= data.len())
+        .ok_or_else(truncated)?;
+    let field = &data[*at..end];
+    *at = end;
+    Ok(Some(field))
+}
+
+/// Parses the record starting at `at` of a records region; returns it and
+/// where the next one starts.
+fn parse_record(data: &[u8], at: usize) -> Result<(RecordRef<'_>, usize), BatchError> {
+    let truncated = || BatchError::Records("record truncated".into());
+    let mut pos = at;
+    let length = read_varlong(data, &mut pos).ok_or_else(truncated)?;
+    let Ok(length) = usize::try_from(length) else {
+        return Err(BatchError::Records(format!(
+            "negative record length {length}"
+        )));
+    };
+    let end = pos
+        .checked_add(length)
+        .filter(|end| *end <= data.len())
+        .ok_or_else(truncated)?;
+    let body = &data[..end];
+    let mut field = pos + 1; // attributes
+    let timestamp_delta = read_varlong(body, &mut field).ok_or_else(truncated)?;
+    let offset_delta = read_varlong(body, &mut field).ok_or_else(truncated)?;
+    let offset_delta = i32::try_from(offset_delta)
+        .map_err(|_| BatchError::Records(format!("offset delta {offset_delta} out of range")))?;
+    let key = read_bytes(body, &mut field)?;
+    let value = read_bytes(body, &mut field)?;
+    let record = RecordRef {
+        offset_delta,
+        timestamp_delta,
+        key,
+        value,
+        headers: &data[field.min(end)..end],
+        raw: &data[at..end],
+    };
+    Ok((record, end))
+}
+
 /// Calls `visit` for each record of one batch (whole batch bytes, as
 /// validated by `validate_produce_batches`) until it returns `false`.
 /// Checks that the records fill the region exactly and that their number
 /// matches the header's record count.
-pub fn walk_records(
+pub fn for_each_record(
     batch: &[u8],
-    mut visit: impl FnMut(RecordView) -> bool,
+    mut visit: impl FnMut(RecordRef<'_>) -> bool,
 ) -> Result<(), BatchError> {
     let expected = BatchHeader::new(batch)?.record_count();
     let data = records_region(batch)?;
     let mut at = 0usize;
     let mut seen: i64 = 0;
-    let truncated = || BatchError::Records("record truncated".into());
     while at < data.len() {
-        let length = read_varlong(&data, &mut at).ok_or_else(truncated)?;
-        let Ok(length) = usize::try_from(length) else {
-            return Err(BatchError::Records(format!(
-                "negative record length {length}"
-            )));
-        };
-        let end = at
-            .checked_add(length)
-            .filter(|end| *end <= data.len())
-            .ok_or_else(truncated)?;
-        let mut field = at + 1; // attributes
-        let timestamp_delta = read_varlong(&data[..end], &mut field).ok_or_else(truncated)?;
-        let offset_delta = read_varlong(&data[..end], &mut field).ok_or_else(truncated)?;
-        let offset_delta = i32::try_from(offset_delta).map_err(|_| {
-            BatchError::Records(format!("offset delta {offset_delta} out of range"))
-        })?;
+        let (record, next) = parse_record(&data, at)?;
         seen += 1;
-        at = end;
-        if !visit(RecordView {
-            offset_delta,
-            timestamp_delta,
-        }) {
+        at = next;
+        if !visit(record) {
             return Ok(());
         }
     }
@@ -162,6 +216,19 @@ pub fn walk_records(
         )));
     }
     Ok(())
+}
+
+/// `for_each_record`, seeing only offset and timestamp deltas.
+pub fn walk_records(
+    batch: &[u8],
+    mut visit: impl FnMut(RecordView) -> bool,
+) -> Result<(), BatchError> {
+    for_each_record(batch, |record| visit(RecordView::of(&record)))
+}
+
+/// The records region of `batch`, inflated if the batch is compressed.
+pub fn inflated_records(batch: &[u8]) -> Result<Cow<'_, [u8]>, BatchError> {
+    records_region(batch)
 }
 
 /// Validates the records of every batch in `records` as Kafka does for

@@ -8,11 +8,13 @@
 //! - `producers`: idempotent producer state and Kafka's sequence rules;
 //! - `intents`: upload intents recorded before every PUT;
 //! - `sealer`: write-ahead objects rewritten by partition into segments;
+//! - `cleaner`: retention and log compaction (run by the sealer's task);
 //! - `segment`: the layout of sealed objects (sections, sparse index, footer);
 //! - `gc`: removal of orphan and retired objects, from the metadata store.
 
 pub mod cache;
 pub mod catalog;
+pub mod cleaner;
 pub mod gc;
 pub mod intents;
 pub mod metrics;

@@ -40,6 +40,8 @@ pub struct PartitionLog {
     pub partition: i32,
     index: RwLock<BTreeMap<i64, ChunkRecord>>,
     log_start: AtomicI64,
+    /// Compacted topics: offsets below this have been compacted once.
+    clean_offset: AtomicI64,
     leader_epoch: AtomicI32,
     high_watermark: watch::Sender<i64>,
     /// Shared by every partition of the topic: counts their commits, so a
@@ -86,6 +88,7 @@ impl PartitionLog {
             partition,
             index: RwLock::new(index),
             log_start: AtomicI64::new(log_start),
+            clean_offset: AtomicI64::new(0),
             leader_epoch: AtomicI32::new(leader_epoch),
             high_watermark: watch::Sender::new(high_watermark),
             topic_commits,
@@ -103,9 +106,38 @@ impl PartitionLog {
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
     }
-    /// Moves the log start offset up to `offset` (stored first by the caller).
+    /// Moves the log start offset up to `offset` (stored first by the
+    /// caller, with the chunks below it removed) and forgets the chunks
+    /// wholly below it. Readers that looked one up still read its object,
+    /// deleted only after the collector's grace period.
     pub fn advance_log_start(&self, offset: i64) {
-        self.log_start.fetch_max(offset, Ordering::AcqRel);
+        // Under the index lock, so that a swap applied concurrently
+        // (`replace_chunks`) sees either the old start or the new one and
+        // its chunks.
+        let Ok(mut index) = self.index.write() else {
+            return;
+        };
+        let start = self
+            .log_start
+            .fetch_max(offset, Ordering::AcqRel)
+            .max(offset);
+        let below: Vec<i64> = index
+            .range(..start)
+            .filter(|(_, c)| c.last_offset < start)
+            .map(|(base, _)| *base)
+            .collect();
+        for base in below {
+            index.remove(&base);
+        }
+    }
+
+    /// Compacted topics: the offset below which the log has been compacted.
+    pub fn clean_offset(&self) -> i64 {
+        self.clean_offset.load(Ordering::Acquire)
+    }
+    /// Records the clean offset (stored first by the caller).
+    pub fn set_clean_offset(&self, offset: i64) {
+        self.clean_offset.fetch_max(offset, Ordering::AcqRel);
     }
 
     /// The commit signal shared by the topic's partitions (for new ones).
@@ -154,6 +186,11 @@ impl PartitionLog {
     /// its object, which is deleted only after a grace period.
     pub fn replace_chunks(&self, chunk: ChunkRecord) {
         if let Ok(mut index) = self.index.write() {
+            // Retention or DeleteRecords removed these offsets meanwhile
+            // (the store removed the new row with them).
+            if chunk.last_offset < self.log_start_offset() {
+                return;
+            }
             let replaced: Vec<i64> = index
                 .range(chunk.base_offset..=chunk.last_offset)
                 .map(|(base, _)| *base)
@@ -382,7 +419,10 @@ impl PartitionLog {
             let chunk = self.chunk_for(next).ok_or(ReadError::Missing(next))?;
             let from = self.start_for(cache, &chunk, next).await?;
             let Some((pos, first_len)) = self.locate(cache, &chunk, next, from).await? else {
-                break; // the chunk does not hold `next` (malformed index)
+                // No batch at or after `next` here: compaction removed the
+                // chunk's last records; go on with the next chunk.
+                next = chunk.last_offset + 1;
+                continue;
             };
             let budget = max_bytes.saturating_sub(size);
             // Past the first batch, nothing may exceed the budget.
@@ -411,12 +451,18 @@ impl PartitionLog {
                 next_offset: last + 1,
                 byte_pos: pos + part.len() as u64,
             });
+            let read_to = pos + part.len() as u64;
             size += part.len();
             parts.push(part);
-            if last < next || last < chunk.last_offset {
-                break; // budget filled inside this chunk (or a malformed chunk)
+            if last < next {
+                break; // a malformed chunk
             }
-            next = last + 1;
+            if read_to < chunk_end {
+                break; // the budget filled inside this chunk
+            }
+            // The chunk is read to its end (its last records may have been
+            // compacted away: it still ends at its last offset).
+            next = last.max(chunk.last_offset) + 1;
         }
         Ok(match parts.len() {
             0 => Bytes::new(),

@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::cache::BlockCache;
 use super::catalog::Catalog;
+use super::cleaner::CleanerSettings;
 use super::intents::Intents;
 use super::object::ObjectStorage;
 use super::paths;
@@ -71,20 +72,22 @@ pub struct Sealer {
     pub catalog: Arc<Catalog>,
     pub intents: Arc<Intents>,
     pub config: SealerConfig,
+    /// Retention and compaction, run between sealing cycles.
+    pub cleaner: CleanerSettings,
     /// Woken by the writer when enough unsealed data is pending.
     pub kick: Arc<Notify>,
 }
 
-/// One partition's contiguous run of chunks in this cycle.
-struct Run {
-    topic_id: TopicId,
-    partition: i32,
-    chunks: Vec<ChunkRecord>,
-    bytes: u64,
+/// One partition's contiguous run of chunks, rewritten into one section.
+pub(super) struct Run {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub chunks: Vec<ChunkRecord>,
+    pub bytes: u64,
 }
 
 /// An object to write: key, kind, content, and the run of each section.
-type Output = (
+pub(super) type Output = (
     object_store::path::Path,
     ObjectKind,
     ObjectBuilder,
@@ -234,7 +237,7 @@ impl Sealer {
     /// Records the outputs' intents, PUTs them, swaps their chunks in ONE
     /// metadata transaction and applies the swap in memory; returns how
     /// many new chunks took effect.
-    async fn write_and_swap(
+    pub(super) async fn write_and_swap(
         &self,
         outputs: Vec<Output>,
         report: &mut SealReport,
@@ -363,39 +366,80 @@ impl Sealer {
 
     /// Seals every `seal_interval`, or when kicked, until `shutdown`; a
     /// cycle that took a full `seal_cycle_bytes` is followed by another.
+    /// Between cycles, compacts every `cleaner.backoff` and enforces
+    /// retention every `cleaner.retention_check_interval`.
     pub async fn run(self, shutdown: CancellationToken) {
+        use tokio::time::Instant;
+        let start = Instant::now();
+        let mut next_seal = start + self.config.seal_interval;
+        let mut next_compaction = start + self.cleaner.backoff;
+        let mut next_retention = start + self.cleaner.retention_check_interval;
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.seal_interval) => {}
-                _ = self.kick.notified() => {}
+            let wake = next_seal.min(next_compaction).min(next_retention);
+            let kicked = tokio::select! {
+                _ = tokio::time::sleep_until(wake) => false,
+                _ = self.kick.notified() => true,
                 _ = shutdown.cancelled() => return,
+            };
+            let now = Instant::now();
+            if kicked || now >= next_seal {
+                self.seal_and_merge(&shutdown).await;
+                next_seal = Instant::now() + self.config.seal_interval;
             }
-            loop {
-                match self.seal_once().await {
-                    Ok(report) => {
-                        if report.inputs > 0 {
-                            tracing::debug!(?report, "sealed write-ahead objects");
-                        }
-                        if report.input_bytes < self.config.seal_cycle_bytes / 2
-                            || shutdown.is_cancelled()
-                        {
-                            break;
-                        }
+            if now >= next_retention {
+                match self.enforce_retention(now_ms() as i64).await {
+                    Ok(report) if report.partitions_trimmed > 0 => {
+                        tracing::debug!(?report, "retention applied");
                     }
+                    Ok(_) => {}
                     Err(error) => {
-                        tracing::warn!(error = format!("{error:#}"), "sealing failed; will retry");
+                        tracing::warn!(error = format!("{error:#}"), "retention failed; will retry")
+                    }
+                }
+                next_retention = Instant::now() + self.cleaner.retention_check_interval;
+            }
+            if now >= next_compaction {
+                match self.compact_once(now_ms() as i64).await {
+                    Ok(report) if report.partitions_compacted > 0 => {
+                        tracing::debug!(?report, "compacted");
+                    }
+                    Ok(_) => {}
+                    Err(error) => tracing::warn!(
+                        error = format!("{error:#}"),
+                        "compaction failed; will retry"
+                    ),
+                }
+                next_compaction = Instant::now() + self.cleaner.backoff;
+            }
+        }
+    }
+
+    async fn seal_and_merge(&self, shutdown: &CancellationToken) {
+        loop {
+            match self.seal_once().await {
+                Ok(report) => {
+                    if report.inputs > 0 {
+                        tracing::debug!(?report, "sealed write-ahead objects");
+                    }
+                    if report.input_bytes < self.config.seal_cycle_bytes / 2
+                        || shutdown.is_cancelled()
+                    {
                         break;
                     }
                 }
-            }
-            match self.merge_once().await {
-                Ok(report) if report.merges > 0 => {
-                    tracing::debug!(?report, "merged sealed chunks");
-                }
-                Ok(_) => {}
                 Err(error) => {
-                    tracing::warn!(error = format!("{error:#}"), "merging failed; will retry")
+                    tracing::warn!(error = format!("{error:#}"), "sealing failed; will retry");
+                    break;
                 }
+            }
+        }
+        match self.merge_once().await {
+            Ok(report) if report.merges > 0 => {
+                tracing::debug!(?report, "merged sealed chunks");
+            }
+            Ok(_) => {}
+            Err(error) => {
+                tracing::warn!(error = format!("{error:#}"), "merging failed; will retry")
             }
         }
     }

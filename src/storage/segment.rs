@@ -123,6 +123,27 @@ impl ObjectBuilder {
         section
     }
 
+    /// `add_section` for a section that covers `base_offset..=last_offset`
+    /// whatever offsets its batches hold (compaction keeps each chunk's
+    /// range, gaps included, so the log stays contiguous).
+    pub fn add_section_covering(
+        &mut self,
+        topic_id: TopicId,
+        partition: i32,
+        chunks: Vec<Bytes>,
+        base_offset: i64,
+        last_offset: i64,
+    ) -> Section {
+        let mut section = self.add_section(topic_id, partition, chunks);
+        section.base_offset = base_offset;
+        section.last_offset = last_offset;
+        if let Some(stored) = self.sections.last_mut() {
+            stored.base_offset = base_offset;
+            stored.last_offset = last_offset;
+        }
+        section
+    }
+
     /// The object's parts (footer last) and its total size.
     pub fn finish(mut self) -> (Vec<Bytes>, u64) {
         let mut footer = BytesMut::with_capacity(self.sections.len() * SECTION_ENTRY + 12);

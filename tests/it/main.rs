@@ -5,6 +5,7 @@
 
 mod admin;
 mod bad_input;
+mod cleanup;
 mod cli;
 mod common;
 mod compat;

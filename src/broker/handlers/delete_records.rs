@@ -1,8 +1,9 @@
 //! DeleteRecords: moves a partition's log start offset (the low watermark)
 //! up to the requested offset (-1: the high watermark), durably in the
-//! metadata store before answering. Fetch below it then gets
-//! OFFSET_OUT_OF_RANGE and ListOffsets earliest returns it. The bytes below
-//! it are removed physically with segment retention, not here.
+//! metadata store before answering, together with the chunks wholly below it
+//! (their objects are deleted by the collector once nothing references
+//! them). Fetch below it then gets OFFSET_OUT_OF_RANGE and ListOffsets
+//! earliest returns it.
 
 use std::sync::Arc;
 

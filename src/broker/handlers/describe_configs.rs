@@ -75,6 +75,13 @@ fn broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
             true,
         ),
         entry(
+            "log.retention.bytes",
+            k.retention_bytes.to_string(),
+            ConfigType::Long,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
             "log.retention.ms",
             k.retention_ms.to_string(),
             ConfigType::Long,

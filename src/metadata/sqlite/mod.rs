@@ -269,6 +269,7 @@ impl MetadataStore for SqliteStore {
                     leader_epoch: 0,
                     log_start_offset: 0,
                     high_watermark: 0,
+                    clean_offset: 0,
                 });
             }
             tx.commit()?;
@@ -280,20 +281,53 @@ impl MetadataStore for SqliteStore {
     async fn advance_log_start(&self, id: TopicId, partition: i32, offset: i64) -> Result<i64> {
         self.with_conn(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let topic = id.0.to_string();
             tx.execute(
                 "UPDATE partitions SET log_start_offset = MIN(MAX(log_start_offset, ?1), high_watermark)
                  WHERE topic_id = ?2 AND partition = ?3",
-                params![offset, id.0.to_string(), partition],
+                params![offset, topic, partition],
             )?;
             let start: Option<i64> = tx
                 .query_row(
                     "SELECT log_start_offset FROM partitions WHERE topic_id = ?1 AND partition = ?2",
-                    params![id.0.to_string(), partition],
+                    params![topic, partition],
                     |r| r.get(0),
                 )
                 .optional()?;
+            let Some(start) = start else {
+                return Err(MetadataError::UnknownTopic(format!("{id}-{partition}")));
+            };
+            // Chunks are contiguous: those wholly below the start begin below it.
+            let keys: Vec<String> = {
+                let mut stmt = tx.prepare_cached(
+                    "SELECT DISTINCT object_key FROM chunks
+                     WHERE topic_id = ?1 AND partition = ?2 AND base_offset < ?3 AND last_offset < ?3",
+                )?;
+                let rows = stmt.query_map(params![topic, partition, start], |r| r.get(0))?;
+                rows.collect::<std::result::Result<_, _>>()?
+            };
+            if !keys.is_empty() {
+                tx.execute(
+                    "DELETE FROM chunks
+                     WHERE topic_id = ?1 AND partition = ?2 AND base_offset < ?3 AND last_offset < ?3",
+                    params![topic, partition, start],
+                )?;
+                objects::retire_if_unreferenced(&tx, keys.iter().map(String::as_str))?;
+            }
             tx.commit()?;
-            start.ok_or_else(|| MetadataError::UnknownTopic(format!("{id}-{partition}")))
+            Ok(start)
+        })
+        .await
+    }
+
+    async fn set_clean_offset(&self, id: TopicId, partition: i32, offset: i64) -> Result<()> {
+        self.with_conn(move |conn| {
+            conn.execute(
+                "UPDATE partitions SET clean_offset = MAX(clean_offset, ?1)
+                 WHERE topic_id = ?2 AND partition = ?3",
+                params![offset, id.0.to_string(), partition],
+            )?;
+            Ok(())
         })
         .await
     }
@@ -332,7 +366,8 @@ impl MetadataStore for SqliteStore {
     async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>> {
         self.with_reader(move |conn| {
             let mut stmt = conn.prepare(
-                "SELECT partition, leader_id, leader_epoch, log_start_offset, high_watermark
+                "SELECT partition, leader_id, leader_epoch, log_start_offset, high_watermark,
+                        clean_offset
                  FROM partitions WHERE topic_id = ?1 ORDER BY partition",
             )?;
             let rows = stmt.query_map(params![id.0.to_string()], |r| {
@@ -342,6 +377,7 @@ impl MetadataStore for SqliteStore {
                     leader_epoch: r.get(2)?,
                     log_start_offset: r.get(3)?,
                     high_watermark: r.get(4)?,
+                    clean_offset: r.get(5)?,
                 })
             })?;
             Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)

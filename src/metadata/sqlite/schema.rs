@@ -7,7 +7,7 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::metadata::{MetadataError, Result};
 
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4];
+const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE cluster (
@@ -114,6 +114,12 @@ CREATE INDEX objects_unsealed ON objects(kind, retired_ms);
 ALTER TABLE chunks ADD COLUMN index_len INTEGER NOT NULL DEFAULT 0;
 UPDATE objects SET retired_ms = created_ms
  WHERE NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = objects.object_key);
+";
+
+/// Log compaction: each partition's clean offset (Kafka's cleaner
+/// checkpoint): offsets below it have been through a compaction pass.
+const SCHEMA_V5: &str = "
+ALTER TABLE partitions ADD COLUMN clean_offset INTEGER NOT NULL DEFAULT 0;
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
