@@ -232,24 +232,33 @@ pub fn inflated_records(batch: &[u8]) -> Result<Cow<'_, [u8]>, BatchError> {
 }
 
 /// Validates the records of every batch in `records` as Kafka does for
-/// produced batches: offset deltas 0, 1, 2, ... and a matching record count.
-pub fn validate_records(records: &[u8]) -> Result<(), BatchError> {
+/// produced batches: offset deltas 0, 1, 2, ... and a matching record count;
+/// with `require_keys` (compacted topics), no record without a key.
+pub fn validate_records(records: &[u8], require_keys: bool) -> Result<(), BatchError> {
     for (pos, header) in super::batch::iter_batches(records) {
         let batch = &records[pos..pos + header.total_len() as usize];
         let mut next = 0i32;
-        let mut misplaced = None;
-        walk_records(batch, |record| {
+        let mut problem = None;
+        for_each_record(batch, |record| {
             if record.offset_delta != next {
-                misplaced = Some((next, record.offset_delta));
+                problem = Some(format!(
+                    "record {next} has offset delta {}; deltas must be consecutive from 0",
+                    record.offset_delta
+                ));
+                return false;
+            }
+            if require_keys && record.key.is_none() {
+                problem = Some(format!(
+                    "record {next} has no key; a compacted topic (cleanup.policy=compact) \
+                     accepts only records with a key"
+                ));
                 return false;
             }
             next += 1;
             true
         })?;
-        if let Some((want, got)) = misplaced {
-            return Err(BatchError::Records(format!(
-                "record {want} has offset delta {got}; deltas must be consecutive from 0"
-            )));
+        if let Some(problem) = problem {
+            return Err(BatchError::Records(problem));
         }
     }
     Ok(())
@@ -283,7 +292,7 @@ mod tests {
                 "{codec:?}"
             );
             assert_eq!(deltas[4].1, 4, "{codec:?}: timestamps are base + delta");
-            validate_records(&batch).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+            validate_records(&batch, true).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
         }
     }
 
@@ -300,7 +309,7 @@ mod tests {
         let len = (batch.len() - 12) as i32;
         batch[8..12].copy_from_slice(&len.to_be_bytes());
         assert!(
-            validate_records(&batch).is_err(),
+            validate_records(&batch, false).is_err(),
             "offset delta 5 in a one-record batch"
         );
         // A header that claims many more records than there are.

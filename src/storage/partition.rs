@@ -378,14 +378,16 @@ impl PartitionLog {
     }
 
     /// Whole record batches starting with the one holding `offset`, up to
-    /// `max_bytes` (at least one batch), continuing across chunks. Empty at
-    /// the high watermark. Only the bytes returned are read from the cache
+    /// `max_bytes` (at least one batch), continuing across chunks, and
+    /// nothing at or above `high_watermark` (the one the caller reports; a
+    /// high watermark is always a chunk boundary). Empty at it. Only the bytes returned are read from the cache
     /// (plus batch headers to find the first one); a read within one cache
     /// block is a slice (no copy).
     pub async fn read(
         &self,
         cache: &BlockCache,
         offset: i64,
+        high_watermark: i64,
         max_bytes: usize,
     ) -> Result<Bytes, ReadError> {
         // An object can disappear under a read that looked its chunk up
@@ -393,7 +395,10 @@ impl PartitionLog {
         // chunk up again (it is in its new object now) and retry.
         let mut attempts = 0;
         loop {
-            match self.read_once(cache, offset, max_bytes).await {
+            match self
+                .read_once(cache, offset, high_watermark, max_bytes)
+                .await
+            {
                 Err(ReadError::Storage { source, .. }) if attempts < 3 && is_not_found(&source) => {
                     attempts += 1;
                 }
@@ -406,9 +411,13 @@ impl PartitionLog {
         &self,
         cache: &BlockCache,
         offset: i64,
+        high_watermark: i64,
         max_bytes: usize,
     ) -> Result<Bytes, ReadError> {
-        let (start, end) = (self.log_start_offset(), self.high_watermark());
+        let (start, end) = (
+            self.log_start_offset(),
+            high_watermark.min(self.high_watermark()),
+        );
         if offset < start || offset > end {
             return Err(ReadError::OutOfRange { offset, start, end });
         }

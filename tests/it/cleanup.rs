@@ -163,6 +163,14 @@ async fn retention_by_time_and_by_size_removes_whole_old_chunks_and_their_object
     // 30 recent ones.
     create(&broker, "by-time", &[("retention.ms", "3600000")]).await;
     produce(&broker, "by-time", &values(0..30, now - 7_200_000)).await;
+    // On a LogAppendTime topic what counts is the broker's time, not the
+    // producer's: these records are new.
+    let append_time = [
+        ("retention.ms", "3600000"),
+        ("message.timestamp.type", "LogAppendTime"),
+    ];
+    create(&broker, "append-time", &append_time).await;
+    produce(&broker, "append-time", &values(0..30, now - 7_200_000)).await;
     sealed(&broker).await;
     produce(&broker, "by-time", &values(30..60, now)).await;
     // By size: three sealed rounds of ~31 KB; no limit at first.
@@ -194,6 +202,13 @@ async fn retention_by_time_and_by_size_removes_whole_old_chunks_and_their_object
         chunks(&broker, "by-time")
             .iter()
             .all(|(base, ..)| *base >= 30)
+    );
+    assert_eq!(low_watermark(&broker, "append-time"), 0);
+    assert_eq!(
+        broker
+            .consume_all("append-time", 0, Offset::Beginning)
+            .len(),
+        30
     );
 
     // retention.bytes set on the live topic: keep at least 40,000 bytes of
@@ -396,4 +411,21 @@ async fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
         as_map(&broker.consume_all("drop-tombstones", 0, Offset::Beginning)),
         expected(false)
     );
+    // A compacted topic refuses records without a key, as Kafka does.
+    let producer = broker.producer(&[("linger.ms", "0")]);
+    let refused = producer
+        .send(
+            FutureRecord::<(), str>::to("keep-tombstones")
+                .partition(0)
+                .payload("no key"),
+            Duration::from_secs(10),
+        )
+        .await;
+    match refused {
+        Err((rdkafka::error::KafkaError::MessageProduction(code), _)) => {
+            assert_eq!(code, rdkafka::types::RDKafkaErrorCode::InvalidRecord);
+        }
+        other => panic!("a keyless record on a compacted topic: {other:?}"),
+    }
+    assert_eq!(broker.high_watermark("keep-tombstones", 0), 210);
 }

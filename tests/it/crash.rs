@@ -57,16 +57,23 @@ async fn produce_until(
         tokio::time::sleep(Duration::from_millis(2)).await;
         while let Some(Some((index, result))) = futures::FutureExt::now_or_never(pending.next()) {
             if let Ok(Ok(delivery)) = result {
-                acked.insert((delivery.partition, delivery.offset), index);
+                record_ack(&mut acked, (delivery.partition, delivery.offset), index);
             }
         }
     }
     while let Some((index, result)) = pending.next().await {
         if let Ok(Ok(delivery)) = result {
-            acked.insert((delivery.partition, delivery.offset), index);
+            record_ack(&mut acked, (delivery.partition, delivery.offset), index);
         }
     }
     (acked, i)
+}
+
+/// Two different records acknowledged at one offset is a lost write.
+fn record_ack(acked: &mut BTreeMap<(i32, i64), u64>, position: (i32, i64), index: u64) {
+    if let Some(earlier) = acked.insert(position, index) {
+        panic!("records {earlier} and {index} were both acknowledged at {position:?}");
+    }
 }
 
 /// Checks the whole topic against what was acknowledged; returns the

@@ -191,7 +191,7 @@ async fn read_once(
                 partitions.push(data);
                 continue;
             }
-            match log.read(&broker.cache, offset, budget.max(1)).await {
+            match log.read(&broker.cache, offset, hw, budget.max(1)).await {
                 Ok(records) => {
                     if !records.is_empty() && total > 0 && records.len() > budget {
                         // Does not fit the response any more; the client asks again.

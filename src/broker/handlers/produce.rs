@@ -109,19 +109,25 @@ async fn append_partition(
             "no record batch in the request".into(),
         );
     };
-    let summary = match validate_produce_batches(&records) {
+    let mut summary = match validate_produce_batches(&records) {
         Ok(summary) => summary,
         Err(e) => return failed(batch_error(&e), e.to_string()),
     };
     // The records themselves, as Kafka checks them: counts and offset deltas
     // (inflating compressed batches, off the async workers).
+    // A compacted topic takes only records with a key.
+    let require_keys = topic
+        .record
+        .configs
+        .get("cleanup.policy")
+        .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"));
     let checked = if summary.compressed {
         let records = records.clone();
-        tokio::task::spawn_blocking(move || validate_records(&records))
+        tokio::task::spawn_blocking(move || validate_records(&records, require_keys))
             .await
             .unwrap_or_else(|e| Err(BatchError::Records(format!("validation task failed: {e}"))))
     } else {
-        validate_records(&records)
+        validate_records(&records, require_keys)
     };
     if let Err(e) = checked {
         return failed(batch_error(&e), e.to_string());
@@ -170,6 +176,9 @@ async fn append_partition(
     {
         log_append_time = now_ms();
         set_log_append_time(&mut records, log_append_time);
+        // The chunk's newest timestamp (retention, ListOffsets by time) is
+        // the broker's, as in the batches now.
+        summary.max_timestamp = log_append_time;
     }
     match broker
         .writer
