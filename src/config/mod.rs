@@ -132,6 +132,9 @@ pub struct CacheConfig {
     pub disk_bytes: usize,
     /// Objects are read and cached in blocks of this size.
     pub block_bytes: usize,
+    /// Sealed chunks are read in windows of this size from their start: one
+    /// GET each on a miss, the next one fetched ahead of the reader.
+    pub read_ahead_bytes: usize,
 }
 
 impl Default for CacheConfig {
@@ -140,6 +143,7 @@ impl Default for CacheConfig {
             memory_bytes: 256 * 1024 * 1024,
             disk_bytes: 1024 * 1024 * 1024,
             block_bytes: 1024 * 1024,
+            read_ahead_bytes: 4 * 1024 * 1024,
         }
     }
 }
@@ -428,6 +432,12 @@ impl Config {
         }
         if self.cache.block_bytes < 4096 {
             return invalid("cache.block_bytes", "must be at least 4096");
+        }
+        if self.cache.read_ahead_bytes < 4096 || self.cache.read_ahead_bytes > 256 * 1024 * 1024 {
+            return invalid(
+                "cache.read_ahead_bytes",
+                "must be between 4096 and 268435456",
+            );
         }
         if self.kafka.default_partitions < 1 {
             return invalid("kafka.default_partitions", "must be at least 1");

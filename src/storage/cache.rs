@@ -34,8 +34,53 @@ pub struct BlockCache {
     cache: HybridCache<String, Bytes>,
     storage: ObjectStorage,
     block_bytes: u64,
+    /// Window of sealed chunks' reads (`read_extent`).
+    read_ahead_bytes: u64,
     /// Where blocks fetched on a miss are kept.
     fetched: Location,
+}
+
+/// What a background read-ahead needs of the cache.
+struct Prefetcher {
+    cache: HybridCache<String, Bytes>,
+    storage: ObjectStorage,
+    fetched: Location,
+}
+
+impl Prefetcher {
+    /// The cache entry `key` holding bytes `range` of `object_key`, fetched
+    /// with one GET on a miss.
+    async fn fetch(
+        &self,
+        key: String,
+        object_key: &str,
+        range: Range<u64>,
+    ) -> anyhow::Result<Bytes> {
+        let expected = range.end - range.start;
+        let storage = self.storage.clone();
+        let path = object_store::path::Path::from(object_key);
+        let location = self.fetched;
+        let entry = self
+            .cache
+            .get_or_fetch(&key, move || async move {
+                let value = storage.get_range(&path, range).await?;
+                let properties = HybridCacheProperties::default().with_location(location);
+                Ok::<_, StorageError>(FetchTarget::Entry { value, properties })
+            })
+            .await
+            .with_context(|| format!("cannot read {key}"))?;
+        let data = entry.value().clone();
+        if data.len() as u64 != expected {
+            bail!("{key} has {} bytes, expected {expected}", data.len());
+        }
+        Ok(data)
+    }
+}
+
+/// Window `index` of `extent`, `window` bytes each from its start.
+fn window_range(extent: &Range<u64>, window: u64, index: u64) -> Range<u64> {
+    let start = extent.start + index * window;
+    start..(start + window).min(extent.end)
 }
 
 fn block_key(object_key: &str, block: u64) -> String {
@@ -51,7 +96,9 @@ impl BlockCache {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
         // foyer's disk blocks must hold at least one of our blocks.
-        let engine_block = (config.block_bytes * 4).max(16 * 1024 * 1024);
+        let engine_block = (config.block_bytes * 4)
+            .max(config.read_ahead_bytes * 2)
+            .max(16 * 1024 * 1024);
         let disk_bytes = config.disk_bytes.max(engine_block * 4);
         let device = FsDeviceBuilder::new(dir)
             .with_capacity(disk_bytes)
@@ -75,6 +122,7 @@ impl BlockCache {
             },
             storage,
             block_bytes: config.block_bytes as u64,
+            read_ahead_bytes: (config.read_ahead_bytes as u64).max(4096),
         })
     }
 
@@ -128,6 +176,92 @@ impl BlockCache {
         Ok(out.freeze())
     }
 
+    /// Bytes `range` of a sealed chunk whose data and index span `extent`
+    /// of `object_key`: read in windows of `read_ahead_bytes` counted from
+    /// the extent's start, each one ranged GET and one cache entry, so a
+    /// cold read costs one GET per window and never fetches bytes outside
+    /// the extent (other partitions' sections of a shared object). The
+    /// window after the last one read is fetched in the background, so a
+    /// consumer catching up finds it there (read-ahead).
+    pub async fn read_extent(
+        &self,
+        object_key: &str,
+        extent: Range<u64>,
+        range: Range<u64>,
+    ) -> anyhow::Result<Bytes> {
+        if range.start >= range.end || range.start < extent.start || range.end > extent.end {
+            bail!(
+                "invalid read of {object_key}: bytes {}..{} outside the chunk at {}..{}",
+                range.start,
+                range.end,
+                extent.start,
+                extent.end
+            );
+        }
+        let window = self.read_ahead_bytes;
+        let first = (range.start - extent.start) / window;
+        let last = (range.end - 1 - extent.start) / window;
+        let windows = (extent.end - extent.start).div_ceil(window);
+        if last + 1 < windows {
+            self.prefetch(object_key, &extent, last + 1);
+        }
+        let mut out: Option<BytesMut> = None;
+        for index in first..=last {
+            let data = self
+                .fetch(
+                    format!("{object_key}@{}#{index}", extent.start),
+                    object_key,
+                    window_range(&extent, window, index),
+                )
+                .await?;
+            let offset = extent.start + index * window;
+            let from = (range.start.max(offset) - offset) as usize;
+            let to = (range.end.min(offset + data.len() as u64) - offset) as usize;
+            if first == last {
+                return Ok(data.slice(from..to));
+            }
+            out.get_or_insert_with(|| BytesMut::with_capacity((range.end - range.start) as usize))
+                .extend_from_slice(&data[from..to]);
+        }
+        Ok(out.unwrap_or_default().freeze())
+    }
+
+    /// Starts fetching window `index` of `extent` unless it is cached or
+    /// already on its way (foyer shares one fetch per key).
+    fn prefetch(&self, object_key: &str, extent: &Range<u64>, index: u64) {
+        let key = format!("{object_key}@{}#{index}", extent.start);
+        if self.cache.memory().contains(&key) {
+            return;
+        }
+        let this = Prefetcher {
+            cache: self.cache.clone(),
+            storage: self.storage.clone(),
+            fetched: self.fetched,
+        };
+        let range = window_range(extent, self.read_ahead_bytes, index);
+        let object_key = object_key.to_string();
+        tokio::spawn(async move {
+            if let Err(error) = this.fetch(key, &object_key, range).await {
+                tracing::debug!(%error, "read-ahead failed (the read will retry)");
+            }
+        });
+    }
+
+    async fn fetch(
+        &self,
+        key: String,
+        object_key: &str,
+        range: Range<u64>,
+    ) -> anyhow::Result<Bytes> {
+        Prefetcher {
+            cache: self.cache.clone(),
+            storage: self.storage.clone(),
+            fetched: self.fetched,
+        }
+        .fetch(key, object_key, range)
+        .await
+    }
+
     /// A whole object, for a reader that reads it once (the sealer): from
     /// the memory tier if every block is there, else with one GET that
     /// does not fill the cache.
@@ -159,6 +293,22 @@ impl BlockCache {
                 "{object_key} has {} bytes, expected {object_size}",
                 data.len()
             );
+        }
+        Ok(data)
+    }
+
+    /// Bytes `range` of an object with one GET, not cached (merges and
+    /// compaction read each chunk once).
+    pub async fn read_uncached(
+        &self,
+        object_key: &str,
+        range: Range<u64>,
+    ) -> anyhow::Result<Bytes> {
+        let path = object_store::path::Path::from(object_key);
+        let len = range.end.saturating_sub(range.start);
+        let data = self.storage.get_range(&path, range).await?;
+        if data.len() as u64 != len {
+            bail!("{object_key}: read {} bytes, expected {len}", data.len());
         }
         Ok(data)
     }
@@ -212,6 +362,7 @@ mod tests {
             memory_bytes: 1 << 20,
             disk_bytes: 64 << 20,
             block_bytes: 4096,
+            read_ahead_bytes: 8192,
         };
         let cache = BlockCache::open(&config, &dir.path().join("cache"), storage.clone())
             .await

@@ -162,11 +162,11 @@ impl KeyMap {
 }
 
 impl Sealer {
-    async fn read_chunk(&self, chunk: &ChunkRecord) -> anyhow::Result<Bytes> {
+    /// A sealed chunk's data, with one GET that does not fill the cache.
+    pub(super) async fn read_chunk(&self, chunk: &ChunkRecord) -> anyhow::Result<Bytes> {
         self.cache
-            .read(
+            .read_uncached(
                 &chunk.object_key,
-                chunk.object_size,
                 chunk.byte_start..chunk.byte_start + chunk.byte_len,
             )
             .await

@@ -270,14 +270,8 @@ impl PartitionLog {
         chunk: &ChunkRecord,
         offset: i64,
     ) -> Result<Bytes, ReadError> {
-        cache
-            .read(
-                &chunk.object_key,
-                chunk.object_size,
-                chunk.byte_start..chunk.byte_start + chunk.byte_len,
-            )
-            .await
-            .map_err(|source| ReadError::Storage { offset, source })
+        let range = chunk.byte_start..chunk.byte_start + chunk.byte_len;
+        read_range(cache, chunk, range, offset).await
     }
 
     /// Where the batch holding `offset` starts in `chunk`'s object, and its
@@ -295,10 +289,7 @@ impl PartitionLog {
         let header_len = BATCH_HEADER_LEN as u64;
         let mut pos = from;
         while pos + header_len <= end {
-            let head = cache
-                .read(&chunk.object_key, chunk.object_size, pos..pos + header_len)
-                .await
-                .map_err(|source| ReadError::Storage { offset, source })?;
+            let head = read_range(cache, chunk, pos..pos + header_len, offset).await?;
             let malformed = || ReadError::Storage {
                 offset,
                 source: anyhow::anyhow!(
@@ -361,14 +352,7 @@ impl PartitionLog {
         offset: i64,
     ) -> Result<Bytes, ReadError> {
         let start = chunk.byte_start + chunk.byte_len;
-        cache
-            .read(
-                &chunk.object_key,
-                chunk.object_size,
-                start..start + chunk.index_len,
-            )
-            .await
-            .map_err(|source| ReadError::Storage { offset, source })
+        read_range(cache, chunk, start..start + chunk.index_len, offset).await
     }
 
     fn remember(&self, cursor: ReadCursor) {
@@ -440,13 +424,7 @@ impl PartitionLog {
             }
             let chunk_end = chunk.byte_start + chunk.byte_len;
             let read_end = (pos + (budget as u64).max(first_len)).min(chunk_end);
-            let data = cache
-                .read(&chunk.object_key, chunk.object_size, pos..read_end)
-                .await
-                .map_err(|source| ReadError::Storage {
-                    offset: next,
-                    source,
-                })?;
+            let data = read_range(cache, &chunk, pos..read_end, next).await?;
             let part = slice_from_offset(&data, next, budget.max(1));
             if part.is_empty() || (!parts.is_empty() && part.len() > budget) {
                 break;
@@ -526,13 +504,7 @@ impl PartitionLog {
                     }
                 }
             }
-            let data = cache
-                .read(&chunk.object_key, chunk.object_size, range)
-                .await
-                .map_err(|source| ReadError::Storage {
-                    offset: chunk.base_offset,
-                    source,
-                })?;
+            let data = read_range(cache, &chunk, range, chunk.base_offset).await?;
             let start = self.log_start_offset();
             if let Some(found) =
                 find_in_batches(data, move |offset, ts| offset >= start && ts >= timestamp).await?
@@ -572,6 +544,26 @@ impl PartitionLog {
         let max = best.max_timestamp;
         find_in_batches(data, move |_, ts| ts >= max).await
     }
+}
+
+/// Bytes `range` of `chunk`'s object: a sealed chunk through read-ahead
+/// windows of its own bytes, a write-ahead one through the cache's blocks
+/// (its object was cached whole when it was written).
+async fn read_range(
+    cache: &BlockCache,
+    chunk: &ChunkRecord,
+    range: std::ops::Range<u64>,
+    offset: i64,
+) -> Result<Bytes, ReadError> {
+    let result = if chunk.index_len > 0 {
+        let extent = chunk.byte_start..chunk.byte_start + chunk.byte_len + chunk.index_len;
+        cache.read_extent(&chunk.object_key, extent, range).await
+    } else {
+        cache
+            .read(&chunk.object_key, chunk.object_size, range)
+            .await
+    };
+    result.map_err(|source| ReadError::Storage { offset, source })
 }
 
 /// Whether a read failed because its object is gone.

@@ -328,16 +328,7 @@ impl Sealer {
                 while let Some(group) = mergeable(&log.chunks_in(log.log_start_offset()), target) {
                     let mut parts = Vec::with_capacity(group.len());
                     for c in &group {
-                        parts.push(
-                            self.cache
-                                .read(
-                                    &c.object_key,
-                                    c.object_size,
-                                    c.byte_start..c.byte_start + c.byte_len,
-                                )
-                                .await
-                                .with_context(|| format!("merge cannot read {}", c.object_key))?,
-                        );
+                        parts.push(self.read_chunk(c).await?);
                     }
                     let mut builder = ObjectBuilder::new(self.config.index_interval_bytes);
                     let section = builder.add_section(log.topic_id, log.partition, parts);

@@ -179,3 +179,124 @@ async fn sealing_bounds_rows_and_objects_and_keeps_every_record() {
         Offset::Offset(35)
     );
 }
+
+fn metric(http: &str, name: &str) -> u64 {
+    let (_, body) = crate::common::http_request(http, "GET", "/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(name))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no {name} in /metrics"))
+}
+
+/// Partition `partition`'s chunks: `(data + index bytes, object key)`.
+fn extents(broker: &TestBroker, topic: &str, partition: i32) -> Vec<(u64, String)> {
+    let db = rusqlite::Connection::open(broker.data_dir.join("metadata.db")).expect("open db");
+    let mut stmt = db
+        .prepare(
+            "SELECT c.byte_len + c.index_len, c.object_key FROM chunks c
+             JOIN topics t ON t.topic_id = c.topic_id
+             WHERE t.name = ?1 AND c.partition = ?2 ORDER BY c.base_offset",
+        )
+        .expect("prepare");
+    stmt.query_map(rusqlite::params![topic, partition], |r| {
+        Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
+    })
+    .expect("query")
+    .map(|r| r.expect("row"))
+    .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_catch_up_reads_its_own_partition_in_4_mib_gets() {
+    let http = format!("127.0.0.1:{}", crate::common::free_port());
+    let mut broker = TestBroker::start(&[
+        "--http-addr",
+        &http,
+        "--seal-interval-ms",
+        "300",
+        "--seal-own-segment-bytes",
+        "1000000",
+        "--seal-segment-target-bytes",
+        "8000000",
+        "--gc-sweep-interval-secs",
+        "1",
+        "--gc-delete-grace-secs",
+        "1",
+    ]);
+    broker.create_topic("cold", 3).await;
+    // ~12 MB in partition 0, a little in the two others (shared objects).
+    let producer = broker.producer(&[("linger.ms", "20"), ("compression.type", "none")]);
+    let value = "v".repeat(1_000);
+    for round in 0..12 {
+        let keys: Vec<String> = (0..1_000).map(|i| format!("{round}-{i}")).collect();
+        let sends: Vec<_> = keys
+            .iter()
+            .enumerate()
+            .map(|(i, key)| {
+                let partition = if i % 100 == 0 {
+                    1 + (i / 100 % 2) as i32
+                } else {
+                    0
+                };
+                producer.send(
+                    FutureRecord::to("cold")
+                        .partition(partition)
+                        .key(key)
+                        .payload(&value),
+                    Duration::from_secs(30),
+                )
+            })
+            .collect();
+        for delivered in futures::future::join_all(sends).await {
+            delivered.expect("delivered");
+        }
+    }
+    eventually(
+        Duration::from_secs(60),
+        || objects_under(&broker, "wal") == 0,
+        || {
+            format!(
+                "not sealed: {} write-ahead objects\n{}",
+                objects_under(&broker, "wal"),
+                broker.log(1)
+            )
+        },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let own = extents(&broker, "cold", 0);
+    let own_bytes: u64 = own.iter().map(|(len, _)| len).sum();
+    let window = 4 * 1024 * 1024u64;
+    let max_gets: u64 = own.iter().map(|(len, _)| len.div_ceil(window)).sum();
+
+    // Cold: a restart empties the cache (the embedded store keeps fetched
+    // blocks in memory only).
+    broker.kill9();
+    broker.restart();
+    let gets = "strata_object_store_requests_total{op=\"get\"} ";
+    let got = "strata_object_store_bytes_total{op=\"get\"} ";
+    let (gets_before, bytes_before) = (metric(&http, gets), metric(&http, got));
+    let records = broker.consume_all("cold", 0, Offset::Beginning);
+    assert_eq!(records.len(), 11_880);
+    let (get_count, get_bytes) = (
+        metric(&http, gets) - gets_before,
+        metric(&http, got) - bytes_before,
+    );
+    eprintln!(
+        "cold catch-up: {} chunks, {own_bytes} bytes, {get_count} GETs, {get_bytes} bytes fetched",
+        own.len()
+    );
+    assert!(
+        get_bytes <= own_bytes,
+        "only partition 0's bytes are fetched: {get_bytes} > {own_bytes}"
+    );
+    assert!(
+        get_count <= max_gets,
+        "one GET per 4 MiB window of each chunk at most: {get_count} > {max_gets} ({} chunks)",
+        own.len()
+    );
+    assert!(
+        get_bytes >= own_bytes * 9 / 10,
+        "it was read from the store"
+    );
+}
