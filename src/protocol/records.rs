@@ -4,8 +4,9 @@
 //! small "zip bomb" batch cannot make the broker allocate without bound.
 //!
 //! Used to validate produced batches as Kafka does (record count and offset
-//! deltas consistent with the header, so one offset holds one record) and to
-//! find records by timestamp for ListOffsets.
+//! deltas consistent with the header, so one offset holds one record), to
+//! find records by timestamp for ListOffsets, and (`decode_records`, keys,
+//! values and headers too) to export sealed segments.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -117,13 +118,13 @@ fn records_region(batch: &[u8]) -> Result<Cow<'_, [u8]>, BatchError> {
     })
 }
 
-/// Calls `visit` for each record of one batch (whole batch bytes, as
-/// validated by `validate_produce_batches`) until it returns `false`.
-/// Checks that the records fill the region exactly and that their number
-/// matches the header's record count.
-pub fn walk_records(
+/// Calls `visit` with the bytes of each record of one batch (after its
+/// length prefix) until it returns `false`. Checks that the records fill the
+/// region exactly and, if the walk ran to the end, that their number matches
+/// the header's record count.
+fn for_each_record(
     batch: &[u8],
-    mut visit: impl FnMut(RecordView) -> bool,
+    mut visit: impl FnMut(&[u8]) -> Result<bool, BatchError>,
 ) -> Result<(), BatchError> {
     let expected = BatchHeader::new(batch)?.record_count();
     let data = records_region(batch)?;
@@ -141,18 +142,10 @@ pub fn walk_records(
             .checked_add(length)
             .filter(|end| *end <= data.len())
             .ok_or_else(truncated)?;
-        let mut field = at + 1; // attributes
-        let timestamp_delta = read_varlong(&data[..end], &mut field).ok_or_else(truncated)?;
-        let offset_delta = read_varlong(&data[..end], &mut field).ok_or_else(truncated)?;
-        let offset_delta = i32::try_from(offset_delta).map_err(|_| {
-            BatchError::Records(format!("offset delta {offset_delta} out of range"))
-        })?;
         seen += 1;
+        let record = &data[at..end];
         at = end;
-        if !visit(RecordView {
-            offset_delta,
-            timestamp_delta,
-        }) {
+        if !visit(record)? {
             return Ok(());
         }
     }
@@ -162,6 +155,115 @@ pub fn walk_records(
         )));
     }
     Ok(())
+}
+
+/// Reads a record's attributes, timestamp delta and offset delta; returns
+/// them with the position of the key length.
+fn record_deltas(record: &[u8]) -> Result<(RecordView, usize), BatchError> {
+    let truncated = || BatchError::Records("record truncated".into());
+    let mut field = 1; // attributes
+    let timestamp_delta = read_varlong(record, &mut field).ok_or_else(truncated)?;
+    let offset_delta = read_varlong(record, &mut field).ok_or_else(truncated)?;
+    let offset_delta = i32::try_from(offset_delta)
+        .map_err(|_| BatchError::Records(format!("offset delta {offset_delta} out of range")))?;
+    let view = RecordView {
+        offset_delta,
+        timestamp_delta,
+    };
+    Ok((view, field))
+}
+
+/// Calls `visit` for each record of one batch (whole batch bytes, as
+/// validated by `validate_produce_batches`) until it returns `false`.
+/// Checks that the records fill the region exactly and that their number
+/// matches the header's record count.
+pub fn walk_records(
+    batch: &[u8],
+    mut visit: impl FnMut(RecordView) -> bool,
+) -> Result<(), BatchError> {
+    for_each_record(batch, |record| Ok(visit(record_deltas(record)?.0)))
+}
+
+/// One record with its key, value and headers, borrowed from the batch (or
+/// from its inflated records when the batch is compressed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord<'a> {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    /// `None`: a null key.
+    pub key: Option<&'a [u8]>,
+    /// `None`: a null value (a tombstone in a compacted topic).
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<DecodedHeader<'a>>,
+}
+
+/// A record header: a key (a string by convention, not checked here) and a
+/// nullable value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedHeader<'a> {
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+}
+
+/// A length-prefixed field (`-1`: null) at `*at`.
+fn read_nullable<'a>(
+    record: &'a [u8],
+    at: &mut usize,
+    what: &str,
+) -> Result<Option<&'a [u8]>, BatchError> {
+    let truncated = || BatchError::Records(format!("record {what} truncated"));
+    let length = read_varlong(record, at).ok_or_else(truncated)?;
+    if length == -1 {
+        return Ok(None);
+    }
+    let length = usize::try_from(length)
+        .map_err(|_| BatchError::Records(format!("record {what} has length {length}")))?;
+    let end = at
+        .checked_add(length)
+        .filter(|end| *end <= record.len())
+        .ok_or_else(truncated)?;
+    let field = &record[*at..end];
+    *at = end;
+    Ok(Some(field))
+}
+
+fn decode_record(record: &[u8]) -> Result<DecodedRecord<'_>, BatchError> {
+    let (view, mut at) = record_deltas(record)?;
+    let key = read_nullable(record, &mut at, "key")?;
+    let value = read_nullable(record, &mut at, "value")?;
+    let count = read_varlong(record, &mut at)
+        .ok_or_else(|| BatchError::Records("record header count truncated".into()))?;
+    if count < 0 {
+        return Err(BatchError::Records(format!("record has {count} headers")));
+    }
+    // Grown as headers are read: the count itself is not trusted.
+    let mut headers = Vec::new();
+    for _ in 0..count {
+        let key = read_nullable(record, &mut at, "header key")?
+            .ok_or_else(|| BatchError::Records("record header has a null key".into()))?;
+        let value = read_nullable(record, &mut at, "header value")?;
+        headers.push(DecodedHeader { key, value });
+    }
+    Ok(DecodedRecord {
+        offset_delta: view.offset_delta,
+        timestamp_delta: view.timestamp_delta,
+        key,
+        value,
+        headers,
+    })
+}
+
+/// Calls `visit` with each record of one batch, fully decoded (key, value,
+/// headers), inflating a compressed batch first (capped as for
+/// `walk_records`). Every length is checked against the bytes present.
+pub fn decode_records(
+    batch: &[u8],
+    mut visit: impl FnMut(DecodedRecord<'_>),
+) -> Result<(), BatchError> {
+    for_each_record(batch, |record| {
+        visit(decode_record(record)?);
+        Ok(true)
+    })
 }
 
 /// Validates the records of every batch in `records` as Kafka does for
@@ -218,6 +320,115 @@ mod tests {
             assert_eq!(deltas[4].1, 4, "{codec:?}: timestamps are base + delta");
             validate_records(&batch).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
         }
+    }
+
+    #[test]
+    fn every_codec_decodes_keys_values_and_headers() {
+        use bytes::{Bytes, BytesMut};
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::{
+            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let record = |offset: i64, key: Option<&'static [u8]>, value: Option<&'static [u8]>| {
+            let mut headers = kafka_protocol::indexmap::IndexMap::new();
+            if offset == 1 {
+                headers.insert(
+                    StrBytes::from_static_str("trace"),
+                    Some(Bytes::from_static(b"t1")),
+                );
+                headers.insert(StrBytes::from_static_str("empty"), None);
+            }
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset,
+                sequence: offset as i32,
+                timestamp: 1_000 + offset * 10,
+                key: key.map(Bytes::from_static),
+                value: value.map(Bytes::from_static),
+                headers,
+            }
+        };
+        let records = [
+            record(0, Some(b"k0"), Some(b"v0")),
+            record(1, None, Some(b"")),
+            record(2, Some(b"k2"), None),
+        ];
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut batch = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut batch,
+                records.iter(),
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: codec,
+                },
+            )
+            .expect("encode");
+            let mut seen = Vec::new();
+            decode_records(&batch, |r| {
+                let headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = r
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.to_vec(), h.value.map(<[u8]>::to_vec)))
+                    .collect();
+                seen.push((
+                    r.offset_delta,
+                    r.timestamp_delta,
+                    r.key.map(<[u8]>::to_vec),
+                    r.value.map(<[u8]>::to_vec),
+                    headers,
+                ));
+            })
+            .unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+            let expected = vec![
+                (0, 0, Some(b"k0".to_vec()), Some(b"v0".to_vec()), vec![]),
+                (
+                    1,
+                    10,
+                    None,
+                    Some(Vec::new()),
+                    vec![
+                        (b"trace".to_vec(), Some(b"t1".to_vec())),
+                        (b"empty".to_vec(), None),
+                    ],
+                ),
+                (2, 20, Some(b"k2".to_vec()), None, vec![]),
+            ];
+            assert_eq!(seen, expected, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_keys_and_headers_are_errors() {
+        // attributes, ts delta 0, offset delta 0, key length 10 but 2 bytes.
+        let body: &[u8] = &[0, 0, 0, 20, b'a', b'b'];
+        let mut batch = encode_batch(1, Compression::None);
+        batch.truncate(BATCH_HEADER_LEN);
+        batch.extend_from_slice(&[(body.len() as u8) << 1]);
+        batch.extend_from_slice(body);
+        let err = decode_records(&batch, |_| {}).expect_err("truncated key");
+        assert!(err.to_string().contains("key truncated"), "{err}");
+        // A header count of a million with no header bytes: an error, not
+        // an allocation.
+        let body: &[u8] = &[0, 0, 0, 1, 1, 0x80, 0x89, 0x7a];
+        let mut batch = encode_batch(1, Compression::None);
+        batch.truncate(BATCH_HEADER_LEN);
+        batch.extend_from_slice(&[(body.len() as u8) << 1]);
+        batch.extend_from_slice(body);
+        let err = decode_records(&batch, |_| {}).expect_err("missing headers");
+        assert!(err.to_string().contains("header key truncated"), "{err}");
     }
 
     #[test]
