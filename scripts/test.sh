@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine
-# (C toolchain for librdkafka, kcat, cargo-nextest, the moto S3 server and
-# the Python clients in a venv, kafkajs with npm, Java 17 + Maven and the
-# Kafka 4.4.0 jars, franz-go and sarama with Go), then runs lints and the
-# whole test suite.
+# (C toolchain for librdkafka, kcat, cargo-nextest, the moto S3 server,
+# the Python clients and the Parquet readers pyarrow and duckdb in a venv,
+# kafkajs with npm, Java 17 + Maven and the Kafka 4.4.0 jars, franz-go and
+# sarama with Go), then runs lints and the whole test suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,8 +28,8 @@ fi
 
 venv=target/test-venv
 python_packages=("moto[server]==5.2.5" "confluent-kafka==2.16.1" "kafka-python==3.0.12"
-  "python-snappy==0.7.3" "lz4==4.4.4" "zstandard==0.23.0")
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4, zstandard' 2>/dev/null; then
+  "python-snappy==0.7.3" "lz4==4.4.4" "zstandard==0.23.0" "pyarrow==26.0.1" "duckdb==2.0.1")
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pyarrow, duckdb' 2>/dev/null; then
   echo "==> installing Python test clients into $venv: ${python_packages[*]}"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"

@@ -7,6 +7,7 @@
 //! - [`storage`]: write buffer and group commit, object layout, cache, GC.
 //! - [`metadata`]: the metadata store trait and its SQLite backend.
 //! - [`config`]: the configuration file, environment and flags.
+//! - [`export`]: sealed segments exported as Parquet files.
 //! - [`cli`]: the `strata` command line (server and client subcommands).
 //! - [`http`]: health and Prometheus metrics over HTTP.
 //! - [`telemetry`]: logging setup.
@@ -14,6 +15,7 @@
 pub mod broker;
 pub mod cli;
 pub mod config;
+pub mod export;
 pub mod http;
 pub mod metadata;
 pub mod protocol;

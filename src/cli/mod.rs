@@ -1,9 +1,11 @@
-//! The `strata` command line: `serve` runs a broker; the other subcommands
-//! are Kafka clients (librdkafka) that work against any Kafka-compatible
-//! broker.
+//! The `strata` command line: `serve` runs a broker; `export` reads a
+//! broker's stores directly; the other subcommands are Kafka clients
+//! (librdkafka) that work against any Kafka-compatible broker.
 
 pub mod client;
+mod export;
 mod serve;
+mod store;
 
 use clap::{Parser, Subcommand};
 
@@ -31,6 +33,9 @@ pub enum Command {
     Consume(client::consume::ConsumeArgs),
     /// Produce benchmark (fixed rate, open loop, or --rate max) or catch-up read (--catch-up); prints JSON.
     Bench(client::bench::BenchArgs),
+    /// Export a topic's sealed segments (Parquet), reading the broker's stores.
+    #[command(subcommand)]
+    Export(export::ExportCommand),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -41,5 +46,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Produce(args) => client::produce::run(args).await,
         Command::Consume(args) => client::consume::run(args).await,
         Command::Bench(args) => client::bench::run(args).await,
+        Command::Export(cmd) => export::run(cmd).await,
     }
 }

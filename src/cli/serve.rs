@@ -2,58 +2,30 @@
 //! environment, then flags) and runs the broker until Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::Args;
 
+use super::store::StoreArgs;
 use crate::broker::Broker;
 use crate::config::Config;
 
 #[derive(Debug, Args)]
 pub struct ServeArgs {
-    /// TOML configuration file (every key: docs/configuration.md).
-    #[arg(long, env = "STRATA_CONFIG", value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// Directory for all local state [default: ./data].
-    #[arg(long, env = "STRATA_DATA_DIR", value_name = "DIR")]
-    pub data_dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub store: StoreArgs,
     /// Address of the Kafka listener [default: 0.0.0.0:9092].
     #[arg(long, env = "STRATA_KAFKA_ADDR", value_name = "HOST:PORT")]
     pub kafka_addr: Option<SocketAddr>,
     /// Address given to clients [default: the listener address, 127.0.0.1 for 0.0.0.0].
     #[arg(long, env = "STRATA_ADVERTISED_ADDR", value_name = "HOST:PORT")]
     pub advertised_addr: Option<String>,
-    /// Object store: a directory, file:///dir or s3://bucket/prefix [default: DATA_DIR/objects].
-    #[arg(long, env = "STRATA_OBJECT_STORE", value_name = "URL")]
-    pub object_store: Option<String>,
-    /// Metadata store: sqlite://PATH [default: sqlite://DATA_DIR/metadata.db].
-    #[arg(long, env = "STRATA_METADATA", value_name = "URL")]
-    pub metadata: Option<String>,
     /// Address for HTTP /health and /metrics (Prometheus) [default: off].
     #[arg(long, env = "STRATA_HTTP_ADDR", value_name = "HOST:PORT")]
     pub http_addr: Option<SocketAddr>,
     /// This broker's node id [default: 0].
     #[arg(long, env = "STRATA_NODE_ID")]
     pub node_id: Option<i32>,
-    /// S3 endpoint, e.g. http://localhost:9000 for MinIO [env AWS_ENDPOINT_URL also works].
-    #[arg(long, env = "STRATA_S3_ENDPOINT", value_name = "URL")]
-    pub s3_endpoint: Option<String>,
-    /// S3 region [env AWS_REGION also works].
-    #[arg(long, env = "STRATA_S3_REGION")]
-    pub s3_region: Option<String>,
-    /// S3 access key id [env AWS_ACCESS_KEY_ID also works].
-    #[arg(long, env = "STRATA_S3_ACCESS_KEY_ID")]
-    pub s3_access_key_id: Option<String>,
-    /// S3 secret access key [env AWS_SECRET_ACCESS_KEY also works].
-    #[arg(long, env = "STRATA_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub s3_secret_access_key: Option<String>,
-    /// Allow plain-http S3 endpoints [env AWS_ALLOW_HTTP also works].
-    #[arg(long, env = "STRATA_S3_ALLOW_HTTP", value_name = "BOOL")]
-    pub s3_allow_http: Option<bool>,
-    /// Path-style S3 requests (MinIO needs them).
-    #[arg(long, env = "STRATA_S3_PATH_STYLE", value_name = "BOOL")]
-    pub s3_path_style: Option<bool>,
     /// Flush the write buffer at this many bytes [default: 4194304].
     #[arg(long, env = "STRATA_WAL_FLUSH_BYTES", value_name = "BYTES")]
     pub wal_flush_bytes: Option<usize>,
@@ -105,10 +77,7 @@ pub struct ServeArgs {
 impl ServeArgs {
     /// The configuration file (if any) with the flags and environment on top.
     pub fn into_config(self) -> anyhow::Result<Config> {
-        let mut config = match &self.config {
-            Some(path) => Config::from_file(path)?,
-            None => Config::default(),
-        };
+        let mut config = self.store.base_config()?;
         macro_rules! set {
             ($flag:expr => $($field:tt)+) => {
                 if let Some(value) = $flag {
@@ -116,19 +85,10 @@ impl ServeArgs {
                 }
             };
         }
-        set!(self.data_dir => data_dir);
         set!(self.kafka_addr => kafka_addr);
         set!(self.advertised_addr.map(Some) => advertised_addr);
-        set!(self.object_store.map(Some) => object_store);
-        set!(self.metadata.map(Some) => metadata);
         set!(self.node_id => node_id);
         set!(self.http_addr.map(Some) => http_addr);
-        set!(self.s3_endpoint.map(Some) => s3.endpoint);
-        set!(self.s3_region.map(Some) => s3.region);
-        set!(self.s3_access_key_id.map(Some) => s3.access_key_id);
-        set!(self.s3_secret_access_key.map(Some) => s3.secret_access_key);
-        set!(self.s3_allow_http.map(Some) => s3.allow_http);
-        set!(self.s3_path_style.map(Some) => s3.path_style);
         set!(self.wal_flush_bytes => wal.flush_bytes);
         set!(self.wal_flush_interval_ms.map(Some) => wal.flush_interval_ms);
         set!(self.wal_max_inflight_flushes => wal.max_inflight_flushes);

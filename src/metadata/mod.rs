@@ -317,3 +317,17 @@ pub async fn open(url: &str) -> anyhow::Result<Arc<dyn MetadataStore>> {
     }
     anyhow::bail!("unsupported metadata URL '{url}': expected sqlite://PATH")
 }
+
+/// Opens the store named by a metadata URL for reading only (see
+/// `sqlite::SqliteStore::open_read_only`): for tools that run beside a
+/// broker, such as the Parquet export.
+pub async fn open_read_only(url: &str) -> anyhow::Result<Arc<dyn MetadataStore>> {
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let store = sqlite::SqliteStore::open_read_only(std::path::Path::new(path)).await?;
+        return Ok(Arc::new(store));
+    }
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        anyhow::bail!("PostgreSQL metadata is not available yet; use sqlite://PATH");
+    }
+    anyhow::bail!("unsupported metadata URL '{url}': expected sqlite://PATH")
+}

@@ -118,6 +118,11 @@ impl<'a> BatchHeader<'a> {
     pub fn is_control(&self) -> bool {
         self.attributes() & 0x20 != 0
     }
+    /// Whether the records carry the broker's append time (the batch's max
+    /// timestamp) rather than their own create time.
+    pub fn is_log_append_time(&self) -> bool {
+        self.attributes() & 0x08 != 0
+    }
 }
 
 /// The idempotent-producer fields of a record batch.

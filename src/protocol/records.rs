@@ -4,8 +4,10 @@
 //! small "zip bomb" batch cannot make the broker allocate without bound.
 //!
 //! Used to validate produced batches as Kafka does (record count and offset
-//! deltas consistent with the header, so one offset holds one record) and to
-//! find records by timestamp for ListOffsets.
+//! deltas consistent with the header, so one offset holds one record), to
+//! find records by timestamp for ListOffsets, to filter records by key
+//! (compaction) and (`decode_records`, headers too) to export sealed
+//! segments.
 
 use std::borrow::Cow;
 use std::io::Read;
@@ -264,6 +266,75 @@ pub fn validate_records(records: &[u8], require_keys: bool) -> Result<(), BatchE
     Ok(())
 }
 
+/// One record with its key, value and headers, borrowed from the batch (or
+/// from its inflated records when the batch is compressed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodedRecord<'a> {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    /// `None`: a null key.
+    pub key: Option<&'a [u8]>,
+    /// `None`: a null value (a tombstone in a compacted topic).
+    pub value: Option<&'a [u8]>,
+    pub headers: Vec<DecodedHeader<'a>>,
+}
+
+/// A record header: a key (a string by convention, not checked here) and a
+/// nullable value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DecodedHeader<'a> {
+    pub key: &'a [u8],
+    pub value: Option<&'a [u8]>,
+}
+
+fn decode_record(record: RecordRef<'_>) -> Result<DecodedRecord<'_>, BatchError> {
+    let truncated = || BatchError::Records("record header truncated".into());
+    let data = record.headers;
+    let mut at = 0;
+    let count = read_varlong(data, &mut at)
+        .ok_or_else(|| BatchError::Records("record header count truncated".into()))?;
+    if count < 0 {
+        return Err(BatchError::Records(format!("record has {count} headers")));
+    }
+    // Grown as headers are read: the count itself is not trusted.
+    let mut headers = Vec::new();
+    for _ in 0..count {
+        let key = read_bytes(data, &mut at)
+            .map_err(|_| truncated())?
+            .ok_or_else(|| BatchError::Records("record header has a null key".into()))?;
+        let value = read_bytes(data, &mut at).map_err(|_| truncated())?;
+        headers.push(DecodedHeader { key, value });
+    }
+    Ok(DecodedRecord {
+        offset_delta: record.offset_delta,
+        timestamp_delta: record.timestamp_delta,
+        key: record.key,
+        value: record.value,
+        headers,
+    })
+}
+
+/// Calls `visit` with each record of one batch, fully decoded (key, value,
+/// headers), inflating a compressed batch first (capped as for
+/// `walk_records`). Every length is checked against the bytes present.
+pub fn decode_records(
+    batch: &[u8],
+    mut visit: impl FnMut(DecodedRecord<'_>),
+) -> Result<(), BatchError> {
+    let mut failed = None;
+    for_each_record(batch, |record| match decode_record(record) {
+        Ok(decoded) => {
+            visit(decoded);
+            true
+        }
+        Err(error) => {
+            failed = Some(error);
+            false
+        }
+    })?;
+    failed.map_or(Ok(()), Err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -338,5 +409,114 @@ mod tests {
         batch.extend_from_slice(&bomb);
         let err = walk_records(&batch, |_| true).expect_err("refused");
         assert!(err.to_string().contains("inflates beyond"), "{err}");
+    }
+
+    #[test]
+    fn every_codec_decodes_keys_values_and_headers() {
+        use bytes::{Bytes, BytesMut};
+        use kafka_protocol::protocol::StrBytes;
+        use kafka_protocol::records::{
+            Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
+        };
+        let record = |offset: i64, key: Option<&'static [u8]>, value: Option<&'static [u8]>| {
+            let mut headers = kafka_protocol::indexmap::IndexMap::new();
+            if offset == 1 {
+                headers.insert(
+                    StrBytes::from_static_str("trace"),
+                    Some(Bytes::from_static(b"t1")),
+                );
+                headers.insert(StrBytes::from_static_str("empty"), None);
+            }
+            Record {
+                transactional: false,
+                control: false,
+                delete_horizon: false,
+                partition_leader_epoch: 0,
+                producer_id: -1,
+                producer_epoch: -1,
+                timestamp_type: TimestampType::Creation,
+                offset,
+                sequence: offset as i32,
+                timestamp: 1_000 + offset * 10,
+                key: key.map(Bytes::from_static),
+                value: value.map(Bytes::from_static),
+                headers,
+            }
+        };
+        let records = [
+            record(0, Some(b"k0"), Some(b"v0")),
+            record(1, None, Some(b"")),
+            record(2, Some(b"k2"), None),
+        ];
+        for codec in [
+            Compression::None,
+            Compression::Gzip,
+            Compression::Snappy,
+            Compression::Lz4,
+            Compression::Zstd,
+        ] {
+            let mut batch = BytesMut::new();
+            RecordBatchEncoder::encode(
+                &mut batch,
+                records.iter(),
+                &RecordEncodeOptions {
+                    version: 2,
+                    compression: codec,
+                },
+            )
+            .expect("encode");
+            let mut seen = Vec::new();
+            decode_records(&batch, |r| {
+                let headers: Vec<(Vec<u8>, Option<Vec<u8>>)> = r
+                    .headers
+                    .iter()
+                    .map(|h| (h.key.to_vec(), h.value.map(<[u8]>::to_vec)))
+                    .collect();
+                seen.push((
+                    r.offset_delta,
+                    r.timestamp_delta,
+                    r.key.map(<[u8]>::to_vec),
+                    r.value.map(<[u8]>::to_vec),
+                    headers,
+                ));
+            })
+            .unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+            let expected = vec![
+                (0, 0, Some(b"k0".to_vec()), Some(b"v0".to_vec()), vec![]),
+                (
+                    1,
+                    10,
+                    None,
+                    Some(Vec::new()),
+                    vec![
+                        (b"trace".to_vec(), Some(b"t1".to_vec())),
+                        (b"empty".to_vec(), None),
+                    ],
+                ),
+                (2, 20, Some(b"k2".to_vec()), None, vec![]),
+            ];
+            assert_eq!(seen, expected, "{codec:?}");
+        }
+    }
+
+    #[test]
+    fn truncated_keys_and_headers_are_errors() {
+        // attributes, ts delta 0, offset delta 0, key length 10 but 2 bytes.
+        let body: &[u8] = &[0, 0, 0, 20, b'a', b'b'];
+        let mut batch = encode_batch(1, Compression::None);
+        batch.truncate(BATCH_HEADER_LEN);
+        batch.extend_from_slice(&[(body.len() as u8) << 1]);
+        batch.extend_from_slice(body);
+        let err = decode_records(&batch, |_| {}).expect_err("truncated key");
+        assert!(err.to_string().contains("record truncated"), "{err}");
+        // A header count of a million with no header bytes: an error, not
+        // an allocation.
+        let body: &[u8] = &[0, 0, 0, 1, 1, 0x80, 0x89, 0x7a];
+        let mut batch = encode_batch(1, Compression::None);
+        batch.truncate(BATCH_HEADER_LEN);
+        batch.extend_from_slice(&[(body.len() as u8) << 1]);
+        batch.extend_from_slice(body);
+        let err = decode_records(&batch, |_| {}).expect_err("missing headers");
+        assert!(err.to_string().contains("record header truncated"), "{err}");
     }
 }

@@ -1,7 +1,8 @@
 //! Integration tests: a real `strata` process on a real TCP port, driven by
 //! real Kafka clients (librdkafka through the `rdkafka` crate, kcat, and raw
 //! protocol frames for the bad-input cases), against the embedded object
-//! store and against a real S3 server (moto) over HTTP.
+//! store and against a real S3 server (moto) over HTTP; Parquet exports are
+//! read back with pyarrow and duckdb.
 
 mod admin;
 mod bad_input;
@@ -11,6 +12,7 @@ mod common;
 mod compat;
 mod config;
 mod crash;
+mod export;
 mod groups;
 mod http;
 mod idempotence;

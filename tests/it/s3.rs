@@ -11,9 +11,9 @@ use rdkafka::producer::FutureRecord;
 
 use crate::common::{TestBroker, free_port, http_request};
 
-struct S3Server {
+pub(crate) struct S3Server {
     child: Child,
-    endpoint: String,
+    pub(crate) endpoint: String,
 }
 
 impl Drop for S3Server {
@@ -27,7 +27,7 @@ fn http(endpoint: &str, method: &str, path: &str) -> (u16, String) {
     http_request(endpoint.trim_start_matches("http://"), method, path)
 }
 
-fn start_s3(buckets: &[&str]) -> S3Server {
+pub(crate) fn start_s3(buckets: &[&str]) -> S3Server {
     let port = free_port();
     let child = Command::new("moto_server")
         .args(["-H", "127.0.0.1", "-p", &port.to_string()])

@@ -91,6 +91,37 @@ impl SqliteStore {
         })
     }
 
+    /// Opens an existing store for reading only, beside a broker that may
+    /// be running: no migration, no journal-mode change, no write lock; any
+    /// write through the returned store fails. The schema must be this
+    /// build's version.
+    pub async fn open_read_only(path: &Path) -> Result<Self> {
+        if !path.is_file() {
+            return Err(MetadataError::Backend(format!(
+                "no metadata store at {}",
+                path.display()
+            )));
+        }
+        let path = path.to_path_buf();
+        let reader = tokio::task::spawn_blocking(move || -> Result<_> {
+            let reader = Connection::open_with_flags(
+                &path,
+                rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY
+                    | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            reader.busy_timeout(std::time::Duration::from_secs(5))?;
+            schema::check_current(&reader)?;
+            Ok(reader)
+        })
+        .await
+        .map_err(|e| MetadataError::Backend(format!("open task failed: {e}")))??;
+        let reader = Arc::new(Mutex::new(reader));
+        Ok(Self {
+            conn: Arc::clone(&reader),
+            reader,
+        })
+    }
+
     /// Runs `f` on the read-only connection (queries only).
     async fn with_reader<T, F>(&self, f: F) -> Result<T>
     where

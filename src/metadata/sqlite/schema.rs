@@ -1,6 +1,7 @@
 //! The SQLite schema and its migrations. A database is brought up to the
 //! latest version at open, one transaction per step; a database newer than
-//! this broker is refused.
+//! this broker is refused. A read-only open (tools beside a running broker)
+//! migrates nothing: it needs the schema at exactly this version.
 
 use rusqlite::{Connection, OptionalExtension};
 
@@ -142,6 +143,30 @@ pub(super) fn migrate(conn: &Connection) -> Result<()> {
         conn.execute_batch(&format!(
             "BEGIN; {migration} DELETE FROM schema_version; INSERT INTO schema_version VALUES ({version}); COMMIT;"
         ))?;
+    }
+    Ok(())
+}
+
+/// For a read-only open: the schema must be exactly this build's version.
+pub(super) fn check_current(conn: &Connection) -> Result<()> {
+    let current: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM schema_version", [], |r| r.get(0))
+        .map_err(|e| {
+            MetadataError::Backend(format!(
+                "not a Strata metadata store (no schema version): {e}"
+            ))
+        })?;
+    let current = current.unwrap_or(0);
+    let latest = MIGRATIONS.len() as i64;
+    if current < latest {
+        return Err(MetadataError::Backend(format!(
+            "metadata schema version {current} is older than this build's {latest}: start the broker once to migrate it"
+        )));
+    }
+    if current > latest {
+        return Err(MetadataError::Backend(format!(
+            "metadata schema version {current} is newer than this build's {latest}"
+        )));
     }
     Ok(())
 }

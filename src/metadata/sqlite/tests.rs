@@ -406,3 +406,49 @@ async fn intents_sealing_swap_and_retirement() {
     retired.sort();
     assert_eq!(retired, ["s1", "w2"], "w3 is referenced: not forgotten");
 }
+
+#[tokio::test]
+async fn a_read_only_store_reads_beside_the_writer_and_writes_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    let missing = SqliteStore::open_read_only(&path)
+        .await
+        .err()
+        .expect("no store yet");
+    assert!(
+        missing.to_string().contains("no metadata store at"),
+        "{missing}"
+    );
+    let writer = SqliteStore::open(&path).await.expect("open");
+    let topic = writer
+        .create_topic("t", 1, BTreeMap::new(), 0)
+        .await
+        .expect("create");
+    // The writer holds a write transaction while the reader opens and reads:
+    // the read-only open takes no write lock.
+    let blocker = Connection::open(&path).expect("second writer");
+    blocker
+        .execute_batch("BEGIN IMMEDIATE; UPDATE partitions SET high_watermark = high_watermark")
+        .expect("hold the write lock");
+    let reader = SqliteStore::open_read_only(&path)
+        .await
+        .expect("opens under a write lock");
+    assert_eq!(
+        reader.list_topics().await.expect("topics"),
+        vec![topic.clone()]
+    );
+    blocker.execute_batch("COMMIT").expect("release");
+    writer
+        .record_intents("0:1", vec!["wal/a".into()])
+        .await
+        .expect("intent");
+    writer
+        .commit_object(wal_commit(topic.id, "wal/a", 0, 0, 9))
+        .await
+        .expect("commit");
+    let chunks = reader.chunks(topic.id, 0).await.expect("chunks");
+    assert_eq!(chunks.len(), 1, "the reader sees later commits");
+    let write = reader.create_topic("u", 1, BTreeMap::new(), 0).await;
+    assert!(write.is_err(), "a read-only store refuses writes");
+    assert_eq!(writer.list_topics().await.expect("topics").len(), 1);
+}
