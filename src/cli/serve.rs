@@ -53,15 +53,15 @@ pub struct ServeArgs {
     /// Time between garbage collection sweeps, in seconds [default: 60].
     #[arg(long, env = "STRATA_GC_SWEEP_INTERVAL_SECS", value_name = "SECS")]
     pub gc_sweep_interval_secs: Option<u64>,
-    /// Seal write-ahead objects into per-partition segments this often [default: 30000].
+    /// Seal write-ahead objects into per-partition segments this often [default: 15000].
     #[arg(long, env = "STRATA_SEAL_INTERVAL_MS", value_name = "MS")]
     pub seal_interval_ms: Option<u64>,
     /// A partition with at least this many bytes in a sealing cycle gets its
-    /// own segment object; smaller ones share one [default: 4194304].
+    /// own segment object; smaller ones share one [default: 1048576].
     #[arg(long, env = "STRATA_SEAL_OWN_SEGMENT_BYTES", value_name = "BYTES")]
     pub seal_own_segment_bytes: Option<u64>,
     /// Sealed chunks smaller than this are merged into larger segments
-    /// [default: 67108864].
+    /// [default: 2097152].
     #[arg(long, env = "STRATA_SEAL_SEGMENT_TARGET_BYTES", value_name = "BYTES")]
     pub seal_segment_target_bytes: Option<u64>,
     /// Check partitions for data past retention.ms / retention.bytes this

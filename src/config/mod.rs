@@ -140,7 +140,7 @@ pub struct CacheConfig {
 impl Default for CacheConfig {
     fn default() -> Self {
         Self {
-            memory_bytes: 256 * 1024 * 1024,
+            memory_bytes: 128 * 1024 * 1024,
             disk_bytes: 1024 * 1024 * 1024,
             block_bytes: 1024 * 1024,
             read_ahead_bytes: 4 * 1024 * 1024,
@@ -275,11 +275,11 @@ pub struct SealConfig {
 impl Default for SealConfig {
     fn default() -> Self {
         Self {
-            interval_ms: 30_000,
+            interval_ms: 15_000,
             cycle_bytes: 64 * 1024 * 1024,
-            own_segment_bytes: 4 * 1024 * 1024,
+            own_segment_bytes: 1024 * 1024,
             index_interval_bytes: 64 * 1024,
-            segment_target_bytes: 64 * 1024 * 1024,
+            segment_target_bytes: 2 * 1024 * 1024,
         }
     }
 }

@@ -23,7 +23,7 @@ use anyhow::{Context, bail};
 use bytes::{Bytes, BytesMut};
 use foyer::{
     BlockEngineConfig, DeviceBuilder, FsDeviceBuilder, HybridCache, HybridCacheBuilder,
-    HybridCacheProperties, Location,
+    HybridCacheProperties, Location, LruConfig,
 };
 use foyer_memory::FetchTarget;
 
@@ -77,10 +77,21 @@ impl Prefetcher {
     }
 }
 
-/// Window `index` of `extent`, `window` bytes each from its start.
+/// How many read-ahead windows `extent` has: `window` bytes each from its
+/// start, the last one taking the rest (so between one and two windows
+/// long, and a chunk of up to twice the window is one GET).
+fn window_count(extent: &Range<u64>, window: u64) -> u64 {
+    ((extent.end - extent.start) / window).max(1)
+}
+
+/// Window `index` of `extent` (see `window_count`).
 fn window_range(extent: &Range<u64>, window: u64, index: u64) -> Range<u64> {
     let start = extent.start + index * window;
-    start..(start + window).min(extent.end)
+    if index + 1 >= window_count(extent, window) {
+        start..extent.end
+    } else {
+        start..start + window
+    }
 }
 
 fn block_key(object_key: &str, block: u64) -> String {
@@ -97,7 +108,7 @@ impl BlockCache {
             .with_context(|| format!("cannot create cache directory {}", dir.display()))?;
         // foyer's disk blocks must hold at least one of our blocks.
         let engine_block = (config.block_bytes * 4)
-            .max(config.read_ahead_bytes * 2)
+            .max(config.read_ahead_bytes * 4)
             .max(16 * 1024 * 1024);
         let disk_bytes = config.disk_bytes.max(engine_block * 4);
         let device = FsDeviceBuilder::new(dir)
@@ -107,6 +118,14 @@ impl BlockCache {
         let cache = HybridCacheBuilder::new()
             .with_name("strata-blocks")
             .memory(config.memory_bytes.max(1))
+            // One plain LRU: entries are large (1 MiB blocks, 4 MiB read-ahead
+            // windows), and foyer's defaults (8 shards, new entries in a 10%
+            // low-priority pool) would evict a window read ahead before its
+            // reader got to it.
+            .with_shards(1)
+            .with_eviction_config(LruConfig {
+                high_priority_pool_ratio: 0.0,
+            })
             .with_weighter(|key: &String, value: &Bytes| key.len() + value.len())
             .storage()
             .with_engine_config(BlockEngineConfig::new(device).with_block_size(engine_block))
@@ -178,7 +197,8 @@ impl BlockCache {
 
     /// Bytes `range` of a sealed chunk whose data and index span `extent`
     /// of `object_key`: read in windows of `read_ahead_bytes` counted from
-    /// the extent's start, each one ranged GET and one cache entry, so a
+    /// the extent's start (the last one up to twice as long: it takes the
+    /// rest), each one ranged GET and one cache entry, so a
     /// cold read costs one GET per window and never fetches bytes outside
     /// the extent (other partitions' sections of a shared object). The
     /// window after the last one read is fetched in the background, so a
@@ -199,9 +219,9 @@ impl BlockCache {
             );
         }
         let window = self.read_ahead_bytes;
-        let first = (range.start - extent.start) / window;
-        let last = (range.end - 1 - extent.start) / window;
-        let windows = (extent.end - extent.start).div_ceil(window);
+        let windows = window_count(&extent, window);
+        let index_of = |at: u64| ((at - extent.start) / window).min(windows - 1);
+        let (first, last) = (index_of(range.start), index_of(range.end - 1));
         if last + 1 < windows {
             self.prefetch(object_key, &extent, last + 1);
         }

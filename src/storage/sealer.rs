@@ -12,8 +12,11 @@
 //!    least `own_segment_bytes` becomes its own segment object; the smaller
 //!    ones are packed into one shared object, ordered by partition. Each run
 //!    is one section with a sparse offset and time index (`segment`);
-//! 4. records the outputs' upload intents, PUTs them, then swaps, in ONE
-//!    metadata transaction, the replaced chunk rows for one row per run
+//! 4. records the outputs' upload intents, PUTs them, then swaps, in one
+//!    metadata transaction per output object (not one for the whole cycle,
+//!    which would hold the store's writer, and so the write-ahead commits,
+//!    for as long as thousands of rows take), the replaced chunk rows for
+//!    one row per run
 //!    (offsets never change; a run whose partition was deleted or whose
 //!    rows changed meanwhile is skipped); the replaced objects are retired
 //!    and deleted by the collector after its delete grace, so a read that
@@ -234,8 +237,8 @@ impl Sealer {
         Ok(report)
     }
 
-    /// Records the outputs' intents, PUTs them, swaps their chunks in ONE
-    /// metadata transaction and applies the swap in memory; returns how
+    /// Records the outputs' intents, PUTs them, swaps each one's chunks in
+    /// one metadata transaction and applies the swaps in memory; returns how
     /// many new chunks took effect.
     pub(super) async fn write_and_swap(
         &self,
@@ -290,7 +293,14 @@ impl Sealer {
                 chunks,
             });
         }
-        let applied = self.metadata.replace_chunks(sealed.clone()).await?;
+        // One transaction per output object (each replaces its own chunks):
+        // a cycle's swap replaces thousands of rows, and the write-ahead
+        // commits share the store's one writer with it.
+        let mut applied = Vec::with_capacity(sealed.len());
+        for object in &sealed {
+            let flags = self.metadata.replace_chunks(vec![object.clone()]).await?;
+            applied.extend(flags);
+        }
         drop(live);
         for (object, flags) in sealed.into_iter().zip(applied) {
             for (sealed, applied) in object.chunks.into_iter().zip(flags) {
