@@ -166,6 +166,59 @@ fn mergeable(chunks: &[ChunkRecord], target: u64) -> Option<Vec<ChunkRecord>> {
     })
 }
 
+/// Groups a cycle's chunks into runs and lays out the output objects:
+/// one segment per run of at least `own_segment_bytes`, one shared object
+/// for the rest.
+fn build_outputs(
+    chunks: Vec<ObjectChunk>,
+    data: &HashMap<String, Bytes>,
+    own_segment_bytes: u64,
+    index_interval: usize,
+) -> anyhow::Result<Vec<Output>> {
+    let slice = |c: &ChunkRecord| -> anyhow::Result<Bytes> {
+        let object = data
+            .get(c.object_key.as_ref())
+            .with_context(|| format!("{} was not read", c.object_key))?;
+        let (start, end) = (c.byte_start as usize, (c.byte_start + c.byte_len) as usize);
+        anyhow::ensure!(end <= object.len(), "chunk outside {}", c.object_key);
+        Ok(object.slice(start..end))
+    };
+
+    // Outputs: one segment per large run, one shared object for the rest.
+    let (own, shared): (Vec<Run>, Vec<Run>) = runs(chunks)
+        .into_iter()
+        .partition(|run| run.bytes >= own_segment_bytes);
+    let mut groups: Vec<(ObjectKind, Vec<Run>)> = own
+        .into_iter()
+        .map(|run| (ObjectKind::Segment, vec![run]))
+        .collect();
+    if !shared.is_empty() {
+        groups.push((ObjectKind::Shared, shared));
+    }
+    let mut outputs: Vec<Output> = Vec::with_capacity(groups.len());
+    for (kind, runs) in groups {
+        let mut builder = ObjectBuilder::new(index_interval);
+        let mut sections = Vec::with_capacity(runs.len());
+        for run in runs {
+            let parts = run
+                .chunks
+                .iter()
+                .map(&slice)
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let section = builder.add_section(run.topic_id, run.partition, parts);
+            sections.push((run, section));
+        }
+        let key = match (kind, sections.first()) {
+            (ObjectKind::Segment, Some((run, section))) => {
+                paths::new_segment(run.topic_id, run.partition, section.base_offset)
+            }
+            _ => paths::new_shared(now_ms()),
+        };
+        outputs.push((key, kind, builder, sections));
+    }
+    Ok(outputs)
+}
+
 impl Sealer {
     /// One cycle (see the module header); a report of what it did.
     pub async fn seal_once(&self) -> anyhow::Result<SealReport> {
@@ -183,6 +236,7 @@ impl Sealer {
             .metadata
             .object_chunks(inputs.iter().map(|(key, _)| key.clone()).collect())
             .await?;
+        let began = std::time::Instant::now();
         let mut data: HashMap<String, Bytes> = HashMap::with_capacity(inputs.len());
         for (key, size) in &inputs {
             let bytes = self
@@ -191,48 +245,22 @@ impl Sealer {
                 .await
                 .with_context(|| format!("sealer cannot read {key}"))?;
             data.insert(key.clone(), bytes);
+            // Memory hits never yield by themselves.
+            tokio::task::yield_now().await;
         }
-        let slice = |c: &ChunkRecord| -> anyhow::Result<Bytes> {
-            let object = data
-                .get(c.object_key.as_ref())
-                .with_context(|| format!("{} was not read", c.object_key))?;
-            let (start, end) = (c.byte_start as usize, (c.byte_start + c.byte_len) as usize);
-            anyhow::ensure!(end <= object.len(), "chunk outside {}", c.object_key);
-            Ok(object.slice(start..end))
-        };
-
-        // Outputs: one segment per large run, one shared object for the rest.
-        let (own, shared): (Vec<Run>, Vec<Run>) = runs(chunks)
-            .into_iter()
-            .partition(|run| run.bytes >= self.config.own_segment_bytes);
-        let mut groups: Vec<(ObjectKind, Vec<Run>)> = own
-            .into_iter()
-            .map(|run| (ObjectKind::Segment, vec![run]))
-            .collect();
-        if !shared.is_empty() {
-            groups.push((ObjectKind::Shared, shared));
-        }
-        let mut outputs: Vec<Output> = Vec::with_capacity(groups.len());
-        for (kind, runs) in groups {
-            let mut builder = ObjectBuilder::new(self.config.index_interval_bytes);
-            let mut sections = Vec::with_capacity(runs.len());
-            for run in runs {
-                let parts = run
-                    .chunks
-                    .iter()
-                    .map(&slice)
-                    .collect::<anyhow::Result<Vec<_>>>()?;
-                let section = builder.add_section(run.topic_id, run.partition, parts);
-                sections.push((run, section));
-            }
-            let key = match (kind, sections.first()) {
-                (ObjectKind::Segment, Some((run, section))) => {
-                    paths::new_segment(run.topic_id, run.partition, section.base_offset)
-                }
-                _ => paths::new_shared(now_ms()),
-            };
-            outputs.push((key, kind, builder, sections));
-        }
+        // Grouping and indexing walk every batch header of the cycle: off
+        // the async workers, which serve the produce path.
+        let own_segment_bytes = self.config.own_segment_bytes;
+        let index_interval = self.config.index_interval_bytes;
+        let outputs = tokio::task::spawn_blocking(move || {
+            build_outputs(chunks, &data, own_segment_bytes, index_interval)
+        })
+        .await
+        .context("sealer build task failed")??;
+        tracing::debug!(
+            millis = began.elapsed().as_millis() as u64,
+            "sealing cycle read and built"
+        );
         self.write_and_swap(outputs, &mut report).await?;
         Ok(report)
     }
@@ -298,8 +326,22 @@ impl Sealer {
         // commits share the store's one writer with it.
         let mut applied = Vec::with_capacity(sealed.len());
         for object in &sealed {
+            let began = std::time::Instant::now();
             let flags = self.metadata.replace_chunks(vec![object.clone()]).await?;
+            let took = began.elapsed();
+            tracing::debug!(
+                object = %object.key,
+                replaced = object.chunks.iter().map(|c| c.replaces.len()).sum::<usize>(),
+                millis = took.as_millis() as u64,
+                "swap committed"
+            );
             applied.extend(flags);
+            // Leave the store's writer to the write-ahead commits for as
+            // long as the swap held it: back-to-back swaps would starve
+            // them (and every produce waiting on them).
+            if sealed.len() > 1 {
+                tokio::time::sleep(took.min(Duration::from_millis(100))).await;
+            }
         }
         drop(live);
         for (object, flags) in sealed.into_iter().zip(applied) {

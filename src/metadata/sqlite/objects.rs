@@ -31,15 +31,20 @@ pub(super) fn retire_if_unreferenced<'a>(
     tx: &Transaction<'_>,
     keys: impl IntoIterator<Item = &'a str>,
 ) -> Result<()> {
+    // One statement for all of them (a sealing swap touches about a
+    // thousand write-ahead objects): the keys go in as a JSON array.
+    let keys: Vec<&str> = keys.into_iter().collect();
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let keys = serde_json::to_string(&keys)
+        .map_err(|e| MetadataError::Backend(format!("encode object keys: {e}")))?;
     let mut retire = tx.prepare_cached(
         "UPDATE objects SET retired_ms = ?1
-         WHERE object_key = ?2 AND retired_ms IS NULL
-           AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = ?2)",
+         WHERE object_key IN (SELECT value FROM json_each(?2)) AND retired_ms IS NULL
+           AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = objects.object_key)",
     )?;
-    let now = now_ms();
-    for key in keys {
-        retire.execute(params![now, key])?;
-    }
+    retire.execute(params![now_ms(), keys])?;
     Ok(())
 }
 
@@ -218,12 +223,17 @@ pub(super) fn replace_chunks(
         let mut insert_object = tx.prepare_cached(
             "INSERT INTO objects (object_key, size, created_ms, kind) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        let mut exists = tx.prepare_cached(
-            "SELECT last_offset FROM chunks
-             WHERE topic_id = ?1 AND partition = ?2 AND base_offset = ?3 AND object_key = ?4",
+        // The rows in the new chunk's offset range, in order: they must be
+        // exactly the replaced chunks (one range read, one range delete,
+        // not a statement per replaced chunk).
+        let mut in_range = tx.prepare_cached(
+            "SELECT base_offset, last_offset, object_key FROM chunks
+             WHERE topic_id = ?1 AND partition = ?2 AND base_offset >= ?3 AND base_offset <= ?4
+             ORDER BY base_offset",
         )?;
         let mut delete = tx.prepare_cached(
-            "DELETE FROM chunks WHERE topic_id = ?1 AND partition = ?2 AND base_offset = ?3",
+            "DELETE FROM chunks
+             WHERE topic_id = ?1 AND partition = ?2 AND base_offset >= ?3 AND base_offset <= ?4",
         )?;
         let mut insert_chunk = tx.prepare_cached(
             "INSERT INTO chunks (topic_id, partition, base_offset, last_offset, max_timestamp,
@@ -243,30 +253,33 @@ pub(super) fn replace_chunks(
                 let topic = sealed.topic_id.0.to_string();
                 // The replaced chunks must all still be there, exactly
                 // covering the new chunk's offsets.
-                let mut next = sealed.chunk.base_offset;
+                let (first, last) = (sealed.chunk.base_offset, sealed.chunk.last_offset);
+                let mut rows = in_range.query(params![topic, sealed.partition, first, last])?;
+                let mut next = first;
+                let mut wanted = sealed.replaces.iter();
                 let mut complete = !sealed.replaces.is_empty();
-                for (key, base) in &sealed.replaces {
-                    let last: Option<i64> = exists
-                        .query_row(params![topic, sealed.partition, base, key.as_ref()], |r| {
-                            r.get(0)
-                        })
-                        .optional()?;
-                    match last {
-                        Some(last) if *base == next => next = last + 1,
+                while let Some(row) = rows.next()? {
+                    let (base, row_last, key): (i64, i64, String) =
+                        (row.get(0)?, row.get(1)?, row.get(2)?);
+                    match wanted.next() {
+                        Some((want_key, want_base))
+                            if *want_base == base && base == next && **want_key == *key =>
+                        {
+                            next = row_last + 1;
+                        }
                         _ => {
                             complete = false;
                             break;
                         }
                     }
                 }
-                if !complete || next != sealed.chunk.last_offset + 1 {
+                drop(rows);
+                if !complete || wanted.next().is_some() || next != last + 1 {
                     flags.push(false);
                     continue;
                 }
-                for (key, base) in &sealed.replaces {
-                    delete.execute(params![topic, sealed.partition, base])?;
-                    touched.insert(Arc::clone(key));
-                }
+                delete.execute(params![topic, sealed.partition, first, last])?;
+                touched.extend(sealed.replaces.iter().map(|(key, _)| Arc::clone(key)));
                 let c = &sealed.chunk;
                 insert_chunk.execute(params![
                     topic,
