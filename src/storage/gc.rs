@@ -7,7 +7,8 @@
 //!   undecided are skipped whatever their age; keys of earlier processes
 //!   of this node (fenced when it started) need no grace. The intent is doomed in the
 //!   metadata store first (a commit needing it fails from then on), then the
-//!   object is deleted, then the intent forgotten;
+//!   object is deleted (on the embedded store with the staging file a PUT
+//!   cut short by a crash leaves), then the intent forgotten;
 //! - retired objects: committed objects that no chunk has referenced for the
 //!   delete grace period (sealed into segments, deleted topics, retention),
 //!   so a read that looked a chunk up just before it moved still finds its
@@ -82,7 +83,9 @@ impl Collector {
                 let doomed = self.metadata.doom_uncommitted(candidates).await?;
                 for key in &doomed {
                     tracing::info!(%key, "deleting orphan object");
-                    self.delete(key).await?;
+                    self.storage
+                        .delete_abandoned(&Path::from(key.as_str()))
+                        .await?;
                 }
                 report.orphans_deleted += doomed.len();
                 self.metadata.forget_intents(doomed).await?;

@@ -106,6 +106,8 @@ pub struct ObjectStorage {
     retry: RetryPolicy,
     metrics: Arc<ObjectStoreMetrics>,
     description: String,
+    /// The embedded store's directory.
+    local_root: Option<std::path::PathBuf>,
 }
 
 impl ObjectStorage {
@@ -174,7 +176,10 @@ impl ObjectStorage {
         let local = LocalFileSystem::new_with_prefix(dir)
             .map_err(|e| anyhow::anyhow!("cannot open object store directory {dir}: {e}"))?
             .with_fsync(true);
-        Ok(Self::new(Arc::new(local), format!("file://{dir}")))
+        Ok(Self {
+            local_root: Some(std::path::PathBuf::from(dir)),
+            ..Self::new(Arc::new(local), format!("file://{dir}"))
+        })
     }
 
     pub fn new(inner: Arc<dyn ObjectStore>, description: String) -> Self {
@@ -183,6 +188,7 @@ impl ObjectStorage {
             retry: RetryPolicy::default(),
             metrics: Arc::new(ObjectStoreMetrics::default()),
             description,
+            local_root: None,
         }
     }
 
@@ -293,6 +299,43 @@ impl ObjectStorage {
             Err(e) if e.kind == StorageErrorKind::NotFound => Ok(()),
             other => other,
         }
+    }
+
+    /// Deletes an object whose upload may have been cut short (an orphan).
+    /// On the embedded store a PUT writes the staging file `<key>#<n>` and
+    /// renames it to `<key>` (`LocalFileSystem`); a crash in between leaves
+    /// the staging file, which nothing else would ever delete, so it goes
+    /// too. An S3 PUT is atomic: nothing more to do there.
+    pub async fn delete_abandoned(&self, key: &Path) -> Result<(), StorageError> {
+        self.delete(key).await?;
+        let Some(root) = &self.local_root else {
+            return Ok(());
+        };
+        let file = key
+            .parts()
+            .fold(root.clone(), |dir, part| dir.join(part.as_ref()));
+        for suffix in 1.. {
+            let mut staging = file.clone().into_os_string();
+            staging.push(format!("#{suffix}"));
+            match tokio::fs::remove_file(&staging).await {
+                Ok(()) => {
+                    tracing::info!(staging = %staging.to_string_lossy(), "deleted an interrupted upload")
+                }
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => break,
+                Err(error) => {
+                    return Err(StorageError {
+                        kind: StorageErrorKind::Unavailable,
+                        op: "delete",
+                        key: staging.to_string_lossy().into_owned(),
+                        source: object_store::Error::Generic {
+                            store: "LocalFileSystem",
+                            source: Box::new(error),
+                        },
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
@@ -421,5 +464,30 @@ mod tests {
         store.delete(&key).await.expect("delete");
         store.delete(&key).await.expect("delete is idempotent");
         assert_eq!(store.metrics().put.requests(), 1);
+    }
+
+    #[tokio::test]
+    async fn deleting_an_abandoned_upload_removes_its_staging_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectStorage::open(&dir.path().display().to_string(), &S3Config::default())
+            .expect("open");
+        // What kill -9 during a local PUT leaves: the staging file only.
+        let staging = dir.path().join("seg/t/0/5-b.seg#1");
+        std::fs::create_dir_all(staging.parent().expect("parent")).expect("mkdir");
+        std::fs::write(&staging, b"half an object").expect("write");
+        store
+            .delete_abandoned(&Path::from("seg/t/0/5-b.seg"))
+            .await
+            .expect("delete");
+        assert!(!staging.exists(), "the interrupted upload is gone");
+        // A whole object goes the same way; none at all is not an error.
+        let key = Path::from("wal/2-c.wal");
+        store
+            .put(&key, Bytes::from_static(b"x"))
+            .await
+            .expect("put");
+        store.delete_abandoned(&key).await.expect("delete");
+        store.delete_abandoned(&key).await.expect("idempotent");
+        assert!(store.list("wal").await.expect("list").is_empty());
     }
 }

@@ -1,6 +1,7 @@
 //! Retention, DeleteRecords and log compaction, as a Kafka user sees them
 //! (earliest offsets, what a consumer from the beginning reads) and as the
-//! operator sees them (chunk rows and objects actually removed).
+//! operator sees them (chunk rows and objects actually removed). Each test
+//! runs on the embedded store and on S3 (moto) over HTTP.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -10,7 +11,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use crate::common::{Consumed, TestBroker, eventually, files_under};
+use crate::common::{Consumed, TestBroker, eventually};
+use crate::store::Store;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -19,8 +21,8 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-fn start_broker() -> TestBroker {
-    TestBroker::start(&[
+fn start_broker(store: &Store) -> TestBroker {
+    store.start_broker(&[
         "--seal-interval-ms",
         "200",
         "--retention-check-interval-ms",
@@ -65,19 +67,6 @@ fn chunks(broker: &TestBroker, topic: &str) -> Vec<(i64, i64, String)> {
         .collect()
 }
 
-/// Every object file in the store, as keys relative to its root.
-fn object_keys(broker: &TestBroker) -> BTreeSet<String> {
-    let root = broker.objects_dir();
-    files_under(&root)
-        .into_iter()
-        .filter_map(|p| {
-            p.strip_prefix(&root)
-                .ok()
-                .map(|p| p.to_string_lossy().into_owned())
-        })
-        .collect()
-}
-
 /// Produces `(key, value, timestamp)` records in order, all at once (so
 /// they travel in one batch and land in one chunk).
 async fn produce(broker: &TestBroker, topic: &str, records: &[(String, Option<String>, i64)]) {
@@ -109,11 +98,11 @@ fn values(n: std::ops::Range<i64>, timestamp: i64) -> Vec<(String, Option<String
 }
 
 /// Waits until every write-ahead object of the store is sealed and gone.
-async fn sealed(broker: &TestBroker) {
+async fn sealed(store: &Store, broker: &TestBroker) {
     eventually(
         Duration::from_secs(30),
-        || !object_keys(broker).iter().any(|k| k.starts_with("wal/")),
-        || format!("write-ahead objects left: {:?}", object_keys(broker)),
+        || store.count(broker, "wal/") == 0,
+        || format!("write-ahead objects left: {:?}", store.keys(broker)),
     )
     .await;
 }
@@ -130,7 +119,7 @@ fn low_watermark(broker: &TestBroker, topic: &str) -> i64 {
 }
 
 /// Only objects some chunk references remain (after the delete grace).
-async fn no_unreferenced_objects(broker: &TestBroker) {
+async fn no_unreferenced_objects(store: &Store, broker: &TestBroker) {
     let referenced = || -> BTreeSet<String> {
         let db = rusqlite::Connection::open(broker.data_dir.join("metadata.db")).expect("db");
         let mut stmt = db
@@ -143,11 +132,11 @@ async fn no_unreferenced_objects(broker: &TestBroker) {
     };
     eventually(
         Duration::from_secs(30),
-        || object_keys(broker) == referenced(),
+        || store.keys(broker) == referenced(),
         || {
             format!(
                 "objects {:?} vs referenced {:?}",
-                object_keys(broker),
+                store.keys(broker),
                 referenced()
             )
         },
@@ -157,7 +146,16 @@ async fn no_unreferenced_objects(broker: &TestBroker) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_by_time_and_by_size_removes_whole_old_chunks_and_their_objects() {
-    let broker = start_broker();
+    retention_by_time_and_by_size(Store::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_by_time_and_by_size_removes_whole_old_chunks_and_their_objects_on_s3() {
+    retention_by_time_and_by_size(Store::s3()).await;
+}
+
+async fn retention_by_time_and_by_size(store: Store) {
+    let broker = start_broker(&store);
     let now = now_ms();
     // By time: 30 records two hours old, sealed into their own chunk, then
     // 30 recent ones.
@@ -171,7 +169,7 @@ async fn retention_by_time_and_by_size_removes_whole_old_chunks_and_their_object
     ];
     create(&broker, "append-time", &append_time).await;
     produce(&broker, "append-time", &values(0..30, now - 7_200_000)).await;
-    sealed(&broker).await;
+    sealed(&store, &broker).await;
     produce(&broker, "by-time", &values(30..60, now)).await;
     // By size: three sealed rounds of ~31 KB; no limit at first.
     create(&broker, "by-size", &[]).await;
@@ -182,7 +180,7 @@ async fn retention_by_time_and_by_size_removes_whole_old_chunks_and_their_object
             &values(round * 30..round * 30 + 30, now),
         )
         .await;
-        sealed(&broker).await;
+        sealed(&store, &broker).await;
     }
     assert_eq!(low_watermark(&broker, "by-size"), 0);
     assert_eq!(chunks(&broker, "by-size").len(), 3, "one chunk per round");
@@ -234,17 +232,26 @@ async fn retention_by_time_and_by_size_removes_whole_old_chunks_and_their_object
     assert_eq!(left.first().map(|r| r.offset), Some(30));
     assert_eq!(left.len(), 60);
     // The removed chunks' objects are deleted; nothing else is.
-    no_unreferenced_objects(&broker).await;
+    no_unreferenced_objects(&store, &broker).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delete_records_removes_the_chunks_below_the_new_log_start() {
-    let mut broker = start_broker();
+    delete_records_below_the_log_start(Store::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delete_records_removes_the_chunks_below_the_new_log_start_on_s3() {
+    delete_records_below_the_log_start(Store::s3()).await;
+}
+
+async fn delete_records_below_the_log_start(store: Store) {
+    let mut broker = start_broker(&store);
     let now = now_ms();
     create(&broker, "trim", &[]).await;
     for round in 0..3 {
         produce(&broker, "trim", &values(round * 20..round * 20 + 20, now)).await;
-        sealed(&broker).await;
+        sealed(&store, &broker).await;
     }
     assert_eq!(chunks(&broker, "trim").len(), 3);
     let mut offsets = TopicPartitionList::new();
@@ -265,7 +272,7 @@ async fn delete_records_removes_the_chunks_below_the_new_log_start() {
             .collect::<Vec<_>>(),
         vec![(40, 59)]
     );
-    no_unreferenced_objects(&broker).await;
+    no_unreferenced_objects(&store, &broker).await;
     let left = broker.consume_all("trim", 0, Offset::Beginning);
     assert_eq!(left.first().map(|r| r.offset), Some(45));
     assert_eq!(left.len(), 15);
@@ -318,7 +325,16 @@ fn as_map(records: &[Consumed]) -> BTreeMap<String, (i64, Option<String>)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn compaction_keeps_the_latest_record_per_key_at_its_offset() {
-    let mut broker = start_broker();
+    compaction_keeps_the_latest_per_key(Store::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compaction_keeps_the_latest_record_per_key_at_its_offset_on_s3() {
+    compaction_keeps_the_latest_per_key(Store::s3()).await;
+}
+
+async fn compaction_keeps_the_latest_per_key(store: Store) {
+    let mut broker = start_broker(&store);
     // Two topics alike but for how long tombstones are kept.
     let compacted = [
         ("cleanup.policy", "compact"),

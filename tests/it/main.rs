@@ -19,4 +19,5 @@ mod idempotence;
 mod polyglot;
 mod produce_consume;
 mod s3;
+mod store;
 mod tiering;

@@ -1,6 +1,7 @@
 //! Tiered storage: write-ahead objects sealed into per-partition segments
 //! and shared objects, with every record readable from its original offset,
-//! before and after a restart, and the replaced objects collected.
+//! before and after a restart, and the replaced objects collected. Each test
+//! runs on the embedded store and on S3 (moto) over HTTP.
 
 use std::time::Duration;
 
@@ -9,7 +10,8 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::FutureRecord;
 use rdkafka::{ClientConfig, TopicPartitionList};
 
-use crate::common::{TestBroker, eventually, files_under};
+use crate::common::{TestBroker, eventually};
+use crate::store::Store;
 
 const BASE_TS: i64 = 1_700_000_000_000;
 
@@ -26,14 +28,6 @@ fn chunk_rows(broker: &TestBroker, topic: &str) -> Vec<(i32, i64)> {
         .expect("query")
         .map(|r| r.expect("row"))
         .collect()
-}
-
-fn objects_under(broker: &TestBroker, prefix: &str) -> usize {
-    let dir = broker.objects_dir().join(prefix);
-    if !dir.exists() {
-        return 0;
-    }
-    files_under(&dir).len()
 }
 
 async fn produce(broker: &TestBroker, partition: i32, from: i64, count: i64, value_len: usize) {
@@ -87,7 +81,16 @@ fn offset_for_time(broker: &TestBroker, partition: i32, timestamp: i64) -> Offse
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sealing_bounds_rows_and_objects_and_keeps_every_record() {
-    let mut broker = TestBroker::start(&[
+    sealing_bounds_rows_and_objects(Store::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sealing_bounds_rows_and_objects_and_keeps_every_record_on_s3() {
+    sealing_bounds_rows_and_objects(Store::s3()).await;
+}
+
+async fn sealing_bounds_rows_and_objects(store: Store) {
+    let mut broker = store.start_broker(&[
         "--seal-interval-ms",
         "300",
         "--seal-own-segment-bytes",
@@ -118,15 +121,17 @@ async fn sealing_bounds_rows_and_objects_and_keeps_every_record() {
         Duration::from_secs(30),
         || {
             let rows = chunk_rows(&broker, "tier");
-            objects_under(&broker, "wal") == 0
+            store.count(&broker, "wal/") == 0
                 && !rows.is_empty()
                 && rows.iter().all(|(_, n)| *n <= 8)
         },
         || {
             format!(
-                "not sealed: rows {:?}, {} write-ahead objects left\n{}",
+                "not sealed: rows {:?}, {} write-ahead objects left; partition 0's chunks \
+                 (bytes, object): {:?}\n{}",
                 chunk_rows(&broker, "tier"),
-                objects_under(&broker, "wal"),
+                store.count(&broker, "wal/"),
+                extents(&broker, "tier", 0),
                 broker.log(1)
             )
         },
@@ -134,11 +139,11 @@ async fn sealing_bounds_rows_and_objects_and_keeps_every_record() {
     .await;
     // No cycle alone had 100 KB of partition 0: its segments are merges.
     assert!(
-        objects_under(&broker, "seg") >= 1,
+        store.count(&broker, "seg/") >= 1,
         "partition 0 has merged segments"
     );
     assert!(
-        objects_under(&broker, "shr") >= 1,
+        store.count(&broker, "shr/") >= 1,
         "small partitions share objects"
     );
 
@@ -168,7 +173,7 @@ async fn sealing_bounds_rows_and_objects_and_keeps_every_record() {
     produce(&broker, 1, 30, 20, 10).await;
     eventually(
         Duration::from_secs(30),
-        || objects_under(&broker, "wal") == 0,
+        || store.count(&broker, "wal/") == 0,
         || "new writes not sealed".into(),
     )
     .await;
@@ -208,8 +213,17 @@ fn extents(broker: &TestBroker, topic: &str, partition: i32) -> Vec<(u64, String
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cold_catch_up_reads_its_own_partition_in_4_mib_gets() {
+    cold_catch_up(Store::embedded()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_catch_up_reads_its_own_partition_in_4_mib_gets_on_s3() {
+    cold_catch_up(Store::s3()).await;
+}
+
+async fn cold_catch_up(store: Store) {
     let http = format!("127.0.0.1:{}", crate::common::free_port());
-    let mut broker = TestBroker::start(&[
+    let mut broker = store.start_broker(&[
         "--http-addr",
         &http,
         "--seal-interval-ms",
@@ -253,11 +267,11 @@ async fn a_cold_catch_up_reads_its_own_partition_in_4_mib_gets() {
     }
     eventually(
         Duration::from_secs(60),
-        || objects_under(&broker, "wal") == 0,
+        || store.count(&broker, "wal/") == 0,
         || {
             format!(
                 "not sealed: {} write-ahead objects\n{}",
-                objects_under(&broker, "wal"),
+                store.count(&broker, "wal/"),
                 broker.log(1)
             )
         },
@@ -270,9 +284,10 @@ async fn a_cold_catch_up_reads_its_own_partition_in_4_mib_gets() {
     // One GET per 4 MiB window; a chunk's last window takes its rest.
     let max_gets: u64 = own.iter().map(|(len, _)| (len / window).max(1)).sum();
 
-    // Cold: a restart empties the cache (the embedded store keeps fetched
-    // blocks in memory only).
+    // Cold: a restart with the cache emptied (the embedded store keeps
+    // fetched blocks in memory only, S3's also go to disk).
     broker.kill9();
+    store.drop_cache(&broker);
     broker.restart();
     let gets = "strata_object_store_requests_total{op=\"get\"} ";
     let got = "strata_object_store_bytes_total{op=\"get\"} ";
@@ -284,7 +299,8 @@ async fn a_cold_catch_up_reads_its_own_partition_in_4_mib_gets() {
         metric(&http, got) - bytes_before,
     );
     eprintln!(
-        "cold catch-up: {} chunks, {own_bytes} bytes, {get_count} GETs, {get_bytes} bytes fetched",
+        "cold catch-up ({}): {} chunks, {own_bytes} bytes, {get_count} GETs, {get_bytes} bytes fetched",
+        store.name(),
         own.len()
     );
     assert!(

@@ -1,7 +1,10 @@
 //! Crash safety: `kill -9` under produce load, restart, and every
 //! acknowledged record is there at the same offset, byte for byte; offsets are
 //! dense and nothing unacknowledged is half visible. Also: orphan objects left
-//! by a crash are swept, committed ones are kept.
+//! by a crash are swept, committed ones are kept. `tiering`: the same under
+//! sealing, merging, compaction and garbage collection, on both stores.
+
+mod tiering;
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
@@ -15,17 +18,26 @@ use rdkafka::producer::FutureRecord;
 
 use crate::common::{TestBroker, committed, committed_beyond, eventually, files_under};
 
-const PARTITIONS: i32 = 4;
+pub(super) const PARTITIONS: i32 = 4;
 
-fn payload(i: u64) -> String {
+pub(super) fn payload(i: u64) -> String {
     format!("record-{i}-{}", "p".repeat((i % 200) as usize))
 }
 
-/// Produces as fast as librdkafka takes it until `stop`, then waits for every
-/// delivery report. Returns the acknowledged `(partition, offset) -> index`
-/// and the next unused index.
-async fn produce_until(
+/// The key of record `i` in topic `crash`: its index.
+pub(super) fn index_key(i: u64) -> String {
+    i.to_string()
+}
+
+/// Produces record `i` (key `key_of(i)`, value `payload(i)`, partition
+/// `i % PARTITIONS`) to `topic` as fast as librdkafka takes it until `stop`,
+/// then waits for every delivery report (a record not acknowledged within
+/// `message_timeout_ms` fails). Returns the acknowledged
+/// `(partition, offset) -> index` and the next unused index.
+pub(super) async fn produce_until(
     addr: String,
+    (topic, key_of): (&'static str, fn(u64) -> String),
+    message_timeout_ms: u64,
     first: u64,
     stop: Arc<AtomicBool>,
 ) -> (BTreeMap<(i32, i64), u64>, u64) {
@@ -33,7 +45,7 @@ async fn produce_until(
         .set("bootstrap.servers", &addr)
         .set("acks", "all")
         .set("linger.ms", "2")
-        .set("message.timeout.ms", "3000")
+        .set("message.timeout.ms", message_timeout_ms.to_string())
         .set("compression.type", "lz4")
         .create()
         .expect("producer");
@@ -42,9 +54,9 @@ async fn produce_until(
     let mut i = first;
     while !stop.load(Ordering::Relaxed) {
         for _ in 0..20 {
-            let key = i.to_string();
+            let key = key_of(i);
             let value = payload(i);
-            let record = FutureRecord::to("crash")
+            let record = FutureRecord::to(topic)
                 .partition((i % PARTITIONS as u64) as i32)
                 .key(&key)
                 .payload(&value);
@@ -70,7 +82,7 @@ async fn produce_until(
 }
 
 /// Two different records acknowledged at one offset is a lost write.
-fn record_ack(acked: &mut BTreeMap<(i32, i64), u64>, position: (i32, i64), index: u64) {
+pub(super) fn record_ack(acked: &mut BTreeMap<(i32, i64), u64>, position: (i32, i64), index: u64) {
     if let Some(earlier) = acked.insert(position, index) {
         panic!("records {earlier} and {index} were both acknowledged at {position:?}");
     }
@@ -78,7 +90,7 @@ fn record_ack(acked: &mut BTreeMap<(i32, i64), u64>, position: (i32, i64), index
 
 /// Checks the whole topic against what was acknowledged; returns the
 /// number of records stored.
-fn verify(broker: &TestBroker, acked: &BTreeMap<(i32, i64), u64>) -> usize {
+pub(super) fn verify(broker: &TestBroker, acked: &BTreeMap<(i32, i64), u64>) -> usize {
     let mut stored = 0;
     let mut seen = HashSet::new();
     let mut duplicates = 0;
@@ -134,7 +146,13 @@ async fn kill_9_under_load_loses_no_acknowledged_record() {
     let mut next = 0u64;
     for round in 0..3u64 {
         let stop = Arc::new(AtomicBool::new(false));
-        let producing = produce_until(broker.addr.clone(), next, Arc::clone(&stop));
+        let producing = produce_until(
+            broker.addr.clone(),
+            ("crash", index_key),
+            3000,
+            next,
+            Arc::clone(&stop),
+        );
         let kill = async {
             tokio::time::sleep(Duration::from_millis(1200 + 400 * round)).await;
             // SIGKILL while the producer is still sending.
@@ -172,7 +190,13 @@ async fn object_store_outage_under_load_loses_no_acknowledged_record() {
     let wal = broker.data_dir.join("objects").join("wal");
     let saved = broker.data_dir.join("objects").join("wal.saved");
     let stop = Arc::new(AtomicBool::new(false));
-    let producing = produce_until(broker.addr.clone(), 0, Arc::clone(&stop));
+    let producing = produce_until(
+        broker.addr.clone(),
+        ("crash", index_key),
+        3000,
+        0,
+        Arc::clone(&stop),
+    );
     let addr = broker.addr.clone();
     let outage = async {
         // Load is getting through before the store goes away.
@@ -311,7 +335,13 @@ async fn sigterm_under_load_drains_and_exits_cleanly() {
     let mut broker = TestBroker::start(&[]);
     broker.create_topic("crash", PARTITIONS).await;
     let stop = Arc::new(AtomicBool::new(false));
-    let producing = tokio::spawn(produce_until(broker.addr.clone(), 0, Arc::clone(&stop)));
+    let producing = tokio::spawn(produce_until(
+        broker.addr.clone(),
+        ("crash", index_key),
+        3000,
+        0,
+        Arc::clone(&stop),
+    ));
     committed_beyond(&broker.addr, "crash", PARTITIONS, 2_000).await;
     let status = tokio::task::block_in_place(|| broker.terminate());
     stop.store(true, Ordering::Relaxed);
