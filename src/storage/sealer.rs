@@ -150,20 +150,39 @@ fn tier(bytes: u64) -> u32 {
     (bytes.max(1024) / 1024).ilog2() / 2
 }
 
-/// The oldest 4 adjacent sealed chunks of one tier, each below `target`
-/// (write-ahead chunks, the unsealed tail, are never merged).
+/// Small sealed chunks a partition may keep before any 4 adjacent ones are
+/// merged whatever their size classes.
+const MAX_SMALL_CHUNKS: usize = 12;
+
+/// The next merge of a partition's chunks: the oldest 4 adjacent sealed
+/// chunks of one tier, each below `target` (write-ahead chunks, the
+/// unsealed tail, are never merged). Size classes alone can leave small
+/// chunks of mixed classes that never merge (20, 20, 20, 80, 80, 80 KiB,
+/// repeated); once a partition has more than `MAX_SMALL_CHUNKS` small
+/// chunks, its oldest 4 adjacent small ones are merged, so its rows stay
+/// bounded by its retained bytes over `target` plus a constant.
 fn mergeable(chunks: &[ChunkRecord], target: u64) -> Option<Vec<ChunkRecord>> {
     const FAN_IN: usize = 4;
     let small = |c: &ChunkRecord| c.index_len > 0 && c.byte_len < target;
-    chunks.windows(FAN_IN).find_map(|w| {
-        let same_tier = w
-            .iter()
-            .all(|c| small(c) && tier(c.byte_len) == tier(w[0].byte_len));
-        let contiguous = w
-            .windows(2)
-            .all(|p| p[0].last_offset + 1 == p[1].base_offset);
-        (same_tier && contiguous).then(|| w.to_vec())
-    })
+    let contiguous = |w: &[ChunkRecord]| {
+        w.windows(2)
+            .all(|p| p[0].last_offset + 1 == p[1].base_offset)
+    };
+    let by_tier = chunks.windows(FAN_IN).find(|w| {
+        w.iter()
+            .all(|c| small(c) && tier(c.byte_len) == tier(w[0].byte_len))
+            && contiguous(w)
+    });
+    if let Some(w) = by_tier {
+        return Some(w.to_vec());
+    }
+    if chunks.iter().filter(|c| small(c)).count() <= MAX_SMALL_CHUNKS {
+        return None;
+    }
+    chunks
+        .windows(FAN_IN)
+        .find(|w| w.iter().all(small) && contiguous(w))
+        .map(<[ChunkRecord]>::to_vec)
 }
 
 /// Groups a cycle's chunks into runs and lays out the output objects:
@@ -531,6 +550,30 @@ mod tests {
         assert!(
             mergeable(&chunks[..4], 1 << 20).is_none(),
             "three of a class wait"
+        );
+    }
+
+    #[test]
+    fn small_chunks_of_mixed_classes_cannot_pile_up() {
+        // 20, 20, 20, 80, 80, 80 KiB repeated: no 4 of a class are adjacent.
+        let mut chunks: Vec<ChunkRecord> = (0..12)
+            .map(|i| ChunkRecord {
+                byte_len: if i % 6 < 3 { 20 << 10 } else { 80 << 10 },
+                index_len: 20,
+                ..chunk(i, i, "s")
+            })
+            .collect();
+        assert!(mergeable(&chunks, 1 << 20).is_none(), "12 may stay");
+        chunks.push(ChunkRecord {
+            byte_len: 20 << 10,
+            index_len: 20,
+            ..chunk(12, 12, "s")
+        });
+        let group = mergeable(&chunks, 1 << 20).expect("13 small chunks merge");
+        assert_eq!(
+            group.iter().map(|c| c.base_offset).collect::<Vec<_>>(),
+            [0, 1, 2, 3],
+            "the oldest adjacent ones"
         );
     }
 
