@@ -31,23 +31,22 @@ use super::object::{ObjectStorage, StorageError};
 use crate::config::CacheConfig;
 
 pub struct BlockCache {
-    cache: HybridCache<String, Bytes>,
-    storage: ObjectStorage,
+    fetcher: Fetcher,
     block_bytes: u64,
     /// Window of sealed chunks' reads (`read_extent`).
     read_ahead_bytes: u64,
-    /// Where blocks fetched on a miss are kept.
-    fetched: Location,
 }
 
-/// What a background read-ahead needs of the cache.
-struct Prefetcher {
+/// The cache with what a miss needs; cloned into background read-aheads.
+#[derive(Clone)]
+struct Fetcher {
     cache: HybridCache<String, Bytes>,
     storage: ObjectStorage,
+    /// Where entries fetched on a miss are kept.
     fetched: Location,
 }
 
-impl Prefetcher {
+impl Fetcher {
     /// The cache entry `key` holding bytes `range` of `object_key`, fetched
     /// with one GET on a miss.
     async fn fetch(
@@ -133,13 +132,15 @@ impl BlockCache {
             .await
             .context("cannot build the hybrid cache")?;
         Ok(Self {
-            cache,
-            fetched: if storage.is_local() {
-                Location::InMem
-            } else {
-                Location::Default
+            fetcher: Fetcher {
+                cache,
+                fetched: if storage.is_local() {
+                    Location::InMem
+                } else {
+                    Location::Default
+                },
+                storage,
             },
-            storage,
             block_bytes: config.block_bytes as u64,
             read_ahead_bytes: (config.read_ahead_bytes as u64).max(4096),
         })
@@ -154,7 +155,7 @@ impl BlockCache {
         while block * self.block_bytes < len {
             let start = block * self.block_bytes;
             let end = (start + self.block_bytes).min(len);
-            self.cache.insert_with_properties(
+            self.fetcher.cache.insert_with_properties(
                 block_key(object_key, block),
                 Bytes::copy_from_slice(&data[start as usize..end as usize]),
                 HybridCacheProperties::default().with_location(Location::InMem),
@@ -228,6 +229,7 @@ impl BlockCache {
         let mut out: Option<BytesMut> = None;
         for index in first..=last {
             let data = self
+                .fetcher
                 .fetch(
                     format!("{object_key}@{}#{index}", extent.start),
                     object_key,
@@ -250,36 +252,17 @@ impl BlockCache {
     /// already on its way (foyer shares one fetch per key).
     fn prefetch(&self, object_key: &str, extent: &Range<u64>, index: u64) {
         let key = format!("{object_key}@{}#{index}", extent.start);
-        if self.cache.memory().contains(&key) {
+        if self.fetcher.cache.memory().contains(&key) {
             return;
         }
-        let this = Prefetcher {
-            cache: self.cache.clone(),
-            storage: self.storage.clone(),
-            fetched: self.fetched,
-        };
+        let fetcher = self.fetcher.clone();
         let range = window_range(extent, self.read_ahead_bytes, index);
         let object_key = object_key.to_string();
         tokio::spawn(async move {
-            if let Err(error) = this.fetch(key, &object_key, range).await {
+            if let Err(error) = fetcher.fetch(key, &object_key, range).await {
                 tracing::debug!(%error, "read-ahead failed (the read will retry)");
             }
         });
-    }
-
-    async fn fetch(
-        &self,
-        key: String,
-        object_key: &str,
-        range: Range<u64>,
-    ) -> anyhow::Result<Bytes> {
-        Prefetcher {
-            cache: self.cache.clone(),
-            storage: self.storage.clone(),
-            fetched: self.fetched,
-        }
-        .fetch(key, object_key, range)
-        .await
     }
 
     /// A whole object, for a reader that reads it once (the sealer): from
@@ -289,7 +272,12 @@ impl BlockCache {
         let blocks = object_size.div_ceil(self.block_bytes);
         let mut cached = Vec::with_capacity(blocks as usize);
         for index in 0..blocks {
-            match self.cache.memory().get(&block_key(object_key, index)) {
+            match self
+                .fetcher
+                .cache
+                .memory()
+                .get(&block_key(object_key, index))
+            {
                 Some(entry) => cached.push(entry.value().clone()),
                 None => break,
             }
@@ -307,7 +295,11 @@ impl BlockCache {
             return Ok(out.freeze());
         }
         let path = object_store::path::Path::from(object_key);
-        let data = self.storage.get_range(&path, 0..object_size).await?;
+        let data = self
+            .fetcher
+            .storage
+            .get_range(&path, 0..object_size)
+            .await?;
         if data.len() as u64 != object_size {
             bail!(
                 "{object_key} has {} bytes, expected {object_size}",
@@ -326,7 +318,7 @@ impl BlockCache {
     ) -> anyhow::Result<Bytes> {
         let path = object_store::path::Path::from(object_key);
         let len = range.end.saturating_sub(range.start);
-        let data = self.storage.get_range(&path, range).await?;
+        let data = self.fetcher.storage.get_range(&path, range).await?;
         if data.len() as u64 != len {
             bail!("{object_key}: read {} bytes, expected {len}", data.len());
         }
@@ -336,32 +328,17 @@ impl BlockCache {
     async fn block(&self, object_key: &str, object_size: u64, index: u64) -> anyhow::Result<Bytes> {
         let start = index * self.block_bytes;
         let end = (start + self.block_bytes).min(object_size);
-        let key = block_key(object_key, index);
-        let storage = self.storage.clone();
-        let path = object_store::path::Path::from(object_key);
-        let location = self.fetched;
-        let entry = self
-            .cache
-            .get_or_fetch(&key, move || async move {
-                let value = storage.get_range(&path, start..end).await?;
-                let properties = HybridCacheProperties::default().with_location(location);
-                Ok::<_, StorageError>(FetchTarget::Entry { value, properties })
-            })
+        self.fetcher
+            .fetch(block_key(object_key, index), object_key, start..end)
             .await
-            .with_context(|| format!("cannot read block {index} of {object_key}"))?;
-        let block = entry.value().clone();
-        if block.len() as u64 != end - start {
-            bail!(
-                "block {index} of {object_key} has {} bytes, expected {}",
-                block.len(),
-                end - start
-            );
-        }
-        Ok(block)
     }
 
     pub async fn close(&self) -> anyhow::Result<()> {
-        self.cache.close().await.context("cannot close the cache")
+        self.fetcher
+            .cache
+            .close()
+            .await
+            .context("cannot close the cache")
     }
 }
 

@@ -431,24 +431,9 @@ async fn export_reads_and_writes_s3() {
     require_python_module("pyarrow");
     require_python_module("duckdb");
     let s3 = crate::s3::start_s3(&["data", "lake"]);
-    let broker = TestBroker::start(&[
-        "--seal-interval-ms",
-        "200",
-        "--object-store",
-        "s3://data/strata",
-        "--s3-endpoint",
-        &s3.endpoint,
-        "--s3-region",
-        "us-east-1",
-        "--s3-access-key-id",
-        "test",
-        "--s3-secret-access-key",
-        "test",
-        "--s3-allow-http",
-        "true",
-        "--s3-path-style",
-        "true",
-    ]);
+    let mut args = s3.broker_args("s3://data/strata");
+    args.extend(["--seal-interval-ms".to_string(), "200".to_string()]);
+    let broker = TestBroker::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     broker.create_topic(TOPIC, PARTITIONS).await;
     let producers: Vec<FutureProducer> = CODECS
         .iter()

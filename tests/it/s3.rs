@@ -16,6 +16,30 @@ pub(crate) struct S3Server {
     pub(crate) endpoint: String,
 }
 
+impl S3Server {
+    /// `strata serve` flags for an object store at `url` on this server.
+    pub(crate) fn broker_args(&self, url: &str) -> Vec<String> {
+        [
+            "--object-store",
+            url,
+            "--s3-endpoint",
+            &self.endpoint,
+            "--s3-region",
+            "us-east-1",
+            "--s3-access-key-id",
+            "test",
+            "--s3-secret-access-key",
+            "test",
+            "--s3-allow-http",
+            "true",
+            "--s3-path-style",
+            "true",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
@@ -86,22 +110,8 @@ fn assert_all(broker: &TestBroker, topic: &str, count: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn s3_with_flags_survives_kill_9_and_cold_cache() {
     let s3 = start_s3(&["strata-flags"]);
-    let mut broker = TestBroker::start(&[
-        "--object-store",
-        "s3://strata-flags/cluster-a",
-        "--s3-endpoint",
-        &s3.endpoint,
-        "--s3-region",
-        "us-east-1",
-        "--s3-access-key-id",
-        "test",
-        "--s3-secret-access-key",
-        "test",
-        "--s3-allow-http",
-        "true",
-        "--s3-path-style",
-        "true",
-    ]);
+    let args = s3.broker_args("s3://strata-flags/cluster-a");
+    let mut broker = TestBroker::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
     broker.create_topic("remote", 2).await;
     produce(&broker, "remote", 600).await;
     assert_all(&broker, "remote", 600);

@@ -40,23 +40,8 @@ impl Store {
         match self {
             Store::Embedded => TestBroker::start(args),
             Store::S3(s3) => {
-                let url = format!("s3://{BUCKET}/{PREFIX}");
-                let mut all: Vec<&str> = vec![
-                    "--object-store",
-                    &url,
-                    "--s3-endpoint",
-                    &s3.endpoint,
-                    "--s3-region",
-                    "us-east-1",
-                    "--s3-access-key-id",
-                    "test",
-                    "--s3-secret-access-key",
-                    "test",
-                    "--s3-allow-http",
-                    "true",
-                    "--s3-path-style",
-                    "true",
-                ];
+                let own = s3.broker_args(&format!("s3://{BUCKET}/{PREFIX}"));
+                let mut all: Vec<&str> = own.iter().map(String::as_str).collect();
                 all.extend_from_slice(args);
                 TestBroker::start(&all)
             }

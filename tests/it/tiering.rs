@@ -137,11 +137,9 @@ async fn sealing_bounds_rows_and_objects(store: Store) {
         },
     )
     .await;
-    // No cycle alone had 100 KB of partition 0: its segments are merges.
-    assert!(
-        store.count(&broker, "seg/") >= 1,
-        "partition 0 has merged segments"
-    );
+    // Whether partition 0's small chunks were merged yet depends on the
+    // sizes its cycles happened to seal (merges are asserted in the sealer's
+    // unit tests and by the tiering crash test); its rows are bounded above.
     assert!(
         store.count(&broker, "shr/") >= 1,
         "small partitions share objects"
