@@ -627,19 +627,7 @@ async fn find_in_batches(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn chunk(base: i64, last: i64, key: &str) -> ChunkRecord {
-        ChunkRecord {
-            base_offset: base,
-            last_offset: last,
-            max_timestamp: 0,
-            object_key: Arc::from(key),
-            object_size: 100,
-            byte_start: 0,
-            byte_len: 10,
-            index_len: 0,
-        }
-    }
+    use crate::metadata::test_chunk as chunk;
 
     /// The sealer seals what the store committed, which can be ahead of
     /// the in-memory commit: a sealed chunk swapped in first is kept when

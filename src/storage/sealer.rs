@@ -510,19 +510,7 @@ impl Sealer {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn chunk(base: i64, last: i64, key: &str) -> ChunkRecord {
-        ChunkRecord {
-            base_offset: base,
-            last_offset: last,
-            max_timestamp: 0,
-            object_key: Arc::from(key),
-            object_size: 100,
-            byte_start: 0,
-            byte_len: 10,
-            index_len: 0,
-        }
-    }
+    use crate::metadata::test_chunk as chunk;
 
     #[test]
     fn merges_take_four_adjacent_sealed_chunks_of_one_size_class() {
