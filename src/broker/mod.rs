@@ -32,7 +32,7 @@ use crate::storage::gc::Collector;
 use crate::storage::intents::Intents;
 use crate::storage::object::ObjectStorage;
 use crate::storage::partition::PartitionLog;
-use crate::storage::sealer::{Sealer, SealerConfig};
+use crate::storage::sealer::{SealBacklog, Sealer, SealerConfig};
 use crate::storage::wal::{FlushSettings, WalWriter};
 
 pub struct Broker {
@@ -167,6 +167,7 @@ impl Broker {
             format!("{}:{boot:016x}", config.node_id),
             Arc::clone(&metadata),
         );
+        let seal_backlog = SealBacklog::new(config.seal.cycle_bytes);
         let writer = WalWriter::new(
             FlushSettings {
                 flush_bytes: config.wal.flush_bytes,
@@ -178,6 +179,7 @@ impl Broker {
             Arc::clone(&metadata),
             Arc::clone(&cache),
             Arc::clone(&intents),
+            Arc::clone(&seal_backlog),
         );
         let listener = TcpListener::bind(config.kafka_addr)
             .await
@@ -248,7 +250,7 @@ impl Broker {
                 backoff: Duration::from_millis(broker.config.cleaner.backoff_ms.max(1)),
                 dedupe_buffer_bytes: broker.config.cleaner.dedupe_buffer_bytes,
             },
-            kick: Arc::new(tokio::sync::Notify::new()),
+            backlog: seal_backlog,
         };
         let sweep_every = Duration::from_secs(broker.config.gc.sweep_interval_secs.max(1));
         let mut tasks = vec![

@@ -432,6 +432,7 @@ pub fn cleanup_policy(overrides: &BTreeMap<String, String>, kafka: &KafkaConfig)
             .trim()
             .parse()
             .unwrap_or(0.5),
+        segment_bytes: long("segment.bytes", 1 << 30),
     }
 }
 

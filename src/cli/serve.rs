@@ -53,15 +53,20 @@ pub struct ServeArgs {
     /// Time between garbage collection sweeps, in seconds [default: 60].
     #[arg(long, env = "STRATA_GC_SWEEP_INTERVAL_SECS", value_name = "SECS")]
     pub gc_sweep_interval_secs: Option<u64>,
-    /// Seal write-ahead objects into per-partition segments this often [default: 15000].
+    /// Seal write-ahead objects into per-partition segments at least this
+    /// often (and whenever seal.cycle_bytes of them are pending) [default: 30000].
     #[arg(long, env = "STRATA_SEAL_INTERVAL_MS", value_name = "MS")]
     pub seal_interval_ms: Option<u64>,
+    /// Write-ahead bytes one sealing cycle takes (and holds in memory) at
+    /// most; a cycle starts as soon as this much is pending [default: 100663296].
+    #[arg(long, env = "STRATA_SEAL_CYCLE_BYTES", value_name = "BYTES")]
+    pub seal_cycle_bytes: Option<u64>,
     /// A partition with at least this many bytes in a sealing cycle gets its
     /// own segment object; smaller ones share one [default: 1048576].
     #[arg(long, env = "STRATA_SEAL_OWN_SEGMENT_BYTES", value_name = "BYTES")]
     pub seal_own_segment_bytes: Option<u64>,
-    /// Sealed chunks smaller than this are merged into larger segments
-    /// [default: 2097152].
+    /// Sealed chunks smaller than this (or than a topic's segment.bytes)
+    /// are merged into larger segments [default: 4194304].
     #[arg(long, env = "STRATA_SEAL_SEGMENT_TARGET_BYTES", value_name = "BYTES")]
     pub seal_segment_target_bytes: Option<u64>,
     /// Check partitions for data past retention.ms / retention.bytes this
@@ -98,6 +103,7 @@ impl ServeArgs {
         set!(self.gc_delete_grace_secs => gc.delete_grace_secs);
         set!(self.gc_sweep_interval_secs => gc.sweep_interval_secs);
         set!(self.seal_interval_ms => seal.interval_ms);
+        set!(self.seal_cycle_bytes => seal.cycle_bytes);
         set!(self.seal_own_segment_bytes => seal.own_segment_bytes);
         set!(self.seal_segment_target_bytes => seal.segment_target_bytes);
         set!(self.retention_check_interval_ms => cleaner.retention_check_interval_ms);

@@ -256,10 +256,13 @@ impl Default for CleanerConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SealConfig {
-    /// Time between sealing cycles.
+    /// Longest time between sealing cycles: how long data stays in the
+    /// write-ahead tier at most (plus one cycle) when less than a full
+    /// cycle arrives in this time.
     pub interval_ms: u64,
     /// Write-ahead bytes one cycle reads (and holds in memory) at most; a
-    /// cycle also starts early once this much is pending.
+    /// cycle starts as soon as this much is pending. Under load, a
+    /// partition's segment is its share of this.
     pub cycle_bytes: u64,
     /// A partition with at least this many bytes in a cycle gets its own
     /// segment object; smaller ones are packed into one shared object.
@@ -275,11 +278,11 @@ pub struct SealConfig {
 impl Default for SealConfig {
     fn default() -> Self {
         Self {
-            interval_ms: 15_000,
-            cycle_bytes: 64 * 1024 * 1024,
+            interval_ms: 30_000,
+            cycle_bytes: 96 * 1024 * 1024,
             own_segment_bytes: 1024 * 1024,
             index_interval_bytes: 64 * 1024,
-            segment_target_bytes: 2 * 1024 * 1024,
+            segment_target_bytes: 4 * 1024 * 1024,
         }
     }
 }

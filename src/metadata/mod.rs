@@ -113,6 +113,15 @@ pub enum ObjectKind {
     Shared = 2,
 }
 
+/// The oldest unsealed write-ahead objects, as many as one sealing cycle
+/// takes (key, size).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UnsealedObjects {
+    pub objects: Vec<(String, u64)>,
+    /// More unsealed objects follow these: the budget was used up.
+    pub more: bool,
+}
+
 /// A chunk with the partition it belongs to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ObjectChunk {
@@ -282,7 +291,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn forget_objects(&self, keys: Vec<String>) -> Result<()>;
     /// Committed write-ahead objects not sealed yet, oldest first, together
     /// at most `max_bytes` (at least one if there is any) and `limit`.
-    async fn unsealed_objects(&self, max_bytes: u64, limit: usize) -> Result<Vec<(String, u64)>>;
+    async fn unsealed_objects(&self, max_bytes: u64, limit: usize) -> Result<UnsealedObjects>;
     /// The chunks stored in these objects.
     async fn object_chunks(&self, keys: Vec<String>) -> Result<Vec<ObjectChunk>>;
     /// ONE transaction: records the sealed objects and, for each new chunk

@@ -59,6 +59,9 @@ pub struct CleanupPolicy {
     pub delete_retention_ms: i64,
     pub min_compaction_lag_ms: i64,
     pub min_cleanable_dirty_ratio: f64,
+    /// `segment.bytes`: sealed chunks are merged up to the smaller of this
+    /// and `seal.segment_target_bytes`.
+    pub segment_bytes: i64,
 }
 
 /// A topic's policy, from its config overrides and the broker's defaults.
@@ -419,6 +422,7 @@ mod tests {
             delete_retention_ms: 0,
             min_compaction_lag_ms: 0,
             min_cleanable_dirty_ratio: 0.5,
+            segment_bytes: 1 << 30,
         }
     }
 

@@ -315,3 +315,83 @@ async fn cold_catch_up(store: Store) {
         "it was read from the store"
     );
 }
+
+/// Under load sealing runs on volume, not on the clock: with an hour-long
+/// interval, every full `seal.cycle_bytes` of write-ahead data is sealed as
+/// soon as it is pending, each partition's share of a cycle becomes one
+/// segment (no small remainders), and less than one cycle stays behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_cycles_are_sealed_as_soon_as_they_are_pending() {
+    const CYCLE: u64 = 1 << 20;
+    let broker = Store::embedded().start_broker(&[
+        "--seal-interval-ms",
+        "3600000",
+        "--seal-cycle-bytes",
+        &CYCLE.to_string(),
+        "--seal-own-segment-bytes",
+        "50000",
+        "--seal-segment-target-bytes",
+        "50000",
+    ]);
+    broker.create_topic("tier", 4).await;
+    // ~6 MB over 4 partitions, interleaved as a busy topic's would be, in
+    // write-ahead objects much smaller than a cycle.
+    let producer = broker.producer(&[("linger.ms", "5"), ("compression.type", "none")]);
+    let value = "v".repeat(1_000);
+    let per_partition = 1_500;
+    for _ in 0..per_partition / 10 {
+        let sends: Vec<_> = (0..40)
+            .map(|i| {
+                producer.send(
+                    FutureRecord::<(), _>::to("tier")
+                        .partition(i % 4)
+                        .payload(&value),
+                    Duration::from_secs(30),
+                )
+            })
+            .collect();
+        for delivered in futures::future::join_all(sends).await {
+            delivered.expect("delivered");
+        }
+    }
+    let unsealed = |broker: &TestBroker| -> u64 {
+        (0..4)
+            .flat_map(|p| extents(broker, "tier", p))
+            .filter(|(_, key)| key.starts_with("wal/"))
+            .map(|(bytes, _)| bytes)
+            .sum()
+    };
+    eventually(
+        Duration::from_secs(30),
+        || unsealed(&broker) < CYCLE,
+        || {
+            format!(
+                "{} write-ahead bytes still unsealed, more than one cycle\n{}",
+                unsealed(&broker),
+                broker.log(1)
+            )
+        },
+    )
+    .await;
+    for partition in 0..4 {
+        let sealed: Vec<u64> = extents(&broker, "tier", partition)
+            .into_iter()
+            .filter(|(_, key)| !key.starts_with("wal/"))
+            .map(|(bytes, _)| bytes)
+            .collect();
+        // A quarter of a 1 MiB cycle each (262 KB), less at most one
+        // write-ahead object's share; a remainder cycle would leave much
+        // smaller ones.
+        assert!(
+            sealed.len() >= 4 && sealed.iter().all(|b| *b >= 200_000),
+            "partition {partition}: sealed chunk sizes {sealed:?}"
+        );
+        assert_eq!(
+            broker
+                .consume_all("tier", partition, Offset::Beginning)
+                .len(),
+            per_partition as usize,
+            "partition {partition}"
+        );
+    }
+}

@@ -8,7 +8,7 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::{now_ms, parse_topic_id};
 use crate::metadata::{
-    ChunkRecord, MetadataError, ObjectChunk, Result, SealedObject, UploadIntent,
+    ChunkRecord, MetadataError, ObjectChunk, Result, SealedObject, UnsealedObjects, UploadIntent,
 };
 
 /// Removes the upload intent of an object being committed; fails if it is
@@ -155,21 +155,23 @@ pub(super) fn unsealed_objects(
     conn: &Connection,
     max_bytes: u64,
     limit: usize,
-) -> Result<Vec<(String, u64)>> {
+) -> Result<UnsealedObjects> {
     let mut stmt = conn.prepare_cached(
         "SELECT object_key, size FROM objects WHERE kind = 0 AND retired_ms IS NULL
          ORDER BY rowid LIMIT ?1",
     )?;
-    let mut rows = stmt.query(params![limit as i64])?;
-    let mut out = Vec::new();
+    // One row past `limit` tells whether more follow.
+    let mut rows = stmt.query(params![limit.saturating_add(1) as i64])?;
+    let mut out = UnsealedObjects::default();
     let mut total = 0u64;
     while let Some(row) = rows.next()? {
         let size = row.get::<_, i64>(1)?.max(0) as u64;
-        if !out.is_empty() && total + size > max_bytes {
+        if out.objects.len() >= limit || (!out.objects.is_empty() && total + size > max_bytes) {
+            out.more = true;
             break;
         }
         total += size;
-        out.push((row.get(0)?, size));
+        out.objects.push((row.get(0)?, size));
     }
     Ok(out)
 }

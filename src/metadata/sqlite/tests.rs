@@ -322,8 +322,13 @@ async fn intents_sealing_swap_and_retirement() {
         .expect("doom");
     assert_eq!(doomed, vec!["s2".to_string(), "old".to_string()]);
     let unsealed = store.unsealed_objects(250, 10).await.expect("unsealed");
+    assert!(unsealed.more, "w3 is left for the next cycle");
     assert_eq!(
-        unsealed.iter().map(|(k, _)| k.as_str()).collect::<Vec<_>>(),
+        unsealed
+            .objects
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .collect::<Vec<_>>(),
         ["w1", "w2"],
         "oldest first, within the byte budget"
     );
@@ -396,7 +401,10 @@ async fn intents_sealing_swap_and_retirement() {
     assert!(store.retired_objects(0, 10).await.expect("r").is_empty());
     assert_eq!(
         store.unsealed_objects(1 << 20, 10).await.expect("u"),
-        vec![("w3".to_string(), 100)]
+        UnsealedObjects {
+            objects: vec![("w3".to_string(), 100)],
+            more: false
+        }
     );
     store
         .forget_objects(vec!["w1".into(), "w3".into()])

@@ -282,6 +282,7 @@ impl WalWriter {
             .record(put_took, commit_took, object.bytes.len() as u64);
         // Durable now: make it readable, tail first from the cache.
         self.cache.insert_object(&object.key_str, &object.bytes);
+        self.backlog.committed(object.bytes.len() as u64);
         // `chunks` and `outcomes` are in the order of `buffer.partitions`.
         for ((part, commit), outcome) in buffer.partitions.iter().zip(object.chunks).zip(&outcomes)
         {

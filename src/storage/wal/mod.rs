@@ -54,6 +54,7 @@ use super::metrics::FlushMetrics;
 use super::object::ObjectStorage;
 use super::partition::PartitionLog;
 use super::producers::{self, SequenceCheck, SequenceError};
+use super::sealer::SealBacklog;
 use crate::metadata::{MetadataStore, ProducerStateRecord, TopicId};
 use crate::protocol::batch::{BatchesSummary, ProducerBatch, assign_offsets};
 
@@ -158,6 +159,8 @@ pub struct WalWriter {
     metadata: Arc<dyn MetadataStore>,
     cache: Arc<BlockCache>,
     metrics: FlushMetrics,
+    /// Told what each flush commits, so the sealer knows when to run.
+    backlog: Arc<SealBacklog>,
 }
 
 fn now_ms() -> u64 {
@@ -183,6 +186,7 @@ impl WalWriter {
         metadata: Arc<dyn MetadataStore>,
         cache: Arc<BlockCache>,
         intents: Arc<Intents>,
+        backlog: Arc<SealBacklog>,
     ) -> Arc<Self> {
         let FlushSettings {
             flush_bytes,
@@ -206,6 +210,7 @@ impl WalWriter {
             metadata,
             cache,
             metrics: FlushMetrics::default(),
+            backlog,
         })
     }
 

@@ -1,8 +1,12 @@
 //! The sealer: rewrites write-ahead (L0) objects by partition, so that what
 //! the broker keeps per partition is bounded by its data, not by time.
 //!
-//! Every `seal_interval` (or as soon as `seal_cycle_bytes` of committed
-//! write-ahead data are pending), one cycle:
+//! As soon as `seal_cycle_bytes` of committed write-ahead data are pending
+//! (the writer counts them in `SealBacklog`), one full cycle, and every
+//! `seal_interval` one cycle of whatever is pending. Under load cycles are
+//! full, so a partition's segment holds its share of `seal_cycle_bytes`
+//! (and a cycle never leaves a small remainder to be sealed, then merged);
+//! the interval bounds how long data stays in the write-ahead tier. A cycle:
 //! 1. takes the oldest committed, unsealed write-ahead objects, together at
 //!    most `seal_cycle_bytes` (which bounds the memory a cycle holds), and
 //!    the chunks they hold;
@@ -26,8 +30,11 @@
 //! A crash anywhere leaves either the old rows or the new ones: outputs
 //! whose swap did not happen are orphans the collector removes.
 
+mod merge;
+
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -66,6 +73,8 @@ pub struct SealReport {
     pub chunks_replaced: usize,
     pub chunks_written: usize,
     pub merges: usize,
+    /// More write-ahead data was pending than this cycle took.
+    pub more: bool,
 }
 
 pub struct Sealer {
@@ -77,8 +86,49 @@ pub struct Sealer {
     pub config: SealerConfig,
     /// Retention and compaction, run between sealing cycles.
     pub cleaner: CleanerSettings,
-    /// Woken by the writer when enough unsealed data is pending.
-    pub kick: Arc<Notify>,
+    /// Counted by the writer; wakes the sealer when a full cycle is pending.
+    pub backlog: Arc<SealBacklog>,
+}
+
+/// Committed write-ahead bytes not sealed yet, as a hint: the writer adds
+/// what each flush commits and wakes the sealer once a full cycle is
+/// pending; the sealer takes off what it seals, and sets it to what it
+/// found when the hint was wrong (after a restart it starts at zero, and
+/// the interval's cycle finds what is there).
+pub struct SealBacklog {
+    pending: AtomicU64,
+    cycle_bytes: u64,
+    ready: Notify,
+}
+
+impl SealBacklog {
+    pub fn new(cycle_bytes: u64) -> Arc<Self> {
+        Arc::new(Self {
+            pending: AtomicU64::new(0),
+            cycle_bytes: cycle_bytes.max(1),
+            ready: Notify::new(),
+        })
+    }
+
+    /// A flush committed `bytes` of write-ahead data.
+    pub fn committed(&self, bytes: u64) {
+        let before = self.pending.fetch_add(bytes, Ordering::Relaxed);
+        if before.saturating_add(bytes) >= self.cycle_bytes {
+            self.ready.notify_one();
+        }
+    }
+
+    fn sealed(&self, bytes: u64) {
+        let _ = self
+            .pending
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |p| {
+                Some(p.saturating_sub(bytes))
+            });
+    }
+
+    fn found(&self, bytes: u64) {
+        self.pending.store(bytes, Ordering::Relaxed);
+    }
 }
 
 /// One partition's contiguous run of chunks, rewritten into one section.
@@ -145,46 +195,6 @@ fn runs(chunks: Vec<ObjectChunk>) -> Vec<Run> {
     out
 }
 
-/// A chunk's size class for merging: powers of 4 from 1 KiB.
-fn tier(bytes: u64) -> u32 {
-    (bytes.max(1024) / 1024).ilog2() / 2
-}
-
-/// Small sealed chunks a partition may keep before any 4 adjacent ones are
-/// merged whatever their size classes.
-const MAX_SMALL_CHUNKS: usize = 12;
-
-/// The next merge of a partition's chunks: the oldest 4 adjacent sealed
-/// chunks of one tier, each below `target` (write-ahead chunks, the
-/// unsealed tail, are never merged). Size classes alone can leave small
-/// chunks of mixed classes that never merge (20, 20, 20, 80, 80, 80 KiB,
-/// repeated); once a partition has more than `MAX_SMALL_CHUNKS` small
-/// chunks, its oldest 4 adjacent small ones are merged, so its rows stay
-/// bounded by its retained bytes over `target` plus a constant.
-fn mergeable(chunks: &[ChunkRecord], target: u64) -> Option<Vec<ChunkRecord>> {
-    const FAN_IN: usize = 4;
-    let small = |c: &ChunkRecord| c.index_len > 0 && c.byte_len < target;
-    let contiguous = |w: &[ChunkRecord]| {
-        w.windows(2)
-            .all(|p| p[0].last_offset + 1 == p[1].base_offset)
-    };
-    let by_tier = chunks.windows(FAN_IN).find(|w| {
-        w.iter()
-            .all(|c| small(c) && tier(c.byte_len) == tier(w[0].byte_len))
-            && contiguous(w)
-    });
-    if let Some(w) = by_tier {
-        return Some(w.to_vec());
-    }
-    if chunks.iter().filter(|c| small(c)).count() <= MAX_SMALL_CHUNKS {
-        return None;
-    }
-    chunks
-        .windows(FAN_IN)
-        .find(|w| w.iter().all(small) && contiguous(w))
-        .map(<[ChunkRecord]>::to_vec)
-}
-
 /// Groups a cycle's chunks into runs and lays out the output objects:
 /// one segment per run of at least `own_segment_bytes`, one shared object
 /// for the rest.
@@ -239,16 +249,22 @@ fn build_outputs(
 }
 
 impl Sealer {
-    /// One cycle (see the module header); a report of what it did.
-    pub async fn seal_once(&self) -> anyhow::Result<SealReport> {
+    /// One cycle (see the module header) of whatever is pending, or, if
+    /// `full_only`, only if a full `seal_cycle_bytes` is; a report of what
+    /// it did.
+    pub async fn seal_once(&self, full_only: bool) -> anyhow::Result<SealReport> {
         let mut report = SealReport::default();
-        let inputs = self
+        let unsealed = self
             .metadata
             .unsealed_objects(self.config.seal_cycle_bytes, 100_000)
             .await?;
-        if inputs.is_empty() {
+        let inputs = unsealed.objects;
+        if inputs.is_empty() || (full_only && !unsealed.more) {
+            self.backlog
+                .found(inputs.iter().map(|(_, size)| size).sum());
             return Ok(report);
         }
+        report.more = unsealed.more;
         report.inputs = inputs.len();
         report.input_bytes = inputs.iter().map(|(_, size)| size).sum();
         let chunks = self
@@ -281,6 +297,7 @@ impl Sealer {
             "sealing cycle read and built"
         );
         self.write_and_swap(outputs, &mut report).await?;
+        self.backlog.sealed(report.input_bytes);
         Ok(report)
     }
 
@@ -383,51 +400,8 @@ impl Sealer {
         Ok(swapped)
     }
 
-    /// Merges small sealed chunks of each partition, size-tiered: a chunk's
-    /// tier is its size class (powers of 4 from 1 KiB); 4 adjacent sealed
-    /// chunks of one tier, each below `segment_target_bytes`, become one
-    /// segment (a tier up). As in a binary counter, a partition keeps at
-    /// most 3 small chunks per tier, so its rows are bounded by its retained
-    /// bytes over the target plus a few per tier, and a byte is rewritten
-    /// at most once per tier it climbs (a busy partition's chunks start high).
-    pub async fn merge_once(&self) -> anyhow::Result<SealReport> {
-        let mut report = SealReport::default();
-        let target = self.config.segment_target_bytes.max(1);
-        for topic in self.catalog.all() {
-            for log in topic.partitions.iter().filter(|log| log.chunk_count() >= 4) {
-                // Until nothing is left to merge (each merge removes 3 rows).
-                while let Some(group) = mergeable(&log.chunks_in(log.log_start_offset()), target) {
-                    let mut parts = Vec::with_capacity(group.len());
-                    for c in &group {
-                        parts.push(self.read_chunk(c).await?);
-                    }
-                    let mut builder = ObjectBuilder::new(self.config.index_interval_bytes);
-                    let section = builder.add_section(log.topic_id, log.partition, parts);
-                    let run = Run {
-                        topic_id: log.topic_id,
-                        partition: log.partition,
-                        bytes: section.data_len,
-                        chunks: group,
-                    };
-                    let key = paths::new_segment(log.topic_id, log.partition, section.base_offset);
-                    let applied = self
-                        .write_and_swap(
-                            vec![(key, ObjectKind::Segment, builder, vec![(run, section)])],
-                            &mut report,
-                        )
-                        .await?;
-                    report.merges += applied;
-                    if applied == 0 {
-                        break; // the chunks changed meanwhile: next round
-                    }
-                }
-            }
-        }
-        Ok(report)
-    }
-
-    /// Seals every `seal_interval`, or when kicked, until `shutdown`; a
-    /// cycle that took a full `seal_cycle_bytes` is followed by another.
+    /// Seals every `seal_interval`, and whenever a full cycle is pending,
+    /// until `shutdown`.
     /// Between cycles, compacts every `cleaner.backoff` and enforces
     /// retention every `cleaner.retention_check_interval`.
     pub async fn run(self, shutdown: CancellationToken) {
@@ -438,14 +412,14 @@ impl Sealer {
         let mut next_retention = start + self.cleaner.retention_check_interval;
         loop {
             let wake = next_seal.min(next_compaction).min(next_retention);
-            let kicked = tokio::select! {
+            let full = tokio::select! {
                 _ = tokio::time::sleep_until(wake) => false,
-                _ = self.kick.notified() => true,
+                _ = self.backlog.ready.notified() => true,
                 _ = shutdown.cancelled() => return,
             };
             let now = Instant::now();
-            if kicked || now >= next_seal {
-                self.seal_and_merge(&shutdown).await;
+            if full || now >= next_seal {
+                self.seal_and_merge(now < next_seal, &shutdown).await;
                 next_seal = Instant::now() + self.config.seal_interval;
             }
             if now >= next_retention {
@@ -476,18 +450,19 @@ impl Sealer {
         }
     }
 
-    async fn seal_and_merge(&self, shutdown: &CancellationToken) {
+    /// Seals (one cycle of whatever is pending unless `full_only`, then
+    /// full cycles while there are), then merges.
+    async fn seal_and_merge(&self, mut full_only: bool, shutdown: &CancellationToken) {
         loop {
-            match self.seal_once().await {
+            match self.seal_once(full_only).await {
                 Ok(report) => {
                     if report.inputs > 0 {
                         tracing::debug!(?report, "sealed write-ahead objects");
                     }
-                    if report.input_bytes < self.config.seal_cycle_bytes / 2
-                        || shutdown.is_cancelled()
-                    {
+                    if !report.more || shutdown.is_cancelled() {
                         break;
                     }
+                    full_only = true;
                 }
                 Err(error) => {
                     tracing::warn!(error = format!("{error:#}"), "sealing failed; will retry");
@@ -511,59 +486,6 @@ impl Sealer {
 mod tests {
     use super::*;
     use crate::metadata::test_chunk as chunk;
-
-    #[test]
-    fn merges_take_four_adjacent_sealed_chunks_of_one_size_class() {
-        let sized = |base: i64, len: u64, index_len: u64| ChunkRecord {
-            byte_len: len,
-            index_len,
-            ..chunk(base, base, "s")
-        };
-        // Tiers: 64 KiB and 100 KiB are class 3, 300 KiB class 4.
-        let chunks = vec![
-            sized(0, 300 << 10, 40),
-            sized(1, 64 << 10, 20),
-            sized(2, 100 << 10, 20),
-            sized(3, 64 << 10, 20),
-            sized(4, 64 << 10, 20),
-            sized(5, 64 << 10, 0), // unsealed: never merged
-        ];
-        let group = mergeable(&chunks, 1 << 20).expect("a group");
-        assert_eq!(
-            group.iter().map(|c| c.base_offset).collect::<Vec<_>>(),
-            [1, 2, 3, 4]
-        );
-        // At or above the target: final.
-        assert!(mergeable(&chunks, 64 << 10).is_none());
-        assert!(
-            mergeable(&chunks[..4], 1 << 20).is_none(),
-            "three of a class wait"
-        );
-    }
-
-    #[test]
-    fn small_chunks_of_mixed_classes_cannot_pile_up() {
-        // 20, 20, 20, 80, 80, 80 KiB repeated: no 4 of a class are adjacent.
-        let mut chunks: Vec<ChunkRecord> = (0..12)
-            .map(|i| ChunkRecord {
-                byte_len: if i % 6 < 3 { 20 << 10 } else { 80 << 10 },
-                index_len: 20,
-                ..chunk(i, i, "s")
-            })
-            .collect();
-        assert!(mergeable(&chunks, 1 << 20).is_none(), "12 may stay");
-        chunks.push(ChunkRecord {
-            byte_len: 20 << 10,
-            index_len: 20,
-            ..chunk(12, 12, "s")
-        });
-        let group = mergeable(&chunks, 1 << 20).expect("13 small chunks merge");
-        assert_eq!(
-            group.iter().map(|c| c.base_offset).collect::<Vec<_>>(),
-            [0, 1, 2, 3],
-            "the oldest adjacent ones"
-        );
-    }
 
     #[test]
     fn runs_are_contiguous_per_partition() {

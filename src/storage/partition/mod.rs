@@ -1,0 +1,283 @@
+//! One partition's committed log as the broker holds it in memory: the chunk
+//! index (offset range -> byte range of an object), the high watermark and a
+//! watch channel that long-polling fetches wait on.
+//!
+//! It also holds the committed state of the idempotent producers that wrote
+//! to the partition (see `producers`); the write buffer keeps what is not
+//! committed yet.
+//!
+//! Invariant: the index holds exactly the chunks committed to the metadata
+//! store, contiguous from the log start offset to the high watermark; nothing
+//! at or above the high watermark is ever readable.
+
+mod read;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use thiserror::Error;
+use tokio::sync::watch;
+
+use crate::metadata::{ChunkRecord, ProducerStateRecord, TopicId};
+
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error("offset {offset} is outside the log range {start}..{end}")]
+    OutOfRange { offset: i64, start: i64, end: i64 },
+    #[error("no chunk holds offset {0}")]
+    Missing(i64),
+    #[error("cannot read offset {offset}: {source}")]
+    Storage { offset: i64, source: anyhow::Error },
+}
+
+pub struct PartitionLog {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    index: RwLock<BTreeMap<i64, ChunkRecord>>,
+    log_start: AtomicI64,
+    /// Compacted topics: offsets below this have been compacted once.
+    clean_offset: AtomicI64,
+    leader_epoch: AtomicI32,
+    high_watermark: watch::Sender<i64>,
+    /// Shared by every partition of the topic: counts their commits, so a
+    /// fetch over many partitions waits on one receiver instead of one per
+    /// partition.
+    topic_commits: Arc<watch::Sender<u64>>,
+    /// Where the last read ended, so a consumer reading on finds its next
+    /// batch without walking the chunk's headers from the start.
+    cursor: Mutex<Option<ReadCursor>>,
+    /// Committed idempotent producer state, by producer id.
+    producers: Mutex<HashMap<i64, ProducerStateRecord>>,
+}
+
+#[derive(Debug, Clone)]
+struct ReadCursor {
+    /// The chunk's object: a chunk sealed meanwhile starts at the same
+    /// offset in another object, at other byte positions.
+    object_key: Arc<str>,
+    chunk_base: i64,
+    next_offset: i64,
+    /// Byte position, in the chunk's object, of the batch holding
+    /// `next_offset`.
+    byte_pos: u64,
+}
+
+/// The commit signal the partitions of one topic share.
+pub fn topic_commits() -> Arc<watch::Sender<u64>> {
+    Arc::new(watch::Sender::new(0))
+}
+
+impl PartitionLog {
+    pub fn new(
+        topic_id: TopicId,
+        partition: i32,
+        leader_epoch: i32,
+        log_start: i64,
+        high_watermark: i64,
+        chunks: Vec<ChunkRecord>,
+        topic_commits: Arc<watch::Sender<u64>>,
+    ) -> Self {
+        let index = chunks.into_iter().map(|c| (c.base_offset, c)).collect();
+        Self {
+            topic_id,
+            partition,
+            index: RwLock::new(index),
+            log_start: AtomicI64::new(log_start),
+            clean_offset: AtomicI64::new(0),
+            leader_epoch: AtomicI32::new(leader_epoch),
+            high_watermark: watch::Sender::new(high_watermark),
+            topic_commits,
+            cursor: Mutex::new(None),
+            producers: Mutex::default(),
+        }
+    }
+
+    pub fn high_watermark(&self) -> i64 {
+        *self.high_watermark.borrow()
+    }
+    pub fn log_start_offset(&self) -> i64 {
+        self.log_start.load(Ordering::Acquire)
+    }
+    pub fn leader_epoch(&self) -> i32 {
+        self.leader_epoch.load(Ordering::Acquire)
+    }
+    /// Moves the log start offset up to `offset` (stored first by the
+    /// caller, with the chunks below it removed) and forgets the chunks
+    /// wholly below it. Readers that looked one up still read its object,
+    /// deleted only after the collector's grace period.
+    pub fn advance_log_start(&self, offset: i64) {
+        // Under the index lock, so that a swap applied concurrently
+        // (`replace_chunks`) sees either the old start or the new one and
+        // its chunks.
+        let Ok(mut index) = self.index.write() else {
+            return;
+        };
+        let start = self
+            .log_start
+            .fetch_max(offset, Ordering::AcqRel)
+            .max(offset);
+        let below: Vec<i64> = index
+            .range(..start)
+            .filter(|(_, c)| c.last_offset < start)
+            .map(|(base, _)| *base)
+            .collect();
+        for base in below {
+            index.remove(&base);
+        }
+    }
+
+    /// Compacted topics: the offset below which the log has been compacted.
+    pub fn clean_offset(&self) -> i64 {
+        self.clean_offset.load(Ordering::Acquire)
+    }
+    /// Records the clean offset (stored first by the caller).
+    pub fn set_clean_offset(&self, offset: i64) {
+        self.clean_offset.fetch_max(offset, Ordering::AcqRel);
+    }
+
+    /// The commit signal shared by the topic's partitions (for new ones).
+    pub fn topic_commits(&self) -> Arc<watch::Sender<u64>> {
+        Arc::clone(&self.topic_commits)
+    }
+
+    /// A receiver that wakes up whenever the high watermark moves.
+    pub fn subscribe(&self) -> watch::Receiver<i64> {
+        self.high_watermark.subscribe()
+    }
+
+    /// A receiver that wakes up whenever any partition of this topic
+    /// commits.
+    pub fn subscribe_topic(&self) -> watch::Receiver<u64> {
+        self.topic_commits.subscribe()
+    }
+
+    /// Makes a chunk just committed to the metadata store readable.
+    pub fn apply_commit(&self, chunk: ChunkRecord) {
+        let next = chunk.last_offset + 1;
+        debug_assert_eq!(
+            chunk.base_offset,
+            self.high_watermark(),
+            "commits apply in order"
+        );
+        if let Ok(mut index) = self.index.write() {
+            // The sealer may have swapped this chunk already (it seals what
+            // the store has committed, which can be a moment ahead of this
+            // call): then the sealed chunk already covers its offsets.
+            let sealed = index
+                .range(..=chunk.base_offset)
+                .next_back()
+                .is_some_and(|(_, c)| c.last_offset >= chunk.base_offset);
+            if !sealed {
+                index.insert(chunk.base_offset, chunk);
+            }
+        }
+        self.high_watermark.send_replace(next);
+        self.topic_commits.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Swaps the chunks covering `chunk`'s offsets for it (the sealer's
+    /// swap, already committed to the metadata store). Offsets and the high
+    /// watermark do not change; readers holding a replaced chunk still read
+    /// its object, which is deleted only after a grace period.
+    pub fn replace_chunks(&self, chunk: ChunkRecord) {
+        if let Ok(mut index) = self.index.write() {
+            // Retention or DeleteRecords removed these offsets meanwhile
+            // (the store removed the new row with them).
+            if chunk.last_offset < self.log_start_offset() {
+                return;
+            }
+            let replaced: Vec<i64> = index
+                .range(chunk.base_offset..=chunk.last_offset)
+                .map(|(base, _)| *base)
+                .collect();
+            for base in replaced {
+                index.remove(&base);
+            }
+            index.insert(chunk.base_offset, chunk);
+        }
+    }
+
+    /// The chunks holding offsets from `from` on, in order.
+    pub fn chunks_in(&self, from: i64) -> Vec<ChunkRecord> {
+        let Ok(index) = self.index.read() else {
+            return Vec::new();
+        };
+        let first = index
+            .range(..=from)
+            .next_back()
+            .map(|(base, _)| *base)
+            .unwrap_or(from);
+        index.range(first..).map(|(_, c)| c.clone()).collect()
+    }
+
+    /// How many chunks the in-memory index holds.
+    pub fn chunk_count(&self) -> usize {
+        self.index.read().map(|index| index.len()).unwrap_or(0)
+    }
+
+    /// A producer's committed state here, if it has any.
+    pub fn producer(&self, producer_id: i64) -> Option<ProducerStateRecord> {
+        self.producers.lock().ok()?.get(&producer_id).cloned()
+    }
+
+    /// Records producer states committed with a chunk (or loaded at start).
+    pub fn apply_producers(&self, states: &[ProducerStateRecord]) {
+        if states.is_empty() {
+            return;
+        }
+        if let Ok(mut producers) = self.producers.lock() {
+            for state in states {
+                producers.insert(state.producer_id, state.clone());
+            }
+        }
+    }
+
+    /// Every producer with committed state here, by producer id.
+    pub fn producers(&self) -> Vec<ProducerStateRecord> {
+        let mut all: Vec<_> = self
+            .producers
+            .lock()
+            .map(|p| p.values().cloned().collect())
+            .unwrap_or_default();
+        all.sort_by_key(|p| p.producer_id);
+        all
+    }
+
+    /// Forgets producers whose last write here is older than `before_ms`.
+    pub fn expire_producers(&self, before_ms: i64) -> usize {
+        let Ok(mut producers) = self.producers.lock() else {
+            return 0;
+        };
+        let before = producers.len();
+        producers.retain(|_, state| state.last_append_ms >= before_ms);
+        before - producers.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metadata::test_chunk as chunk;
+
+    /// The sealer seals what the store committed, which can be ahead of
+    /// the in-memory commit: a sealed chunk swapped in first is kept when
+    /// the write-ahead chunk it covers is applied after it.
+    #[test]
+    fn a_seal_ahead_of_its_commit_is_kept() {
+        let topic = TopicId(uuid::Uuid::from_u128(1));
+        let log = PartitionLog::new(topic, 0, 0, 0, 0, Vec::new(), topic_commits());
+        log.apply_commit(chunk(0, 9, "w1"));
+        log.replace_chunks(chunk(0, 19, "s1"));
+        log.apply_commit(chunk(10, 19, "w2"));
+        assert_eq!(log.high_watermark(), 20);
+        let keys: Vec<_> = log
+            .chunks_in(0)
+            .iter()
+            .map(|c| (c.base_offset, c.object_key.to_string()))
+            .collect();
+        assert_eq!(keys, [(0, "s1".to_string())]);
+        log.apply_commit(chunk(20, 29, "w3"));
+        assert_eq!(log.chunk_count(), 2);
+    }
+}
