@@ -312,6 +312,11 @@ def print_summary(s, out):
         p = r["produce_latency_ms"]
         return f"p50 {p['p50']:.1f} / p99 {p['p99']:.1f} / max {p['max']:.0f} ms, {r['throughput_mb_per_sec']:.2f} MB/s"
 
+    minutes = [m["p99"] for m in g.get("produce_latency_by_minute_ms", [])]
+    blocks = [minutes[i:i + 10] for i in range(0, len(minutes), 10)]
+    by_block = ", ".join(f"{max(block):.0f}" for block in blocks) or "-"
+    median = sorted(minutes)[len(minutes) // 2] if minutes else 0
+
     print(f"""
 ## Bounded growth: {s['minutes']:g} min at {s['rate']} records/s x {s['record_bytes']} B, {s['partitions']} partitions ({out.name})
 
@@ -319,6 +324,8 @@ def print_summary(s, out):
 |---|---|
 | produce latency without sealing ({b['duration_secs']} s) | {lat(b)} |
 | produce latency with sealing (whole run) | {lat(g)} |
+| produce p99 per minute with sealing: min / median / max | {min(minutes, default=0):.1f} / {median:.1f} / {max(minutes, default=0):.1f} ms |
+| worst minute's p99 in each 10 minutes | {by_block} ms |
 | ingested (write-ahead bytes) | {f['ingested_bytes'] / 1e9:.2f} GB |
 | chunk rows at the end (largest partition) | {f['chunk_rows']} ({f['max_rows_per_partition']}) |
 | chunk rows, second half (min-max) | {s.get('second_half_chunk_rows')} |

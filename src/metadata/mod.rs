@@ -296,10 +296,21 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn object_chunks(&self, keys: Vec<String>) -> Result<Vec<ObjectChunk>>;
     /// ONE transaction: records the sealed objects and, for each new chunk
     /// whose replaced chunks all still exist, swaps them for it (a chunk
-    /// whose partition or replaced chunks are gone is skipped). Objects
-    /// left without chunks are retired. Each output needs its upload
-    /// intent. Returns, per object and chunk, whether it was applied.
-    async fn replace_chunks(&self, objects: Vec<SealedObject>) -> Result<Vec<Vec<bool>>>;
+    /// whose partition or replaced chunks are gone is skipped). Outputs
+    /// left without chunks are retired, and, if `retire_replaced`, the
+    /// replaced objects left without chunks (a sealing cycle leaves that to
+    /// one `retire_unreferenced` after its swaps: its write-ahead objects
+    /// hold chunks of many partitions, and checking all of them in every
+    /// swap made each swap hold the store's writer several times longer).
+    /// Each output needs its upload intent. Returns, per object and chunk,
+    /// whether it was applied.
+    async fn replace_chunks(
+        &self,
+        objects: Vec<SealedObject>,
+        retire_replaced: bool,
+    ) -> Result<Vec<Vec<bool>>>;
+    /// Retires those of these objects that no chunk references.
+    async fn retire_unreferenced(&self, keys: Vec<String>) -> Result<()>;
 
     /// Writes a group's offsets in one transaction. Returns, per offset,
     /// whether it was written: false if its partition no longer exists (its

@@ -371,6 +371,7 @@ impl Sealer {
             let applied = self
                 .write_and_swap(
                     vec![(key, ObjectKind::Segment, builder, vec![(run, section)])],
+                    true,
                     &mut swap_report,
                 )
                 .await?;

@@ -127,6 +127,9 @@ struct Report {
     /// MB = 10^6 bytes of record values.
     throughput_mb_per_sec: f64,
     produce_latency_ms: Latency,
+    /// The same for each minute of the measurement (by intended send time).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    produce_latency_by_minute_ms: Vec<Latency>,
     /// From the intended send time to a consumer holding the record.
     #[serde(skip_serializing_if = "Option::is_none")]
     end_to_end_latency_ms: Option<Latency>,
@@ -292,6 +295,7 @@ fn report(stats: &Stats, args: &BenchArgs, partitions: usize, broker: BrokerFigu
         throughput_records_per_sec: records_per_sec,
         throughput_mb_per_sec: records_per_sec * args.record_bytes as f64 / 1e6,
         produce_latency_ms: Latency::of(&stats.latency_us),
+        produce_latency_by_minute_ms: stats.by_minute_us.iter().map(Latency::of).collect(),
         end_to_end_latency_ms: None,
         end_to_end_records: None,
         broker,

@@ -196,6 +196,9 @@ pub(super) struct Stats {
     pub(super) first_error: Option<String>,
     /// Latency over the last progress interval, warmup included.
     recent_us: Histogram<u64>,
+    /// Latency of measured records by the minute they were due in, so a
+    /// long run shows whether latency drifts.
+    pub(super) by_minute_us: Vec<Histogram<u64>>,
 }
 
 impl Stats {
@@ -212,6 +215,7 @@ impl Stats {
             errors_total: 0,
             first_error: None,
             recent_us: histogram(),
+            by_minute_us: Vec::new(),
         }
     }
 
@@ -233,6 +237,12 @@ impl Stats {
         if measured {
             self.acked += 1;
             self.latency_us.saturating_record(micros.max(1));
+            let minute = (intended - self.schedule.measure_from).as_secs() / 60;
+            let minute = usize::try_from(minute).unwrap_or(usize::MAX).min(24 * 60);
+            while self.by_minute_us.len() <= minute {
+                self.by_minute_us.push(latency_histogram());
+            }
+            self.by_minute_us[minute].saturating_record(micros.max(1));
             self.first_ack = Some(self.first_ack.map_or(acked_at, |first| first.min(acked_at)));
             self.last_ack = self.last_ack.max(Some(acked_at));
         }

@@ -405,9 +405,23 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
-    async fn replace_chunks(&self, sealed: Vec<SealedObject>) -> Result<Vec<Vec<bool>>> {
-        self.with_conn(move |conn| objects::replace_chunks(conn, &sealed))
+    async fn replace_chunks(
+        &self,
+        sealed: Vec<SealedObject>,
+        retire_replaced: bool,
+    ) -> Result<Vec<Vec<bool>>> {
+        self.with_conn(move |conn| objects::replace_chunks(conn, &sealed, retire_replaced))
             .await
+    }
+
+    async fn retire_unreferenced(&self, keys: Vec<String>) -> Result<()> {
+        self.with_conn(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            objects::retire_if_unreferenced(&tx, keys.iter().map(String::as_str))?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await
     }
 
     async fn commit_offsets(

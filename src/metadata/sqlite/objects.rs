@@ -217,6 +217,7 @@ pub(super) fn object_chunks(conn: &Connection, keys: &[String]) -> Result<Vec<Ob
 pub(super) fn replace_chunks(
     conn: &mut Connection,
     objects: &[SealedObject],
+    retire_replaced: bool,
 ) -> Result<Vec<Vec<bool>>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut applied = Vec::with_capacity(objects.len());
@@ -225,17 +226,14 @@ pub(super) fn replace_chunks(
         let mut insert_object = tx.prepare_cached(
             "INSERT INTO objects (object_key, size, created_ms, kind) VALUES (?1, ?2, ?3, ?4)",
         )?;
-        // The rows in the new chunk's offset range, in order: they must be
-        // exactly the replaced chunks (one range read, one range delete,
-        // not a statement per replaced chunk).
-        let mut in_range = tx.prepare_cached(
-            "SELECT base_offset, last_offset, object_key FROM chunks
-             WHERE topic_id = ?1 AND partition = ?2 AND base_offset >= ?3 AND base_offset <= ?4
-             ORDER BY base_offset",
-        )?;
-        let mut delete = tx.prepare_cached(
+        // The rows in the new chunk's offset range are deleted and returned
+        // in one pass (not a read, then a delete, nor a statement per
+        // replaced chunk); they must be exactly the replaced chunks, else
+        // the delete is rolled back and the chunk skipped.
+        let mut take_range = tx.prepare_cached(
             "DELETE FROM chunks
-             WHERE topic_id = ?1 AND partition = ?2 AND base_offset >= ?3 AND base_offset <= ?4",
+             WHERE topic_id = ?1 AND partition = ?2 AND base_offset >= ?3 AND base_offset <= ?4
+             RETURNING base_offset, last_offset, object_key",
         )?;
         let mut insert_chunk = tx.prepare_cached(
             "INSERT INTO chunks (topic_id, partition, base_offset, last_offset, max_timestamp,
@@ -256,32 +254,34 @@ pub(super) fn replace_chunks(
                 // The replaced chunks must all still be there, exactly
                 // covering the new chunk's offsets.
                 let (first, last) = (sealed.chunk.base_offset, sealed.chunk.last_offset);
-                let mut rows = in_range.query(params![topic, sealed.partition, first, last])?;
+                tx.execute_batch("SAVEPOINT swap")?;
+                let mut taken: Vec<(i64, i64, String)> = take_range
+                    .query_map(params![topic, sealed.partition, first, last], |row| {
+                        Ok((row.get(0)?, row.get(1)?, row.get(2)?))
+                    })?
+                    .collect::<std::result::Result<_, _>>()?;
+                // RETURNING rows come in no particular order.
+                taken.sort_unstable_by_key(|(base, ..)| *base);
                 let mut next = first;
-                let mut wanted = sealed.replaces.iter();
-                let mut complete = !sealed.replaces.is_empty();
-                while let Some(row) = rows.next()? {
-                    let (base, row_last, key): (i64, i64, String) =
-                        (row.get(0)?, row.get(1)?, row.get(2)?);
-                    match wanted.next() {
-                        Some((want_key, want_base))
-                            if *want_base == base && base == next && **want_key == *key =>
-                        {
+                let exact = !taken.is_empty()
+                    && taken.len() == sealed.replaces.len()
+                    && taken.iter().zip(&sealed.replaces).all(
+                        |((base, row_last, key), (want_key, want_base))| {
+                            let ok = *want_base == *base && *base == next && **want_key == **key;
                             next = row_last + 1;
-                        }
-                        _ => {
-                            complete = false;
-                            break;
-                        }
-                    }
-                }
-                drop(rows);
-                if !complete || wanted.next().is_some() || next != last + 1 {
+                            ok
+                        },
+                    )
+                    && next == last + 1;
+                if !exact {
+                    tx.execute_batch("ROLLBACK TO swap; RELEASE swap")?;
                     flags.push(false);
                     continue;
                 }
-                delete.execute(params![topic, sealed.partition, first, last])?;
-                touched.extend(sealed.replaces.iter().map(|(key, _)| Arc::clone(key)));
+                tx.execute_batch("RELEASE swap")?;
+                if retire_replaced {
+                    touched.extend(sealed.replaces.iter().map(|(key, _)| Arc::clone(key)));
+                }
                 let c = &sealed.chunk;
                 insert_chunk.execute(params![
                     topic,

@@ -359,13 +359,13 @@ async fn intents_sealing_swap_and_retirement() {
     // A doomed output cannot be committed.
     assert!(matches!(
         store
-            .replace_chunks(vec![sealed("s2", vec![("w1", 0), ("w2", 10)], 19)])
+            .replace_chunks(vec![sealed("s2", vec![("w1", 0), ("w2", 10)], 19)], true)
             .await,
         Err(MetadataError::Fenced(_))
     ));
     // Replaced rows that do not cover the new chunk exactly: skipped.
     let applied = store
-        .replace_chunks(vec![sealed("s1", vec![("w1", 0)], 19)])
+        .replace_chunks(vec![sealed("s1", vec![("w1", 0)], 19)], true)
         .await
         .expect("swap");
     assert_eq!(applied, vec![vec![false]]);
@@ -378,10 +378,20 @@ async fn intents_sealing_swap_and_retirement() {
         .await
         .expect("intent");
     let applied = store
-        .replace_chunks(vec![sealed("s3", vec![("w1", 0), ("w2", 10)], 19)])
+        .replace_chunks(vec![sealed("s3", vec![("w1", 0), ("w2", 10)], 19)], false)
         .await
         .expect("swap");
     assert_eq!(applied, vec![vec![true]]);
+    // Replaced objects are left to `retire_unreferenced`, which retires
+    // only those no chunk references any more.
+    assert_eq!(
+        store.retired_objects(i64::MAX, 10).await.expect("r"),
+        ["s1"]
+    );
+    store
+        .retire_unreferenced(vec!["w1".into(), "w2".into(), "w3".into()])
+        .await
+        .expect("retire");
     let chunks = store.chunks(topic.id, 0).await.expect("chunks");
     assert_eq!(
         chunks

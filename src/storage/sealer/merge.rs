@@ -82,6 +82,7 @@ impl Sealer {
                     let applied = self
                         .write_and_swap(
                             vec![(key, ObjectKind::Segment, builder, vec![(run, section)])],
+                            true,
                             &mut report,
                         )
                         .await?;

@@ -296,7 +296,18 @@ impl Sealer {
             millis = began.elapsed().as_millis() as u64,
             "sealing cycle read and built"
         );
-        self.write_and_swap(outputs, &mut report).await?;
+        self.write_and_swap(outputs, false, &mut report).await?;
+        // The inputs left without chunks (all of them, unless a run was
+        // skipped), a thousand keys per transaction. An input a crash left
+        // unretired here is taken by the next cycle again, which finds no
+        // chunks in it and retires it.
+        for keys in inputs.chunks(1_000) {
+            let began = std::time::Instant::now();
+            self.metadata
+                .retire_unreferenced(keys.iter().map(|(key, _)| key.clone()).collect())
+                .await?;
+            tokio::time::sleep(began.elapsed().min(Duration::from_millis(100))).await;
+        }
         self.backlog.sealed(report.input_bytes);
         Ok(report)
     }
@@ -304,9 +315,11 @@ impl Sealer {
     /// Records the outputs' intents, PUTs them, swaps each one's chunks in
     /// one metadata transaction and applies the swaps in memory; returns how
     /// many new chunks took effect.
+    /// Replaced objects are retired in the swaps if `retire_replaced`.
     pub(super) async fn write_and_swap(
         &self,
         outputs: Vec<Output>,
+        retire_replaced: bool,
         report: &mut SealReport,
     ) -> anyhow::Result<usize> {
         let mut swapped = 0;
@@ -363,7 +376,10 @@ impl Sealer {
         let mut applied = Vec::with_capacity(sealed.len());
         for object in &sealed {
             let began = std::time::Instant::now();
-            let flags = self.metadata.replace_chunks(vec![object.clone()]).await?;
+            let flags = self
+                .metadata
+                .replace_chunks(vec![object.clone()], retire_replaced)
+                .await?;
             let took = began.elapsed();
             tracing::debug!(
                 object = %object.key,
