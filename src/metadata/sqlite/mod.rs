@@ -297,6 +297,8 @@ impl MetadataStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut outcomes = Vec::with_capacity(commit.chunks.len());
+            // The committed chunks' keys, which the sealer looks them up by.
+            let mut listed: Vec<(String, i32, i64)> = Vec::with_capacity(commit.chunks.len());
             for c in &commit.chunks {
                 let topic = c.topic_id.0.to_string();
                 let next = c.chunk.last_offset + 1;
@@ -344,12 +346,18 @@ impl MetadataStore for SqliteStore {
                 for state in &c.producers {
                     producers::upsert(&tx, c.topic_id, c.partition, state)?;
                 }
+                listed.push((topic, c.partition, c.chunk.base_offset));
                 outcomes.push(ChunkOutcome::Committed);
             }
             drop((advance, insert_chunk));
-            if !outcomes.contains(&ChunkOutcome::Committed) {
+            if listed.is_empty() {
                 // Every topic in it was deleted meanwhile.
                 objects::retire_if_unreferenced(&tx, [commit.object_key.as_str()])?;
+            } else {
+                let listed = serde_json::to_string(&listed)
+                    .map_err(|e| MetadataError::Backend(format!("encode chunk keys: {e}")))?;
+                tx.prepare_cached("UPDATE objects SET chunk_keys = ?1 WHERE object_key = ?2")?
+                    .execute(params![listed, commit.object_key])?;
             }
             tx.commit()?;
             Ok(outcomes)

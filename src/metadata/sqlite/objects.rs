@@ -42,7 +42,7 @@ pub(super) fn retire_if_unreferenced<'a>(
     let mut retire = tx.prepare_cached(
         "UPDATE objects SET retired_ms = ?1
          WHERE object_key IN (SELECT value FROM json_each(?2)) AND retired_ms IS NULL
-           AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = objects.object_key)",
+           AND refs <= 0",
     )?;
     retire.execute(params![now_ms(), keys])?;
     Ok(())
@@ -140,8 +140,7 @@ pub(super) fn forget_objects(conn: &mut Connection, keys: &[String]) -> Result<(
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     {
         let mut forget = tx.prepare_cached(
-            "DELETE FROM objects WHERE object_key = ?1 AND retired_ms IS NOT NULL
-               AND NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = ?1)",
+            "DELETE FROM objects WHERE object_key = ?1 AND retired_ms IS NOT NULL AND refs <= 0",
         )?;
         for key in keys {
             forget.execute(params![key])?;
@@ -176,39 +175,50 @@ pub(super) fn unsealed_objects(
     Ok(out)
 }
 
+/// The chunks still stored in these write-ahead objects, looked up by the
+/// keys each object lists (`chunk_keys`); a listed chunk replaced or
+/// deleted since is not there any more.
 pub(super) fn object_chunks(conn: &Connection, keys: &[String]) -> Result<Vec<ObjectChunk>> {
+    let mut listed = conn.prepare_cached(
+        "SELECT size, chunk_keys FROM objects WHERE object_key = ?1 AND kind = 0",
+    )?;
     let mut stmt = conn.prepare_cached(
-        "SELECT c.topic_id, c.partition, c.base_offset, c.last_offset, c.max_timestamp,
-                o.size, c.byte_start, c.byte_len, c.index_len
-         FROM chunks c JOIN objects o ON o.object_key = c.object_key
-         WHERE c.object_key = ?1 ORDER BY c.byte_start",
+        "SELECT last_offset, max_timestamp, byte_start, byte_len, index_len FROM chunks
+         WHERE topic_id = ?1 AND partition = ?2 AND base_offset = ?3 AND object_key = ?4",
     )?;
     let mut out = Vec::new();
     for key in keys {
+        let found: Option<(i64, Option<String>)> = listed
+            .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        let Some((size, Some(list))) = found else {
+            continue;
+        };
+        let list: Vec<(String, i32, i64)> = serde_json::from_str(&list)
+            .map_err(|e| MetadataError::Backend(format!("corrupt chunk list of {key}: {e}")))?;
         let object_key: Arc<str> = Arc::from(key.as_str());
-        let rows = stmt.query_map(params![key], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i32>(1)?,
-                ChunkRecord {
-                    base_offset: r.get(2)?,
-                    last_offset: r.get(3)?,
-                    max_timestamp: r.get(4)?,
-                    object_key: Arc::clone(&object_key),
-                    object_size: r.get::<_, i64>(5)? as u64,
-                    byte_start: r.get::<_, i64>(6)? as u64,
-                    byte_len: r.get::<_, i64>(7)? as u64,
-                    index_len: r.get::<_, i64>(8)? as u64,
-                },
-            ))
-        })?;
-        for row in rows {
-            let (topic, partition, chunk) = row?;
-            out.push(ObjectChunk {
-                topic_id: parse_topic_id(&topic)?,
-                partition,
-                chunk,
-            });
+        for (topic, partition, base_offset) in list {
+            let chunk = stmt
+                .query_row(params![topic, partition, base_offset, key], |r| {
+                    Ok(ChunkRecord {
+                        base_offset,
+                        last_offset: r.get(0)?,
+                        max_timestamp: r.get(1)?,
+                        object_key: Arc::clone(&object_key),
+                        object_size: size.max(0) as u64,
+                        byte_start: r.get::<_, i64>(2)? as u64,
+                        byte_len: r.get::<_, i64>(3)? as u64,
+                        index_len: r.get::<_, i64>(4)? as u64,
+                    })
+                })
+                .optional()?;
+            if let Some(chunk) = chunk {
+                out.push(ObjectChunk {
+                    topic_id: parse_topic_id(&topic)?,
+                    partition,
+                    chunk,
+                });
+            }
         }
     }
     Ok(out)

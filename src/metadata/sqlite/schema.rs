@@ -8,7 +8,9 @@ use rusqlite::{Connection, OptionalExtension};
 use crate::metadata::{MetadataError, Result};
 
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-const MIGRATIONS: &[&str] = &[SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5];
+pub(super) const MIGRATIONS: &[&str] = &[
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+];
 
 const SCHEMA_V1: &str = "
 CREATE TABLE cluster (
@@ -121,6 +123,57 @@ UPDATE objects SET retired_ms = created_ms
 /// checkpoint): offsets below it have been through a compaction pass.
 const SCHEMA_V5: &str = "
 ALTER TABLE partitions ADD COLUMN clean_offset INTEGER NOT NULL DEFAULT 0;
+";
+
+/// Cheap sealing swaps. A swap deletes a partition's write-ahead chunk
+/// rows (thousands, one per flush) for one segment row; in a rowid table
+/// those rows lie interleaved with every other partition's (rows are stored
+/// in insertion order, and a flush inserts all its partitions at once), and
+/// the `chunks_by_object` index interleaves them too, so each swap rewrote
+/// most of the tail's pages: 45-60 ms for 2,500 rows, holding the one
+/// writer the produce path commits through. So:
+/// - `chunks` becomes a WITHOUT ROWID table, clustered by its primary key
+///   (topic, partition, base offset): a partition's rows are contiguous;
+/// - `chunks_by_object` goes; each object counts the chunk rows that
+///   reference it (`refs`, kept by triggers), which is what retiring needs;
+/// - a write-ahead object lists its chunks' keys (`chunk_keys`, a JSON
+///   array of [topic id, partition, base offset]), which is what the sealer
+///   looks chunks up by.
+///
+/// The same 2,500-row swap then takes 8-10 ms.
+const SCHEMA_V6: &str = "
+ALTER TABLE objects ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE objects ADD COLUMN chunk_keys TEXT;
+UPDATE objects SET refs = (SELECT COUNT(*) FROM chunks c WHERE c.object_key = objects.object_key);
+UPDATE objects SET chunk_keys = (
+    SELECT json_group_array(json_array(c.topic_id, c.partition, c.base_offset))
+    FROM chunks c WHERE c.object_key = objects.object_key)
+ WHERE kind = 0 AND retired_ms IS NULL;
+CREATE TABLE chunks_v6 (
+    topic_id TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    base_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    max_timestamp INTEGER NOT NULL,
+    object_key TEXT NOT NULL REFERENCES objects(object_key),
+    byte_start INTEGER NOT NULL,
+    byte_len INTEGER NOT NULL,
+    index_len INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (topic_id, partition, base_offset),
+    FOREIGN KEY (topic_id, partition) REFERENCES partitions(topic_id, partition) ON DELETE CASCADE
+) WITHOUT ROWID;
+INSERT INTO chunks_v6 (topic_id, partition, base_offset, last_offset, max_timestamp, object_key,
+                       byte_start, byte_len, index_len)
+ SELECT topic_id, partition, base_offset, last_offset, max_timestamp, object_key,
+        byte_start, byte_len, index_len FROM chunks;
+DROP TABLE chunks;
+ALTER TABLE chunks_v6 RENAME TO chunks;
+CREATE TRIGGER chunks_ref AFTER INSERT ON chunks BEGIN
+    UPDATE objects SET refs = refs + 1 WHERE object_key = NEW.object_key;
+END;
+CREATE TRIGGER chunks_unref AFTER DELETE ON chunks BEGIN
+    UPDATE objects SET refs = refs - 1 WHERE object_key = OLD.object_key;
+END;
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

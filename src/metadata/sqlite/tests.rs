@@ -470,3 +470,96 @@ async fn a_read_only_store_reads_beside_the_writer_and_writes_nothing() {
     assert!(write.is_err(), "a read-only store refuses writes");
     assert_eq!(writer.list_topics().await.expect("topics").len(), 1);
 }
+
+/// A store written by the previous schema (chunks in a rowid table with an
+/// index by object) keeps every chunk through the migration, and the
+/// objects' chunk counts and write-ahead chunk lists are filled in from
+/// it: the sealer finds the chunks, and retiring counts what is left.
+#[tokio::test]
+async fn the_v6_migration_keeps_chunks_and_counts_their_objects() {
+    use crate::metadata::{ObjectKind, SealedChunk};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    let topic = "6b1a4f4e-3c1d-4c3a-9d47-6f0e6b2f1a01";
+    {
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .expect("version table");
+        for migration in &schema::MIGRATIONS[..5] {
+            conn.execute_batch(migration).expect("old schema");
+        }
+        conn.execute_batch(&format!(
+            "INSERT INTO schema_version VALUES (5);
+             INSERT INTO topics VALUES ('{topic}', 't', 2, '{{}}', 0);
+             INSERT INTO partitions VALUES ('{topic}', 0, 0, 0, 0, 30, 0), ('{topic}', 1, 0, 0, 0, 10, 0);
+             INSERT INTO objects (object_key, size, created_ms, kind) VALUES
+               ('s1', 300, 0, 1), ('w1', 200, 0, 0), ('w2', 100, 0, 0);
+             INSERT INTO chunks VALUES
+               ('{topic}', 0, 0, 19, 5, 's1', 0, 280, 20),
+               ('{topic}', 0, 20, 29, 5, 'w1', 0, 100, 0),
+               ('{topic}', 1, 0, 9, 5, 'w1', 100, 100, 0);
+             UPDATE objects SET retired_ms = 1 WHERE object_key = 'w2';"
+        ))
+        .expect("old rows");
+    }
+    let store = SqliteStore::open(&path).await.expect("migrate");
+    let id = parse_topic_id(topic).expect("id");
+    let chunks = store.chunks(id, 0).await.expect("chunks");
+    assert_eq!(
+        chunks
+            .iter()
+            .map(|c| (c.base_offset, c.last_offset, c.object_key.as_ref()))
+            .collect::<Vec<_>>(),
+        [(0, 19, "s1"), (20, 29, "w1")]
+    );
+    let mut found: Vec<(i32, i64)> = store
+        .object_chunks(vec!["w1".into()])
+        .await
+        .expect("object chunks")
+        .iter()
+        .map(|c| (c.partition, c.chunk.base_offset))
+        .collect();
+    found.sort();
+    assert_eq!(found, [(0, 20), (1, 0)]);
+    // w1 is still referenced by partition 1 after partition 0's chunk of
+    // it is replaced; deleting the topic leaves nothing referencing s1, w1
+    // or the new segment.
+    store
+        .record_intents("0:1", vec!["s2".into()])
+        .await
+        .expect("intent");
+    let applied = store
+        .replace_chunks(
+            vec![SealedObject {
+                key: "s2".into(),
+                size: 100,
+                kind: ObjectKind::Segment,
+                chunks: vec![SealedChunk {
+                    topic_id: id,
+                    partition: 0,
+                    chunk: ChunkRecord {
+                        object_key: Arc::from("s2"),
+                        index_len: 10,
+                        ..chunk(20, 29)
+                    },
+                    replaces: vec![(Arc::from("w1"), 20)],
+                }],
+            }],
+            false,
+        )
+        .await
+        .expect("swap");
+    assert_eq!(applied, vec![vec![true]]);
+    store
+        .retire_unreferenced(vec!["w1".into(), "s1".into()])
+        .await
+        .expect("retire");
+    assert_eq!(
+        store.retired_objects(i64::MAX, 10).await.expect("retired"),
+        ["w2"]
+    );
+    store.delete_topic(id).await.expect("delete");
+    let mut retired = store.retired_objects(i64::MAX, 10).await.expect("retired");
+    retired.sort();
+    assert_eq!(retired, ["s1", "s2", "w1", "w2"]);
+}
