@@ -292,8 +292,6 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Committed write-ahead objects not sealed yet, oldest first, together
     /// at most `max_bytes` (at least one if there is any) and `limit`.
     async fn unsealed_objects(&self, max_bytes: u64, limit: usize) -> Result<UnsealedObjects>;
-    /// The chunks stored in these objects.
-    async fn object_chunks(&self, keys: Vec<String>) -> Result<Vec<ObjectChunk>>;
     /// ONE transaction: records the sealed objects and, for each new chunk
     /// whose replaced chunks all still exist, swaps them for it (a chunk
     /// whose partition or replaced chunks are gone is skipped). Outputs

@@ -20,9 +20,9 @@ mod schema;
 mod topics;
 
 use super::{
-    ChunkOutcome, ChunkRecord, CommittedOffset, MetadataError, MetadataStore, ObjectChunk,
-    ObjectCommit, PartitionProducerState, PartitionRecord, Result, SealedObject, TopicId,
-    TopicRecord, UnsealedObjects, UploadIntent,
+    ChunkOutcome, ChunkRecord, CommittedOffset, MetadataError, MetadataStore, ObjectCommit,
+    PartitionProducerState, PartitionRecord, Result, SealedObject, TopicId, TopicRecord,
+    UnsealedObjects, UploadIntent,
 };
 
 pub struct SqliteStore {
@@ -297,8 +297,6 @@ impl MetadataStore for SqliteStore {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
             )?;
             let mut outcomes = Vec::with_capacity(commit.chunks.len());
-            // The committed chunks' keys, which the sealer looks them up by.
-            let mut listed: Vec<(String, i32, i64)> = Vec::with_capacity(commit.chunks.len());
             for c in &commit.chunks {
                 let topic = c.topic_id.0.to_string();
                 let next = c.chunk.last_offset + 1;
@@ -346,18 +344,12 @@ impl MetadataStore for SqliteStore {
                 for state in &c.producers {
                     producers::upsert(&tx, c.topic_id, c.partition, state)?;
                 }
-                listed.push((topic, c.partition, c.chunk.base_offset));
                 outcomes.push(ChunkOutcome::Committed);
             }
             drop((advance, insert_chunk));
-            if listed.is_empty() {
+            if !outcomes.contains(&ChunkOutcome::Committed) {
                 // Every topic in it was deleted meanwhile.
                 objects::retire_if_unreferenced(&tx, [commit.object_key.as_str()])?;
-            } else {
-                let listed = serde_json::to_string(&listed)
-                    .map_err(|e| MetadataError::Backend(format!("encode chunk keys: {e}")))?;
-                tx.prepare_cached("UPDATE objects SET chunk_keys = ?1 WHERE object_key = ?2")?
-                    .execute(params![listed, commit.object_key])?;
             }
             tx.commit()?;
             Ok(outcomes)
@@ -405,11 +397,6 @@ impl MetadataStore for SqliteStore {
 
     async fn unsealed_objects(&self, max_bytes: u64, limit: usize) -> Result<UnsealedObjects> {
         self.with_reader(move |conn| objects::unsealed_objects(conn, max_bytes, limit))
-            .await
-    }
-
-    async fn object_chunks(&self, keys: Vec<String>) -> Result<Vec<ObjectChunk>> {
-        self.with_reader(move |conn| objects::object_chunks(conn, &keys))
             .await
     }
 

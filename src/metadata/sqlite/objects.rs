@@ -6,10 +6,8 @@ use std::sync::Arc;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::{now_ms, parse_topic_id};
-use crate::metadata::{
-    ChunkRecord, MetadataError, ObjectChunk, Result, SealedObject, UnsealedObjects, UploadIntent,
-};
+use super::now_ms;
+use crate::metadata::{MetadataError, Result, SealedObject, UnsealedObjects, UploadIntent};
 
 /// Removes the upload intent of an object being committed; fails if it is
 /// missing or doomed (the collector may be deleting the object).
@@ -171,55 +169,6 @@ pub(super) fn unsealed_objects(
         }
         total += size;
         out.objects.push((row.get(0)?, size));
-    }
-    Ok(out)
-}
-
-/// The chunks still stored in these write-ahead objects, looked up by the
-/// keys each object lists (`chunk_keys`); a listed chunk replaced or
-/// deleted since is not there any more.
-pub(super) fn object_chunks(conn: &Connection, keys: &[String]) -> Result<Vec<ObjectChunk>> {
-    let mut listed = conn.prepare_cached(
-        "SELECT size, chunk_keys FROM objects WHERE object_key = ?1 AND kind = 0",
-    )?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT last_offset, max_timestamp, byte_start, byte_len, index_len FROM chunks
-         WHERE topic_id = ?1 AND partition = ?2 AND base_offset = ?3 AND object_key = ?4",
-    )?;
-    let mut out = Vec::new();
-    for key in keys {
-        let found: Option<(i64, Option<String>)> = listed
-            .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
-            .optional()?;
-        let Some((size, Some(list))) = found else {
-            continue;
-        };
-        let list: Vec<(String, i32, i64)> = serde_json::from_str(&list)
-            .map_err(|e| MetadataError::Backend(format!("corrupt chunk list of {key}: {e}")))?;
-        let object_key: Arc<str> = Arc::from(key.as_str());
-        for (topic, partition, base_offset) in list {
-            let chunk = stmt
-                .query_row(params![topic, partition, base_offset, key], |r| {
-                    Ok(ChunkRecord {
-                        base_offset,
-                        last_offset: r.get(0)?,
-                        max_timestamp: r.get(1)?,
-                        object_key: Arc::clone(&object_key),
-                        object_size: size.max(0) as u64,
-                        byte_start: r.get::<_, i64>(2)? as u64,
-                        byte_len: r.get::<_, i64>(3)? as u64,
-                        index_len: r.get::<_, i64>(4)? as u64,
-                    })
-                })
-                .optional()?;
-            if let Some(chunk) = chunk {
-                out.push(ObjectChunk {
-                    topic_id: parse_topic_id(&topic)?,
-                    partition,
-                    chunk,
-                });
-            }
-        }
     }
     Ok(out)
 }

@@ -138,20 +138,13 @@ ALTER TABLE partitions ADD COLUMN clean_offset INTEGER NOT NULL DEFAULT 0;
 ///   reference it (`refs`, kept by triggers), which is what retiring needs.
 ///   The foreign key from a chunk to its object goes with it: without the
 ///   index, deleting an object row (the collector forgets thousands a
-///   minute) made SQLite scan every chunk row to enforce it;
-/// - a write-ahead object lists its chunks' keys (`chunk_keys`, a JSON
-///   array of [topic id, partition, base offset]), which is what the sealer
-///   looks chunks up by.
+///   minute) made SQLite scan every chunk row to enforce it. (The sealer
+///   finds its inputs' chunks in the partitions' in-memory indexes.)
 ///
 /// The same 2,500-row swap then takes 8-10 ms.
 const SCHEMA_V6: &str = "
 ALTER TABLE objects ADD COLUMN refs INTEGER NOT NULL DEFAULT 0;
-ALTER TABLE objects ADD COLUMN chunk_keys TEXT;
 UPDATE objects SET refs = (SELECT COUNT(*) FROM chunks c WHERE c.object_key = objects.object_key);
-UPDATE objects SET chunk_keys = (
-    SELECT json_group_array(json_array(c.topic_id, c.partition, c.base_offset))
-    FROM chunks c WHERE c.object_key = objects.object_key)
- WHERE kind = 0 AND retired_ms IS NULL;
 CREATE TABLE chunks_v6 (
     topic_id TEXT NOT NULL,
     partition INTEGER NOT NULL,

@@ -211,6 +211,27 @@ impl PartitionLog {
         index.range(first..).map(|(_, c)| c.clone()).collect()
     }
 
+    /// The write-ahead chunks (not sealed yet) stored in objects `keys`,
+    /// in order: the sealer's inputs. They are the index's tail, after its
+    /// last sealed chunk.
+    pub fn write_ahead_chunks_in(
+        &self,
+        keys: &std::collections::HashSet<&str>,
+    ) -> Vec<ChunkRecord> {
+        let Ok(index) = self.index.read() else {
+            return Vec::new();
+        };
+        let mut tail: Vec<ChunkRecord> = index
+            .values()
+            .rev()
+            .take_while(|c| c.index_len == 0)
+            .filter(|c| keys.contains(c.object_key.as_ref()))
+            .cloned()
+            .collect();
+        tail.reverse();
+        tail
+    }
+
     /// How many chunks the in-memory index holds.
     pub fn chunk_count(&self) -> usize {
         self.index.read().map(|index| index.len()).unwrap_or(0)

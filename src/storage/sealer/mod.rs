@@ -267,10 +267,28 @@ impl Sealer {
         report.more = unsealed.more;
         report.inputs = inputs.len();
         report.input_bytes = inputs.iter().map(|(_, size)| size).sum();
-        let chunks = self
-            .metadata
-            .object_chunks(inputs.iter().map(|(key, _)| key.clone()).collect())
-            .await?;
+        // The inputs' chunks, from the partitions' in-memory indexes (which
+        // hold exactly the committed chunks; one whose commit is not applied
+        // in memory yet keeps its object unretired, and the next cycle
+        // takes it).
+        let chunks: Vec<ObjectChunk> = {
+            let keys: std::collections::HashSet<&str> =
+                inputs.iter().map(|(key, _)| key.as_str()).collect();
+            self.catalog
+                .all()
+                .iter()
+                .flat_map(|topic| topic.partitions.iter())
+                .flat_map(|log| {
+                    log.write_ahead_chunks_in(&keys)
+                        .into_iter()
+                        .map(|chunk| ObjectChunk {
+                            topic_id: log.topic_id,
+                            partition: log.partition,
+                            chunk,
+                        })
+                })
+                .collect()
+        };
         let began = std::time::Instant::now();
         let mut data: HashMap<String, Bytes> = HashMap::with_capacity(inputs.len());
         for (key, size) in &inputs {
