@@ -2,7 +2,7 @@
 //! ApiVersions answers an unknown version with UNSUPPORTED_VERSION in the v0
 //! layout so a client can downgrade. An API Strata does not implement is
 //! answered with UNSUPPORTED_VERSION in its own response layout wherever
-//! that layout has a top-level error code (transactions, ACLs, SASL, quotas,
+//! that layout has a top-level error code (ACLs, SASL, quotas,
 //! telemetry, ...), so a client that sends it without checking ApiVersions
 //! gets a clear error. What cannot be answered (a version no codec knows, an
 //! unknown API key, a body that does not decode) closes the connection, as
@@ -265,7 +265,7 @@ pub async fn dispatch(
             let request = decode(&mut frame)?;
             encode(
                 &meta,
-                &handlers::init_producer_id::handle(broker, request).await,
+                &handlers::init_producer_id::handle(broker, version, request).await,
             )?
         }
         ApiKey::CreatePartitions => {
@@ -317,6 +317,48 @@ pub async fn dispatch(
                 &handlers::describe_producers::handle(broker, request),
             )?
         }
+        ApiKey::AddPartitionsToTxn => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::transactions::add_partitions_to_txn(broker, version, request).await,
+            )?
+        }
+        ApiKey::AddOffsetsToTxn => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::transactions::add_offsets_to_txn(broker, version, request).await,
+            )?
+        }
+        ApiKey::TxnOffsetCommit => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::transactions::txn_offset_commit(broker, version, request).await,
+            )?
+        }
+        ApiKey::EndTxn => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::transactions::end_txn(broker, version, request).await,
+            )?
+        }
+        ApiKey::DescribeTransactions => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::transactions::describe_transactions(broker, request).await,
+            )?
+        }
+        ApiKey::ListTransactions => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::transactions::list_transactions(broker, request).await,
+            )?
+        }
         other => return Err(format!("no handler for {other:?}")),
     };
     Ok(Dispatched::Response(response))
@@ -341,10 +383,6 @@ fn unsupported(meta: &ResponseMeta) -> Option<Result<Bytes, String>> {
     answer!(
         SaslHandshake => SaslHandshakeResponse,
         SaslAuthenticate => SaslAuthenticateResponse,
-        AddPartitionsToTxn => AddPartitionsToTxnResponse,
-        AddOffsetsToTxn => AddOffsetsToTxnResponse,
-        EndTxn => EndTxnResponse,
-        ListTransactions => ListTransactionsResponse,
         DescribeAcls => DescribeAclsResponse,
         DescribeLogDirs => DescribeLogDirsResponse,
         CreateDelegationToken => CreateDelegationTokenResponse,

@@ -12,6 +12,7 @@ mod handlers;
 pub mod metrics;
 pub mod topic_configs;
 pub mod topics;
+pub mod txn;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -47,6 +48,8 @@ pub struct Broker {
     pub catalog: Arc<Catalog>,
     pub writer: Arc<WalWriter>,
     pub groups: Arc<group::GroupCoordinator>,
+    /// Transaction coordinator of every transactional id.
+    pub txn: Arc<txn::TxnCoordinator>,
     /// Budget of request bytes being read and decoded (all connections).
     pub request_memory: tokio::sync::Semaphore,
     /// Serialises topic creation and deletion.
@@ -161,6 +164,29 @@ impl Broker {
                 log.apply_producers(std::slice::from_ref(&stored.state));
             }
         }
+        for (topic_id, partition, aborted) in metadata.aborted_txns().await? {
+            if let Some(log) = catalog
+                .by_id(topic_id)
+                .and_then(|topic| topic.partition(partition).cloned())
+            {
+                log.apply_aborted(std::slice::from_ref(&aborted));
+            }
+        }
+        let kafka = &config.kafka;
+        let txn = txn::TxnCoordinator::new(
+            Arc::clone(&metadata),
+            txn::TxnSettings {
+                max_timeout_ms: kafka.transaction_max_timeout_ms,
+                abort_check_interval: Duration::from_millis(
+                    kafka.transaction_abort_check_interval_ms.max(1),
+                ),
+                id_expiration_ms: kafka.transactional_id_expiration_ms,
+                id_expiration_check_interval: Duration::from_millis(
+                    kafka.transactional_id_expiration_check_interval_ms.max(1),
+                ),
+            },
+        );
+        txn.load().await?;
         // This process, as the owner of the upload intents it records.
         let boot: u64 = rand::random();
         let intents = Intents::new(
@@ -201,6 +227,7 @@ impl Broker {
             catalog: Arc::new(catalog),
             writer: Arc::clone(&writer),
             groups: group::GroupCoordinator::new(Arc::clone(&metadata), config.groups.clone()),
+            txn,
             admin_lock: tokio::sync::Mutex::new(()),
             requests: metrics::RequestMetrics::default(),
             readers: TaskTracker::new(),
@@ -259,6 +286,7 @@ impl Broker {
             tokio::spawn(sealer.run(shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.groups).run(shutdown.clone())),
             tokio::spawn(expire_producers(Arc::clone(&broker), shutdown.clone())),
+            tokio::spawn(Arc::clone(&broker.txn).run(Arc::clone(&broker), shutdown.clone())),
             tokio::spawn(connection::accept_loop(
                 Arc::clone(&broker),
                 listener,

@@ -180,6 +180,18 @@ pub struct KafkaConfig {
     /// How often expired producer states are removed
     /// (`producer.id.expiration.check.interval.ms`).
     pub producer_id_expiration_check_interval_ms: u64,
+    /// Longest transaction timeout a producer may ask for
+    /// (`transaction.max.timeout.ms`).
+    pub transaction_max_timeout_ms: i32,
+    /// How often open transactions are checked against their timeout
+    /// (`transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub transaction_abort_check_interval_ms: u64,
+    /// A transactional id idle this long is forgotten
+    /// (`transactional.id.expiration.ms`).
+    pub transactional_id_expiration_ms: i64,
+    /// How often idle transactional ids are looked for
+    /// (`transaction.remove.expired.transaction.cleanup.interval.ms`).
+    pub transactional_id_expiration_check_interval_ms: u64,
 }
 
 impl Default for KafkaConfig {
@@ -197,6 +209,10 @@ impl Default for KafkaConfig {
             max_request_memory_bytes: 256 * 1024 * 1024,
             producer_id_expiration_ms: 86_400_000,
             producer_id_expiration_check_interval_ms: 600_000,
+            transaction_max_timeout_ms: 900_000,
+            transaction_abort_check_interval_ms: 10_000,
+            transactional_id_expiration_ms: 604_800_000,
+            transactional_id_expiration_check_interval_ms: 3_600_000,
         }
     }
 }

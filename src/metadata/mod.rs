@@ -168,6 +168,8 @@ pub struct ChunkCommit {
     /// The new state of every idempotent producer that wrote to the chunk,
     /// recorded in the same transaction as the chunk.
     pub producers: Vec<ProducerStateRecord>,
+    /// Transactions the chunk's abort markers ended.
+    pub aborted: Vec<AbortedTxn>,
 }
 
 /// One remembered batch of an idempotent producer: its sequence range and
@@ -190,6 +192,77 @@ pub struct ProducerStateRecord {
     pub batches: Vec<ProducerBatchRecord>,
     /// Broker time of the producer's last write here.
     pub last_append_ms: i64,
+    /// First offset of the producer's transaction open in this partition
+    /// (no marker yet): the last stable offset is the smallest of these.
+    pub txn_first_offset: Option<i64>,
+}
+
+/// An aborted transaction's offsets in one partition: from its first
+/// batch to its abort marker (Fetch's aborted-transaction list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AbortedTxn {
+    pub producer_id: i64,
+    pub first_offset: i64,
+    /// The abort marker's offset.
+    pub last_offset: i64,
+}
+
+/// Kafka's transaction states (the coordinator's view of a transactional id).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TxnState {
+    Empty = 0,
+    Ongoing = 1,
+    PrepareCommit = 2,
+    PrepareAbort = 3,
+    CompleteCommit = 4,
+    CompleteAbort = 5,
+}
+
+impl TxnState {
+    pub fn from_code(code: i64) -> Option<Self> {
+        Some(match code {
+            0 => Self::Empty,
+            1 => Self::Ongoing,
+            2 => Self::PrepareCommit,
+            3 => Self::PrepareAbort,
+            4 => Self::CompleteCommit,
+            5 => Self::CompleteAbort,
+            _ => return None,
+        })
+    }
+
+    /// The name Kafka's admin APIs and tools use.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Empty => "Empty",
+            Self::Ongoing => "Ongoing",
+            Self::PrepareCommit => "PrepareCommit",
+            Self::PrepareAbort => "PrepareAbort",
+            Self::CompleteCommit => "CompleteCommit",
+            Self::CompleteAbort => "CompleteAbort",
+        }
+    }
+}
+
+/// A transactional id as its coordinator stores it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionRecord {
+    pub transactional_id: String,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    /// The id and epoch before the last bump (-1: none), so a retried
+    /// InitProducerId is recognised (KIP-360).
+    pub last_producer_id: i64,
+    pub last_producer_epoch: i16,
+    pub timeout_ms: i32,
+    pub state: TxnState,
+    /// Partitions of the ongoing (or ending) transaction.
+    pub partitions: Vec<(TopicId, i32)>,
+    /// Groups whose offsets the transaction commits (AddOffsetsToTxn).
+    pub groups: Vec<String>,
+    /// When the ongoing transaction started (-1: none yet).
+    pub start_ms: i64,
+    pub updated_ms: i64,
 }
 
 /// A stored producer state with the partition it belongs to.
@@ -335,8 +408,34 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Every stored idempotent producer state (loaded at startup).
     async fn producer_states(&self) -> Result<Vec<PartitionProducerState>>;
     /// Forgets producer states last written before `before_ms`
-    /// (`producer.id.expiration.ms`); returns how many.
+    /// (`producer.id.expiration.ms`), except those with an open
+    /// transaction; returns how many.
     async fn expire_producers(&self, before_ms: i64) -> Result<usize>;
+
+    /// Every stored transactional id with the offsets its ongoing
+    /// transaction will commit (`(group, offset)`), loaded at startup.
+    async fn transactions(
+        &self,
+    ) -> Result<Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>>;
+    /// Stores a transactional id's record (insert or replace).
+    async fn put_transaction(&self, record: TransactionRecord) -> Result<()>;
+    /// Stores offsets of `group` that the transactional id's ongoing
+    /// transaction will commit (TxnOffsetCommit); partitions of deleted
+    /// topics are skipped.
+    async fn put_txn_offsets(
+        &self,
+        transactional_id: &str,
+        group: &str,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<()>;
+    /// ONE transaction: stores `record` (completed) and, if `commit`, makes
+    /// the transaction's pending offsets their groups' committed offsets;
+    /// the pending offsets are gone afterwards either way.
+    async fn complete_transaction(&self, record: TransactionRecord, commit: bool) -> Result<()>;
+    /// Forgets transactional ids (expired) and their pending offsets.
+    async fn delete_transactions(&self, ids: Vec<String>) -> Result<()>;
+    /// Every partition's aborted transactions still within its log.
+    async fn aborted_txns(&self) -> Result<Vec<(TopicId, i32, AbortedTxn)>>;
 }
 
 /// Opens the store named by a metadata URL (`sqlite://PATH`).

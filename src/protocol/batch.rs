@@ -309,6 +309,23 @@ pub fn slice_from_offset(data: &Bytes, offset: i64, max_bytes: usize) -> Bytes {
     }
 }
 
+/// The whole batches at the front of `data` that start before `limit`
+/// (read_committed reads stop at the last stable offset).
+pub fn cut_at_offset(data: Bytes, limit: i64) -> Bytes {
+    let mut end = 0usize;
+    for (pos, header) in iter_batches(&data) {
+        if header.base_offset() >= limit {
+            break;
+        }
+        end = pos + header.total_len() as usize;
+    }
+    if end >= data.len() {
+        data
+    } else {
+        data.slice(..end)
+    }
+}
+
 /// Reads the big-endian i32 at the front of `buf` without consuming it.
 pub fn peek_i32(buf: &[u8]) -> Option<i32> {
     let mut b = buf.get(..4)?;

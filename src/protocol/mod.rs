@@ -7,6 +7,7 @@
 
 pub mod batch;
 pub mod consumer;
+pub mod control;
 pub mod filter;
 pub mod frame;
 pub mod records;

@@ -34,6 +34,14 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeProducers, 0, 0),
+    // Transactions without KIP-890 part 2 (transaction.version 2 is not
+    // advertised): EndTxn v5 and TxnOffsetCommit v5 carry its semantics.
+    (ApiKey::AddPartitionsToTxn, 0, 5),
+    (ApiKey::AddOffsetsToTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 4),
+    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::DescribeTransactions, 0, 0),
+    (ApiKey::ListTransactions, 0, 2),
 ];
 
 /// The supported version range of `api`, if Strata implements it at all.
@@ -65,6 +73,7 @@ mod tests {
         assert!(!is_supported(ApiKey::ApiVersions, 5));
         assert!(is_supported(ApiKey::JoinGroup, 0));
         assert!(is_supported(ApiKey::InitProducerId, 0));
-        assert!(!is_supported(ApiKey::AddPartitionsToTxn, 0));
+        assert!(is_supported(ApiKey::AddPartitionsToTxn, 0));
+        assert!(!is_supported(ApiKey::DescribeAcls, 0));
     }
 }

@@ -127,13 +127,16 @@ pub fn check(
 }
 
 /// Records an appended batch (checked with [`check`]) at `base_offset`:
-/// returns the producer's new state.
+/// returns the producer's new state. A transactional batch opens the
+/// producer's transaction in the partition if none is open.
 pub fn record(
     entry: Option<&ProducerStateRecord>,
     batch: &ProducerBatch,
     base_offset: i64,
     now_ms: i64,
+    transactional: bool,
 ) -> ProducerStateRecord {
+    let open = entry.and_then(|e| e.txn_first_offset);
     let mut batches: VecDeque<ProducerBatchRecord> = match entry {
         Some(entry) if entry.epoch == batch.epoch => entry.batches.iter().copied().collect(),
         _ => VecDeque::new(),
@@ -152,7 +155,48 @@ pub fn record(
         epoch: batch.epoch,
         batches: batches.into(),
         last_append_ms: now_ms,
+        txn_first_offset: match open {
+            Some(first) => Some(first),
+            None if transactional => Some(base_offset),
+            None => None,
+        },
     }
+}
+
+/// The producer's state after a transaction marker at `offset` written at
+/// `epoch` (checked not to be older than the producer's): its transaction
+/// here is closed, and a newer epoch restarts its sequences. Returns the
+/// new state and, for an abort that closed an open transaction, its range.
+pub fn record_marker(
+    entry: Option<&ProducerStateRecord>,
+    producer_id: i64,
+    epoch: i16,
+    commit: bool,
+    offset: i64,
+    now_ms: i64,
+) -> (ProducerStateRecord, Option<crate::metadata::AbortedTxn>) {
+    let batches = match entry {
+        Some(entry) if entry.epoch == epoch => entry.batches.clone(),
+        _ => Vec::new(),
+    };
+    let aborted = match entry.and_then(|e| e.txn_first_offset) {
+        Some(first_offset) if !commit => Some(crate::metadata::AbortedTxn {
+            producer_id,
+            first_offset,
+            last_offset: offset,
+        }),
+        _ => None,
+    };
+    (
+        ProducerStateRecord {
+            producer_id,
+            epoch,
+            batches,
+            last_append_ms: now_ms,
+            txn_first_offset: None,
+        },
+        aborted,
+    )
 }
 
 #[cfg(test)]
@@ -172,7 +216,7 @@ mod tests {
     fn sequences_duplicates_and_epochs() {
         // A new producer may start anywhere.
         assert_eq!(check(None, &batch(0, 5, 3)), Ok(SequenceCheck::Append));
-        let state = record(None, &batch(0, 0, 3), 100, 1);
+        let state = record(None, &batch(0, 0, 3), 100, 1, false);
         assert_eq!(state.batches[0].last_seq, 2);
         assert_eq!(state.batches[0].last_offset, 102);
         // Next in sequence.
@@ -180,7 +224,7 @@ mod tests {
             check(Some(&state), &batch(0, 3, 2)),
             Ok(SequenceCheck::Append)
         );
-        let state = record(Some(&state), &batch(0, 3, 2), 110, 2);
+        let state = record(Some(&state), &batch(0, 3, 2), 110, 2, false);
         // A retry of either batch is a duplicate with its first offsets.
         assert!(matches!(
             check(Some(&state), &batch(0, 0, 3)),
@@ -200,7 +244,7 @@ mod tests {
             Err(SequenceError::OutOfOrder { .. })
         ));
         // An older epoch is fenced; a newer one must start at 0.
-        let bumped = record(Some(&state), &batch(1, 0, 1), 120, 3);
+        let bumped = record(Some(&state), &batch(1, 0, 1), 120, 3, false);
         assert_eq!(
             bumped.batches.len(),
             1,
@@ -222,9 +266,9 @@ mod tests {
 
     #[test]
     fn only_the_last_five_batches_are_remembered_and_sequences_wrap() {
-        let mut state = record(None, &batch(0, 0, 1), 0, 0);
+        let mut state = record(None, &batch(0, 0, 1), 0, 0, false);
         for seq in 1..8 {
-            state = record(Some(&state), &batch(0, seq, 1), i64::from(seq), 0);
+            state = record(Some(&state), &batch(0, seq, 1), i64::from(seq), 0, false);
         }
         assert_eq!(state.batches.len(), MAX_REMEMBERED_BATCHES);
         assert_eq!(state.batches[0].first_seq, 3);
@@ -232,12 +276,12 @@ mod tests {
         assert!(check(Some(&state), &batch(0, 1, 1)).is_err());
         let wrap = batch(0, i32::MAX - 1, 4);
         assert_eq!(wrap.last_seq(), 1);
-        let state = record(None, &wrap, 50, 0);
+        let state = record(None, &wrap, 50, 0, false);
         assert_eq!(
             check(Some(&state), &batch(0, 2, 1)),
             Ok(SequenceCheck::Append)
         );
-        let state = record(None, &batch(0, i32::MAX, 1), 60, 0);
+        let state = record(None, &batch(0, i32::MAX, 1), 60, 0, false);
         assert_eq!(
             check(Some(&state), &batch(0, 0, 1)),
             Ok(SequenceCheck::Append)

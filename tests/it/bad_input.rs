@@ -264,7 +264,7 @@ fn api_versions_answers_unknown_versions_with_v0() {
         assert!(apis.contains(&api), "api {api} advertised");
     }
     assert!(
-        !apis.contains(&(ApiKey::AddPartitionsToTxn as i16)),
+        !apis.contains(&(ApiKey::DescribeAcls as i16)),
         "only implemented APIs are advertised"
     );
     // And the supported versions work.
@@ -297,8 +297,12 @@ fn unimplemented_apis_answer_unsupported_version() {
             .with_permission_type(1),
     );
     assert_eq!(acls.error_code, 35, "UNSUPPORTED_VERSION");
-    let end: EndTxnResponse = raw.call(ApiKey::EndTxn, 3, &EndTxnRequest::default());
-    assert_eq!(end.error_code, 35);
+    let quotas: DescribeClientQuotasResponse = raw.call(
+        ApiKey::DescribeClientQuotas,
+        1,
+        &DescribeClientQuotasRequest::default(),
+    );
+    assert_eq!(quotas.error_code, 35);
     let ok: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(ok.error_code, 0, "the same connection still works");
 }

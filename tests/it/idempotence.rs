@@ -246,7 +246,6 @@ fn sequence_and_epoch_errors_are_kafkas_and_state_survives_a_crash() {
     const INVALID_PRODUCER_EPOCH: i16 = 47;
     const INVALID_TXN_STATE: i16 = 48;
     const INVALID_RECORD: i16 = 87;
-    const UNSUPPORTED_VERSION: i16 = 35;
     let mut broker = TestBroker::start(&[]);
     let mut raw = crate::bad_input::Raw::connect(&broker);
     assert_eq!(crate::bad_input::create_topic(&mut raw, "seq", &[]), 0);
@@ -284,7 +283,8 @@ fn sequence_and_epoch_errors_are_kafkas_and_state_survives_a_crash() {
         produce(&mut raw, "seq", producer_batch(id, 0, 5, 1, false, false)).0,
         INVALID_PRODUCER_EPOCH
     );
-    // Clients may not write control batches, nor transactional ones yet.
+    // Clients may not write control batches, nor transactional ones
+    // outside a transaction.
     assert_eq!(
         produce(&mut raw, "seq", producer_batch(other, 0, 0, 1, false, true)).0,
         INVALID_RECORD
@@ -293,10 +293,10 @@ fn sequence_and_epoch_errors_are_kafkas_and_state_survives_a_crash() {
         produce(&mut raw, "seq", producer_batch(other, 0, 0, 1, true, false)).0,
         INVALID_TXN_STATE
     );
-    assert_eq!(
-        init_producer_id(&mut raw, Some("txn-app"), (-1, -1)).0,
-        UNSUPPORTED_VERSION
-    );
+    // A transactional id gets a producer id of its own at epoch 0.
+    let (code, txn_producer, epoch) = init_producer_id(&mut raw, Some("txn-app"), (-1, -1));
+    assert_eq!((code, epoch), (0, 0));
+    assert!(txn_producer > other);
     assert_eq!(broker.high_watermark("seq", 0), 7);
 
     // After a crash the state is back: a retry of the last batch is still

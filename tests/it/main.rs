@@ -21,3 +21,4 @@ mod produce_consume;
 mod s3;
 mod store;
 mod tiering;
+mod transactions;

@@ -1,6 +1,7 @@
-//! DescribeProducers: the idempotent producers with committed state in each
-//! partition (id, epoch, last sequence, time of their last write). There are
-//! no transactions yet, so no coordinator epoch and no open transaction.
+//! DescribeProducers: the idempotent and transactional producers with
+//! committed state in each partition (id, epoch, last sequence, time of
+//! their last write, and the first offset of a transaction open there).
+//! The coordinator epoch is -1 (one coordinator, no epochs).
 
 use std::sync::Arc;
 
@@ -45,7 +46,7 @@ pub fn handle(
                                 .with_last_sequence(p.batches.last().map_or(-1, |b| b.last_seq))
                                 .with_last_timestamp(p.last_append_ms)
                                 .with_coordinator_epoch(-1)
-                                .with_current_txn_start_offset(-1)
+                                .with_current_txn_start_offset(p.txn_first_offset.unwrap_or(-1))
                         })
                         .collect();
                     answer.with_active_producers(producers)

@@ -12,8 +12,10 @@ use std::time::Duration;
 
 use futures::future::select_all;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    AbortedTransaction, FetchableTopicResponse, PartitionData,
+};
+use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -68,6 +70,9 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
     let max_wait = Duration::from_millis(request.max_wait_ms.max(0) as u64).min(MAX_WAIT_CAP);
     let deadline = Instant::now() + max_wait;
     let min_bytes = request.min_bytes.max(0) as usize;
+    // read_committed (1): up to the last stable offset, with the aborted
+    // transactions in range so the client drops their records.
+    let committed = request.isolation_level == 1;
     // The broker's own limit bounds every response (Kafka's fetch.max.bytes).
     let cap = broker.config.kafka.fetch_max_bytes;
     let max_bytes = if request.max_bytes <= 0 {
@@ -78,7 +83,8 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
     loop {
         // Subscribe before reading so no commit slips between the two.
         let mut watches = subscribe(&targets);
-        let (response, bytes, errors) = read_once(&broker, version, &targets, max_bytes).await;
+        let (response, bytes, errors) =
+            read_once(&broker, version, &targets, max_bytes, committed).await;
         if bytes >= min_bytes || errors || watches.is_empty() || Instant::now() >= deadline {
             return response;
         }
@@ -87,7 +93,7 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
         tokio::select! {
             _ = any_change => {}
             _ = tokio::time::sleep_until(deadline) => {
-                return read_once(&broker, version, &targets, max_bytes).await.0;
+                return read_once(&broker, version, &targets, max_bytes, committed).await.0;
             }
         }
     }
@@ -144,6 +150,7 @@ async fn read_once(
     version: i16,
     targets: &[Target],
     max_bytes: usize,
+    committed: bool,
 ) -> (FetchResponse, usize, bool) {
     let mut total = 0usize;
     let mut any_error = false;
@@ -180,8 +187,26 @@ async fn read_once(
                 continue;
             }
             let hw = log.high_watermark();
+            // After the high watermark, so never above it.
+            let lso = log.last_stable_offset().min(hw);
             data.high_watermark = hw;
-            data.last_stable_offset = hw;
+            data.last_stable_offset = lso;
+            let visible = if committed { lso } else { hw };
+            if committed {
+                // Read after the last stable offset: every aborted range
+                // below it is listed (ranges are recorded first).
+                data.aborted_transactions = Some(
+                    log.aborted_between(offset, visible)
+                        .into_iter()
+                        .map(|a| {
+                            let mut t = AbortedTransaction::default();
+                            t.producer_id = ProducerId(a.producer_id);
+                            t.first_offset = a.first_offset;
+                            t
+                        })
+                        .collect(),
+                );
+            }
             if version >= 5 {
                 data.log_start_offset = log.log_start_offset();
             }
@@ -191,7 +216,10 @@ async fn read_once(
                 partitions.push(data);
                 continue;
             }
-            match log.read(&broker.cache, offset, hw, budget.max(1)).await {
+            match log
+                .read(&broker.cache, offset, hw, visible, budget.max(1))
+                .await
+            {
                 Ok(records) => {
                     if !records.is_empty() && total > 0 && records.len() > budget {
                         // Does not fit the response any more; the client asks again.

@@ -1,7 +1,7 @@
 //! FindCoordinator: this broker coordinates every group (single node); the
 //! first lookup creates the internal `__consumer_offsets` topic, as in Kafka.
-//! v0-v3 ask for one key; v4+ batch keys. Transaction coordinators do not
-//! exist yet: COORDINATOR_NOT_AVAILABLE.
+//! v0-v3 ask for one key; v4+ batch keys. It is also the transaction
+//! coordinator of every transactional id (key type 1).
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -12,6 +12,7 @@ use super::str_bytes;
 use crate::broker::Broker;
 
 const KEY_GROUP: i8 = 0;
+const KEY_TRANSACTION: i8 = 1;
 
 fn lookup(key_type: i8, key: &str) -> Result<(), (ResponseError, &'static str)> {
     match key_type {
@@ -19,10 +20,11 @@ fn lookup(key_type: i8, key: &str) -> Result<(), (ResponseError, &'static str)> 
             Err((ResponseError::InvalidGroupId, "the group id is empty"))
         }
         KEY_GROUP => Ok(()),
-        1 => Err((
-            ResponseError::CoordinatorNotAvailable,
-            "transactions are not supported yet",
+        KEY_TRANSACTION if key.is_empty() => Err((
+            ResponseError::InvalidRequest,
+            "the transactional id is empty",
         )),
+        KEY_TRANSACTION => Ok(()),
         _ => Err((
             ResponseError::InvalidRequest,
             "unknown coordinator key type",

@@ -2,30 +2,46 @@
 //! before, with epoch 0. A producer that sends the id and epoch it has
 //! (v3+, KIP-360) gets the same id with the next epoch, which fences its
 //! older epoch and restarts its sequences; at the last epoch it gets a new
-//! id. Transactional ids wait for transactions: UNSUPPORTED_VERSION.
+//! id. With a transactional id the transaction coordinator answers
+//! (`broker::txn`): the id's producer id at its next epoch.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::{InitProducerIdRequest, InitProducerIdResponse, ProducerId};
 
 use crate::broker::Broker;
 
-pub async fn handle(broker: &Broker, request: InitProducerIdRequest) -> InitProducerIdResponse {
+pub async fn handle(
+    broker: &Broker,
+    version: i16,
+    request: InitProducerIdRequest,
+) -> InitProducerIdResponse {
     let failed = |code: ResponseError| {
         InitProducerIdResponse::default()
             .with_error_code(code.code())
             .with_producer_id(ProducerId(-1))
             .with_producer_epoch(-1)
     };
-    if request
+    if let Some(id) = request
         .transactional_id
         .as_ref()
-        .is_some_and(|id| !id.is_empty())
+        .filter(|id| !id.is_empty())
     {
-        tracing::debug!(
-            transactional_id = ?request.transactional_id,
-            "InitProducerId with a transactional id: transactions are not supported yet"
-        );
-        return failed(ResponseError::UnsupportedVersion);
+        let known =
+            (request.producer_id.0 >= 0).then_some((request.producer_id.0, request.producer_epoch));
+        return match broker
+            .txn
+            .init_producer_id(broker, id, request.transaction_timeout_ms, known)
+            .await
+        {
+            Ok((producer_id, epoch)) => InitProducerIdResponse::default()
+                .with_producer_id(ProducerId(producer_id))
+                .with_producer_epoch(epoch),
+            // PRODUCER_FENCED is v4+ (KIP-588).
+            Err(ResponseError::ProducerFenced) if version < 4 => {
+                failed(ResponseError::InvalidProducerEpoch)
+            }
+            Err(code) => failed(code),
+        };
     }
     let (known_id, known_epoch) = (request.producer_id.0, request.producer_epoch);
     if known_id >= 0 && (0..i16::MAX - 1).contains(&known_epoch) {

@@ -1,9 +1,12 @@
 //! ListOffsets: earliest (-2, and -4 "earliest local", the same here), latest
-//! (-1, the high watermark), max timestamp (-3), latest tiered (-5, v9+:
+//! (-1: the high watermark, or the last stable offset for read_committed
+//! requests, isolation level 1), max timestamp (-3), latest tiered (-5, v9+:
 //! -1/-1 as Kafka answers without its remote log tier; Strata's tiering is
 //! its own and every offset is readable), or the first offset whose record
 //! timestamp is at or after a given time (-1/-1 when there is none).
 //! The log start offset (moved by DeleteRecords) bounds every answer.
+//! (Timestamp lookups are not capped at the last stable offset for
+//! read_committed; the consumer's fetch still stops there.)
 
 use std::sync::Arc;
 
@@ -26,6 +29,7 @@ pub async fn handle(
     version: i16,
     request: ListOffsetsRequest,
 ) -> ListOffsetsResponse {
+    let committed = request.isolation_level == 1;
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let state = broker.catalog.by_name(&topic.name);
@@ -46,6 +50,7 @@ pub async fn handle(
                 response
             };
             let found = match p.timestamp {
+                LATEST if committed => Ok(Some((log.last_stable_offset(), -1))),
                 LATEST => Ok(Some((log.high_watermark(), -1))),
                 EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset(), -1))),
                 MAX_TIMESTAMP => log.max_timestamp_offset(&broker.cache).await,

@@ -25,6 +25,7 @@ pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
 pub mod sync_group;
+pub mod transactions;
 
 use kafka_protocol::protocol::StrBytes;
 

@@ -1,6 +1,8 @@
 //! OffsetFetch: committed offsets of one group (v1-v7) or several (v8+),
 //! for the listed partitions or all of them. A partition without a commit
-//! answers offset -1 with empty metadata, as Kafka does.
+//! answers offset -1 with empty metadata, as Kafka does. With
+//! `require_stable` (v7+), a partition whose offset is in a transaction not
+//! decided yet answers UNSTABLE_OFFSET_COMMIT (the client retries).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -15,13 +17,16 @@ use kafka_protocol::messages::{OffsetFetchRequest, OffsetFetchResponse, TopicNam
 use super::str_bytes;
 use crate::broker::Broker;
 
-/// `(topic, [(partition, offset, leader epoch, metadata)])`
-type GroupOffsets = Vec<(String, Vec<(i32, i64, i32, String)>)>;
+/// `(partition, offset, leader epoch, metadata, error code)`
+type Row = (i32, i64, i32, String, i16);
+/// `(topic, rows)`
+type GroupOffsets = Vec<(String, Vec<Row>)>;
 
 async fn offsets_of(
     broker: &Broker,
     group: &str,
     wanted: Option<Vec<(String, Vec<i32>)>>,
+    require_stable: bool,
 ) -> Result<GroupOffsets, ResponseError> {
     if group.is_empty() {
         return Err(ResponseError::InvalidGroupId);
@@ -34,7 +39,7 @@ async fn offsets_of(
             tracing::warn!(%group, %error, "offset fetch failed");
             ResponseError::CoordinatorNotAvailable
         })?;
-    let mut by_topic: HashMap<String, Vec<(i32, i64, i32, String)>> = HashMap::new();
+    let mut by_topic: HashMap<String, Vec<Row>> = HashMap::new();
     for c in committed {
         let Some(topic) = broker.catalog.by_id(c.topic_id) else {
             continue;
@@ -47,9 +52,10 @@ async fn offsets_of(
                 c.offset,
                 c.leader_epoch,
                 c.metadata.unwrap_or_default(),
+                0,
             ));
     }
-    Ok(match wanted {
+    let mut offsets = match wanted {
         None => {
             let mut all: GroupOffsets = by_topic.into_iter().collect();
             all.sort();
@@ -64,13 +70,36 @@ async fn offsets_of(
                     .map(|p| {
                         known
                             .and_then(|rows| rows.iter().find(|r| r.0 == p).cloned())
-                            .unwrap_or((p, -1, -1, String::new()))
+                            .unwrap_or((p, -1, -1, String::new(), 0))
                     })
                     .collect();
                 (topic, rows)
             })
             .collect(),
-    })
+    };
+    if require_stable {
+        for (topic, rows) in &mut offsets {
+            let Some(state) = broker.catalog.by_name(topic) else {
+                continue;
+            };
+            for row in rows.iter_mut() {
+                if broker
+                    .txn
+                    .has_pending_offset(group, state.record.id, row.0)
+                    .await
+                {
+                    *row = (
+                        row.0,
+                        -1,
+                        -1,
+                        String::new(),
+                        ResponseError::UnstableOffsetCommit.code(),
+                    );
+                }
+            }
+        }
+    }
+    Ok(offsets)
 }
 
 pub async fn handle(
@@ -88,29 +117,33 @@ pub async fn handle(
                     .collect()
             });
             let group = OffsetFetchResponseGroup::default().with_group_id(g.group_id.clone());
-            groups.push(match offsets_of(broker, &g.group_id, wanted).await {
-                Err(code) => group.with_error_code(code.code()),
-                Ok(offsets) => group.with_topics(
-                    offsets
-                        .into_iter()
-                        .map(|(topic, rows)| {
-                            OffsetFetchResponseTopics::default()
-                                .with_name(TopicName(str_bytes(topic)))
-                                .with_partitions(
-                                    rows.into_iter()
-                                        .map(|(p, offset, epoch, metadata)| {
-                                            OffsetFetchResponsePartitions::default()
-                                                .with_partition_index(p)
-                                                .with_committed_offset(offset)
-                                                .with_committed_leader_epoch(epoch)
-                                                .with_metadata(Some(str_bytes(metadata)))
-                                        })
-                                        .collect(),
-                                )
-                        })
-                        .collect(),
-                ),
-            });
+            let stable = request.require_stable;
+            groups.push(
+                match offsets_of(broker, &g.group_id, wanted, stable).await {
+                    Err(code) => group.with_error_code(code.code()),
+                    Ok(offsets) => group.with_topics(
+                        offsets
+                            .into_iter()
+                            .map(|(topic, rows)| {
+                                OffsetFetchResponseTopics::default()
+                                    .with_name(TopicName(str_bytes(topic)))
+                                    .with_partitions(
+                                        rows.into_iter()
+                                            .map(|(p, offset, epoch, metadata, error)| {
+                                                OffsetFetchResponsePartitions::default()
+                                                    .with_partition_index(p)
+                                                    .with_committed_offset(offset)
+                                                    .with_committed_leader_epoch(epoch)
+                                                    .with_metadata(Some(str_bytes(metadata)))
+                                                    .with_error_code(error)
+                                            })
+                                            .collect(),
+                                    )
+                            })
+                            .collect(),
+                    ),
+                },
+            );
         }
         return OffsetFetchResponse::default().with_groups(groups);
     }
@@ -120,7 +153,8 @@ pub async fn handle(
             .map(|t| (t.name.to_string(), t.partition_indexes))
             .collect()
     });
-    match offsets_of(broker, &request.group_id, wanted).await {
+    let stable = version >= 7 && request.require_stable;
+    match offsets_of(broker, &request.group_id, wanted, stable).await {
         // v1 has no top-level error code: an empty answer is all it can carry.
         Err(code) if version >= 2 => OffsetFetchResponse::default().with_error_code(code.code()),
         Err(_) => OffsetFetchResponse::default(),
@@ -132,11 +166,12 @@ pub async fn handle(
                         .with_name(TopicName(str_bytes(topic)))
                         .with_partitions(
                             rows.into_iter()
-                                .map(|(p, offset, epoch, metadata)| {
+                                .map(|(p, offset, epoch, metadata, error)| {
                                     let partition = OffsetFetchResponsePartition::default()
                                         .with_partition_index(p)
                                         .with_committed_offset(offset)
-                                        .with_metadata(Some(str_bytes(metadata)));
+                                        .with_metadata(Some(str_bytes(metadata)))
+                                        .with_error_code(error);
                                     if version >= 5 {
                                         partition.with_committed_leader_epoch(epoch)
                                     } else {

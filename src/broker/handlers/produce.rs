@@ -57,6 +57,7 @@ fn append_error(error: &AppendError) -> ResponseError {
         AppendError::Sequence(SequenceError::InvalidEpoch { .. }) => {
             ResponseError::InvalidProducerEpoch
         }
+        AppendError::Transaction(_) => ResponseError::InvalidTxnState,
     }
 }
 
@@ -138,12 +139,29 @@ async fn append_partition(
             "clients may not write control batches".into(),
         );
     }
+    // Transactional batches: only into a partition added to the producer's
+    // ongoing transaction, at its epoch (KIP-890 part 1).
+    let mut txn = None;
     if summary.any_transactional {
-        return failed(
-            ResponseError::InvalidTxnState,
-            "transactional batches are not supported yet: this partition is in no transaction"
-                .into(),
-        );
+        let Some(producer) = summary
+            .producer
+            .filter(|_| summary.producer_batches == summary.batch_count)
+        else {
+            return failed(
+                ResponseError::InvalidRecord,
+                "a transactional batch needs a producer id, and transactional and other batches cannot be mixed"
+                    .into(),
+            );
+        };
+        match broker.txn.verify_produce(
+            producer.producer_id,
+            producer.epoch,
+            topic.record.id,
+            index,
+        ) {
+            Ok(open) => txn = Some(open),
+            Err((code, message)) => return failed(code, message),
+        }
     }
     if summary.producer_batches > 0 && summary.batch_count > 1 {
         return failed(
@@ -182,7 +200,7 @@ async fn append_partition(
     }
     match broker
         .writer
-        .append(log, records, summary, summary.producer)
+        .append(log, records, summary, summary.producer, txn.as_deref())
         .await
     {
         Ok(ticket) => PartitionOutcome {

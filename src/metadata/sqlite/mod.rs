@@ -18,11 +18,12 @@ mod objects;
 mod producers;
 mod schema;
 mod topics;
+mod transactions;
 
 use super::{
-    ChunkOutcome, ChunkRecord, CommittedOffset, MetadataError, MetadataStore, ObjectCommit,
-    PartitionProducerState, PartitionRecord, Result, SealedObject, TopicId, TopicRecord,
-    UnsealedObjects, UploadIntent,
+    AbortedTxn, ChunkOutcome, ChunkRecord, CommittedOffset, MetadataError, MetadataStore,
+    ObjectCommit, PartitionProducerState, PartitionRecord, Result, SealedObject, TopicId,
+    TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
 };
 
 pub struct SqliteStore {
@@ -344,6 +345,9 @@ impl MetadataStore for SqliteStore {
                 for state in &c.producers {
                     producers::upsert(&tx, c.topic_id, c.partition, state)?;
                 }
+                if !c.aborted.is_empty() {
+                    transactions::insert_aborted(&tx, c.topic_id, c.partition, &c.aborted)?;
+                }
                 outcomes.push(ChunkOutcome::Committed);
             }
             drop((advance, insert_chunk));
@@ -478,6 +482,42 @@ impl MetadataStore for SqliteStore {
     async fn expire_producers(&self, before_ms: i64) -> Result<usize> {
         self.with_conn(move |conn| producers::expire(conn, before_ms))
             .await
+    }
+
+    async fn transactions(
+        &self,
+    ) -> Result<Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>> {
+        self.with_reader(transactions::load).await
+    }
+
+    async fn put_transaction(&self, record: TransactionRecord) -> Result<()> {
+        self.with_conn(move |conn| transactions::put(conn, &record))
+            .await
+    }
+
+    async fn put_txn_offsets(
+        &self,
+        transactional_id: &str,
+        group: &str,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<()> {
+        let (id, group) = (transactional_id.to_string(), group.to_string());
+        self.with_conn(move |conn| transactions::put_offsets(conn, &id, &group, &offsets))
+            .await
+    }
+
+    async fn complete_transaction(&self, record: TransactionRecord, commit: bool) -> Result<()> {
+        self.with_conn(move |conn| transactions::complete(conn, &record, commit))
+            .await
+    }
+
+    async fn delete_transactions(&self, ids: Vec<String>) -> Result<()> {
+        self.with_conn(move |conn| transactions::delete(conn, &ids))
+            .await
+    }
+
+    async fn aborted_txns(&self) -> Result<Vec<(TopicId, i32, AbortedTxn)>> {
+        self.with_reader(transactions::load_aborted).await
     }
 }
 

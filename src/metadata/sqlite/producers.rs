@@ -49,11 +49,12 @@ pub(super) fn upsert(
         .map_err(|e| MetadataError::Backend(format!("encode producer batches: {e}")))?;
     tx.prepare_cached(
         "INSERT INTO producer_state
-             (topic_id, partition, producer_id, epoch, batches, last_append_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             (topic_id, partition, producer_id, epoch, batches, last_append_ms, txn_first_offset)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
          ON CONFLICT (topic_id, partition, producer_id) DO UPDATE SET
              epoch = excluded.epoch, batches = excluded.batches,
-             last_append_ms = excluded.last_append_ms",
+             last_append_ms = excluded.last_append_ms,
+             txn_first_offset = excluded.txn_first_offset",
     )?
     .execute(params![
         topic_id.0.to_string(),
@@ -61,14 +62,15 @@ pub(super) fn upsert(
         state.producer_id,
         state.epoch,
         batches,
-        state.last_append_ms
+        state.last_append_ms,
+        state.txn_first_offset
     ])?;
     Ok(())
 }
 
 pub(super) fn load_all(conn: &Connection) -> Result<Vec<PartitionProducerState>> {
     let mut stmt = conn.prepare(
-        "SELECT topic_id, partition, producer_id, epoch, batches, last_append_ms
+        "SELECT topic_id, partition, producer_id, epoch, batches, last_append_ms, txn_first_offset
          FROM producer_state",
     )?;
     let rows = stmt.query_map([], |r| {
@@ -79,11 +81,13 @@ pub(super) fn load_all(conn: &Connection) -> Result<Vec<PartitionProducerState>>
             r.get::<_, i16>(3)?,
             r.get::<_, String>(4)?,
             r.get::<_, i64>(5)?,
+            r.get::<_, Option<i64>>(6)?,
         ))
     })?;
     let mut states = Vec::new();
     for row in rows {
-        let (topic, partition, producer_id, epoch, batches, last_append_ms) = row?;
+        let (topic, partition, producer_id, epoch, batches, last_append_ms, txn_first_offset) =
+            row?;
         let batches: Vec<ProducerBatchRecord> = serde_json::from_str(&batches).map_err(|e| {
             MetadataError::Backend(format!("corrupt state of producer {producer_id}: {e}"))
         })?;
@@ -95,6 +99,7 @@ pub(super) fn load_all(conn: &Connection) -> Result<Vec<PartitionProducerState>>
                 epoch,
                 batches,
                 last_append_ms,
+                txn_first_offset,
             },
         });
     }
@@ -103,7 +108,8 @@ pub(super) fn load_all(conn: &Connection) -> Result<Vec<PartitionProducerState>>
 
 pub(super) fn expire(conn: &Connection, before_ms: i64) -> Result<usize> {
     Ok(conn.execute(
-        "DELETE FROM producer_state WHERE last_append_ms < ?1",
+        // A producer with an open transaction stays until its marker.
+        "DELETE FROM producer_state WHERE last_append_ms < ?1 AND txn_first_offset IS NULL",
         params![before_ms],
     )?)
 }

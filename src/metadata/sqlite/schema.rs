@@ -9,7 +9,7 @@ use crate::metadata::{MetadataError, Result};
 
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6,
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
 ];
 
 const SCHEMA_V1: &str = "
@@ -170,6 +170,50 @@ END;
 CREATE TRIGGER chunks_unref AFTER DELETE ON chunks BEGIN
     UPDATE objects SET refs = refs - 1 WHERE object_key = OLD.object_key;
 END;
+";
+
+/// Transactions (KIP-98):
+/// - each producer's open transaction in a partition (its first offset:
+///   the last stable offset is the smallest), written with its chunks;
+/// - each partition's aborted transactions, written with the abort
+///   marker's chunk and trimmed with the log start offset;
+/// - the coordinator's record of every transactional id and the offsets
+///   its ongoing transaction will commit.
+const SCHEMA_V7: &str = "
+ALTER TABLE producer_state ADD COLUMN txn_first_offset INTEGER;
+CREATE TABLE aborted_txns (
+    topic_id TEXT NOT NULL,
+    partition INTEGER NOT NULL,
+    producer_id INTEGER NOT NULL,
+    first_offset INTEGER NOT NULL,
+    last_offset INTEGER NOT NULL,
+    PRIMARY KEY (topic_id, partition, last_offset),
+    FOREIGN KEY (topic_id, partition) REFERENCES partitions(topic_id, partition) ON DELETE CASCADE
+) WITHOUT ROWID;
+CREATE TABLE transactions (
+    transactional_id TEXT PRIMARY KEY,
+    producer_id INTEGER NOT NULL,
+    producer_epoch INTEGER NOT NULL,
+    last_producer_id INTEGER NOT NULL,
+    last_producer_epoch INTEGER NOT NULL,
+    timeout_ms INTEGER NOT NULL,
+    state INTEGER NOT NULL,
+    partitions TEXT NOT NULL,
+    groups TEXT NOT NULL,
+    start_ms INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL
+);
+CREATE TABLE txn_offsets (
+    transactional_id TEXT NOT NULL,
+    group_id TEXT NOT NULL,
+    topic_id TEXT NOT NULL REFERENCES topics(topic_id) ON DELETE CASCADE,
+    partition INTEGER NOT NULL,
+    committed_offset INTEGER NOT NULL,
+    leader_epoch INTEGER NOT NULL,
+    metadata TEXT,
+    commit_ms INTEGER NOT NULL,
+    PRIMARY KEY (transactional_id, group_id, topic_id, partition)
+);
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

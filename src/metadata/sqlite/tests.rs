@@ -30,6 +30,7 @@ fn wal_commit(topic: TopicId, key: &str, epoch: i32, base: i64, last: i64) -> Ob
                 ..chunk(base, last)
             },
             producers: Vec::new(),
+            aborted: Vec::new(),
         }],
     }
 }
@@ -190,6 +191,7 @@ async fn admin_changes_and_producer_state_are_stored() {
             last_offset: 9,
         }],
         last_append_ms: 1_000,
+        txn_first_offset: None,
     };
     store
         .record_intents("0:1", vec!["a".into()])
@@ -205,6 +207,7 @@ async fn admin_changes_and_producer_state_are_stored() {
                 leader_epoch: 0,
                 chunk: chunk(0, 9),
                 producers: vec![state.clone()],
+                aborted: Vec::new(),
             }],
         })
         .await

@@ -169,6 +169,7 @@ pub(super) fn advance_log_start(
         )?;
         objects::retire_if_unreferenced(&tx, keys.iter().map(String::as_str))?;
     }
+    super::transactions::trim_aborted(&tx, id, partition, start)?;
     tx.commit()?;
     Ok(start)
 }

@@ -12,14 +12,14 @@
 
 mod read;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use thiserror::Error;
 use tokio::sync::watch;
 
-use crate::metadata::{ChunkRecord, ProducerStateRecord, TopicId};
+use crate::metadata::{AbortedTxn, ChunkRecord, ProducerStateRecord, TopicId};
 
 #[derive(Debug, Error)]
 pub enum ReadError {
@@ -49,6 +49,11 @@ pub struct PartitionLog {
     cursor: Mutex<Option<ReadCursor>>,
     /// Committed idempotent producer state, by producer id.
     producers: Mutex<HashMap<i64, ProducerStateRecord>>,
+    /// Open transactions' `(first offset, producer id)`: the last stable
+    /// offset is the first of them (or the high watermark).
+    open_txns: Mutex<BTreeSet<(i64, i64)>>,
+    /// Aborted transactions within the log, by their markers' offsets.
+    aborted: Mutex<VecDeque<AbortedTxn>>,
 }
 
 #[derive(Debug, Clone)]
@@ -90,11 +95,54 @@ impl PartitionLog {
             topic_commits,
             cursor: Mutex::new(None),
             producers: Mutex::default(),
+            open_txns: Mutex::default(),
+            aborted: Mutex::default(),
         }
     }
 
     pub fn high_watermark(&self) -> i64 {
         *self.high_watermark.borrow()
+    }
+    /// The last stable offset: below it every transaction is decided
+    /// (read_committed consumers read up to it).
+    pub fn last_stable_offset(&self) -> i64 {
+        // Open transactions first: a transaction opened by a commit is
+        // recorded before the high watermark moves past its first offset.
+        let first_open = self
+            .open_txns
+            .lock()
+            .ok()
+            .and_then(|open| open.first().map(|(offset, _)| *offset));
+        let hw = self.high_watermark();
+        first_open.map_or(hw, |first| first.min(hw))
+    }
+    /// Aborted transactions that may hold records in `from..to` (their
+    /// marker is at or after `from`, their first offset before `to`).
+    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+        let Ok(aborted) = self.aborted.lock() else {
+            return Vec::new();
+        };
+        let start = aborted.partition_point(|a| a.last_offset < from);
+        aborted
+            .range(start..)
+            .filter(|a| a.first_offset < to)
+            .copied()
+            .collect()
+    }
+    /// Records aborted transactions (committed with their markers, or
+    /// loaded at start), before the commit that makes them readable.
+    pub fn apply_aborted(&self, aborted: &[AbortedTxn]) {
+        if aborted.is_empty() {
+            return;
+        }
+        if let Ok(mut list) = self.aborted.lock() {
+            for a in aborted {
+                let at = list.partition_point(|x| x.last_offset < a.last_offset);
+                if list.get(at).map(|x| x.last_offset) != Some(a.last_offset) {
+                    list.insert(at, *a);
+                }
+            }
+        }
     }
     pub fn log_start_offset(&self) -> i64 {
         self.log_start.load(Ordering::Acquire)
@@ -124,6 +172,12 @@ impl PartitionLog {
             .collect();
         for base in below {
             index.remove(&base);
+        }
+        drop(index);
+        if let Ok(mut aborted) = self.aborted.lock() {
+            while aborted.front().is_some_and(|a| a.last_offset < start) {
+                aborted.pop_front();
+            }
         }
     }
 
@@ -247,9 +301,17 @@ impl PartitionLog {
         if states.is_empty() {
             return;
         }
-        if let Ok(mut producers) = self.producers.lock() {
-            for state in states {
-                producers.insert(state.producer_id, state.clone());
+        let (Ok(mut producers), Ok(mut open)) = (self.producers.lock(), self.open_txns.lock())
+        else {
+            return;
+        };
+        for state in states {
+            let previous = producers.insert(state.producer_id, state.clone());
+            if let Some(first) = previous.and_then(|p| p.txn_first_offset) {
+                open.remove(&(first, state.producer_id));
+            }
+            if let Some(first) = state.txn_first_offset {
+                open.insert((first, state.producer_id));
             }
         }
     }
@@ -271,7 +333,10 @@ impl PartitionLog {
             return 0;
         };
         let before = producers.len();
-        producers.retain(|_, state| state.last_append_ms >= before_ms);
+        // A producer with an open transaction stays until its marker.
+        producers.retain(|_, state| {
+            state.last_append_ms >= before_ms || state.txn_first_offset.is_some()
+        });
         before - producers.len()
     }
 }

@@ -8,7 +8,9 @@ use bytes::Bytes;
 
 use super::{PartitionLog, ReadCursor, ReadError};
 use crate::metadata::ChunkRecord;
-use crate::protocol::batch::{BATCH_HEADER_LEN, BatchHeader, iter_batches, slice_from_offset};
+use crate::protocol::batch::{
+    BATCH_HEADER_LEN, BatchHeader, cut_at_offset, iter_batches, slice_from_offset,
+};
 use crate::protocol::records::walk_records;
 use crate::storage::cache::BlockCache;
 use crate::storage::object::{StorageError, StorageErrorKind};
@@ -121,7 +123,9 @@ impl PartitionLog {
     /// Whole record batches starting with the one holding `offset`, up to
     /// `max_bytes` (at least one batch), continuing across chunks, and
     /// nothing at or above `high_watermark` (the one the caller reports; a
-    /// high watermark is always a chunk boundary). Empty at it. Only the bytes returned are read from the cache
+    /// high watermark is always a chunk boundary) nor any batch starting at
+    /// or after `stable` (read_committed: the last stable offset, which
+    /// may fall inside a chunk). Empty at the end. Only the bytes returned are read from the cache
     /// (plus batch headers to find the first one); a read within one cache
     /// block is a slice (no copy).
     pub async fn read(
@@ -129,6 +133,7 @@ impl PartitionLog {
         cache: &BlockCache,
         offset: i64,
         high_watermark: i64,
+        stable: i64,
         max_bytes: usize,
     ) -> Result<Bytes, ReadError> {
         // An object can disappear under a read that looked its chunk up
@@ -137,7 +142,7 @@ impl PartitionLog {
         let mut attempts = 0;
         loop {
             match self
-                .read_once(cache, offset, high_watermark, max_bytes)
+                .read_once(cache, offset, high_watermark, stable, max_bytes)
                 .await
             {
                 Err(ReadError::Storage { source, .. }) if attempts < 3 && is_not_found(&source) => {
@@ -153,6 +158,7 @@ impl PartitionLog {
         cache: &BlockCache,
         offset: i64,
         high_watermark: i64,
+        stable: i64,
         max_bytes: usize,
     ) -> Result<Bytes, ReadError> {
         let (start, end) = (
@@ -165,7 +171,8 @@ impl PartitionLog {
         let mut parts: Vec<Bytes> = Vec::new();
         let mut size = 0usize;
         let mut next = offset;
-        while next < end {
+        let visible = stable.min(end);
+        while next < visible {
             let chunk = self.chunk_for(next).ok_or(ReadError::Missing(next))?;
             let from = self.start_for(cache, &chunk, next).await?;
             let Some((pos, first_len)) = self.locate(cache, &chunk, next, from).await? else {
@@ -183,6 +190,9 @@ impl PartitionLog {
             let read_end = (pos + (budget as u64).max(first_len)).min(chunk_end);
             let data = read_range(cache, &chunk, pos..read_end, next).await?;
             let part = slice_from_offset(&data, next, budget.max(1));
+            let whole = part.len();
+            let part = cut_at_offset(part, visible);
+            let cut = part.len() < whole;
             if part.is_empty() || (!parts.is_empty() && part.len() > budget) {
                 break;
             }
@@ -198,8 +208,8 @@ impl PartitionLog {
             let read_to = pos + part.len() as u64;
             size += part.len();
             parts.push(part);
-            if last < next {
-                break; // a malformed chunk
+            if last < next || cut {
+                break; // a malformed chunk, or the last stable offset
             }
             if read_to < chunk_end {
                 break; // the budget filled inside this chunk

@@ -245,6 +245,7 @@ impl WalWriter {
                     index_len: 0,
                 },
                 producers: part.producers.values().cloned().collect(),
+                aborted: part.aborted.clone(),
             });
         }
         FlushObject {
@@ -287,6 +288,10 @@ impl WalWriter {
         for ((part, commit), outcome) in buffer.partitions.iter().zip(object.chunks).zip(&outcomes)
         {
             if *outcome == ChunkOutcome::Committed {
+                // Aborted ranges, then open transactions, then the high
+                // watermark: a read_committed fetch that sees the new last
+                // stable offset finds every aborted range below it.
+                part.log.apply_aborted(&commit.aborted);
                 part.log.apply_producers(&commit.producers);
                 part.log.apply_commit(commit.chunk);
             }

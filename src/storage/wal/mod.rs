@@ -55,7 +55,8 @@ use super::object::ObjectStorage;
 use super::partition::PartitionLog;
 use super::producers::{self, SequenceCheck, SequenceError};
 use super::sealer::SealBacklog;
-use crate::metadata::{MetadataStore, ProducerStateRecord, TopicId};
+use crate::broker::txn::OpenTxn;
+use crate::metadata::{AbortedTxn, MetadataStore, ProducerStateRecord, TopicId};
 use crate::protocol::batch::{BatchesSummary, ProducerBatch, assign_offsets};
 
 #[derive(Debug, Clone, Error)]
@@ -70,6 +71,8 @@ pub enum AppendError {
     ShuttingDown,
     #[error("{0}")]
     Sequence(SequenceError),
+    #[error("{0}")]
+    Transaction(String),
 }
 
 /// Completes when the appended batches are durable (or failed).
@@ -99,6 +102,8 @@ struct PartitionBuffer {
     batches: Vec<Bytes>,
     /// Latest state of each idempotent producer that wrote here.
     producers: HashMap<i64, ProducerStateRecord>,
+    /// Transactions this buffer's abort markers end.
+    aborted: Vec<AbortedTxn>,
 }
 
 /// One append awaiting its flush: `(partition slot, when appended, ack)`.
@@ -163,6 +168,18 @@ pub struct WalWriter {
     backlog: Arc<SealBacklog>,
 }
 
+/// Batches with their offsets assigned, on their way into the buffer.
+struct Pushed {
+    /// The partition's leader epoch the offsets were assigned under.
+    epoch: i32,
+    base_offset: i64,
+    next_offset: i64,
+    max_timestamp: i64,
+    batch: Bytes,
+    producer: Option<ProducerStateRecord>,
+    aborted: Option<AbortedTxn>,
+}
+
 fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -220,13 +237,16 @@ impl WalWriter {
     }
 
     /// Appends validated batches to `log`, assigning their offsets. The
-    /// returned ticket completes once they are durable.
+    /// returned ticket completes once they are durable. Transactional
+    /// batches come with their ongoing transaction (`txn`), checked again
+    /// under the buffer's lock: one that has begun to end refuses them.
     pub async fn append(
         &self,
         log: &Arc<PartitionLog>,
         mut records: BytesMut,
         summary: BatchesSummary,
         producer: Option<ProducerBatch>,
+        txn: Option<&OpenTxn>,
     ) -> Result<AppendTicket, AppendError> {
         let size = records.len();
         // A batch larger than the whole budget waits for an empty buffer.
@@ -235,7 +255,6 @@ impl WalWriter {
             .acquire_many_owned(want)
             .await
             .map_err(|_| AppendError::ShuttingDown)?;
-        let (tx, rx) = oneshot::channel();
         let mut state = self
             .state
             .lock()
@@ -243,6 +262,14 @@ impl WalWriter {
         let state = &mut *state;
         if state.closed {
             return Err(AppendError::ShuttingDown);
+        }
+        if let Some(txn) = txn
+            && !txn.is_open()
+        {
+            return Err(AppendError::Transaction(format!(
+                "the transaction of producer {} is ending; the batch is not part of it",
+                txn.producer_id
+            )));
         }
         let key = (log.topic_id, log.partition);
         let mut producer_state = None;
@@ -257,6 +284,7 @@ impl WalWriter {
                 SequenceCheck::Append => producer_state = Some(entry),
                 SequenceCheck::Duplicate(original) => {
                     drop(permit);
+                    let (tx, rx) = oneshot::channel();
                     return Ok(self.duplicate(
                         state,
                         log,
@@ -278,8 +306,13 @@ impl WalWriter {
         let next_offset = *next;
         let producer_update = match (&producer, producer_state) {
             (Some(batch), Some(entry)) => {
-                let updated =
-                    producers::record(entry.as_ref(), batch, base_offset, now_ms() as i64);
+                let updated = producers::record(
+                    entry.as_ref(),
+                    batch,
+                    base_offset,
+                    now_ms() as i64,
+                    txn.is_some(),
+                );
                 state
                     .producers
                     .entry(key)
@@ -289,30 +322,136 @@ impl WalWriter {
             }
             _ => None,
         };
+        let ticket = self.push(
+            state,
+            log,
+            Pushed {
+                epoch,
+                base_offset,
+                next_offset,
+                max_timestamp: summary.max_timestamp,
+                batch: records.freeze(),
+                producer: producer_update,
+                aborted: None,
+            },
+            size,
+            permit,
+        );
+        Ok(ticket)
+    }
+
+    /// Writes a transaction marker for `producer_id` at `epoch` into `log`
+    /// (the coordinator ends a transaction): it closes the producer's
+    /// transaction there and fences its older epochs. The ticket completes
+    /// once the marker is durable.
+    pub async fn append_marker(
+        &self,
+        log: &Arc<PartitionLog>,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<AppendTicket, AppendError> {
+        let now = now_ms() as i64;
+        let mut records =
+            crate::protocol::control::marker_batch(producer_id, epoch, commit, 0, now);
+        let size = records.len();
+        let permit = Arc::clone(&self.room)
+            .acquire_many_owned(size as u32)
+            .await
+            .map_err(|_| AppendError::ShuttingDown)?;
+        let mut state = self
+            .state
+            .lock()
+            .map_err(|_| AppendError::Storage("write buffer mutex poisoned".into()))?;
+        let state = &mut *state;
+        if state.closed {
+            return Err(AppendError::ShuttingDown);
+        }
+        let key = (log.topic_id, log.partition);
+        let entry = state
+            .producers
+            .get(&key)
+            .and_then(|p| p.get(&producer_id))
+            .cloned()
+            .or_else(|| log.producer(producer_id));
+        if let Some(entry) = &entry
+            && entry.epoch > epoch
+        {
+            return Err(AppendError::Sequence(SequenceError::InvalidEpoch {
+                producer_id,
+                epoch,
+                current: entry.epoch,
+            }));
+        }
+        let next = state
+            .next_offsets
+            .entry(key)
+            .or_insert_with(|| log.high_watermark());
+        let base_offset = *next;
+        let leader_epoch = log.leader_epoch();
+        *next = assign_offsets(&mut records, base_offset, leader_epoch);
+        let next_offset = *next;
+        let (updated, aborted) =
+            producers::record_marker(entry.as_ref(), producer_id, epoch, commit, base_offset, now);
+        state
+            .producers
+            .entry(key)
+            .or_default()
+            .insert(producer_id, updated.clone());
+        Ok(self.push(
+            state,
+            log,
+            Pushed {
+                epoch: leader_epoch,
+                base_offset,
+                next_offset,
+                max_timestamp: now,
+                batch: records.freeze(),
+                producer: Some(updated),
+                aborted,
+            },
+            size,
+            permit,
+        ))
+    }
+
+    /// Puts batches whose offsets were just assigned into the buffer.
+    fn push(
+        &self,
+        state: &mut State,
+        log: &Arc<PartitionLog>,
+        pushed: Pushed,
+        size: usize,
+        permit: OwnedSemaphorePermit,
+    ) -> AppendTicket {
+        let (tx, rx) = oneshot::channel();
+        let key = (log.topic_id, log.partition);
         let buffer = &mut state.buffer;
         let slot = match buffer.slot.get(&key) {
             Some(slot) => *slot,
             None => {
                 buffer.partitions.push(PartitionBuffer {
                     log: Arc::clone(log),
-                    leader_epoch: epoch,
-                    base_offset,
-                    next_offset,
+                    leader_epoch: pushed.epoch,
+                    base_offset: pushed.base_offset,
+                    next_offset: pushed.next_offset,
                     max_timestamp: -1,
                     batches: Vec::new(),
                     producers: HashMap::new(),
+                    aborted: Vec::new(),
                 });
                 buffer.slot.insert(key, buffer.partitions.len() - 1);
                 buffer.partitions.len() - 1
             }
         };
         let part = &mut buffer.partitions[slot];
-        part.next_offset = next_offset;
-        part.max_timestamp = part.max_timestamp.max(summary.max_timestamp);
-        part.batches.push(records.freeze());
-        if let Some(updated) = producer_update {
+        part.next_offset = pushed.next_offset;
+        part.max_timestamp = part.max_timestamp.max(pushed.max_timestamp);
+        part.batches.push(pushed.batch);
+        if let Some(updated) = pushed.producer {
             part.producers.insert(updated.producer_id, updated);
         }
+        part.aborted.extend(pushed.aborted);
         buffer.bytes += size;
         let now = Instant::now();
         buffer.waiters.push((Some(slot), now, tx));
@@ -324,10 +463,10 @@ impl WalWriter {
         if first || buffer.bytes >= self.flush_bytes {
             self.kick.notify_one();
         }
-        Ok(AppendTicket {
-            base_offset,
+        AppendTicket {
+            base_offset: pushed.base_offset,
             done: rx,
-        })
+        }
     }
 
     /// The answer to a retried batch first written at

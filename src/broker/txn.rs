@@ -1,0 +1,853 @@
+//! The transaction coordinator: Kafka's transactions (KIP-98) for every
+//! `transactional.id`, with its state in the metadata store.
+//!
+//! A transactional id holds a producer id and epoch. InitProducerId bumps
+//! the epoch (aborting a transaction left open by the previous incarnation,
+//! with markers at the new epoch, so that incarnation is fenced in every
+//! partition it wrote to). A transaction goes Empty/Complete -> Ongoing
+//! (AddPartitionsToTxn, AddOffsetsToTxn) -> PrepareCommit/PrepareAbort
+//! (EndTxn, or the coordinator's timeout, which aborts at a bumped epoch) ->
+//! CompleteCommit/CompleteAbort once a marker is in every partition of the
+//! transaction and, on commit, its offsets (TxnOffsetCommit) are the
+//! groups' committed offsets.
+//!
+//! Durability: every state change is stored before anything depends on it.
+//! The Prepare state is stored before the first marker is written, so a
+//! broker killed between markers writes them again when it starts (a
+//! second marker for a transaction a partition already ended changes
+//! nothing there); the Complete state and the offsets are stored in one
+//! transaction. A transaction is therefore committed everywhere or aborted
+//! everywhere.
+//!
+//! Markers are written through the write buffer like any batch, so a
+//! marker is durable and ordered with the partition's data exactly like
+//! the data itself. EndTxn answers once the transaction is complete.
+//!
+//! Produce (KIP-890 part 1): a transactional batch is accepted only in a
+//! partition added to the producer's ongoing transaction at the batch's
+//! epoch; the check is repeated under the write buffer's lock
+//! ([`OpenTxn::is_open`]), so a batch that races the end of its
+//! transaction either lands before the markers or is refused.
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use kafka_protocol::error::ResponseError;
+use tokio_util::sync::CancellationToken;
+
+use super::Broker;
+use crate::metadata::{CommittedOffset, MetadataStore, TopicId, TransactionRecord, TxnState};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Coordinator settings (Kafka's broker config names in brackets).
+#[derive(Debug, Clone, Copy)]
+pub struct TxnSettings {
+    /// Longest transaction timeout a producer may ask for
+    /// (`transaction.max.timeout.ms`).
+    pub max_timeout_ms: i32,
+    /// How often open transactions are checked for their timeout
+    /// (`transaction.abort.timed.out.transaction.cleanup.interval.ms`).
+    pub abort_check_interval: Duration,
+    /// A transactional id idle this long with no open transaction is
+    /// forgotten (`transactional.id.expiration.ms`).
+    pub id_expiration_ms: i64,
+    /// How often idle transactional ids are looked for
+    /// (`transaction.remove.expired.transaction.cleanup.interval.ms`).
+    pub id_expiration_check_interval: Duration,
+}
+
+/// An ongoing transaction as Produce sees it.
+#[derive(Debug)]
+pub struct OpenTxn {
+    pub producer_id: i64,
+    pub epoch: i16,
+    partitions: RwLock<BTreeSet<(TopicId, i32)>>,
+    open: AtomicBool,
+}
+
+impl OpenTxn {
+    fn new(producer_id: i64, epoch: i16, partitions: &[(TopicId, i32)]) -> Arc<Self> {
+        Arc::new(Self {
+            producer_id,
+            epoch,
+            partitions: RwLock::new(partitions.iter().copied().collect()),
+            open: AtomicBool::new(true),
+        })
+    }
+
+    /// False from the moment the transaction starts ending: a batch that
+    /// finds it closed under the write buffer's lock is refused, one that
+    /// finds it open lands before the markers.
+    pub fn is_open(&self) -> bool {
+        self.open.load(Ordering::Acquire)
+    }
+
+    fn contains(&self, topic: TopicId, partition: i32) -> bool {
+        self.partitions
+            .read()
+            .map(|p| p.contains(&(topic, partition)))
+            .unwrap_or(false)
+    }
+}
+
+/// One transactional id: its stored record, its transaction's pending
+/// offsets (group -> offsets), and the view Produce checks.
+struct TxnEntry {
+    record: TransactionRecord,
+    pending: Vec<(String, CommittedOffset)>,
+    open: Option<Arc<OpenTxn>>,
+}
+
+/// What DescribeTransactions and ListTransactions show of a transactional id.
+#[derive(Debug, Clone)]
+pub struct TxnView {
+    pub record: TransactionRecord,
+}
+
+pub struct TxnCoordinator {
+    metadata: Arc<dyn MetadataStore>,
+    settings: TxnSettings,
+    entries: Mutex<HashMap<String, Arc<tokio::sync::Mutex<TxnEntry>>>>,
+    /// Ongoing transactions by producer id (what Produce checks).
+    ongoing: RwLock<HashMap<i64, Arc<OpenTxn>>>,
+    /// The current epoch of every transactional producer id, so a batch of
+    /// an older incarnation is answered as fenced.
+    epochs: RwLock<HashMap<i64, i16>>,
+    /// Groups with offsets in an undecided transaction: group ->
+    /// transactional ids (OffsetFetch's `require_stable`).
+    pending_groups: Mutex<HashMap<String, BTreeSet<String>>>,
+}
+
+/// Kafka's error for a producer id that does not match the transactional id's.
+const WRONG_PRODUCER: ResponseError = ResponseError::InvalidProducerIdMapping;
+
+fn bumped(record: &TransactionRecord) -> Option<i16> {
+    // Kafka moves to a new producer id when the epoch would reach the
+    // largest value (`Short.MAX_VALUE - 1` is the last usable one).
+    (record.producer_epoch < i16::MAX - 1).then_some(record.producer_epoch + 1)
+}
+
+impl TxnCoordinator {
+    pub fn new(metadata: Arc<dyn MetadataStore>, settings: TxnSettings) -> Arc<Self> {
+        Arc::new(Self {
+            metadata,
+            settings,
+            entries: Mutex::default(),
+            ongoing: RwLock::default(),
+            epochs: RwLock::default(),
+            pending_groups: Mutex::default(),
+        })
+    }
+
+    /// Loads every stored transactional id (at startup, before serving).
+    pub async fn load(&self) -> crate::metadata::Result<()> {
+        let stored = self.metadata.transactions().await?;
+        let mut entries = self.entries.lock().expect("coordinator lock");
+        for (record, pending) in stored {
+            let open = (record.state == TxnState::Ongoing).then(|| {
+                OpenTxn::new(
+                    record.producer_id,
+                    record.producer_epoch,
+                    &record.partitions,
+                )
+            });
+            if let Some(open) = &open {
+                self.ongoing
+                    .write()
+                    .expect("coordinator lock")
+                    .insert(record.producer_id, Arc::clone(open));
+            }
+            for (group, _) in &pending {
+                self.note_pending(group, &record.transactional_id);
+            }
+            self.note_epoch(&record);
+            entries.insert(
+                record.transactional_id.clone(),
+                Arc::new(tokio::sync::Mutex::new(TxnEntry {
+                    record,
+                    pending,
+                    open,
+                })),
+            );
+        }
+        Ok(())
+    }
+
+    fn entry(&self, transactional_id: &str) -> Option<Arc<tokio::sync::Mutex<TxnEntry>>> {
+        self.entries
+            .lock()
+            .ok()?
+            .get(transactional_id)
+            .map(Arc::clone)
+    }
+
+    fn note_epoch(&self, record: &TransactionRecord) {
+        if let Ok(mut epochs) = self.epochs.write() {
+            epochs.insert(record.producer_id, record.producer_epoch);
+        }
+    }
+
+    fn note_pending(&self, group: &str, transactional_id: &str) {
+        if let Ok(mut groups) = self.pending_groups.lock() {
+            groups
+                .entry(group.to_string())
+                .or_default()
+                .insert(transactional_id.to_string());
+        }
+    }
+
+    fn clear_pending(&self, entry: &TxnEntry) {
+        if let Ok(mut groups) = self.pending_groups.lock() {
+            for (group, _) in &entry.pending {
+                if let Some(ids) = groups.get_mut(group) {
+                    ids.remove(&entry.record.transactional_id);
+                    if ids.is_empty() {
+                        groups.remove(group);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether `group` has an offset for `topic`/`partition` in a
+    /// transaction not decided yet (OffsetFetch `require_stable`).
+    pub async fn has_pending_offset(&self, group: &str, topic: TopicId, partition: i32) -> bool {
+        let ids: Vec<String> = match self.pending_groups.lock() {
+            Ok(groups) => match groups.get(group) {
+                Some(ids) => ids.iter().cloned().collect(),
+                None => return false,
+            },
+            Err(_) => return false,
+        };
+        for id in ids {
+            if let Some(entry) = self.entry(&id) {
+                let entry = entry.lock().await;
+                if entry
+                    .pending
+                    .iter()
+                    .any(|(g, o)| g == group && o.topic_id == topic && o.partition == partition)
+                {
+                    return true;
+                }
+            }
+        }
+        false
+    }
+
+    /// The ongoing transaction `producer_id` may write to `topic`/`partition`
+    /// in at `epoch` (KIP-890 part 1), or the error Produce answers.
+    pub fn verify_produce(
+        &self,
+        producer_id: i64,
+        epoch: i16,
+        topic: TopicId,
+        partition: i32,
+    ) -> Result<Arc<OpenTxn>, (ResponseError, String)> {
+        let open = self
+            .ongoing
+            .read()
+            .ok()
+            .and_then(|o| o.get(&producer_id).map(Arc::clone));
+        let current = self
+            .epochs
+            .read()
+            .ok()
+            .and_then(|e| e.get(&producer_id).copied());
+        if let Some(current) = current
+            && epoch < current
+        {
+            return Err((
+                ResponseError::InvalidProducerEpoch,
+                format!(
+                    "producer {producer_id} wrote with epoch {epoch}; a newer incarnation has epoch {current}"
+                ),
+            ));
+        }
+        let Some(open) = open else {
+            return Err((
+                ResponseError::InvalidTxnState,
+                format!("producer {producer_id} has no ongoing transaction"),
+            ));
+        };
+        if epoch != open.epoch {
+            return Err((
+                ResponseError::InvalidProducerEpoch,
+                format!(
+                    "producer {producer_id} wrote with epoch {epoch}, its transaction has epoch {}",
+                    open.epoch
+                ),
+            ));
+        }
+        if !open.contains(topic, partition) {
+            return Err((
+                ResponseError::InvalidTxnState,
+                format!(
+                    "partition {partition} was not added to the transaction of producer {producer_id} (AddPartitionsToTxn)"
+                ),
+            ));
+        }
+        Ok(open)
+    }
+
+    /// InitProducerId with a transactional id: `(producer id, epoch)`.
+    /// `known`: the id and epoch the producer holds (KIP-360), if any.
+    pub async fn init_producer_id(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        timeout_ms: i32,
+        known: Option<(i64, i16)>,
+    ) -> Result<(i64, i16), ResponseError> {
+        if timeout_ms <= 0 || timeout_ms > self.settings.max_timeout_ms {
+            return Err(ResponseError::InvalidTransactionTimeout);
+        }
+        let entry = match self.entry(transactional_id) {
+            Some(entry) => entry,
+            None => {
+                if known.is_some() {
+                    // Kafka: a producer id given for an unknown
+                    // transactional id does not map to it.
+                    return Err(WRONG_PRODUCER);
+                }
+                let producer_id = self.metadata.allocate_producer_id().await.map_err(|e| {
+                    tracing::warn!(error = %e, "cannot allocate a producer id");
+                    ResponseError::CoordinatorNotAvailable
+                })?;
+                let now = now_ms();
+                let record = TransactionRecord {
+                    transactional_id: transactional_id.to_string(),
+                    producer_id,
+                    producer_epoch: 0,
+                    last_producer_id: -1,
+                    last_producer_epoch: -1,
+                    timeout_ms,
+                    state: TxnState::Empty,
+                    partitions: Vec::new(),
+                    groups: Vec::new(),
+                    start_ms: -1,
+                    updated_ms: now,
+                };
+                self.store(&record).await?;
+                let entry = Arc::new(tokio::sync::Mutex::new(TxnEntry {
+                    record,
+                    pending: Vec::new(),
+                    open: None,
+                }));
+                let mut entries = self
+                    .entries
+                    .lock()
+                    .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
+                // Two first InitProducerIds raced: the first one stored wins.
+                let kept = entries
+                    .entry(transactional_id.to_string())
+                    .or_insert_with(|| Arc::clone(&entry));
+                if Arc::ptr_eq(kept, &entry) {
+                    return Ok((producer_id, 0));
+                }
+                Arc::clone(kept)
+            }
+        };
+        let mut entry = entry.lock().await;
+        self.finish_prepared(broker, &mut entry).await?;
+        let record = &entry.record;
+        if let Some((id, epoch)) = known {
+            if (id, epoch) == (record.last_producer_id, record.last_producer_epoch)
+                && record.state != TxnState::Ongoing
+            {
+                // A retry of the bump that produced the current epoch.
+                return Ok((record.producer_id, record.producer_epoch));
+            }
+            if id != record.producer_id {
+                return Err(WRONG_PRODUCER);
+            }
+            if epoch != record.producer_epoch {
+                return Err(ResponseError::ProducerFenced);
+            }
+        }
+        if entry.record.state == TxnState::Ongoing {
+            // The previous incarnation left a transaction open: abort it at
+            // the new epoch, which fences it in every partition it wrote to.
+            self.bump_epoch(&mut entry).await?;
+            self.end(broker, &mut entry, false).await?;
+        } else {
+            self.bump_epoch(&mut entry).await?;
+        }
+        entry.record.timeout_ms = timeout_ms;
+        entry.record.updated_ms = now_ms();
+        let record = entry.record.clone();
+        self.store(&record).await?;
+        Ok((record.producer_id, record.producer_epoch))
+    }
+
+    /// The next epoch (or a new producer id at the last epoch), in memory;
+    /// stored by the caller's next store.
+    async fn bump_epoch(&self, entry: &mut TxnEntry) -> Result<(), ResponseError> {
+        let record = &mut entry.record;
+        let (previous_id, previous_epoch) = (record.producer_id, record.producer_epoch);
+        match bumped(record) {
+            Some(epoch) => record.producer_epoch = epoch,
+            None => {
+                let id = self.metadata.allocate_producer_id().await.map_err(|e| {
+                    tracing::warn!(error = %e, "cannot allocate a producer id");
+                    ResponseError::CoordinatorNotAvailable
+                })?;
+                record.producer_id = id;
+                record.producer_epoch = 0;
+            }
+        }
+        record.last_producer_id = previous_id;
+        record.last_producer_epoch = previous_epoch;
+        Ok(())
+    }
+
+    async fn store(&self, record: &TransactionRecord) -> Result<(), ResponseError> {
+        self.metadata
+            .put_transaction(record.clone())
+            .await
+            .map_err(|e| {
+                tracing::warn!(transactional_id = %record.transactional_id, error = %e, "cannot store transaction state");
+                ResponseError::CoordinatorNotAvailable
+            })?;
+        self.note_epoch(record);
+        Ok(())
+    }
+
+    /// Checks that `producer_id`/`epoch` are the transactional id's current
+    /// ones, and that no transaction of it is still ending.
+    async fn current(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+    ) -> Result<tokio::sync::OwnedMutexGuard<TxnEntry>, ResponseError> {
+        let Some(entry) = self.entry(transactional_id) else {
+            return Err(WRONG_PRODUCER);
+        };
+        let mut entry = entry.lock_owned().await;
+        if entry.record.producer_id != producer_id {
+            return Err(WRONG_PRODUCER);
+        }
+        if entry.record.producer_epoch != epoch {
+            return Err(ResponseError::ProducerFenced);
+        }
+        self.finish_prepared(broker, &mut entry).await?;
+        Ok(entry)
+    }
+
+    /// A transaction whose end was decided but not completed (a marker
+    /// write failed, or the broker stopped) is completed first.
+    async fn finish_prepared(
+        &self,
+        broker: &Broker,
+        entry: &mut TxnEntry,
+    ) -> Result<(), ResponseError> {
+        match entry.record.state {
+            TxnState::PrepareCommit => self.end(broker, entry, true).await,
+            TxnState::PrepareAbort => self.end(broker, entry, false).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Starts a transaction if none is ongoing, so partitions or a group
+    /// can join it: the state is stored before the caller relies on it.
+    fn begin_if_needed(&self, entry: &mut TxnEntry) {
+        if entry.record.state != TxnState::Ongoing {
+            entry.record.state = TxnState::Ongoing;
+            entry.record.partitions.clear();
+            entry.record.groups.clear();
+            entry.record.start_ms = now_ms();
+        }
+    }
+
+    /// AddPartitionsToTxn: the partitions (all known to exist) join the
+    /// producer's transaction, which starts if none is ongoing.
+    pub async fn add_partitions(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(TopicId, i32)],
+    ) -> Result<(), ResponseError> {
+        let mut entry = self
+            .current(broker, transactional_id, producer_id, epoch)
+            .await?;
+        let before = entry.record.clone();
+        self.begin_if_needed(&mut entry);
+        let mut added = false;
+        for p in partitions {
+            if !entry.record.partitions.contains(p) {
+                entry.record.partitions.push(*p);
+                added = true;
+            }
+        }
+        if before.state == TxnState::Ongoing && !added {
+            return Ok(());
+        }
+        entry.record.updated_ms = now_ms();
+        let record = entry.record.clone();
+        if let Err(error) = self.store(&record).await {
+            entry.record = before;
+            return Err(error);
+        }
+        self.publish_open(&mut entry);
+        Ok(())
+    }
+
+    /// Whether the partitions are already in the producer's ongoing
+    /// transaction (AddPartitionsToTxn v4+ `verify_only`).
+    pub async fn verify_partitions(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        partitions: &[(TopicId, i32)],
+    ) -> Result<Vec<bool>, ResponseError> {
+        let entry = self
+            .current(broker, transactional_id, producer_id, epoch)
+            .await?;
+        let ongoing = entry.record.state == TxnState::Ongoing;
+        Ok(partitions
+            .iter()
+            .map(|p| ongoing && entry.record.partitions.contains(p))
+            .collect())
+    }
+
+    /// Makes the entry's ongoing transaction (just stored) what Produce checks.
+    fn publish_open(&self, entry: &mut TxnEntry) {
+        let record = &entry.record;
+        let current = entry
+            .open
+            .as_ref()
+            .filter(|o| o.producer_id == record.producer_id && o.epoch == record.producer_epoch);
+        match current {
+            Some(open) => {
+                if let Ok(mut partitions) = open.partitions.write() {
+                    partitions.extend(record.partitions.iter().copied());
+                }
+            }
+            None => {
+                let open = OpenTxn::new(
+                    record.producer_id,
+                    record.producer_epoch,
+                    &record.partitions,
+                );
+                if let Ok(mut ongoing) = self.ongoing.write() {
+                    ongoing.insert(record.producer_id, Arc::clone(&open));
+                }
+                entry.open = Some(open);
+            }
+        }
+    }
+
+    /// AddOffsetsToTxn: `group`'s offsets will be committed with the
+    /// transaction.
+    pub async fn add_offsets(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+    ) -> Result<(), ResponseError> {
+        let mut entry = self
+            .current(broker, transactional_id, producer_id, epoch)
+            .await?;
+        if entry.record.state == TxnState::Ongoing && entry.record.groups.iter().any(|g| g == group)
+        {
+            return Ok(());
+        }
+        let before = entry.record.clone();
+        self.begin_if_needed(&mut entry);
+        entry.record.groups.push(group.to_string());
+        entry.record.updated_ms = now_ms();
+        let record = entry.record.clone();
+        if let Err(error) = self.store(&record).await {
+            entry.record = before;
+            return Err(error);
+        }
+        self.publish_open(&mut entry);
+        Ok(())
+    }
+
+    /// TxnOffsetCommit: offsets of `group` (added with AddOffsetsToTxn) that
+    /// become its committed offsets when the transaction commits. The
+    /// group's own fencing (generation, member) is the caller's.
+    pub async fn commit_offsets(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        group: &str,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<(), ResponseError> {
+        let mut entry = self
+            .current(broker, transactional_id, producer_id, epoch)
+            .await?;
+        if entry.record.state != TxnState::Ongoing
+            || !entry.record.groups.iter().any(|g| g == group)
+        {
+            return Err(ResponseError::InvalidTxnState);
+        }
+        self.metadata
+            .put_txn_offsets(transactional_id, group, offsets.clone())
+            .await
+            .map_err(|e| {
+                tracing::warn!(transactional_id, error = %e, "cannot store transactional offsets");
+                ResponseError::CoordinatorNotAvailable
+            })?;
+        for offset in offsets {
+            entry.pending.retain(|(g, o)| {
+                !(g == group && o.topic_id == offset.topic_id && o.partition == offset.partition)
+            });
+            entry.pending.push((group.to_string(), offset));
+        }
+        self.note_pending(group, transactional_id);
+        Ok(())
+    }
+
+    /// EndTxn: commits or aborts the producer's ongoing transaction.
+    pub async fn end_txn(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+        producer_id: i64,
+        epoch: i16,
+        commit: bool,
+    ) -> Result<(), ResponseError> {
+        let Some(entry) = self.entry(transactional_id) else {
+            return Err(WRONG_PRODUCER);
+        };
+        let mut entry = entry.lock().await;
+        if entry.record.producer_id != producer_id {
+            return Err(WRONG_PRODUCER);
+        }
+        if entry.record.producer_epoch != epoch {
+            return Err(ResponseError::ProducerFenced);
+        }
+        match (entry.record.state, commit) {
+            (TxnState::Ongoing, _) => self.end(broker, &mut entry, commit).await,
+            // A retry of an end that is under way or done: finish it.
+            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
+                self.end(broker, &mut entry, commit).await
+            }
+            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
+            _ => Err(ResponseError::InvalidTxnState),
+        }
+    }
+
+    /// Ends the entry's transaction: stores the decision, writes a marker
+    /// into each of its partitions, then stores the completion (with the
+    /// offsets, on commit). A failure leaves the decision stored, to be
+    /// finished by a retry, the next request for this id or the
+    /// coordinator's background pass.
+    async fn end(
+        &self,
+        broker: &Broker,
+        entry: &mut TxnEntry,
+        commit: bool,
+    ) -> Result<(), ResponseError> {
+        let prepare = if commit {
+            TxnState::PrepareCommit
+        } else {
+            TxnState::PrepareAbort
+        };
+        if entry.record.state != prepare {
+            let before = entry.record.clone();
+            entry.record.state = prepare;
+            entry.record.updated_ms = now_ms();
+            let record = entry.record.clone();
+            if let Err(error) = self.store(&record).await {
+                entry.record = before;
+                return Err(error);
+            }
+        }
+        // From here on no batch of this transaction is accepted.
+        if let Some(open) = entry.open.take() {
+            open.open.store(false, Ordering::Release);
+            if let Ok(mut ongoing) = self.ongoing.write()
+                && ongoing
+                    .get(&open.producer_id)
+                    .is_some_and(|o| Arc::ptr_eq(o, &open))
+            {
+                ongoing.remove(&open.producer_id);
+            }
+        }
+        let record = entry.record.clone();
+        let mut tickets = Vec::with_capacity(record.partitions.len());
+        for &(topic, partition) in &record.partitions {
+            let Some(log) = broker
+                .catalog
+                .by_id(topic)
+                .and_then(|t| t.partition(partition).cloned())
+            else {
+                continue; // deleted with its topic
+            };
+            match broker
+                .writer
+                .append_marker(&log, record.producer_id, record.producer_epoch, commit)
+                .await
+            {
+                Ok(ticket) => tickets.push((topic, partition, ticket)),
+                Err(error) => {
+                    tracing::warn!(transactional_id = %record.transactional_id, %topic, partition, %error, "cannot write a transaction marker; the transaction stays prepared");
+                    return Err(ResponseError::ConcurrentTransactions);
+                }
+            }
+        }
+        for (topic, partition, ticket) in tickets {
+            match ticket.committed().await {
+                Ok(_) | Err(crate::storage::wal::AppendError::TopicDeleted) => {}
+                Err(error) => {
+                    tracing::warn!(transactional_id = %record.transactional_id, %topic, partition, %error, "a transaction marker was not written; the transaction stays prepared");
+                    return Err(ResponseError::ConcurrentTransactions);
+                }
+            }
+        }
+        let mut done = record;
+        done.state = if commit {
+            TxnState::CompleteCommit
+        } else {
+            TxnState::CompleteAbort
+        };
+        done.updated_ms = now_ms();
+        self.metadata
+            .complete_transaction(done.clone(), commit)
+            .await
+            .map_err(|e| {
+                tracing::warn!(transactional_id = %done.transactional_id, error = %e, "cannot store the end of a transaction; it stays prepared");
+                ResponseError::ConcurrentTransactions
+            })?;
+        self.clear_pending(entry);
+        entry.pending.clear();
+        entry.record = done;
+        tracing::debug!(transactional_id = %entry.record.transactional_id, commit, partitions = entry.record.partitions.len(), "transaction ended");
+        Ok(())
+    }
+
+    /// Every transactional id, for DescribeTransactions / ListTransactions.
+    pub async fn views(&self, ids: Option<&[String]>) -> Vec<(String, Option<TxnView>)> {
+        let wanted: Vec<(String, Option<Arc<tokio::sync::Mutex<TxnEntry>>>)> = match ids {
+            Some(ids) => ids.iter().map(|id| (id.clone(), self.entry(id))).collect(),
+            None => {
+                let entries = match self.entries.lock() {
+                    Ok(entries) => entries,
+                    Err(_) => return Vec::new(),
+                };
+                let mut all: Vec<_> = entries
+                    .iter()
+                    .map(|(id, e)| (id.clone(), Some(Arc::clone(e))))
+                    .collect();
+                all.sort_by(|a, b| a.0.cmp(&b.0));
+                all
+            }
+        };
+        let mut views = Vec::with_capacity(wanted.len());
+        for (id, entry) in wanted {
+            let view = match entry {
+                Some(entry) => Some(TxnView {
+                    record: entry.lock().await.record.clone(),
+                }),
+                None => None,
+            };
+            views.push((id, view));
+        }
+        views
+    }
+
+    /// Background work until `shutdown`: finishes transactions left
+    /// prepared (at startup, after a failed marker write), aborts those
+    /// past their timeout at a bumped epoch, forgets idle transactional ids.
+    pub async fn run(self: Arc<Self>, broker: Arc<Broker>, shutdown: CancellationToken) {
+        let mut checks = tokio::time::interval(self.settings.abort_check_interval);
+        let mut expiry = tokio::time::interval(self.settings.id_expiration_check_interval);
+        checks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        expiry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick of each is immediate: prepared transactions are
+        // finished as soon as the broker runs.
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = checks.tick() => self.check_timeouts(&broker).await,
+                _ = expiry.tick() => self.expire_ids().await,
+            }
+        }
+    }
+
+    fn all_entries(&self) -> Vec<Arc<tokio::sync::Mutex<TxnEntry>>> {
+        self.entries
+            .lock()
+            .map(|e| e.values().map(Arc::clone).collect())
+            .unwrap_or_default()
+    }
+
+    async fn check_timeouts(&self, broker: &Broker) {
+        let now = now_ms();
+        for entry in self.all_entries() {
+            let mut entry = entry.lock().await;
+            let result = match entry.record.state {
+                TxnState::PrepareCommit | TxnState::PrepareAbort => {
+                    self.finish_prepared(broker, &mut entry).await
+                }
+                TxnState::Ongoing
+                    if entry.record.start_ms + i64::from(entry.record.timeout_ms) < now =>
+                {
+                    tracing::info!(transactional_id = %entry.record.transactional_id, timeout_ms = entry.record.timeout_ms, "aborting a transaction past its timeout");
+                    // As Kafka: at a bumped epoch, so the producer that let
+                    // it time out is fenced.
+                    match self.bump_epoch(&mut entry).await {
+                        Ok(()) => self.end(broker, &mut entry, false).await,
+                        Err(error) => Err(error),
+                    }
+                }
+                _ => Ok(()),
+            };
+            if let Err(error) = result {
+                tracing::warn!(transactional_id = %entry.record.transactional_id, ?error, "transaction not finished; retrying later");
+            }
+        }
+    }
+
+    async fn expire_ids(&self) {
+        let before = now_ms() - self.settings.id_expiration_ms;
+        let mut forgotten = 0usize;
+        for entry in self.all_entries() {
+            // Checked and forgotten under the entry's lock, so a request
+            // for the id cannot slip in between.
+            let entry = entry.lock().await;
+            let idle = matches!(
+                entry.record.state,
+                TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
+            );
+            if !idle || entry.record.updated_ms >= before {
+                continue;
+            }
+            let id = entry.record.transactional_id.clone();
+            if let Err(error) = self.metadata.delete_transactions(vec![id.clone()]).await {
+                tracing::warn!(%error, "cannot forget an idle transactional id");
+                return;
+            }
+            if let Ok(mut entries) = self.entries.lock() {
+                entries.remove(&id);
+            }
+            if let Ok(mut epochs) = self.epochs.write() {
+                epochs.remove(&entry.record.producer_id);
+            }
+            forgotten += 1;
+        }
+        if forgotten > 0 {
+            tracing::info!(count = forgotten, "forgot idle transactional ids");
+        }
+    }
+}

@@ -1,0 +1,309 @@
+//! Transaction coordinator rows: one per transactional id, the offsets its
+//! ongoing transaction will commit, and each partition's aborted
+//! transactions (written with the abort marker's chunk).
+
+use rusqlite::{Connection, Transaction, TransactionBehavior, params};
+
+use super::parse_topic_id;
+use crate::metadata::{
+    AbortedTxn, CommittedOffset, MetadataError, Result, TopicId, TransactionRecord, TxnState,
+};
+
+fn encode_partitions(partitions: &[(TopicId, i32)]) -> Result<String> {
+    let list: Vec<(String, i32)> = partitions
+        .iter()
+        .map(|(t, p)| (t.0.to_string(), *p))
+        .collect();
+    serde_json::to_string(&list)
+        .map_err(|e| MetadataError::Backend(format!("encode transaction partitions: {e}")))
+}
+
+fn decode_partitions(id: &str, text: &str) -> Result<Vec<(TopicId, i32)>> {
+    let list: Vec<(String, i32)> = serde_json::from_str(text).map_err(|e| {
+        MetadataError::Backend(format!("corrupt partitions of transaction '{id}': {e}"))
+    })?;
+    list.into_iter()
+        .map(|(t, p)| Ok((parse_topic_id(&t)?, p)))
+        .collect()
+}
+
+fn upsert(tx: &Transaction<'_>, record: &TransactionRecord) -> Result<()> {
+    let groups = serde_json::to_string(&record.groups)
+        .map_err(|e| MetadataError::Backend(format!("encode transaction groups: {e}")))?;
+    tx.prepare_cached(
+        "INSERT INTO transactions
+             (transactional_id, producer_id, producer_epoch, last_producer_id,
+              last_producer_epoch, timeout_ms, state, partitions, groups, start_ms, updated_ms)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+         ON CONFLICT (transactional_id) DO UPDATE SET
+             producer_id = excluded.producer_id,
+             producer_epoch = excluded.producer_epoch,
+             last_producer_id = excluded.last_producer_id,
+             last_producer_epoch = excluded.last_producer_epoch,
+             timeout_ms = excluded.timeout_ms,
+             state = excluded.state,
+             partitions = excluded.partitions,
+             groups = excluded.groups,
+             start_ms = excluded.start_ms,
+             updated_ms = excluded.updated_ms",
+    )?
+    .execute(params![
+        record.transactional_id,
+        record.producer_id,
+        record.producer_epoch,
+        record.last_producer_id,
+        record.last_producer_epoch,
+        record.timeout_ms,
+        record.state as i64,
+        encode_partitions(&record.partitions)?,
+        groups,
+        record.start_ms,
+        record.updated_ms,
+    ])?;
+    Ok(())
+}
+
+pub(super) fn put(conn: &mut Connection, record: &TransactionRecord) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    upsert(&tx, record)?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn put_offsets(
+    conn: &mut Connection,
+    transactional_id: &str,
+    group: &str,
+    offsets: &[CommittedOffset],
+) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT INTO txn_offsets
+                 (transactional_id, group_id, topic_id, partition, committed_offset,
+                  leader_epoch, metadata, commit_ms)
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8
+             WHERE EXISTS (SELECT 1 FROM partitions WHERE topic_id = ?3 AND partition = ?4)
+             ON CONFLICT (transactional_id, group_id, topic_id, partition) DO UPDATE SET
+                 committed_offset = excluded.committed_offset,
+                 leader_epoch = excluded.leader_epoch,
+                 metadata = excluded.metadata,
+                 commit_ms = excluded.commit_ms",
+        )?;
+        for o in offsets {
+            stmt.execute(params![
+                transactional_id,
+                group,
+                o.topic_id.0.to_string(),
+                o.partition,
+                o.offset,
+                o.leader_epoch,
+                o.metadata,
+                o.commit_ms
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Stores a completed transaction and, on commit, makes its pending
+/// offsets its groups' committed offsets; the pending rows go either way.
+pub(super) fn complete(
+    conn: &mut Connection,
+    record: &TransactionRecord,
+    commit: bool,
+) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if commit {
+        tx.prepare_cached(
+            "INSERT INTO group_offsets
+                 (group_id, topic_id, partition, committed_offset, leader_epoch, metadata, commit_ms)
+             SELECT group_id, topic_id, partition, committed_offset, leader_epoch, metadata, commit_ms
+             FROM txn_offsets WHERE transactional_id = ?1
+             ON CONFLICT (group_id, topic_id, partition) DO UPDATE SET
+                 committed_offset = excluded.committed_offset,
+                 leader_epoch = excluded.leader_epoch,
+                 metadata = excluded.metadata,
+                 commit_ms = excluded.commit_ms",
+        )?
+        .execute(params![record.transactional_id])?;
+    }
+    tx.prepare_cached("DELETE FROM txn_offsets WHERE transactional_id = ?1")?
+        .execute(params![record.transactional_id])?;
+    upsert(&tx, record)?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn delete(conn: &mut Connection, ids: &[String]) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    {
+        let mut offsets =
+            tx.prepare_cached("DELETE FROM txn_offsets WHERE transactional_id = ?1")?;
+        let mut records =
+            tx.prepare_cached("DELETE FROM transactions WHERE transactional_id = ?1")?;
+        for id in ids {
+            offsets.execute(params![id])?;
+            records.execute(params![id])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+type Loaded = Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>;
+
+pub(super) fn load(conn: &Connection) -> Result<Loaded> {
+    let mut stmt = conn.prepare(
+        "SELECT transactional_id, producer_id, producer_epoch, last_producer_id,
+                last_producer_epoch, timeout_ms, state, partitions, groups, start_ms, updated_ms
+         FROM transactions ORDER BY transactional_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i16>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i16>(4)?,
+            r.get::<_, i32>(5)?,
+            r.get::<_, i64>(6)?,
+            r.get::<_, String>(7)?,
+            r.get::<_, String>(8)?,
+            r.get::<_, i64>(9)?,
+            r.get::<_, i64>(10)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (id, pid, epoch, last_pid, last_epoch, timeout, state, parts, groups, start, updated) =
+            row?;
+        let state = TxnState::from_code(state).ok_or_else(|| {
+            MetadataError::Backend(format!("corrupt state {state} of transaction '{id}'"))
+        })?;
+        let groups: Vec<String> = serde_json::from_str(&groups).map_err(|e| {
+            MetadataError::Backend(format!("corrupt groups of transaction '{id}': {e}"))
+        })?;
+        let partitions = decode_partitions(&id, &parts)?;
+        out.push((
+            TransactionRecord {
+                transactional_id: id,
+                producer_id: pid,
+                producer_epoch: epoch,
+                last_producer_id: last_pid,
+                last_producer_epoch: last_epoch,
+                timeout_ms: timeout,
+                state,
+                partitions,
+                groups,
+                start_ms: start,
+                updated_ms: updated,
+            },
+            Vec::new(),
+        ));
+    }
+    let mut stmt = conn.prepare(
+        "SELECT transactional_id, group_id, topic_id, partition, committed_offset,
+                leader_epoch, metadata, commit_ms
+         FROM txn_offsets ORDER BY transactional_id",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i32>(3)?,
+            r.get::<_, i64>(4)?,
+            r.get::<_, i32>(5)?,
+            r.get::<_, Option<String>>(6)?,
+            r.get::<_, i64>(7)?,
+        ))
+    })?;
+    for row in rows {
+        let (id, group, topic, partition, offset, leader_epoch, metadata, commit_ms) = row?;
+        let Ok(at) = out.binary_search_by(|(r, _)| r.transactional_id.as_str().cmp(&id)) else {
+            continue; // cannot happen: rows go with their transaction
+        };
+        out[at].1.push((
+            group,
+            CommittedOffset {
+                topic_id: parse_topic_id(&topic)?,
+                partition,
+                offset,
+                leader_epoch,
+                metadata,
+                commit_ms,
+            },
+        ));
+    }
+    Ok(out)
+}
+
+/// Records aborted transactions of a partition (with the abort marker's chunk).
+pub(super) fn insert_aborted(
+    tx: &Transaction<'_>,
+    topic_id: TopicId,
+    partition: i32,
+    aborted: &[AbortedTxn],
+) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "INSERT OR REPLACE INTO aborted_txns
+             (topic_id, partition, producer_id, first_offset, last_offset)
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for a in aborted {
+        stmt.execute(params![
+            topic_id.0.to_string(),
+            partition,
+            a.producer_id,
+            a.first_offset,
+            a.last_offset
+        ])?;
+    }
+    Ok(())
+}
+
+/// Forgets a partition's aborted transactions wholly below its log start.
+pub(super) fn trim_aborted(
+    tx: &Transaction<'_>,
+    topic_id: TopicId,
+    partition: i32,
+    log_start: i64,
+) -> Result<()> {
+    tx.prepare_cached(
+        "DELETE FROM aborted_txns WHERE topic_id = ?1 AND partition = ?2 AND last_offset < ?3",
+    )?
+    .execute(params![topic_id.0.to_string(), partition, log_start])?;
+    Ok(())
+}
+
+pub(super) fn load_aborted(conn: &Connection) -> Result<Vec<(TopicId, i32, AbortedTxn)>> {
+    let mut stmt = conn.prepare(
+        "SELECT topic_id, partition, producer_id, first_offset, last_offset
+         FROM aborted_txns ORDER BY topic_id, partition, last_offset",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i32>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, i64>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (topic, partition, producer_id, first_offset, last_offset) = row?;
+        out.push((
+            parse_topic_id(&topic)?,
+            partition,
+            AbortedTxn {
+                producer_id,
+                first_offset,
+                last_offset,
+            },
+        ));
+    }
+    Ok(out)
+}
