@@ -29,6 +29,11 @@
 //!    offsets of the chunks it replaces, gaps included;
 //! 4. each new segment is swapped in with one metadata transaction, as the
 //!    sealer's; then the clean offset is stored.
+//!
+//! Transactions, as Kafka's cleaner treats them: nothing at or above the
+//! last stable offset is cleaned (an open transaction may still abort);
+//! records of aborted transactions never count as a key's latest value and
+//! are removed; control batches (markers) are kept.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
@@ -240,11 +245,28 @@ impl Sealer {
         } else {
             i64::MAX
         };
+        let stable = log.last_stable_offset();
         let cleanable: Vec<ChunkRecord> = log
             .chunks_in(log.log_start_offset())
             .into_iter()
-            .take_while(|c| c.index_len > 0 && c.max_timestamp <= lag_horizon)
+            .take_while(|c| {
+                c.index_len > 0 && c.max_timestamp <= lag_horizon && c.last_offset < stable
+            })
             .collect();
+        // Aborted transactions' batches in the cleanable range.
+        let aborted = log.aborted_between(
+            cleanable.first().map_or(0, |c| c.base_offset),
+            cleanable.last().map_or(0, |c| c.last_offset + 1),
+        );
+        let is_aborted = |header: &crate::protocol::batch::BatchHeader<'_>| {
+            header.is_transactional()
+                && !header.is_control()
+                && aborted.iter().any(|a| {
+                    a.producer_id == header.producer_id()
+                        && a.first_offset <= header.base_offset()
+                        && header.base_offset() < a.last_offset
+                })
+        };
         let clean = log.clean_offset();
         let total: u64 = cleanable.iter().map(|c| c.byte_len).sum();
         let dirty: u64 = cleanable
@@ -262,7 +284,7 @@ impl Sealer {
         'build: for chunk in cleanable.iter().filter(|c| c.last_offset >= clean) {
             let data = self.read_chunk(chunk).await?;
             for (at, header) in iter_batches(&data) {
-                if header.is_control() || header.last_offset() < clean {
+                if header.is_control() || header.last_offset() < clean || is_aborted(&header) {
                     continue;
                 }
                 let base = header.base_offset();
@@ -309,6 +331,10 @@ impl Sealer {
                 if header.is_control() || header.base_offset() > end {
                     out_bytes += raw.len() as u64;
                     parts.push(raw);
+                    continue;
+                }
+                if is_aborted(&header) {
+                    removed += u64::try_from(header.record_count()).unwrap_or(0);
                     continue;
                 }
                 let batch_time = header.max_timestamp();

@@ -365,3 +365,164 @@ fn transactions_survive_kill_9() {
         "the aborted range is remembered across restarts"
     );
 }
+
+/// Lines of a progress file: the last number written (0 if none yet).
+fn last_progress(path: &std::path::Path) -> u64 {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| text.lines().last().and_then(|l| l.trim().parse().ok()))
+        .unwrap_or(0)
+}
+
+/// A child process killed when the test ends, passed or failed.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The Java client's exactly-once copier (tests/java/src/TxnCopier.java:
+/// read_committed consumer, transactional producer, offsets committed in
+/// the transaction, every 7th transaction aborted on purpose) copies a
+/// topic while the broker is killed -9 three times and the copier itself
+/// once: the output holds every input record exactly once, in order per
+/// key, for read_committed consumers; read_uncommitted ones also see the
+/// aborted copies.
+#[test]
+fn java_transactional_copier_across_kill_9_copies_every_record_once() {
+    const TOTAL: usize = 20_000;
+    const PARTITIONS: i32 = 4;
+    const KEYS: usize = 64;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("target/java/classes/TxnCopier.class").is_file(),
+        "the Java test programs are missing: run ./scripts/test.sh (scripts/java-deps.sh)"
+    );
+    let classpath = format!(
+        "{}/target/java/lib/*:{}/target/java/classes",
+        root.display(),
+        root.display()
+    );
+    let mut broker = TestBroker::start(&[]);
+    let rt = runtime();
+    rt.block_on(broker.create_topic("copy-in", PARTITIONS));
+    rt.block_on(broker.create_topic("copy-out", PARTITIONS));
+
+    // The input: KEYS keys, each with increasing sequence numbers, a key's
+    // records in one partition.
+    let input: rdkafka::producer::FutureProducer = broker.producer(&[("linger.ms", "20")]);
+    rt.block_on(async {
+        let sends = (0..TOTAL).map(|i| {
+            let key = format!("k{}", i % KEYS);
+            let value = format!("{key}:{:06}", i / KEYS);
+            let partition = (i % KEYS) as i32 % PARTITIONS;
+            let input = &input;
+            async move {
+                input
+                    .send(
+                        rdkafka::producer::FutureRecord::to("copy-in")
+                            .partition(partition)
+                            .key(&key)
+                            .payload(&value),
+                        T,
+                    )
+                    .await
+                    .expect("input record");
+            }
+        });
+        futures::future::join_all(sends).await;
+    });
+
+    let scratch = tempfile::tempdir().expect("tempdir");
+    // Restarts keep the port, so the copiers reconnect to the same address.
+    let addr = broker.addr.clone();
+    let copier = |n: usize| {
+        let progress = scratch.path().join(format!("progress-{n}"));
+        let child = std::process::Command::new("java")
+            .args(["-Xmx512m", "-cp", &classpath, "TxnCopier"])
+            .args([
+                addr.as_str(),
+                "copy-in",
+                "copy-out",
+                "copiers",
+                "the-copier",
+                &TOTAL.to_string(),
+                progress.to_str().expect("utf-8 path"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the Java copier");
+        (KillOnDrop(child), progress)
+    };
+    let wait_for = |progress: &std::path::Path, child: &mut KillOnDrop, at_least: u64| {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while last_progress(progress) < at_least {
+            if let Some(status) = child.0.try_wait().expect("copier status") {
+                panic!("the copier exited early with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the copier stalled below {at_least} records"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+
+    let (mut first, progress) = copier(1);
+    wait_for(&progress, &mut first, 2_000);
+    broker.restart_same_port();
+    wait_for(&progress, &mut first, 6_000);
+    // The copier dies mid-transaction; its successor (same
+    // transactional.id) aborts what it left open and goes on from the
+    // committed offsets.
+    drop(first);
+    let (mut second, progress) = copier(2);
+    wait_for(&progress, &mut second, 2_000);
+    broker.restart_same_port();
+    assert_eq!(broker.addr, addr);
+    wait_for(&progress, &mut second, 6_000);
+    broker.restart_same_port();
+    let deadline = Instant::now() + Duration::from_secs(300);
+    let status = loop {
+        if let Some(status) = second.0.try_wait().expect("copier status") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "the copier did not finish");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "the copier finished: {status}");
+
+    let mut committed = Vec::new();
+    let mut uncommitted = 0usize;
+    for p in 0..PARTITIONS {
+        let values = read_all(&broker, "copy-out", p, "read_committed");
+        // In order per key: each key's sequence numbers go up by one.
+        let mut next: std::collections::HashMap<String, u64> = Default::default();
+        for v in &values {
+            let (key, seq) = v.split_once(':').expect("key:seq");
+            let seq: u64 = seq.parse().expect("seq");
+            let expected = next.entry(key.to_string()).or_insert(0);
+            assert_eq!(
+                seq, *expected,
+                "partition {p}: {key} out of order or repeated"
+            );
+            *expected += 1;
+        }
+        committed.extend(values);
+        uncommitted += read_all(&broker, "copy-out", p, "read_uncommitted").len();
+    }
+    assert_eq!(
+        committed.len(),
+        TOTAL,
+        "every input record once in the output"
+    );
+    let distinct: std::collections::HashSet<&String> = committed.iter().collect();
+    assert_eq!(distinct.len(), TOTAL, "no record copied twice");
+    assert!(
+        uncommitted > TOTAL,
+        "aborted copies are in the log ({uncommitted} records for read_uncommitted)"
+    );
+}
