@@ -246,6 +246,8 @@ fn kgo_suite(bootstrap: &str, quick: bool) -> Value {
     if quick {
         command.arg("--quick");
     }
+    // TestTxnEtl too: transactions are supported.
+    command.arg("--txn");
     let child = command
         .arg(bootstrap)
         .stdout(Stdio::piped())
@@ -255,8 +257,8 @@ fn kgo_suite(bootstrap: &str, quick: bool) -> Value {
     collect(child, "franz-go's kgo suite")
 }
 
-/// franz-go's own kgo integration tests (all but the transaction test)
-/// against Strata: the quick subset in the normal suite, the full suite
+/// franz-go's own kgo integration tests (TestTxnEtl included) against
+/// Strata: the quick subset in the normal suite, the full suite
 /// with `STRATA_KGO_FULL=1`, and against Apache Kafka too with
 /// `STRATA_COMPAT_KAFKA` (both set by scripts/compat-report.sh). Counts go
 /// to target/compat/kgo.json.

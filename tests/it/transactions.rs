@@ -526,3 +526,130 @@ fn java_transactional_copier_across_kill_9_copies_every_record_once() {
         "aborted copies are in the log ({uncommitted} records for read_uncommitted)"
     );
 }
+
+/// Kafka Streams (from Maven) with `processing.guarantee=exactly_once_v2`:
+/// a word count (tests/java/src/StreamsCount.java, with a repartition and a
+/// changelog topic) killed -9 mid-stream and started again: every word's
+/// count ends exact and never goes past it in the committed output.
+#[test]
+fn kafka_streams_exactly_once_v2_counts_exactly_across_kill_9() {
+    const WORDS: usize = 30;
+    const EACH: usize = 400;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("target/java/classes/StreamsCount.class")
+            .is_file(),
+        "the Java test programs are missing: run ./scripts/test.sh (scripts/java-deps.sh)"
+    );
+    let classpath = format!(
+        "{}/target/java/lib/*:{}/target/java/classes",
+        root.display(),
+        root.display()
+    );
+    let broker = TestBroker::start_configured("[groups]\ninitial_rebalance_delay_ms = 300\n", &[]);
+    let rt = runtime();
+    rt.block_on(broker.create_topic("words", 3));
+    rt.block_on(broker.create_topic("counts", 3));
+    let input: rdkafka::producer::FutureProducer = broker.producer(&[("linger.ms", "20")]);
+    // Half the words before the first instance, half after the kill.
+    let produce = |from: usize, to: usize| {
+        rt.block_on(async {
+            let sends = (from..to).map(|i| {
+                let word = format!("w{:02}", i % WORDS);
+                let key = i.to_string();
+                let input = &input;
+                async move {
+                    input
+                        .send(
+                            rdkafka::producer::FutureRecord::to("words")
+                                .key(&key)
+                                .payload(&word),
+                            T,
+                        )
+                        .await
+                        .expect("input record");
+                }
+            });
+            futures::future::join_all(sends).await;
+        })
+    };
+    let total = WORDS * EACH;
+    produce(0, total / 2);
+
+    let state = tempfile::tempdir().expect("state dir");
+    let start = || {
+        KillOnDrop(
+            std::process::Command::new("java")
+                .args(["-Xmx512m", "-cp", &classpath, "StreamsCount"])
+                .args([
+                    broker.addr.as_str(),
+                    "wordcount",
+                    "words",
+                    "counts",
+                    state.path().to_str().expect("utf-8 path"),
+                    "exactly_once_v2",
+                ])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start Kafka Streams"),
+        )
+    };
+    let output: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("group.id", "wordcount-checker")
+        .set("enable.auto.commit", "false")
+        .set("isolation.level", "read_committed")
+        .create()
+        .expect("consumer");
+    let mut tpl = TopicPartitionList::new();
+    for p in 0..3 {
+        tpl.add_partition_offset("counts", p, Offset::Beginning)
+            .expect("offset");
+    }
+    output.assign(&tpl).expect("assign");
+    let mut counts: std::collections::HashMap<String, u64> = Default::default();
+    let mut updates = 0usize;
+    let mut watch = |until: &dyn Fn(&std::collections::HashMap<String, u64>, usize) -> bool,
+                     app: &mut KillOnDrop| {
+        let deadline = Instant::now() + Duration::from_secs(180);
+        while !until(&counts, updates) {
+            if let Some(status) = app.0.try_wait().expect("streams status") {
+                panic!("Kafka Streams exited with {status}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the counts stalled at {counts:?}"
+            );
+            let Some(message) = output.poll(Duration::from_millis(200)) else {
+                continue;
+            };
+            let message = message.expect("output record");
+            let word = String::from_utf8_lossy(message.key().unwrap_or_default()).to_string();
+            let count: u64 = String::from_utf8_lossy(message.payload().unwrap_or_default())
+                .parse()
+                .expect("a count");
+            assert!(
+                count <= EACH as u64,
+                "{word} counted {count} times, it occurs {EACH} times: a record was counted twice"
+            );
+            let seen = counts.entry(word.clone()).or_insert(0);
+            assert!(
+                count >= *seen,
+                "{word}'s count went back from {seen} to {count}"
+            );
+            *seen = count;
+            updates += 1;
+        }
+    };
+    let mut app = start();
+    // Kill it once some counts are out, while it is still working.
+    watch(&|counts, _| counts.values().sum::<u64>() >= 1_500, &mut app);
+    drop(app);
+    produce(total / 2, total);
+    let mut app = start();
+    watch(
+        &|counts, _| counts.len() == WORDS && counts.values().all(|c| *c == EACH as u64),
+        &mut app,
+    );
+    assert!(updates > WORDS, "the counts were updated as they went");
+}
