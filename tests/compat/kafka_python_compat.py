@@ -206,4 +206,27 @@ def _():
     check(f"{PREFIX}-commits" in json.dumps(described, default=str), f"group described: {described}")
 
 
+@scenario("transactions: commit and abort, read_committed skips the aborted records")
+def _():
+    topic = f"{PREFIX}-txn"
+    admin.create_topics([NewTopic(topic, 1, 1)])
+    p = producer(transactional_id=f"{PREFIX}-txn")
+    p.init_transactions()
+    for values, commit in ((["a1", "a2"], True), (["b1"], False), (["c1"], True)):
+        p.begin_transaction()
+        for v in values:
+            p.send(topic, value=v.encode(), partition=0)
+        p.flush()
+        if commit:
+            p.commit_transaction()
+        else:
+            p.abort_transaction()
+    p.close()
+    committed = [m.value.decode() for m in
+                 consume_all(topic, [0], 3, isolation_level="read_committed")]
+    check(committed == ["a1", "a2", "c1"], f"read_committed reads a1 a2 c1, got {committed}")
+    everything = [m.value.decode() for m in consume_all(topic, [0], 4)]
+    check(everything == ["a1", "a2", "b1", "c1"], f"read_uncommitted reads all four, got {everything}")
+
+
 print(json.dumps({"client": "kafka-python", "version": kafka.__version__, "results": results}))

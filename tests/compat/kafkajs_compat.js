@@ -49,8 +49,8 @@ async function scenario(name, fn) {
 
 const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms))
 
-async function consumeAll(topic, count, groupId) {
-  const consumer = kafka.consumer({ groupId, sessionTimeout: 6000, heartbeatInterval: 500 })
+async function consumeAll(topic, count, groupId, readUncommitted = false) {
+  const consumer = kafka.consumer({ groupId, sessionTimeout: 6000, heartbeatInterval: 500, readUncommitted })
   await consumer.connect()
   await consumer.subscribe({ topic, fromBeginning: true })
   const got = []
@@ -196,6 +196,54 @@ async function main() {
     check(listed.groups.some((g) => g.groupId === `${prefix}-commits`), `listed ${JSON.stringify(listed)}`)
     const described = await admin.describeGroups([`${prefix}-commits`])
     check(described.groups.length === 1, 'group described')
+  })
+
+  await scenario('transactions: commit and abort, read_committed skips the aborted records', async () => {
+    const topic = `${prefix}-txn`
+    await admin.createTopics({ topics: [{ topic, numPartitions: 1 }] })
+    const producer = kafka.producer({ transactionalId: `${prefix}-txn`, idempotent: true, maxInFlightRequests: 1 })
+    await producer.connect()
+    try {
+      let txn = await producer.transaction()
+      await txn.send({ topic, messages: [{ value: 'a1', partition: 0 }, { value: 'a2', partition: 0 }] })
+      await txn.commit()
+      txn = await producer.transaction()
+      await txn.send({ topic, messages: [{ value: 'b1', partition: 0 }] })
+      await txn.abort()
+      txn = await producer.transaction()
+      await txn.send({ topic, messages: [{ value: 'c1', partition: 0 }] })
+      await txn.commit()
+    } finally {
+      await producer.disconnect()
+    }
+    const committed = (await consumeAll(topic, 3, `${prefix}-txn-rc`)).map((m) => m.value.toString())
+    check(committed.join(' ') === 'a1 a2 c1', `read_committed reads a1 a2 c1, got ${committed}`)
+    const all = (await consumeAll(topic, 4, `${prefix}-txn-ru`, true)).map((m) => m.value.toString())
+    check(all.join(' ') === 'a1 a2 b1 c1', `read_uncommitted reads all four, got ${all}`)
+  })
+
+  await scenario("transactions: sendOffsetsToTransaction commits the group's offsets on commit only", async () => {
+    const src = `${prefix}-txn-in`
+    const dst = `${prefix}-txn-out`
+    const groupId = `${prefix}-txn-group`
+    await admin.createTopics({ topics: [{ topic: src, numPartitions: 1 }, { topic: dst, numPartitions: 1 }] })
+    const producer = kafka.producer({ transactionalId: `${prefix}-txn-offsets`, idempotent: true, maxInFlightRequests: 1 })
+    await producer.connect()
+    try {
+      let txn = await producer.transaction()
+      await txn.send({ topic: dst, messages: [{ value: 'x', partition: 0 }] })
+      await txn.sendOffsets({ consumerGroupId: groupId, topics: [{ topic: src, partitions: [{ partition: 0, offset: '5' }] }] })
+      await txn.commit()
+      txn = await producer.transaction()
+      await txn.send({ topic: dst, messages: [{ value: 'y', partition: 0 }] })
+      await txn.sendOffsets({ consumerGroupId: groupId, topics: [{ topic: src, partitions: [{ partition: 0, offset: '9' }] }] })
+      await txn.abort()
+    } finally {
+      await producer.disconnect()
+    }
+    const fetched = await admin.fetchOffsets({ groupId, topics: [src] })
+    const p0 = fetched[0].partitions.find((p) => p.partition === 0)
+    check(p0 && p0.offset === '5', `the committed transaction's offset 5 stands, not the aborted 9: ${JSON.stringify(fetched)}`)
   })
 
   await admin.disconnect()

@@ -182,6 +182,84 @@ def _():
     check(described.group_id == f"{PREFIX}-commits", "group described")
 
 
+def txn_producer(txn_id, **config):
+    p = Producer({"bootstrap.servers": BOOTSTRAP, "transactional.id": txn_id, "linger.ms": 5, **config})
+    p.init_transactions(30)
+    return p
+
+
+def values(messages):
+    return [m.value().decode() for m in messages]
+
+
+@scenario("transactions: commit and abort, read_committed skips the aborted records")
+def _():
+    topic = f"{PREFIX}-txn"
+    create(topic, 1)
+    p = txn_producer(f"{PREFIX}-txn")
+    p.begin_transaction()
+    p.produce(topic, value=b"a1", partition=0)
+    p.produce(topic, value=b"a2", partition=0)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, value=b"b1", partition=0)
+    p.flush(30)
+    p.abort_transaction(30)
+    p.begin_transaction()
+    p.produce(topic, value=b"c1", partition=0)
+    p.commit_transaction(30)
+    committed = values(consume(topic, 0, 3, **{"isolation.level": "read_committed"}))
+    check(committed == ["a1", "a2", "c1"], f"read_committed reads a1 a2 c1, got {committed}")
+    everything = values(consume(topic, 0, 4, **{"isolation.level": "read_uncommitted"}))
+    check(everything == ["a1", "a2", "b1", "c1"], f"read_uncommitted reads all four, got {everything}")
+
+
+@scenario("transactions: a new producer with the same transactional.id fences the old one")
+def _():
+    topic = f"{PREFIX}-fence"
+    create(topic, 1)
+    zombie = txn_producer(f"{PREFIX}-fence")
+    zombie.begin_transaction()
+    zombie.produce(topic, value=b"zombie", partition=0)
+    zombie.flush(30)
+    fresh = txn_producer(f"{PREFIX}-fence")
+    fresh.begin_transaction()
+    fresh.produce(topic, value=b"fresh", partition=0)
+    fresh.commit_transaction(30)
+    fenced = False
+    try:
+        zombie.produce(topic, value=b"late", partition=0)
+        zombie.commit_transaction(30)
+    except KafkaException as error:
+        e = error.args[0]
+        fenced = e.fatal() or e.code() in (confluent_kafka.KafkaError._FENCED,
+                                           confluent_kafka.KafkaError.PRODUCER_FENCED,
+                                           confluent_kafka.KafkaError.INVALID_PRODUCER_EPOCH)
+    check(fenced, "the old producer was not fenced")
+    committed = values(consume(topic, 0, 1, **{"isolation.level": "read_committed"}))
+    check(committed == ["fresh"], f"only the new producer's record is committed, got {committed}")
+
+
+@scenario("transactions: sendOffsetsToTransaction commits the group's offsets on commit only")
+def _():
+    src, dst, group = f"{PREFIX}-txn-in", f"{PREFIX}-txn-out", f"{PREFIX}-txn-group"
+    create(src, 1)
+    create(dst, 1)
+    p = txn_producer(f"{PREFIX}-txn-offsets")
+    c = Consumer({"bootstrap.servers": BOOTSTRAP, "group.id": group, "enable.auto.commit": False})
+    p.begin_transaction()
+    p.produce(dst, value=b"x", partition=0)
+    p.send_offsets_to_transaction([TopicPartition(src, 0, 5)], c.consumer_group_metadata(), 30)
+    p.commit_transaction(30)
+    p.begin_transaction()
+    p.produce(dst, value=b"y", partition=0)
+    p.send_offsets_to_transaction([TopicPartition(src, 0, 9)], c.consumer_group_metadata(), 30)
+    p.abort_transaction(30)
+    committed = c.committed([TopicPartition(src, 0)], timeout=30)[0].offset
+    c.close()
+    check(committed == 5, f"the committed transaction's offset 5 stands, not the aborted 9: {committed}")
+
+
 print(json.dumps({"client": "librdkafka (confluent-kafka)",
                   "version": f"confluent-kafka {confluent_kafka.__version__}, librdkafka {confluent_kafka.libversion()[0]}",
                   "results": results}))

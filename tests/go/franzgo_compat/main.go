@@ -81,6 +81,7 @@ func main() {
 	card.Run("offset commit and fetch", 20*time.Second, scenarioOffsets)
 	card.Run("admin: list and describe groups", 10*time.Second, scenarioListDescribeGroups)
 	card.Run("admin: delete records moves the earliest offset", 15*time.Second, scenarioDeleteRecords)
+	card.Run("transactions: commit and abort, read_committed skips the aborted records", 30*time.Second, scenarioTransactions)
 
 	fmt.Fprintf(os.Stderr, "franzgo_compat: done in %.1fs\n", time.Since(start).Seconds())
 	card.Print("franz-go", "franz-go "+report.ModuleVersion("github.com/twmb/franz-go"))
@@ -155,8 +156,8 @@ func produce(ctx context.Context, records []*kgo.Record, opts ...kgo.Opt) ([]*kg
 }
 
 // consume reads n records of one partition from offset, without a group.
-func consume(ctx context.Context, topic string, partition int32, from kgo.Offset, n int) ([]*kgo.Record, error) {
-	cl, err := newClient(kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: from}}))
+func consume(ctx context.Context, topic string, partition int32, from kgo.Offset, n int, opts ...kgo.Opt) ([]*kgo.Record, error) {
+	cl, err := newClient(append([]kgo.Opt{kgo.ConsumePartitions(map[string]map[int32]kgo.Offset{topic: {partition: from}})}, opts...)...)
 	if err != nil {
 		return nil, err
 	}
@@ -835,4 +836,58 @@ func scenarioDeleteRecords(ctx context.Context) error {
 	}
 	return report.Checkf(len(got) == 6 && got[0].Offset == 4 && string(got[0].Value) == "d4",
 		"reading from earliest: %d records, first at %d", len(got), got[0].Offset)
+}
+
+// scenarioTransactions: three transactions (commit, abort, commit) from a
+// transactional client; read_committed consumers see the committed records
+// only, read_uncommitted ones all of them.
+func scenarioTransactions(ctx context.Context) error {
+	topic := prefix + "-txn"
+	if err := createTopic(ctx, topic, 1, nil); err != nil {
+		return err
+	}
+	cl, err := newClient(kgo.TransactionalID(prefix+"-txn"), kgo.RecordPartitioner(kgo.ManualPartitioner()))
+	if err != nil {
+		return err
+	}
+	defer cl.Close()
+	steps := []struct {
+		values []string
+		commit bool
+	}{{[]string{"a1", "a2"}, true}, {[]string{"b1"}, false}, {[]string{"c1"}, true}}
+	for _, step := range steps {
+		if err := cl.BeginTransaction(); err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		for _, v := range step.values {
+			if err := cl.ProduceSync(ctx, &kgo.Record{Topic: topic, Partition: 0, Value: []byte(v)}).FirstErr(); err != nil {
+				return fmt.Errorf("produce: %w", err)
+			}
+		}
+		if err := cl.EndTransaction(ctx, kgo.TransactionEndTry(step.commit)); err != nil {
+			return fmt.Errorf("end transaction (commit %v): %w", step.commit, err)
+		}
+	}
+	values := func(rs []*kgo.Record) string {
+		var out []string
+		for _, r := range rs {
+			out = append(out, string(r.Value))
+		}
+		return strings.Join(out, " ")
+	}
+	committed, err := consume(ctx, topic, 0, kgo.NewOffset().AtStart(), 3, kgo.FetchIsolationLevel(kgo.ReadCommitted()))
+	if err != nil {
+		return err
+	}
+	if got := values(committed); got != "a1 a2 c1" {
+		return fmt.Errorf("read_committed reads a1 a2 c1, got %q", got)
+	}
+	all, err := consume(ctx, topic, 0, kgo.NewOffset().AtStart(), 4)
+	if err != nil {
+		return err
+	}
+	if got := values(all); got != "a1 a2 b1 c1" {
+		return fmt.Errorf("read_uncommitted reads all four, got %q", got)
+	}
+	return nil
 }

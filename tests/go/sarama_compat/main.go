@@ -66,6 +66,7 @@ func main() {
 	card.Run("offset commit and fetch", 15*time.Second, scenarioOffsets)
 	card.Run("admin: list and describe groups", 10*time.Second, scenarioListDescribeGroups)
 	card.Run("admin: delete records moves the earliest offset", 15*time.Second, scenarioDeleteRecords)
+	card.Run("transactions: commit and abort, read_committed skips the aborted records", 30*time.Second, scenarioTransactions)
 
 	fmt.Fprintf(os.Stderr, "sarama_compat: done in %.1fs\n", time.Since(start).Seconds())
 	card.Print("sarama", "sarama "+report.ModuleVersion("github.com/IBM/sarama"))
@@ -188,8 +189,12 @@ func produceAsync(ctx context.Context, msgs []*sarama.ProducerMessage, tune func
 
 // consume reads n messages of one partition from offset with a partition
 // consumer.
-func consume(ctx context.Context, topic string, partition int32, offset int64, n int) ([]*sarama.ConsumerMessage, error) {
-	c, err := sarama.NewConsumer(bootstrap, config())
+func consume(ctx context.Context, topic string, partition int32, offset int64, n int, tune ...func(*sarama.Config)) ([]*sarama.ConsumerMessage, error) {
+	cfg := config()
+	for _, t := range tune {
+		t(cfg)
+	}
+	c, err := sarama.NewConsumer(bootstrap, cfg)
 	if err != nil {
 		return nil, err
 	}
@@ -845,4 +850,68 @@ func scenarioDeleteRecords(ctx context.Context) error {
 		return err
 	}
 	return report.Checkf(got[0].Offset == 4 && string(got[0].Value) == "d4", "reading from the oldest: first %d %q", got[0].Offset, got[0].Value)
+}
+
+// scenarioTransactions: commit, abort, commit from sarama's transactional
+// producer; read_committed consumers see the committed records only.
+func scenarioTransactions(ctx context.Context) error {
+	topic := prefix + "-txn"
+	if err := createTopic(topic, 1, nil); err != nil {
+		return err
+	}
+	p, err := sarama.NewSyncProducer(bootstrap, producerConfig(func(cfg *sarama.Config) {
+		cfg.Producer.Idempotent = true
+		cfg.Producer.Transaction.ID = prefix + "-txn"
+		cfg.Net.MaxOpenRequests = 1
+	}))
+	if err != nil {
+		return err
+	}
+	defer p.Close()
+	steps := []struct {
+		values []string
+		commit bool
+	}{{[]string{"a1", "a2"}, true}, {[]string{"b1"}, false}, {[]string{"c1"}, true}}
+	for _, step := range steps {
+		if err := p.BeginTxn(); err != nil {
+			return fmt.Errorf("begin: %w", err)
+		}
+		for _, v := range step.values {
+			if _, _, err := p.SendMessage(message(topic, 0, nil, []byte(v))); err != nil {
+				return fmt.Errorf("send: %w", err)
+			}
+		}
+		if step.commit {
+			err = p.CommitTxn()
+		} else {
+			err = p.AbortTxn()
+		}
+		if err != nil {
+			return fmt.Errorf("end transaction (commit %v): %w", step.commit, err)
+		}
+	}
+	values := func(ms []*sarama.ConsumerMessage) string {
+		var out []string
+		for _, m := range ms {
+			out = append(out, string(m.Value))
+		}
+		return strings.Join(out, " ")
+	}
+	committed, err := consume(ctx, topic, 0, sarama.OffsetOldest, 3, func(cfg *sarama.Config) {
+		cfg.Consumer.IsolationLevel = sarama.ReadCommitted
+	})
+	if err != nil {
+		return err
+	}
+	if got := values(committed); got != "a1 a2 c1" {
+		return fmt.Errorf("read_committed reads a1 a2 c1, got %q", got)
+	}
+	all, err := consume(ctx, topic, 0, sarama.OffsetOldest, 4)
+	if err != nil {
+		return err
+	}
+	if got := values(all); got != "a1 a2 b1 c1" {
+		return fmt.Errorf("read_uncommitted reads all four, got %q", got)
+	}
+	return nil
 }

@@ -126,6 +126,12 @@ public final class JavaCompat {
         scenario("admin: describeCluster", () -> describeCluster());
         scenario("admin: deleteConsumerGroupOffsets and deleteConsumerGroups", () -> deleteGroups(data));
         scenario("admin: describeProducers after an idempotent producer", () -> describeProducers());
+        scenario("transactions: commit and abort, read_committed skips the aborted records", () -> transactions());
+        scenario("transactions: a new producer with the same transactional.id fences the old one", () -> fencing());
+        scenario("transactions: sendOffsetsToTransaction commits the group's offsets on commit only",
+                () -> transactionalOffsets());
+        scenario("admin: listTransactions, describeTransactions, describeProducers with an open transaction",
+                () -> describeTransactions());
 
         admin.close(Duration.ofSeconds(5));
         System.err.printf("== %d/%d scenarios passed in %.1f s%n", REPORT.passed(), REPORT.size(),
@@ -526,6 +532,136 @@ public final class JavaCompat {
         check(s.producerId() >= 0 && s.producerEpoch() >= 0, "producer id and epoch " + s);
         check(s.lastSequence() == 999, "last sequence 999 after 1000 records, got " + s.lastSequence());
         check(s.currentTransactionStartOffset().isEmpty(), "no open transaction " + s);
+    }
+
+    static KafkaProducer<byte[], byte[]> transactionalProducer(String id) {
+        Properties props = new Properties();
+        props.put(ProducerConfig.BOOTSTRAP_SERVERS_CONFIG, bootstrap);
+        props.put(ProducerConfig.TRANSACTIONAL_ID_CONFIG, id);
+        KafkaProducer<byte[], byte[]> p = new KafkaProducer<>(props, new ByteArraySerializer(),
+                new ByteArraySerializer());
+        p.initTransactions();
+        return p;
+    }
+
+    static List<String> values(List<ConsumerRecord<byte[], byte[]>> records) {
+        return records.stream().map(r -> str(r.value())).collect(Collectors.toList());
+    }
+
+    static void transactions() throws Exception {
+        String topic = prefix + "-txn";
+        createTopic(topic, 1, Map.of());
+        try (KafkaProducer<byte[], byte[]> p = transactionalProducer(prefix + "-txn")) {
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, 0, null, bytes("a1")));
+            p.send(new ProducerRecord<>(topic, 0, null, bytes("a2")));
+            p.commitTransaction();
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, 0, null, bytes("b1")));
+            p.flush();
+            p.abortTransaction();
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, 0, null, bytes("c1")));
+            p.commitTransaction();
+        }
+        List<String> committed = values(consumeAssigned(topic, 0, 0, 3,
+                Map.of(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed")));
+        check(committed.equals(List.of("a1", "a2", "c1")), "read_committed reads a1 a2 c1, got " + committed);
+        List<String> all = values(consumeAssigned(topic, 0, 0, 4,
+                Map.of(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_uncommitted")));
+        check(all.equals(List.of("a1", "a2", "b1", "c1")), "read_uncommitted reads a1 a2 b1 c1, got " + all);
+        try (KafkaConsumer<byte[], byte[]> c = consumer(Map.of(ConsumerConfig.ISOLATION_LEVEL_CONFIG,
+                "read_committed"))) {
+            TopicPartition tp = new TopicPartition(topic, 0);
+            long end = c.endOffsets(List.of(tp)).get(tp);
+            // 4 records and 3 markers.
+            check(end == 7, "end offset 7 (4 records, 3 transaction markers), got " + end);
+        }
+    }
+
+    static void fencing() throws Exception {
+        String topic = prefix + "-fence";
+        createTopic(topic, 1, Map.of());
+        String id = prefix + "-fence";
+        KafkaProducer<byte[], byte[]> zombie = transactionalProducer(id);
+        try {
+            zombie.beginTransaction();
+            zombie.send(new ProducerRecord<>(topic, 0, null, bytes("zombie"))).get(30, TimeUnit.SECONDS);
+            try (KafkaProducer<byte[], byte[]> fresh = transactionalProducer(id)) {
+                fresh.beginTransaction();
+                fresh.send(new ProducerRecord<>(topic, 0, null, bytes("fresh")));
+                fresh.commitTransaction();
+            }
+            boolean fenced = false;
+            try {
+                zombie.send(new ProducerRecord<>(topic, 0, null, bytes("late")));
+                zombie.commitTransaction();
+            } catch (org.apache.kafka.common.errors.ProducerFencedException
+                    | org.apache.kafka.common.errors.InvalidProducerEpochException e) {
+                fenced = true;
+            } catch (org.apache.kafka.common.KafkaException e) {
+                fenced = e.getCause() instanceof org.apache.kafka.common.errors.ProducerFencedException
+                        || e.getCause() instanceof org.apache.kafka.common.errors.InvalidProducerEpochException;
+                check(fenced, "expected a fencing error, got " + describe(e));
+            }
+            check(fenced, "the old producer committed after being fenced");
+        } finally {
+            zombie.close(Duration.ZERO);
+        }
+        List<String> committed = values(consumeAssigned(topic, 0, 0, 1,
+                Map.of(ConsumerConfig.ISOLATION_LEVEL_CONFIG, "read_committed")));
+        check(committed.equals(List.of("fresh")), "only the new producer's record is committed, got " + committed);
+    }
+
+    static void transactionalOffsets() throws Exception {
+        String in = prefix + "-txn-in";
+        String out = prefix + "-txn-out";
+        String group = prefix + "-txn-group";
+        createTopic(in, 1, Map.of());
+        createTopic(out, 1, Map.of());
+        TopicPartition tp = new TopicPartition(in, 0);
+        try (KafkaProducer<byte[], byte[]> p = transactionalProducer(prefix + "-txn-offsets");
+             KafkaConsumer<byte[], byte[]> c = consumer(Map.of(ConsumerConfig.GROUP_ID_CONFIG, group,
+                     ConsumerConfig.ENABLE_AUTO_COMMIT_CONFIG, "false"))) {
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(out, 0, null, bytes("x")));
+            p.sendOffsetsToTransaction(Map.of(tp, new OffsetAndMetadata(5)), c.groupMetadata());
+            p.commitTransaction();
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(out, 0, null, bytes("y")));
+            p.sendOffsetsToTransaction(Map.of(tp, new OffsetAndMetadata(9)), c.groupMetadata());
+            p.abortTransaction();
+            OffsetAndMetadata committed = c.committed(Set.of(tp)).get(tp);
+            check(committed != null && committed.offset() == 5,
+                    "the committed transaction's offset 5 stands, the aborted 9 does not: " + committed);
+        }
+    }
+
+    static void describeTransactions() throws Exception {
+        String topic = prefix + "-txn-describe";
+        String id = prefix + "-txn-describe";
+        createTopic(topic, 1, Map.of());
+        try (KafkaProducer<byte[], byte[]> p = transactionalProducer(id)) {
+            p.beginTransaction();
+            p.send(new ProducerRecord<>(topic, 0, null, bytes("open"))).get(30, TimeUnit.SECONDS);
+            var description = admin.describeTransactions(List.of(id)).description(id).get(30, TimeUnit.SECONDS);
+            check(description.state() == org.apache.kafka.clients.admin.TransactionState.ONGOING,
+                    "state ONGOING, got " + description.state());
+            check(description.topicPartitions().contains(new TopicPartition(topic, 0)),
+                    "the partition is in the transaction: " + description.topicPartitions());
+            var listed = admin.listTransactions().all().get(30, TimeUnit.SECONDS);
+            check(listed.stream().anyMatch(t -> t.transactionalId().equals(id)),
+                    "listTransactions shows " + id + ": " + listed);
+            TopicPartition tp = new TopicPartition(topic, 0);
+            List<ProducerState> states = admin.describeProducers(List.of(tp)).partitionResult(tp)
+                    .get(30, TimeUnit.SECONDS).activeProducers();
+            check(states.size() == 1 && states.get(0).currentTransactionStartOffset().orElse(-1L) == 0L,
+                    "the open transaction starts at offset 0: " + states);
+            p.commitTransaction();
+            var after = admin.describeTransactions(List.of(id)).description(id).get(30, TimeUnit.SECONDS);
+            check(after.state() == org.apache.kafka.clients.admin.TransactionState.COMPLETE_COMMIT,
+                    "state COMPLETE_COMMIT after the commit, got " + after.state());
+        }
     }
 
     // ------------------------------------------------------------------ helpers
