@@ -13,6 +13,10 @@
 //!   exported; write-ahead chunks are left for a later run, once sealed.
 //!   Records below the partition's log start offset, and control batches,
 //!   are not exported.
+//! - Only committed data is exported, as a read_committed consumer reads
+//!   it: chunks at or above the partition's last stable offset (an open
+//!   transaction) are left for a later run, and records of aborted
+//!   transactions are skipped.
 //! - A file's name is the offset range it covers; every offset of a
 //!   partition is in at most one file. A run exports only the offsets no
 //!   existing file covers (found by listing the partition's directory), so
@@ -35,10 +39,13 @@ use serde::Serialize;
 use thiserror::Error;
 
 use self::parquet::{FileBuilder, Row};
-use crate::metadata::{ChunkRecord, MetadataError, MetadataStore, PartitionRecord, TopicRecord};
+use crate::metadata::{
+    AbortedTxn, ChunkRecord, MetadataError, MetadataStore, PartitionRecord, TopicRecord,
+};
 use crate::protocol::batch::{BatchError, iter_batches};
 use crate::protocol::records::decode_records;
 use crate::storage::object::{ObjectStorage, StorageError, StorageErrorKind};
+use crate::storage::partition::is_aborted_batch;
 
 /// Times a partition's export starts over after an object went missing.
 const MISSING_OBJECT_RETRIES: usize = 3;
@@ -89,6 +96,9 @@ pub struct ExportSummary {
     pub bytes: u64,
     /// Write-ahead (not yet sealed) chunks left for a later run.
     pub unsealed_chunks: u64,
+    /// Sealed chunks at or above the last stable offset (an open
+    /// transaction) left for a later run.
+    pub unstable_chunks: u64,
 }
 
 /// The directory of one partition's files, relative to the destination.
@@ -170,12 +180,51 @@ pub async fn export_topic(
         destination: destination.description().to_string(),
         ..ExportSummary::default()
     };
+    // Transactions: each partition's aborted ranges and open transactions.
+    let aborted_all: Vec<(i32, AbortedTxn)> = metadata
+        .aborted_txns()
+        .await?
+        .into_iter()
+        .filter(|(t, _, _)| *t == record.id)
+        .map(|(_, p, a)| (p, a))
+        .collect();
+    let open_all: Vec<(i32, i64)> = metadata
+        .producer_states()
+        .await?
+        .into_iter()
+        .filter(|s| s.topic_id == record.id)
+        .filter_map(|s| s.state.txn_first_offset.map(|first| (s.partition, first)))
+        .collect();
     for partition in metadata.partitions(record.id).await? {
+        let p = partition.partition;
+        let txns = Transactions {
+            aborted: aborted_all
+                .iter()
+                .filter(|(q, _)| *q == p)
+                .map(|(_, a)| *a)
+                .collect(),
+            stable: open_all
+                .iter()
+                .filter(|(q, _)| *q == p)
+                .map(|(_, first)| *first)
+                .min()
+                .unwrap_or(i64::MAX)
+                .min(partition.high_watermark),
+        };
         let mut attempt = 0;
         loop {
             let chunks = metadata.chunks(record.id, partition.partition).await?;
             let mut part = ExportSummary::default();
-            match export_partition(topic, &partition, &chunks, source, destination, &mut part).await
+            match export_partition(
+                topic,
+                &partition,
+                &chunks,
+                &txns,
+                source,
+                destination,
+                &mut part,
+            )
+            .await
             {
                 Err(ExportError::Storage(e))
                     if e.kind == StorageErrorKind::NotFound
@@ -197,6 +246,7 @@ pub async fn export_topic(
                     summary.records += part.records;
                     summary.bytes += part.bytes;
                     summary.unsealed_chunks += part.unsealed_chunks;
+                    summary.unstable_chunks += part.unstable_chunks;
                     break;
                 }
             }
@@ -224,10 +274,18 @@ async fn exported_ranges(
     Ok(ranges)
 }
 
+/// A partition's transactions as the export needs them.
+struct Transactions {
+    aborted: Vec<AbortedTxn>,
+    /// The last stable offset.
+    stable: i64,
+}
+
 async fn export_partition(
     topic: &str,
     partition: &PartitionRecord,
     chunks: &[ChunkRecord],
+    txns: &Transactions,
     source: &ObjectStorage,
     destination: &ObjectStorage,
     summary: &mut ExportSummary,
@@ -236,6 +294,10 @@ async fn export_partition(
     for chunk in chunks {
         if !is_sealed(chunk) {
             summary.unsealed_chunks += 1;
+            continue;
+        }
+        if chunk.last_offset >= txns.stable {
+            summary.unstable_chunks += 1;
             continue;
         }
         let first = chunk.base_offset.max(partition.log_start_offset);
@@ -256,7 +318,8 @@ async fn export_partition(
             .await?;
         let files = {
             let (chunk, gaps, id) = (chunk.clone(), gaps.clone(), partition.partition);
-            tokio::task::spawn_blocking(move || encode_chunk(id, &chunk, data, &gaps))
+            let aborted = txns.aborted.clone();
+            tokio::task::spawn_blocking(move || encode_chunk(id, &chunk, data, &gaps, &aborted))
                 .await
                 .map_err(|e| ExportError::Task(e.to_string()))??
         };
@@ -290,6 +353,7 @@ fn encode_chunk(
     chunk: &ChunkRecord,
     data: Bytes,
     gaps: &[RangeInclusive<i64>],
+    aborted: &[AbortedTxn],
 ) -> Result<Vec<EncodedFile>, ExportError> {
     let corrupt = |message: String| ExportError::Corrupt {
         partition,
@@ -317,7 +381,7 @@ fn encode_chunk(
         let in_some_gap = gaps
             .iter()
             .any(|g| header.base_offset() <= *g.end() && header.last_offset() >= *g.start());
-        if header.is_control() || !in_some_gap {
+        if header.is_control() || !in_some_gap || is_aborted_batch(&header, aborted) {
             continue;
         }
         let batch = &data[pos..end];

@@ -259,13 +259,7 @@ impl Sealer {
             cleanable.last().map_or(0, |c| c.last_offset + 1),
         );
         let is_aborted = |header: &crate::protocol::batch::BatchHeader<'_>| {
-            header.is_transactional()
-                && !header.is_control()
-                && aborted.iter().any(|a| {
-                    a.producer_id == header.producer_id()
-                        && a.first_offset <= header.base_offset()
-                        && header.base_offset() < a.last_offset
-                })
+            super::partition::is_aborted_batch(header, &aborted)
         };
         let clean = log.clean_offset();
         let total: u64 = cleanable.iter().map(|c| c.byte_len).sum();

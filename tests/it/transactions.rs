@@ -653,3 +653,236 @@ fn kafka_streams_exactly_once_v2_counts_exactly_across_kill_9() {
     );
     assert!(updates > WORDS, "the counts were updated as they went");
 }
+
+/// `strata export parquet` exports committed data only: aborted records
+/// are skipped, and sealed chunks at or above an open transaction wait for
+/// a later run (read back with pyarrow and duckdb).
+#[test]
+fn export_skips_aborted_records_and_waits_for_open_transactions() {
+    crate::common::require_python_module("pyarrow");
+    crate::common::require_python_module("duckdb");
+    let broker = TestBroker::start(&["--seal-interval-ms", "200"]);
+    runtime().block_on(broker.create_topic("txn-export", 1));
+    let producer = txn_producer(&broker, "exporter", &[]);
+    producer.begin_transaction().expect("begin");
+    send(&producer, "txn-export", 0, &values("kept", 5));
+    producer.commit_transaction(T).expect("commit");
+    producer.begin_transaction().expect("begin");
+    send(&producer, "txn-export", 0, &values("aborted", 4));
+    producer.abort_transaction(T).expect("abort");
+    producer.begin_transaction().expect("begin");
+    send(&producer, "txn-export", 0, &values("open", 3));
+
+    let sealed = || {
+        let db = rusqlite::Connection::open_with_flags(
+            broker.data_dir.join("metadata.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .expect("open db");
+        db.query_row("SELECT COUNT(*) FROM chunks WHERE index_len = 0", [], |r| {
+            r.get::<_, i64>(0)
+        })
+        .expect("query")
+            == 0
+    };
+    let export = |dir: &std::path::Path| -> serde_json::Value {
+        let out = std::process::Command::new(crate::common::STRATA)
+            .args(["export", "parquet", "txn-export", "--to"])
+            .arg(dir)
+            .arg("--data-dir")
+            .arg(&broker.data_dir)
+            .env("RUST_LOG", "warn")
+            .env_remove("STRATA_CONFIG")
+            .output()
+            .expect("run strata export");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("summary")
+    };
+    let read_values = |dir: &std::path::Path| -> Vec<String> {
+        let script = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/clients/read_parquet.py");
+        let out = std::process::Command::new("python3")
+            .arg(script)
+            .arg(dir.join("txn-export"))
+            .output()
+            .expect("python3");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let read: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+        read["pyarrow"]["rows"]
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| {
+                let hex = r[5].as_str().expect("value");
+                let bytes: Vec<u8> = (0..hex.len())
+                    .step_by(2)
+                    .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).expect("hex"))
+                    .collect();
+                String::from_utf8(bytes).expect("utf-8")
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + T;
+    while !sealed() {
+        assert!(Instant::now() < deadline, "never sealed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let first = export(dir.path());
+    assert!(
+        first["unstable_chunks"].as_u64() >= Some(1),
+        "the chunk with the open transaction waits: {first}"
+    );
+    let exported = if first["files_written"].as_u64() > Some(0) {
+        read_values(dir.path())
+    } else {
+        Vec::new()
+    };
+    assert!(
+        exported.iter().all(|v| v.starts_with("kept")),
+        "only committed records: {exported:?}"
+    );
+    producer.commit_transaction(T).expect("commit");
+    let deadline = Instant::now() + T;
+    while !sealed() {
+        assert!(Instant::now() < deadline, "never sealed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second = export(dir.path());
+    assert_eq!(second["unstable_chunks"], 0, "{second}");
+    let expected: Vec<String> = values("kept", 5)
+        .into_iter()
+        .chain(values("open", 3))
+        .collect();
+    assert_eq!(
+        read_values(dir.path()),
+        expected,
+        "committed records, aborted ones skipped"
+    );
+}
+
+/// Log compaction over transactions: an aborted update of a key never
+/// stands for the key's latest value (the committed value survives
+/// compaction), aborted records are removed, and every read_committed
+/// record keeps its offset.
+#[test]
+fn compaction_keeps_committed_values_over_aborted_updates() {
+    let broker = TestBroker::start(&["--seal-interval-ms", "200", "--cleaner-backoff-ms", "300"]);
+    let rt = runtime();
+    rt.block_on(async {
+        use rdkafka::admin::{AdminOptions, NewTopic, TopicReplication};
+        let topic = NewTopic::new("txn-compact", 1, TopicReplication::Fixed(1))
+            .set("cleanup.policy", "compact")
+            .set("min.cleanable.dirty.ratio", "0.01");
+        for result in broker
+            .admin()
+            .create_topics(&[topic], &AdminOptions::new())
+            .await
+            .expect("create topics")
+        {
+            result.expect("topic created");
+        }
+    });
+    let producer = txn_producer(&broker, "compacting", &[]);
+    let round = |value: &str, keys: std::ops::Range<usize>, commit: bool| {
+        producer.begin_transaction().expect("begin");
+        for k in keys {
+            let key = format!("k{k}");
+            producer
+                .send(
+                    BaseRecord::to("txn-compact")
+                        .partition(0)
+                        .key(&key)
+                        .payload(value),
+                )
+                .map_err(|(e, _)| e)
+                .expect("enqueue");
+        }
+        producer.flush(T).expect("flush");
+        if commit {
+            producer.commit_transaction(T).expect("commit");
+        } else {
+            producer.abort_transaction(T).expect("abort");
+        }
+    };
+    round("v1", 0..10, true);
+    round("v2-aborted", 0..10, false);
+    round("v3", 0..5, true);
+    // Some superseded data after the aborted round, so compaction has work.
+    for _ in 0..3 {
+        round("v4", 5..6, true);
+    }
+    let latest = |broker: &TestBroker| -> std::collections::BTreeMap<String, (i64, String)> {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &broker.addr)
+            .set("group.id", "txn-tests-unused")
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .set("isolation.level", "read_committed")
+            .create()
+            .expect("consumer");
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset("txn-compact", 0, Offset::Beginning)
+            .expect("offset");
+        consumer.assign(&tpl).expect("assign");
+        let mut out = std::collections::BTreeMap::new();
+        let mut count = 0;
+        loop {
+            match consumer.poll(Duration::from_millis(200)) {
+                None => continue,
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => panic!("consume error: {e}"),
+                Some(Ok(m)) => {
+                    count += 1;
+                    let key = String::from_utf8_lossy(m.key().unwrap_or_default()).to_string();
+                    let value =
+                        String::from_utf8_lossy(m.payload().unwrap_or_default()).to_string();
+                    out.insert(key, (m.offset(), value));
+                }
+            }
+        }
+        out.insert("#records".into(), (count, String::new()));
+        out
+    };
+    let before = latest(&broker);
+    let mut expected: std::collections::BTreeMap<String, String> = (0..10)
+        .map(|k| (format!("k{k}"), if k < 5 { "v3" } else { "v1" }.to_string()))
+        .collect();
+    expected.insert("k5".into(), "v4".into());
+    let deadline = Instant::now() + T;
+    loop {
+        let now = latest(&broker);
+        // The latest committed value of every key, at the offset it had.
+        for (key, value) in &expected {
+            let (offset, got) = &now[key];
+            assert_eq!(
+                got, value,
+                "{key}: the committed value, never the aborted one"
+            );
+            assert_eq!(offset, &before[key].0, "{key} keeps its offset");
+        }
+        // Compacted: one record per key left for read_committed consumers.
+        if now["#records"].0 == expected.len() as i64 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compacted: {} records",
+            now["#records"].0
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let uncommitted = read_all(&broker, "txn-compact", 0, "read_uncommitted");
+    assert!(
+        !uncommitted.contains(&"v2-aborted".to_string()),
+        "aborted records are removed by compaction: {uncommitted:?}"
+    );
+}

@@ -21,6 +21,21 @@ use tokio::sync::watch;
 
 use crate::metadata::{AbortedTxn, ChunkRecord, ProducerStateRecord, TopicId};
 
+/// Whether `header` is a data batch of one of the `aborted` transactions
+/// (its producer's, between the transaction's first offset and its marker).
+pub fn is_aborted_batch(
+    header: &crate::protocol::batch::BatchHeader<'_>,
+    aborted: &[AbortedTxn],
+) -> bool {
+    header.is_transactional()
+        && !header.is_control()
+        && aborted.iter().any(|a| {
+            a.producer_id == header.producer_id()
+                && a.first_offset <= header.base_offset()
+                && header.base_offset() < a.last_offset
+        })
+}
+
 #[derive(Debug, Error)]
 pub enum ReadError {
     #[error("offset {offset} is outside the log range {start}..{end}")]
