@@ -121,6 +121,9 @@ pub struct TxnCoordinator {
     /// The current epoch of every transactional producer id, so a batch of
     /// an older incarnation is answered as fenced.
     epochs: RwLock<HashMap<i64, i16>>,
+    /// The transactional id of every transactional producer id (Produce
+    /// v12+ adds partitions to its transaction, KIP-890 part 2).
+    ids: RwLock<HashMap<i64, String>>,
     /// Groups with offsets in an undecided transaction: group ->
     /// transactional ids (OffsetFetch's `require_stable`).
     pending_groups: Mutex<HashMap<String, BTreeSet<String>>>,
@@ -143,6 +146,7 @@ impl TxnCoordinator {
             entries: Mutex::default(),
             ongoing: RwLock::default(),
             epochs: RwLock::default(),
+            ids: RwLock::default(),
             pending_groups: Mutex::default(),
         })
     }
@@ -192,6 +196,52 @@ impl TxnCoordinator {
     fn note_epoch(&self, record: &TransactionRecord) {
         if let Ok(mut epochs) = self.epochs.write() {
             epochs.insert(record.producer_id, record.producer_epoch);
+        }
+        if let Ok(mut ids) = self.ids.write()
+            && !ids.contains_key(&record.producer_id)
+        {
+            ids.insert(record.producer_id, record.transactional_id.clone());
+        }
+    }
+
+    /// Produce v12+ (KIP-890 part 2): the producer's first batch in a
+    /// partition adds the partition to its transaction (starting the
+    /// transaction if none is ongoing), then the batch is checked as any.
+    pub async fn add_partition_implicitly(
+        &self,
+        broker: &Broker,
+        producer_id: i64,
+        epoch: i16,
+        topic: TopicId,
+        partition: i32,
+    ) -> Result<Arc<OpenTxn>, (ResponseError, String)> {
+        if let Ok(open) = self.verify_produce(producer_id, epoch, topic, partition) {
+            return Ok(open);
+        }
+        let id = self
+            .ids
+            .read()
+            .ok()
+            .and_then(|ids| ids.get(&producer_id).cloned());
+        let Some(id) = id else {
+            return Err((
+                ResponseError::InvalidTxnState,
+                format!("producer {producer_id} belongs to no transactional id"),
+            ));
+        };
+        match self
+            .add_partitions(broker, &id, producer_id, epoch, &[(topic, partition)])
+            .await
+        {
+            Ok(()) => self.verify_produce(producer_id, epoch, topic, partition),
+            Err(ResponseError::ProducerFenced) => Err((
+                ResponseError::InvalidProducerEpoch,
+                format!("producer {producer_id} epoch {epoch} is fenced"),
+            )),
+            Err(code) => Err((
+                code,
+                format!("cannot add partition {partition} to the transaction of '{id}'"),
+            )),
         }
     }
 
@@ -580,9 +630,11 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    /// TxnOffsetCommit: offsets of `group` (added with AddOffsetsToTxn) that
+    /// TxnOffsetCommit: offsets of `group` (added with AddOffsetsToTxn, or
+    /// by this request itself if `implicit`: v5+, KIP-890 part 2) that
     /// become its committed offsets when the transaction commits. The
     /// group's own fencing (generation, member) is the caller's.
+    #[allow(clippy::too_many_arguments)]
     pub async fn commit_offsets(
         &self,
         broker: &Broker,
@@ -591,13 +643,25 @@ impl TxnCoordinator {
         epoch: i16,
         group: &str,
         offsets: Vec<CommittedOffset>,
+        implicit: bool,
     ) -> Result<(), ResponseError> {
         let mut entry = self
             .current(broker, transactional_id, producer_id, epoch)
             .await?;
-        if entry.record.state != TxnState::Ongoing
-            || !entry.record.groups.iter().any(|g| g == group)
-        {
+        let added = entry.record.state == TxnState::Ongoing
+            && entry.record.groups.iter().any(|g| g == group);
+        if !added && implicit {
+            let before = entry.record.clone();
+            self.begin_if_needed(&mut entry);
+            entry.record.groups.push(group.to_string());
+            entry.record.updated_ms = now_ms();
+            let record = entry.record.clone();
+            if let Err(error) = self.store(&record).await {
+                entry.record = before;
+                return Err(error);
+            }
+            self.publish_open(&mut entry);
+        } else if !added {
             return Err(ResponseError::InvalidTxnState);
         }
         self.metadata
@@ -617,7 +681,11 @@ impl TxnCoordinator {
         Ok(())
     }
 
-    /// EndTxn: commits or aborts the producer's ongoing transaction.
+    /// EndTxn: commits or aborts the producer's ongoing transaction; returns
+    /// the producer id and epoch to go on with. With `bump` (v5+, KIP-890
+    /// part 2) the epoch is bumped first and the markers carry the new one,
+    /// so no late batch of this transaction can land in the next; a retry
+    /// with the previous epoch of an end already done succeeds.
     pub async fn end_txn(
         &self,
         broker: &Broker,
@@ -625,11 +693,32 @@ impl TxnCoordinator {
         producer_id: i64,
         epoch: i16,
         commit: bool,
-    ) -> Result<(), ResponseError> {
+        bump: bool,
+    ) -> Result<(i64, i16), ResponseError> {
         let Some(entry) = self.entry(transactional_id) else {
             return Err(WRONG_PRODUCER);
         };
         let mut entry = entry.lock().await;
+        let current = (entry.record.producer_id, entry.record.producer_epoch);
+        let previous = (
+            entry.record.last_producer_id,
+            entry.record.last_producer_epoch,
+        );
+        let done = if commit {
+            (TxnState::PrepareCommit, TxnState::CompleteCommit)
+        } else {
+            (TxnState::PrepareAbort, TxnState::CompleteAbort)
+        };
+        if bump && (producer_id, epoch) == previous && (producer_id, epoch) != current {
+            // A retry of an end that bumped the epoch: finish it if needed.
+            let state = entry.record.state;
+            if state == done.0 {
+                self.end(broker, &mut entry, commit).await?;
+            } else if state != done.1 {
+                return Err(ResponseError::InvalidTxnState);
+            }
+            return Ok((entry.record.producer_id, entry.record.producer_epoch));
+        }
         if entry.record.producer_id != producer_id {
             return Err(WRONG_PRODUCER);
         }
@@ -637,14 +726,32 @@ impl TxnCoordinator {
             return Err(ResponseError::ProducerFenced);
         }
         match (entry.record.state, commit) {
-            (TxnState::Ongoing, _) => self.end(broker, &mut entry, commit).await,
-            // A retry of an end that is under way or done: finish it.
-            (TxnState::PrepareCommit, true) | (TxnState::PrepareAbort, false) => {
-                self.end(broker, &mut entry, commit).await
+            (TxnState::Ongoing, _) => {
+                if bump {
+                    self.bump_epoch(&mut entry).await?;
+                }
+                self.end(broker, &mut entry, commit).await?;
             }
-            (TxnState::CompleteCommit, true) | (TxnState::CompleteAbort, false) => Ok(()),
-            _ => Err(ResponseError::InvalidTxnState),
+            // A retry of an end that is under way or done: finish it.
+            (state, _) if state == done.0 => self.end(broker, &mut entry, commit).await?,
+            (state, _) if state == done.1 && !bump => {}
+            // KIP-890 part 2: aborting with nothing ongoing still bumps the
+            // epoch (a client recovering from an abortable error).
+            (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false)
+                if bump =>
+            {
+                let before = entry.record.clone();
+                self.bump_epoch(&mut entry).await?;
+                entry.record.updated_ms = now_ms();
+                let record = entry.record.clone();
+                if let Err(error) = self.store(&record).await {
+                    entry.record = before;
+                    return Err(error);
+                }
+            }
+            _ => return Err(ResponseError::InvalidTxnState),
         }
+        Ok((entry.record.producer_id, entry.record.producer_epoch))
     }
 
     /// Ends the entry's transaction: stores the decision, writes a marker
@@ -732,7 +839,7 @@ impl TxnCoordinator {
         self.clear_pending(entry);
         entry.pending.clear();
         entry.record = done;
-        tracing::debug!(transactional_id = %entry.record.transactional_id, commit, partitions = entry.record.partitions.len(), "transaction ended");
+        tracing::debug!(transactional_id = %entry.record.transactional_id, producer_id = entry.record.producer_id, epoch = entry.record.producer_epoch, commit, partitions = entry.record.partitions.len(), "transaction ended");
         Ok(())
     }
 

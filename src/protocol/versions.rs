@@ -34,12 +34,12 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeCluster, 0, 2),
     (ApiKey::OffsetForLeaderEpoch, 2, 4),
     (ApiKey::DescribeProducers, 0, 0),
-    // Transactions without KIP-890 part 2 (transaction.version 2 is not
-    // advertised): EndTxn v5 and TxnOffsetCommit v5 carry its semantics.
+    // Transactions, KIP-890 part 2 included (Produce v12+, TxnOffsetCommit
+    // v5+ and EndTxn v5+ carry its semantics; see api_versions).
     (ApiKey::AddPartitionsToTxn, 0, 5),
     (ApiKey::AddOffsetsToTxn, 0, 4),
-    (ApiKey::TxnOffsetCommit, 0, 4),
-    (ApiKey::EndTxn, 0, 4),
+    (ApiKey::TxnOffsetCommit, 0, 5),
+    (ApiKey::EndTxn, 0, 5),
     (ApiKey::DescribeTransactions, 0, 0),
     (ApiKey::ListTransactions, 0, 2),
 ];

@@ -161,7 +161,7 @@ async fn idempotent_producer_across_kill_9_writes_every_record_once() {
 
 /// One batch of `count` records from producer `(id, epoch)` starting at
 /// sequence `first_seq`.
-fn producer_batch(
+pub(crate) fn producer_batch(
     id: i64,
     epoch: i16,
     first_seq: i32,
@@ -214,7 +214,7 @@ fn produce(raw: &mut crate::bad_input::Raw, topic: &str, records: bytes::Bytes) 
     (partition.error_code, partition.base_offset)
 }
 
-fn init_producer_id(
+pub(crate) fn init_producer_id(
     raw: &mut crate::bad_input::Raw,
     transactional_id: Option<&str>,
     known: (i64, i16),

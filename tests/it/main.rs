@@ -5,7 +5,7 @@
 //! read back with pyarrow and duckdb.
 
 mod admin;
-mod bad_input;
+pub(crate) mod bad_input;
 mod cleanup;
 mod cli;
 mod common;
@@ -15,7 +15,7 @@ mod crash;
 mod export;
 mod groups;
 mod http;
-mod idempotence;
+pub(crate) mod idempotence;
 mod polyglot;
 mod produce_consume;
 mod s3;

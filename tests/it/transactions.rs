@@ -886,3 +886,86 @@ fn compaction_keeps_committed_values_over_aborted_updates() {
         "aborted records are removed by compaction: {uncommitted:?}"
     );
 }
+
+/// KIP-890 on raw frames. Part 1: a transactional batch for a partition not
+/// added to the transaction is refused (Produce before v12). Part 2
+/// (transaction.version 2): Produce v12 adds the partition itself, EndTxn
+/// v5 answers a new epoch, a retry of it with the old epoch gets the same
+/// answer, and a late batch of the ended transaction (old epoch) cannot
+/// land in the next one.
+#[test]
+fn kip_890_late_writes_of_an_ended_transaction_are_refused() {
+    use kafka_protocol::messages::{
+        ApiKey, EndTxnRequest, EndTxnResponse, ProduceResponse, ProducerId, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    const INVALID_PRODUCER_EPOCH: i16 = 47;
+    const INVALID_TXN_STATE: i16 = 48;
+    let broker = TestBroker::start(&[]);
+    let mut raw = crate::bad_input::Raw::connect(&broker);
+    assert_eq!(crate::bad_input::create_topic(&mut raw, "late", &[]), 0);
+    let (code, pid, epoch) =
+        crate::idempotence::init_producer_id(&mut raw, Some("late-writer"), (-1, -1));
+    assert_eq!((code, epoch), (0, 0));
+    let batch = |epoch: i16, seq: i32, count: usize| {
+        crate::idempotence::producer_batch(pid, epoch, seq, count, true, false)
+    };
+    let produce = |raw: &mut crate::bad_input::Raw, version: i16, records| {
+        let response: ProduceResponse = raw.call(
+            ApiKey::Produce,
+            version,
+            &crate::bad_input::produce_request("late", 0, records, -1),
+        );
+        let p = &response.responses[0].partition_responses[0];
+        (p.error_code, p.base_offset)
+    };
+    let end = |raw: &mut crate::bad_input::Raw, epoch: i16, commit: bool| {
+        let response: EndTxnResponse = raw.call(
+            ApiKey::EndTxn,
+            5,
+            &EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("late-writer")))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_committed(commit),
+        );
+        (
+            response.error_code,
+            response.producer_id.0,
+            response.producer_epoch,
+        )
+    };
+    // Part 1: not added, refused.
+    assert_eq!(produce(&mut raw, 9, batch(0, 0, 2)).0, INVALID_TXN_STATE);
+    // Part 2: Produce v12 adds the partition.
+    assert_eq!(produce(&mut raw, 12, batch(0, 0, 2)), (0, 0));
+    assert_eq!(
+        end(&mut raw, 0, true),
+        (0, pid, 1),
+        "EndTxn v5 answers the next epoch"
+    );
+    assert_eq!(
+        end(&mut raw, 0, true),
+        (0, pid, 1),
+        "a retry gets the same answer"
+    );
+    // The ended transaction's late batch: its epoch is fenced.
+    assert_eq!(
+        produce(&mut raw, 12, batch(0, 2, 1)).0,
+        INVALID_PRODUCER_EPOCH
+    );
+    // The next transaction, at the new epoch, sequences from 0.
+    assert_eq!(produce(&mut raw, 12, batch(1, 0, 1)), (0, 3));
+    assert_eq!(end(&mut raw, 1, false), (0, pid, 2));
+    assert_eq!(
+        end(&mut raw, 1, true).0,
+        INVALID_TXN_STATE,
+        "not the end it made"
+    );
+    assert_eq!(
+        read_all(&broker, "late", 0, "read_committed").len(),
+        2,
+        "the first transaction's two records; the aborted one is skipped"
+    );
+    assert_eq!(read_all(&broker, "late", 0, "read_uncommitted").len(), 3);
+}

@@ -1,9 +1,15 @@
 //! ApiVersions: advertises exactly the APIs and versions in
-//! `protocol::versions::SUPPORTED`.
+//! `protocol::versions::SUPPORTED`, and (v3+) the feature
+//! `transaction.version` at level 2: transactions per KIP-890 part 2
+//! (partitions added by Produce v12+, the group by TxnOffsetCommit v5+, a
+//! new producer epoch from every EndTxn v5+) for clients that use it.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::ApiVersionsResponse;
-use kafka_protocol::messages::api_versions_response::ApiVersion;
+use kafka_protocol::messages::api_versions_response::{
+    ApiVersion, FinalizedFeatureKey, SupportedFeatureKey,
+};
+use kafka_protocol::protocol::StrBytes;
 
 use crate::protocol::versions::SUPPORTED;
 
@@ -19,8 +25,26 @@ fn api_list() -> Vec<ApiVersion> {
         .collect()
 }
 
+/// The transaction protocol level Strata runs (`transaction.version`).
+pub const TRANSACTION_VERSION: i16 = 2;
+
 pub fn handle() -> ApiVersionsResponse {
-    ApiVersionsResponse::default().with_api_keys(api_list())
+    let name = StrBytes::from_static_str("transaction.version");
+    ApiVersionsResponse::default()
+        .with_api_keys(api_list())
+        .with_supported_features(vec![
+            SupportedFeatureKey::default()
+                .with_name(name.clone())
+                .with_min_version(0)
+                .with_max_version(TRANSACTION_VERSION),
+        ])
+        .with_finalized_features_epoch(1)
+        .with_finalized_features(vec![
+            FinalizedFeatureKey::default()
+                .with_name(name)
+                .with_min_version_level(TRANSACTION_VERSION)
+                .with_max_version_level(TRANSACTION_VERSION),
+        ])
 }
 
 /// The answer to an ApiVersions version we do not know, encoded as v0.

@@ -70,6 +70,7 @@ fn now_ms() -> i64 {
 
 async fn append_partition(
     broker: &Broker,
+    version: i16,
     topic: Option<&Arc<TopicState>>,
     topic_id: Option<uuid::Uuid>,
     index: i32,
@@ -153,12 +154,24 @@ async fn append_partition(
                     .into(),
             );
         };
-        match broker.txn.verify_produce(
-            producer.producer_id,
-            producer.epoch,
-            topic.record.id,
-            index,
-        ) {
+        // v12+ (KIP-890 part 2): the batch adds its partition itself.
+        let verified = if version >= 12 {
+            broker
+                .txn
+                .add_partition_implicitly(
+                    broker,
+                    producer.producer_id,
+                    producer.epoch,
+                    topic.record.id,
+                    index,
+                )
+                .await
+        } else {
+            broker
+                .txn
+                .verify_produce(producer.producer_id, producer.epoch, topic.record.id, index)
+        };
+        match verified {
             Ok(open) => txn = Some(open),
             Err((code, message)) => return failed(code, message),
         }
@@ -246,6 +259,7 @@ pub async fn prepare(
             outcomes.push(
                 append_partition(
                     broker,
+                    version,
                     state.as_ref(),
                     topic.name.is_empty().then_some(topic.topic_id),
                     partition.index,

@@ -1,6 +1,7 @@
 //! The transaction APIs (KIP-98): AddPartitionsToTxn (v0-3 from producers;
 //! v4-5 batched, as brokers send it, `verify_only` included),
-//! AddOffsetsToTxn, TxnOffsetCommit, EndTxn, DescribeTransactions and
+//! AddOffsetsToTxn, TxnOffsetCommit (v5+ adds the group itself), EndTxn
+//! (v5+ bumps the epoch and answers the new one), DescribeTransactions and
 //! ListTransactions. The coordinator (`broker::txn`) holds the rules; this
 //! file maps names to topic ids and errors to each version's codes.
 //!
@@ -268,6 +269,7 @@ pub async fn txn_offset_commit(
                 request.producer_epoch,
                 &group,
                 offsets,
+                version >= 5,
             )
             .await
         {
@@ -304,11 +306,16 @@ pub async fn end_txn(broker: &Arc<Broker>, version: i16, request: EndTxnRequest)
             request.producer_id.0,
             request.producer_epoch,
             request.committed,
+            version >= 5,
         )
         .await;
-    let response = EndTxnResponse::default();
+    let response = EndTxnResponse::default()
+        .with_producer_id(ProducerId(-1))
+        .with_producer_epoch(-1);
     match result {
-        Ok(()) => response,
+        Ok((producer_id, epoch)) => response
+            .with_producer_id(ProducerId(producer_id))
+            .with_producer_epoch(epoch),
         Err(error) => response.with_error_code(for_version(error, version, 2)),
     }
 }
