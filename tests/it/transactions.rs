@@ -969,3 +969,91 @@ fn kip_890_late_writes_of_an_ended_transaction_are_refused() {
     );
     assert_eq!(read_all(&broker, "late", 0, "read_uncommitted").len(), 3);
 }
+
+/// OffsetFetch `require_stable` (KIP-447) on raw frames: while a
+/// transaction holds an offset for the group, a stable fetch answers
+/// UNSTABLE_OFFSET_COMMIT for that partition (the client retries) and an
+/// unstable one the offset committed before; after the commit both see the
+/// new offset.
+#[test]
+fn require_stable_waits_for_transactional_offsets() {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse,
+        GroupId, OffsetFetchRequest, OffsetFetchResponse, ProducerId, TopicName, TransactionalId,
+        TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    let broker = TestBroker::start(&[]);
+    let mut raw = crate::bad_input::Raw::connect(&broker);
+    assert_eq!(crate::bad_input::create_topic(&mut raw, "stable", &[]), 0);
+    let (code, pid, epoch) =
+        crate::idempotence::init_producer_id(&mut raw, Some("offsets"), (-1, -1));
+    assert_eq!(code, 0);
+    let txn_id = || TransactionalId(StrBytes::from_static_str("offsets"));
+    let group = || GroupId(StrBytes::from_static_str("stable-group"));
+    let fetch = |raw: &mut crate::bad_input::Raw, stable: bool| {
+        let response: OffsetFetchResponse = raw.call(
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(group())
+                .with_require_stable(stable)
+                .with_topics(Some(vec![
+                    OffsetFetchRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str("stable")))
+                        .with_partition_indexes(vec![0]),
+                ])),
+        );
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    };
+    let added: AddOffsetsToTxnResponse = raw.call(
+        ApiKey::AddOffsetsToTxn,
+        3,
+        &AddOffsetsToTxnRequest::default()
+            .with_transactional_id(txn_id())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_group_id(group()),
+    );
+    assert_eq!(added.error_code, 0);
+    let committed: TxnOffsetCommitResponse = raw.call(
+        ApiKey::TxnOffsetCommit,
+        3,
+        &TxnOffsetCommitRequest::default()
+            .with_transactional_id(txn_id())
+            .with_group_id(group())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![
+                TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("stable")))
+                    .with_partitions(vec![
+                        TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(42),
+                    ]),
+            ]),
+    );
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+    assert_eq!(fetch(&mut raw, true).0, UNSTABLE_OFFSET_COMMIT);
+    assert_eq!(fetch(&mut raw, false), (0, -1), "nothing committed yet");
+    let end: EndTxnResponse = raw.call(
+        ApiKey::EndTxn,
+        3,
+        &EndTxnRequest::default()
+            .with_transactional_id(txn_id())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(true),
+    );
+    assert_eq!(end.error_code, 0);
+    assert_eq!(fetch(&mut raw, true), (0, 42));
+    assert_eq!(fetch(&mut raw, false), (0, 42));
+}

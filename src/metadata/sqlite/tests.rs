@@ -553,3 +553,141 @@ async fn the_v6_migration_keeps_chunks_and_counts_their_objects() {
     retired.sort();
     assert_eq!(retired, ["s1", "s2", "w1", "w2"]);
 }
+
+/// v7 (transactions) on a v6 store: producer states keep their rows with no
+/// open transaction; transaction records, their pending offsets and aborted
+/// ranges round-trip; completing a commit moves the offsets to the group,
+/// an abort drops them; trimming the log start forgets aborted ranges
+/// below it.
+#[tokio::test]
+async fn the_v7_migration_and_transaction_rows() {
+    use crate::metadata::{AbortedTxn, TransactionRecord, TxnState};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("m.db");
+    let topic = "6b1a4f4e-3c1d-4c3a-9d47-6f0e6b2f1a02";
+    {
+        let conn = Connection::open(&path).expect("open");
+        conn.execute_batch("CREATE TABLE schema_version (version INTEGER NOT NULL)")
+            .expect("version table");
+        for migration in &schema::MIGRATIONS[..6] {
+            conn.execute_batch(migration).expect("old schema");
+        }
+        conn.execute_batch(&format!(
+            "INSERT INTO schema_version VALUES (6);
+             INSERT INTO topics VALUES ('{topic}', 't', 1, '{{}}', 0);
+             INSERT INTO partitions VALUES ('{topic}', 0, 0, 0, 0, 30, 0);
+             INSERT INTO producer_state VALUES ('{topic}', 0, 7, 1, '[]', 1000);"
+        ))
+        .expect("old rows");
+    }
+    let store = SqliteStore::open(&path).await.expect("migrate");
+    let id = parse_topic_id(topic).expect("id");
+    let states = store.producer_states().await.expect("states");
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].state.txn_first_offset, None);
+
+    let record = TransactionRecord {
+        transactional_id: "app".into(),
+        producer_id: 9,
+        producer_epoch: 3,
+        last_producer_id: 9,
+        last_producer_epoch: 2,
+        timeout_ms: 60_000,
+        state: TxnState::Ongoing,
+        partitions: vec![(id, 0)],
+        groups: vec!["g".into()],
+        start_ms: 5,
+        updated_ms: 6,
+    };
+    store.put_transaction(record.clone()).await.expect("put");
+    let offset = |o: i64| CommittedOffset {
+        topic_id: id,
+        partition: 0,
+        offset: o,
+        leader_epoch: 0,
+        metadata: None,
+        commit_ms: 7,
+    };
+    store
+        .put_txn_offsets("app", "g", vec![offset(11)])
+        .await
+        .expect("pending offsets");
+    let loaded = store.transactions().await.expect("load");
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].0, record);
+    assert_eq!(loaded[0].1, vec![("g".to_string(), offset(11))]);
+    assert!(store.fetch_offsets("g").await.expect("fetch").is_empty());
+
+    // Commit: the pending offset becomes the group's.
+    let done = TransactionRecord {
+        state: TxnState::CompleteCommit,
+        ..record.clone()
+    };
+    store
+        .complete_transaction(done.clone(), true)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.fetch_offsets("g").await.expect("fetch"),
+        vec![offset(11)]
+    );
+    let loaded = store.transactions().await.expect("load");
+    assert_eq!(loaded[0].0.state, TxnState::CompleteCommit);
+    assert!(loaded[0].1.is_empty(), "no pending offsets after the end");
+    // Abort: a pending offset is dropped.
+    store.put_transaction(record.clone()).await.expect("put");
+    store
+        .put_txn_offsets("app", "g", vec![offset(20)])
+        .await
+        .expect("pending offsets");
+    store
+        .complete_transaction(
+            TransactionRecord {
+                state: TxnState::CompleteAbort,
+                ..record.clone()
+            },
+            false,
+        )
+        .await
+        .expect("abort");
+    assert_eq!(
+        store.fetch_offsets("g").await.expect("fetch"),
+        vec![offset(11)]
+    );
+
+    // Aborted ranges come with a chunk, go with the log start.
+    store
+        .record_intents("0:1", vec!["w1".into()])
+        .await
+        .expect("intent");
+    store
+        .commit_object(ObjectCommit {
+            object_key: "w1".into(),
+            object_size: 100,
+            chunks: vec![ChunkCommit {
+                topic_id: id,
+                partition: 0,
+                leader_epoch: 0,
+                chunk: ChunkRecord {
+                    object_key: Arc::from("w1"),
+                    ..chunk(30, 39)
+                },
+                producers: Vec::new(),
+                aborted: vec![AbortedTxn {
+                    producer_id: 9,
+                    first_offset: 31,
+                    last_offset: 35,
+                }],
+            }],
+        })
+        .await
+        .expect("commit");
+    assert_eq!(store.aborted_txns().await.expect("aborted").len(), 1);
+    store.advance_log_start(id, 0, 36).await.expect("advance");
+    assert!(store.aborted_txns().await.expect("aborted").is_empty());
+    store
+        .delete_transactions(vec!["app".into()])
+        .await
+        .expect("delete");
+    assert!(store.transactions().await.expect("load").is_empty());
+}
