@@ -196,18 +196,47 @@ impl TestBroker {
             .expect("admin client")
     }
 
+    /// Creates a topic (replication factor 1). A request that gets no answer
+    /// is tried again with a fresh admin client (once seen in CI: a first
+    /// CreateTopics timed out after 60 s); the broker's log is shown if
+    /// none succeeds.
     pub async fn create_topic(&self, name: &str, partitions: i32) {
-        let results = self
-            .admin()
-            .create_topics(
-                &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
-                &AdminOptions::new(),
-            )
-            .await
-            .expect("create topics request");
-        for result in results {
-            result.expect("topic created");
+        let mut last = String::new();
+        for attempt in 1..=3 {
+            let options = AdminOptions::new()
+                .request_timeout(Some(rdkafka::util::Timeout::After(Duration::from_secs(20))));
+            match self
+                .admin()
+                .create_topics(
+                    &[NewTopic::new(name, partitions, TopicReplication::Fixed(1))],
+                    &options,
+                )
+                .await
+            {
+                Ok(results) => {
+                    for result in results {
+                        match result {
+                            Ok(_) => {}
+                            // An earlier attempt's request landed after all.
+                            Err((_, rdkafka::types::RDKafkaErrorCode::TopicAlreadyExists))
+                                if attempt > 1 => {}
+                            Err(e) => panic!("topic {name} not created: {e:?}"),
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("create topic {name}, attempt {attempt}: {e}");
+                    last = e.to_string();
+                }
+            }
         }
+        let log = self.log(self.starts);
+        let tail: Vec<&str> = log.lines().rev().take(40).collect();
+        panic!(
+            "create topics request failed 3 times ({last}); broker log tail:\n{}",
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        );
     }
 
     /// Consumes every record of `topic`/`partition` from `from` up to the
