@@ -30,7 +30,7 @@
 //! transaction either lands before the markers or is refused.
 
 use std::collections::{BTreeSet, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -127,6 +127,10 @@ pub struct TxnCoordinator {
     /// Groups with offsets in an undecided transaction: group ->
     /// transactional ids (OffsetFetch's `require_stable`).
     pending_groups: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Transactions ended: committed, aborted (of which by the timeout).
+    committed: AtomicU64,
+    aborted: AtomicU64,
+    timed_out: AtomicU64,
 }
 
 /// Kafka's error for a producer id that does not match the transactional id's.
@@ -148,6 +152,9 @@ impl TxnCoordinator {
             epochs: RwLock::default(),
             ids: RwLock::default(),
             pending_groups: Mutex::default(),
+            committed: AtomicU64::new(0),
+            aborted: AtomicU64::new(0),
+            timed_out: AtomicU64::new(0),
         })
     }
 
@@ -839,8 +846,55 @@ impl TxnCoordinator {
         self.clear_pending(entry);
         entry.pending.clear();
         entry.record = done;
+        if commit {
+            self.committed.fetch_add(1, Ordering::Relaxed);
+        } else {
+            self.aborted.fetch_add(1, Ordering::Relaxed);
+        }
         tracing::debug!(transactional_id = %entry.record.transactional_id, producer_id = entry.record.producer_id, epoch = entry.record.producer_epoch, commit, partitions = entry.record.partitions.len(), "transaction ended");
         Ok(())
+    }
+
+    /// The coordinator's Prometheus metrics.
+    pub fn render_prometheus(&self) -> String {
+        use crate::storage::metrics::{render_header, render_value};
+        let mut out = String::new();
+        render_header(
+            &mut out,
+            "strata_transactions_ended_total",
+            "counter",
+            "Transactions ended since start, by result.",
+        );
+        for (result, count) in [("commit", &self.committed), ("abort", &self.aborted)] {
+            out.push_str(&format!(
+                "strata_transactions_ended_total{{result=\"{result}\"}} {}\n",
+                count.load(Ordering::Relaxed)
+            ));
+        }
+        render_value(
+            &mut out,
+            "strata_transactions_timed_out_total",
+            "counter",
+            "Transactions aborted by the coordinator past their transaction.timeout.ms.",
+            self.timed_out.load(Ordering::Relaxed),
+        );
+        let ongoing = self.ongoing.read().map(|o| o.len()).unwrap_or(0);
+        render_value(
+            &mut out,
+            "strata_transactions_ongoing",
+            "gauge",
+            "Transactions open now (their partitions hold read_committed consumers back).",
+            ongoing as u64,
+        );
+        let ids = self.entries.lock().map(|e| e.len()).unwrap_or(0);
+        render_value(
+            &mut out,
+            "strata_transactional_ids",
+            "gauge",
+            "Transactional ids the coordinator keeps (expired after transactional.id.expiration.ms).",
+            ids as u64,
+        );
+        out
     }
 
     /// Every transactional id, for DescribeTransactions / ListTransactions.
@@ -913,6 +967,7 @@ impl TxnCoordinator {
                     tracing::info!(transactional_id = %entry.record.transactional_id, timeout_ms = entry.record.timeout_ms, "aborting a transaction past its timeout");
                     // As Kafka: at a bumped epoch, so the producer that let
                     // it time out is fenced.
+                    self.timed_out.fetch_add(1, Ordering::Relaxed);
                     match self.bump_epoch(&mut entry).await {
                         Ok(()) => self.end(broker, &mut entry, false).await,
                         Err(error) => Err(error),

@@ -253,8 +253,11 @@ fn a_new_incarnation_fences_the_old_one() {
 /// after `transaction.timeout.ms`: read_committed consumers move on.
 #[test]
 fn the_coordinator_aborts_a_transaction_past_its_timeout() {
-    let broker =
-        TestBroker::start_configured("[kafka]\ntransaction_abort_check_interval_ms = 200\n", &[]);
+    let http = format!("127.0.0.1:{}", crate::common::free_port());
+    let broker = TestBroker::start_configured(
+        "[kafka]\ntransaction_abort_check_interval_ms = 200\n",
+        &["--http-addr", &http],
+    );
     runtime().block_on(broker.create_topic("txn-timeout", 1));
     let stalled = txn_producer(&broker, "stalled", &[("transaction.timeout.ms", "1500")]);
     stalled.begin_transaction().expect("begin");
@@ -277,6 +280,16 @@ fn the_coordinator_aborts_a_transaction_past_its_timeout() {
     // The producer that let it time out is fenced (epoch bumped).
     let commit = stalled.commit_transaction(T);
     assert!(commit.is_err(), "a timed-out transaction committed");
+    let (status, metrics) = crate::common::http_request(&http, "GET", "/metrics");
+    assert_eq!(status, 200);
+    for line in [
+        "strata_transactions_timed_out_total 1",
+        "strata_transactions_ended_total{result=\"abort\"} 1",
+        "strata_transactions_ended_total{result=\"commit\"} 0",
+        "strata_transactions_ongoing 0",
+    ] {
+        assert!(metrics.lines().any(|l| l == line), "{line} in:\n{metrics}");
+    }
 }
 
 /// Offsets sent to a transaction become the group's committed offsets
