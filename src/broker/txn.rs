@@ -29,7 +29,7 @@
 //! ([`OpenTxn::is_open`]), so a batch that races the end of its
 //! transaction either lands before the markers or is refused.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -104,6 +104,9 @@ struct TxnEntry {
     record: TransactionRecord,
     pending: Vec<(String, CommittedOffset)>,
     open: Option<Arc<OpenTxn>>,
+    /// Forgotten (expired) while a request waited for the entry: that
+    /// request must look the id up again.
+    removed: bool,
 }
 
 /// What DescribeTransactions and ListTransactions show of a transactional id.
@@ -127,6 +130,8 @@ pub struct TxnCoordinator {
     /// Groups with offsets in an undecided transaction: group ->
     /// transactional ids (OffsetFetch's `require_stable`).
     pending_groups: Mutex<HashMap<String, BTreeSet<String>>>,
+    /// Serialises the creation of transactional ids.
+    creating: tokio::sync::Mutex<()>,
     /// Transactions ended: committed, aborted (of which by the timeout).
     committed: AtomicU64,
     aborted: AtomicU64,
@@ -136,10 +141,12 @@ pub struct TxnCoordinator {
 /// Kafka's error for a producer id that does not match the transactional id's.
 const WRONG_PRODUCER: ResponseError = ResponseError::InvalidProducerIdMapping;
 
-fn bumped(record: &TransactionRecord) -> Option<i16> {
-    // Kafka moves to a new producer id when the epoch would reach the
-    // largest value (`Short.MAX_VALUE - 1` is the last usable one).
-    (record.producer_epoch < i16::MAX - 1).then_some(record.producer_epoch + 1)
+/// The epoch a bump moves to, if the producer id has one left. A producer
+/// uses epochs up to `i16::MAX - 1`; markers may be written at `i16::MAX`
+/// (`for_markers`), after which the id is replaced (as Kafka does).
+fn bumped(record: &TransactionRecord, for_markers: bool) -> Option<i16> {
+    let last = if for_markers { i16::MAX } else { i16::MAX - 1 };
+    (record.producer_epoch < last).then_some(record.producer_epoch + 1)
 }
 
 impl TxnCoordinator {
@@ -152,6 +159,7 @@ impl TxnCoordinator {
             epochs: RwLock::default(),
             ids: RwLock::default(),
             pending_groups: Mutex::default(),
+            creating: tokio::sync::Mutex::new(()),
             committed: AtomicU64::new(0),
             aborted: AtomicU64::new(0),
             timed_out: AtomicU64::new(0),
@@ -186,6 +194,7 @@ impl TxnCoordinator {
                     record,
                     pending,
                     open,
+                    removed: false,
                 })),
             );
         }
@@ -198,6 +207,20 @@ impl TxnCoordinator {
             .ok()?
             .get(transactional_id)
             .map(Arc::clone)
+    }
+
+    /// The entry of `transactional_id`, locked, if the coordinator has it;
+    /// one forgotten while this waited for its lock is looked up again.
+    async fn locked(
+        &self,
+        transactional_id: &str,
+    ) -> Option<tokio::sync::OwnedMutexGuard<TxnEntry>> {
+        loop {
+            let entry = self.entry(transactional_id)?.lock_owned().await;
+            if !entry.removed {
+                return Some(entry);
+            }
+        }
     }
 
     fn note_epoch(&self, record: &TransactionRecord) {
@@ -274,29 +297,32 @@ impl TxnCoordinator {
         }
     }
 
-    /// Whether `group` has an offset for `topic`/`partition` in a
-    /// transaction not decided yet (OffsetFetch `require_stable`).
-    pub async fn has_pending_offset(&self, group: &str, topic: TopicId, partition: i32) -> bool {
+    /// The partitions for which `group` has an offset in a transaction not
+    /// decided yet (OffsetFetch's `require_stable`). Taken BEFORE the
+    /// committed offsets are read: a transaction that completes in between
+    /// is then reported unstable (the client asks again), never stale.
+    pub async fn pending_partitions(&self, group: &str) -> HashSet<(TopicId, i32)> {
         let ids: Vec<String> = match self.pending_groups.lock() {
             Ok(groups) => match groups.get(group) {
                 Some(ids) => ids.iter().cloned().collect(),
-                None => return false,
+                None => return HashSet::new(),
             },
-            Err(_) => return false,
+            Err(_) => return HashSet::new(),
         };
+        let mut pending = HashSet::new();
         for id in ids {
             if let Some(entry) = self.entry(&id) {
                 let entry = entry.lock().await;
-                if entry
-                    .pending
-                    .iter()
-                    .any(|(g, o)| g == group && o.topic_id == topic && o.partition == partition)
-                {
-                    return true;
-                }
+                pending.extend(
+                    entry
+                        .pending
+                        .iter()
+                        .filter(|(g, _)| g == group)
+                        .map(|(_, o)| (o.topic_id, o.partition)),
+                );
             }
         }
-        false
+        pending
     }
 
     /// The ongoing transaction `producer_id` may write to `topic`/`partition`
@@ -366,53 +392,52 @@ impl TxnCoordinator {
         if timeout_ms <= 0 || timeout_ms > self.settings.max_timeout_ms {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
-        let entry = match self.entry(transactional_id) {
+        let mut entry = match self.locked(transactional_id).await {
             Some(entry) => entry,
             None => {
-                if known.is_some() {
-                    // Kafka: a producer id given for an unknown
-                    // transactional id does not map to it.
-                    return Err(WRONG_PRODUCER);
+                // One creation at a time, so two first InitProducerIds of an
+                // id cannot store two different producer ids.
+                let _creating = self.creating.lock().await;
+                match self.locked(transactional_id).await {
+                    Some(entry) => entry,
+                    None => {
+                        // A producer id the producer holds (KIP-360) for an
+                        // id the coordinator forgot (expired) is no reason
+                        // to refuse: the id starts over, as in Kafka.
+                        let producer_id =
+                            self.metadata.allocate_producer_id().await.map_err(|e| {
+                                tracing::warn!(error = %e, "cannot allocate a producer id");
+                                ResponseError::CoordinatorNotAvailable
+                            })?;
+                        let record = TransactionRecord {
+                            transactional_id: transactional_id.to_string(),
+                            producer_id,
+                            producer_epoch: 0,
+                            last_producer_id: -1,
+                            last_producer_epoch: -1,
+                            timeout_ms,
+                            state: TxnState::Empty,
+                            partitions: Vec::new(),
+                            groups: Vec::new(),
+                            start_ms: -1,
+                            updated_ms: now_ms(),
+                        };
+                        self.store(&record).await?;
+                        let entry = Arc::new(tokio::sync::Mutex::new(TxnEntry {
+                            record,
+                            pending: Vec::new(),
+                            open: None,
+                            removed: false,
+                        }));
+                        self.entries
+                            .lock()
+                            .map_err(|_| ResponseError::CoordinatorNotAvailable)?
+                            .insert(transactional_id.to_string(), entry);
+                        return Ok((producer_id, 0));
+                    }
                 }
-                let producer_id = self.metadata.allocate_producer_id().await.map_err(|e| {
-                    tracing::warn!(error = %e, "cannot allocate a producer id");
-                    ResponseError::CoordinatorNotAvailable
-                })?;
-                let now = now_ms();
-                let record = TransactionRecord {
-                    transactional_id: transactional_id.to_string(),
-                    producer_id,
-                    producer_epoch: 0,
-                    last_producer_id: -1,
-                    last_producer_epoch: -1,
-                    timeout_ms,
-                    state: TxnState::Empty,
-                    partitions: Vec::new(),
-                    groups: Vec::new(),
-                    start_ms: -1,
-                    updated_ms: now,
-                };
-                self.store(&record).await?;
-                let entry = Arc::new(tokio::sync::Mutex::new(TxnEntry {
-                    record,
-                    pending: Vec::new(),
-                    open: None,
-                }));
-                let mut entries = self
-                    .entries
-                    .lock()
-                    .map_err(|_| ResponseError::CoordinatorNotAvailable)?;
-                // Two first InitProducerIds raced: the first one stored wins.
-                let kept = entries
-                    .entry(transactional_id.to_string())
-                    .or_insert_with(|| Arc::clone(&entry));
-                if Arc::ptr_eq(kept, &entry) {
-                    return Ok((producer_id, 0));
-                }
-                Arc::clone(kept)
             }
         };
-        let mut entry = entry.lock().await;
         self.finish_prepared(broker, &mut entry).await?;
         let record = &entry.record;
         if let Some((id, epoch)) = known {
@@ -429,39 +454,57 @@ impl TxnCoordinator {
                 return Err(ResponseError::ProducerFenced);
             }
         }
+        let before = entry.record.clone();
         if entry.record.state == TxnState::Ongoing {
             // The previous incarnation left a transaction open: abort it at
-            // the new epoch, which fences it in every partition it wrote to.
-            self.bump_epoch(&mut entry).await?;
-            self.end(broker, &mut entry, false).await?;
-        } else {
-            self.bump_epoch(&mut entry).await?;
+            // the next epoch, which fences it in every partition it wrote
+            // to; the new incarnation goes on with that epoch.
+            self.end(broker, &mut entry, false, true).await?;
+        } else if let Err(error) = self.bump_epoch(&mut entry, false).await {
+            entry.record = before;
+            return Err(error);
         }
+        let before = entry.record.clone();
         entry.record.timeout_ms = timeout_ms;
         entry.record.updated_ms = now_ms();
         let record = entry.record.clone();
-        self.store(&record).await?;
+        if let Err(error) = self.store(&record).await {
+            entry.record = before;
+            return Err(error);
+        }
         Ok((record.producer_id, record.producer_epoch))
     }
 
     /// The next epoch (or a new producer id at the last epoch), in memory;
-    /// stored by the caller's next store.
-    async fn bump_epoch(&self, entry: &mut TxnEntry) -> Result<(), ResponseError> {
-        let record = &mut entry.record;
-        let (previous_id, previous_epoch) = (record.producer_id, record.producer_epoch);
-        match bumped(record) {
-            Some(epoch) => record.producer_epoch = epoch,
-            None => {
-                let id = self.metadata.allocate_producer_id().await.map_err(|e| {
-                    tracing::warn!(error = %e, "cannot allocate a producer id");
-                    ResponseError::CoordinatorNotAvailable
-                })?;
-                record.producer_id = id;
-                record.producer_epoch = 0;
-            }
+    /// stored by the caller's next store. `for_markers`: the bump fences
+    /// the transaction being ended, whose markers must carry the producer id
+    /// the partitions know; at the last epoch they are written at
+    /// `i16::MAX` and the id is replaced once they are in
+    /// (in `end`).
+    async fn bump_epoch(
+        &self,
+        entry: &mut TxnEntry,
+        for_markers: bool,
+    ) -> Result<(), ResponseError> {
+        let (previous_id, previous_epoch) = (entry.record.producer_id, entry.record.producer_epoch);
+        match bumped(&entry.record, for_markers) {
+            Some(epoch) => entry.record.producer_epoch = epoch,
+            None => self.replace_id(&mut entry.record).await?,
         }
-        record.last_producer_id = previous_id;
-        record.last_producer_epoch = previous_epoch;
+        entry.record.last_producer_id = previous_id;
+        entry.record.last_producer_epoch = previous_epoch;
+        Ok(())
+    }
+
+    /// A new producer id at epoch 0 for `record` (in memory). The old id's
+    /// epoch stays known, so its late batches are still refused as fenced.
+    async fn replace_id(&self, record: &mut TransactionRecord) -> Result<(), ResponseError> {
+        let id = self.metadata.allocate_producer_id().await.map_err(|e| {
+            tracing::warn!(error = %e, "cannot allocate a producer id");
+            ResponseError::CoordinatorNotAvailable
+        })?;
+        record.producer_id = id;
+        record.producer_epoch = 0;
         Ok(())
     }
 
@@ -486,10 +529,9 @@ impl TxnCoordinator {
         producer_id: i64,
         epoch: i16,
     ) -> Result<tokio::sync::OwnedMutexGuard<TxnEntry>, ResponseError> {
-        let Some(entry) = self.entry(transactional_id) else {
+        let Some(mut entry) = self.locked(transactional_id).await else {
             return Err(WRONG_PRODUCER);
         };
-        let mut entry = entry.lock_owned().await;
         if entry.record.producer_id != producer_id {
             return Err(WRONG_PRODUCER);
         }
@@ -508,8 +550,8 @@ impl TxnCoordinator {
         entry: &mut TxnEntry,
     ) -> Result<(), ResponseError> {
         match entry.record.state {
-            TxnState::PrepareCommit => self.end(broker, entry, true).await,
-            TxnState::PrepareAbort => self.end(broker, entry, false).await,
+            TxnState::PrepareCommit => self.end(broker, entry, true, false).await,
+            TxnState::PrepareAbort => self.end(broker, entry, false, false).await,
             _ => Ok(()),
         }
     }
@@ -702,10 +744,9 @@ impl TxnCoordinator {
         commit: bool,
         bump: bool,
     ) -> Result<(i64, i16), ResponseError> {
-        let Some(entry) = self.entry(transactional_id) else {
+        let Some(mut entry) = self.locked(transactional_id).await else {
             return Err(WRONG_PRODUCER);
         };
-        let mut entry = entry.lock().await;
         let current = (entry.record.producer_id, entry.record.producer_epoch);
         let previous = (
             entry.record.last_producer_id,
@@ -720,7 +761,7 @@ impl TxnCoordinator {
             // A retry of an end that bumped the epoch: finish it if needed.
             let state = entry.record.state;
             if state == done.0 {
-                self.end(broker, &mut entry, commit).await?;
+                self.end(broker, &mut entry, commit, false).await?;
             } else if state != done.1 {
                 return Err(ResponseError::InvalidTxnState);
             }
@@ -733,22 +774,26 @@ impl TxnCoordinator {
             return Err(ResponseError::ProducerFenced);
         }
         match (entry.record.state, commit) {
-            (TxnState::Ongoing, _) => {
-                if bump {
-                    self.bump_epoch(&mut entry).await?;
-                }
-                self.end(broker, &mut entry, commit).await?;
-            }
+            (TxnState::Ongoing, _) => self.end(broker, &mut entry, commit, bump).await?,
             // A retry of an end that is under way or done: finish it.
-            (state, _) if state == done.0 => self.end(broker, &mut entry, commit).await?,
+            (state, _) if state == done.0 => self.end(broker, &mut entry, commit, false).await?,
             (state, _) if state == done.1 && !bump => {}
             // KIP-890 part 2: aborting with nothing ongoing still bumps the
             // epoch (a client recovering from an abortable error).
             (TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort, false)
                 if bump =>
             {
+                // As an abort of an empty transaction, so that a retry with
+                // the previous epoch finds it done.
                 let before = entry.record.clone();
-                self.bump_epoch(&mut entry).await?;
+                if let Err(error) = self.bump_epoch(&mut entry, false).await {
+                    entry.record = before;
+                    return Err(error);
+                }
+                entry.record.state = TxnState::CompleteAbort;
+                entry.record.partitions.clear();
+                entry.record.groups.clear();
+                entry.record.start_ms = -1;
                 entry.record.updated_ms = now_ms();
                 let record = entry.record.clone();
                 if let Err(error) = self.store(&record).await {
@@ -766,11 +811,14 @@ impl TxnCoordinator {
     /// offsets, on commit). A failure leaves the decision stored, to be
     /// finished by a retry, the next request for this id or the
     /// coordinator's background pass.
+    /// `bump`: the epoch is bumped first (with the decision), so the
+    /// markers fence every batch of the ending transaction still on its way.
     async fn end(
         &self,
         broker: &Broker,
         entry: &mut TxnEntry,
         commit: bool,
+        bump: bool,
     ) -> Result<(), ResponseError> {
         let prepare = if commit {
             TxnState::PrepareCommit
@@ -779,6 +827,10 @@ impl TxnCoordinator {
         };
         if entry.record.state != prepare {
             let before = entry.record.clone();
+            if bump && let Err(error) = self.bump_epoch(entry, true).await {
+                entry.record = before;
+                return Err(error);
+            }
             entry.record.state = prepare;
             entry.record.updated_ms = now_ms();
             let record = entry.record.clone();
@@ -836,6 +888,12 @@ impl TxnCoordinator {
             TxnState::CompleteAbort
         };
         done.updated_ms = now_ms();
+        if done.producer_epoch == i16::MAX {
+            // Markers at the last epoch: the id is spent.
+            self.replace_id(&mut done)
+                .await
+                .map_err(|_| ResponseError::ConcurrentTransactions)?;
+        }
         self.metadata
             .complete_transaction(done.clone(), commit)
             .await
@@ -846,6 +904,7 @@ impl TxnCoordinator {
         self.clear_pending(entry);
         entry.pending.clear();
         entry.record = done;
+        self.note_epoch(&entry.record);
         if commit {
             self.committed.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -968,10 +1027,7 @@ impl TxnCoordinator {
                     // As Kafka: at a bumped epoch, so the producer that let
                     // it time out is fenced.
                     self.timed_out.fetch_add(1, Ordering::Relaxed);
-                    match self.bump_epoch(&mut entry).await {
-                        Ok(()) => self.end(broker, &mut entry, false).await,
-                        Err(error) => Err(error),
-                    }
+                    self.end(broker, &mut entry, false, true).await
                 }
                 _ => Ok(()),
             };
@@ -987,12 +1043,12 @@ impl TxnCoordinator {
         for entry in self.all_entries() {
             // Checked and forgotten under the entry's lock, so a request
             // for the id cannot slip in between.
-            let entry = entry.lock().await;
+            let mut entry = entry.lock().await;
             let idle = matches!(
                 entry.record.state,
                 TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort
             );
-            if !idle || entry.record.updated_ms >= before {
+            if entry.removed || !idle || entry.record.updated_ms >= before {
                 continue;
             }
             let id = entry.record.transactional_id.clone();
@@ -1000,11 +1056,18 @@ impl TxnCoordinator {
                 tracing::warn!(%error, "cannot forget an idle transactional id");
                 return;
             }
+            // Requests waiting for this entry look the id up again.
+            entry.removed = true;
             if let Ok(mut entries) = self.entries.lock() {
                 entries.remove(&id);
             }
             if let Ok(mut epochs) = self.epochs.write() {
-                epochs.remove(&entry.record.producer_id);
+                epochs.retain(|pid, _| {
+                    *pid != entry.record.producer_id && *pid != entry.record.last_producer_id
+                });
+            }
+            if let Ok(mut ids) = self.ids.write() {
+                ids.retain(|_, txn_id| *txn_id != id);
             }
             forgotten += 1;
         }

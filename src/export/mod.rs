@@ -180,14 +180,12 @@ pub async fn export_topic(
         destination: destination.description().to_string(),
         ..ExportSummary::default()
     };
-    // Transactions: each partition's aborted ranges and open transactions.
-    let aborted_all: Vec<(i32, AbortedTxn)> = metadata
-        .aborted_txns()
-        .await?
-        .into_iter()
-        .filter(|(t, _, _)| *t == record.id)
-        .map(|(_, p, a)| (p, a))
-        .collect();
+    // Transactions, read in this order so that nothing uncommitted passes:
+    // the high watermarks first (nothing above them is exported), then the
+    // open transactions (a transaction open then is above the stable
+    // offset), then the aborted ranges (a transaction that ended before
+    // the open ones were read is in them, if it aborted).
+    let partitions = metadata.partitions(record.id).await?;
     let open_all: Vec<(i32, i64)> = metadata
         .producer_states()
         .await?
@@ -195,7 +193,14 @@ pub async fn export_topic(
         .filter(|s| s.topic_id == record.id)
         .filter_map(|s| s.state.txn_first_offset.map(|first| (s.partition, first)))
         .collect();
-    for partition in metadata.partitions(record.id).await? {
+    let aborted_all: Vec<(i32, AbortedTxn)> = metadata
+        .aborted_txns()
+        .await?
+        .into_iter()
+        .filter(|(t, _, _)| *t == record.id)
+        .map(|(_, p, a)| (p, a))
+        .collect();
+    for partition in partitions {
         let p = partition.partition;
         let txns = Transactions {
             aborted: aborted_all

@@ -193,22 +193,7 @@ async fn read_once(
             data.last_stable_offset = lso;
             let visible = if committed { lso } else { hw };
             if committed {
-                // Read after the last stable offset: every aborted range
-                // below it is listed (ranges are recorded first).
-                data.aborted_transactions = Some(
-                    log.aborted_between(offset, visible)
-                        .into_iter()
-                        .map(|a| {
-                            let mut t = AbortedTransaction::default();
-                            t.producer_id = ProducerId(a.producer_id);
-                            t.first_offset = a.first_offset;
-                            t
-                        })
-                        .collect(),
-                );
-            }
-            if version >= 5 {
-                data.log_start_offset = log.log_start_offset();
+                data.aborted_transactions = Some(Vec::new());
             }
             // KIP-74: the first batch returned may exceed the limits.
             let budget = (partition_max.max(0) as usize).min(max_bytes.saturating_sub(total));
@@ -227,6 +212,26 @@ async fn read_once(
                         continue;
                     }
                     total += records.len();
+                    if committed {
+                        // Read after the last stable offset, so every
+                        // aborted range below it is known (ranges are
+                        // recorded first); only those overlapping the
+                        // records returned, as Kafka bounds the list.
+                        let end = crate::protocol::batch::iter_batches(&records)
+                            .last()
+                            .map_or(offset, |(_, h)| h.last_offset() + 1);
+                        data.aborted_transactions = Some(
+                            log.aborted_between(offset, end)
+                                .into_iter()
+                                .map(|a| {
+                                    let mut t = AbortedTransaction::default();
+                                    t.producer_id = ProducerId(a.producer_id);
+                                    t.first_offset = a.first_offset;
+                                    t
+                                })
+                                .collect(),
+                        );
+                    }
                     data.records = Some(records);
                     partitions.push(data);
                 }
