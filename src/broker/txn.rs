@@ -245,8 +245,11 @@ impl TxnCoordinator {
         topic: TopicId,
         partition: i32,
     ) -> Result<Arc<OpenTxn>, (ResponseError, String)> {
-        if let Ok(open) = self.verify_produce(producer_id, epoch, topic, partition) {
-            return Ok(open);
+        match self.verify_produce(producer_id, epoch, topic, partition) {
+            Ok(open) => return Ok(open),
+            // A fenced incarnation's batch adds nothing.
+            Err(fenced) if fenced.0 == ResponseError::InvalidProducerEpoch => return Err(fenced),
+            Err(_) => {}
         }
         let id = self
             .ids

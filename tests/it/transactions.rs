@@ -1070,3 +1070,84 @@ fn require_stable_waits_for_transactional_offsets() {
     assert_eq!(fetch(&mut raw, true), (0, 42));
     assert_eq!(fetch(&mut raw, false), (0, 42));
 }
+
+/// The last epoch of a producer id (KIP-890 part 2 bumps it with every
+/// transaction): the markers of the transaction that exhausts it go out
+/// under the id the partitions know (at epoch 32767), so its partitions
+/// become stable; EndTxn answers a new producer id at epoch 0, and a late
+/// batch of the old id is fenced.
+#[test]
+fn an_exhausted_producer_epoch_moves_to_a_new_id_without_a_stuck_partition() {
+    use kafka_protocol::messages::{
+        ApiKey, EndTxnRequest, EndTxnResponse, ProduceResponse, ProducerId, TransactionalId,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    const INVALID_PRODUCER_EPOCH: i16 = 47;
+    let mut broker = TestBroker::start(&[]);
+    let mut raw = crate::bad_input::Raw::connect(&broker);
+    assert_eq!(crate::bad_input::create_topic(&mut raw, "exhaust", &[]), 0);
+    let (code, pid, _) = crate::idempotence::init_producer_id(&mut raw, Some("old-one"), (-1, -1));
+    assert_eq!(code, 0);
+    // Skip 32,765 transactions: the stored epoch, while the broker is down.
+    broker.kill9();
+    rusqlite::Connection::open(broker.data_dir.join("metadata.db"))
+        .expect("open db")
+        .execute(
+            "UPDATE transactions SET producer_epoch = 32765 WHERE transactional_id = 'old-one'",
+            [],
+        )
+        .expect("update");
+    broker.restart();
+    let mut raw = crate::bad_input::Raw::connect(&broker);
+    let produce = |raw: &mut crate::bad_input::Raw, pid: i64, epoch: i16, seq: i32| {
+        let response: ProduceResponse = raw.call(
+            ApiKey::Produce,
+            12,
+            &crate::bad_input::produce_request(
+                "exhaust",
+                0,
+                crate::idempotence::producer_batch(pid, epoch, seq, 1, true, false),
+                -1,
+            ),
+        );
+        response.responses[0].partition_responses[0].error_code
+    };
+    let end = |raw: &mut crate::bad_input::Raw, pid: i64, epoch: i16| {
+        let response: EndTxnResponse = raw.call(
+            ApiKey::EndTxn,
+            5,
+            &EndTxnRequest::default()
+                .with_transactional_id(TransactionalId(StrBytes::from_static_str("old-one")))
+                .with_producer_id(ProducerId(pid))
+                .with_producer_epoch(epoch)
+                .with_committed(true),
+        );
+        (
+            response.error_code,
+            response.producer_id.0,
+            response.producer_epoch,
+        )
+    };
+    assert_eq!(produce(&mut raw, pid, 32765, 0), 0);
+    assert_eq!(end(&mut raw, pid, 32765), (0, pid, 32766));
+    assert_eq!(produce(&mut raw, pid, 32766, 0), 0);
+    let (code, new_pid, epoch) = end(&mut raw, pid, 32766);
+    assert_eq!(
+        (code, epoch),
+        (0, 0),
+        "the last epoch's end moves to a new id"
+    );
+    assert_ne!(new_pid, pid);
+    assert_eq!(
+        end(&mut raw, pid, 32766),
+        (0, new_pid, 0),
+        "a retry of that end gets the same answer"
+    );
+    // Both transactions are committed and the partition is stable.
+    assert_eq!(read_all(&broker, "exhaust", 0, "read_committed").len(), 2);
+    let (_, hw) = watermarks(&broker, "exhaust", 0, "read_uncommitted");
+    assert_eq!(watermarks(&broker, "exhaust", 0, "read_committed").1, hw);
+    // The old id is fenced; the new one writes.
+    assert_eq!(produce(&mut raw, pid, 32766, 1), INVALID_PRODUCER_EPOCH);
+    assert_eq!(produce(&mut raw, new_pid, 0, 0), 0);
+}
