@@ -1151,3 +1151,41 @@ fn an_exhausted_producer_epoch_moves_to_a_new_id_without_a_stuck_partition() {
     assert_eq!(produce(&mut raw, pid, 32766, 1), INVALID_PRODUCER_EPOCH);
     assert_eq!(produce(&mut raw, new_pid, 0, 0), 0);
 }
+
+/// A transactional id idle past `transactional.id.expiration.ms` is
+/// forgotten (ListTransactions no longer shows it); its producer coming
+/// back with the id and epoch it holds (KIP-360) starts over instead of
+/// failing.
+#[test]
+fn idle_transactional_ids_expire_and_start_over() {
+    use kafka_protocol::messages::{ApiKey, ListTransactionsRequest, ListTransactionsResponse};
+    let broker = TestBroker::start_configured(
+        "[kafka]\ntransactional_id_expiration_ms = 300\ntransactional_id_expiration_check_interval_ms = 100\n",
+        &[],
+    );
+    let mut raw = crate::bad_input::Raw::connect(&broker);
+    let (code, pid, epoch) = crate::idempotence::init_producer_id(&mut raw, Some("idle"), (-1, -1));
+    assert_eq!((code, epoch), (0, 0));
+    let listed = |raw: &mut crate::bad_input::Raw| -> Vec<String> {
+        let response: ListTransactionsResponse = raw.call(
+            ApiKey::ListTransactions,
+            1,
+            &ListTransactionsRequest::default().with_duration_filter(-1),
+        );
+        response
+            .transaction_states
+            .iter()
+            .map(|t| t.transactional_id.to_string())
+            .collect()
+    };
+    assert_eq!(listed(&mut raw), ["idle"]);
+    let deadline = Instant::now() + T;
+    while !listed(&mut raw).is_empty() {
+        assert!(Instant::now() < deadline, "the idle id was never forgotten");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let (code, again, epoch) =
+        crate::idempotence::init_producer_id(&mut raw, Some("idle"), (pid, 0));
+    assert_eq!((code, epoch), (0, 0), "starts over at epoch 0");
+    assert_ne!(again, pid, "with a new producer id");
+}
