@@ -457,25 +457,23 @@ impl TxnCoordinator {
                 return Err(ResponseError::ProducerFenced);
             }
         }
-        let before = entry.record.clone();
-        if entry.record.state == TxnState::Ongoing {
+        let rollback = if entry.record.state == TxnState::Ongoing {
             // The previous incarnation left a transaction open: abort it at
             // the next epoch, which fences it in every partition it wrote
             // to; the new incarnation goes on with that epoch.
             self.end(broker, &mut entry, false, true).await?;
-        } else if let Err(error) = self.bump_epoch(&mut entry, false).await {
-            entry.record = before;
-            return Err(error);
-        }
-        let before = entry.record.clone();
+            entry.record.clone()
+        } else {
+            let before = entry.record.clone();
+            if let Err(error) = self.bump_epoch(&mut entry, false).await {
+                entry.record = before;
+                return Err(error);
+            }
+            before
+        };
         entry.record.timeout_ms = timeout_ms;
-        entry.record.updated_ms = now_ms();
-        let record = entry.record.clone();
-        if let Err(error) = self.store(&record).await {
-            entry.record = before;
-            return Err(error);
-        }
-        Ok((record.producer_id, record.producer_epoch))
+        self.store_change(&mut entry, rollback).await?;
+        Ok((entry.record.producer_id, entry.record.producer_epoch))
     }
 
     /// The next epoch (or a new producer id at the last epoch), in memory;
@@ -595,12 +593,7 @@ impl TxnCoordinator {
         if before.state == TxnState::Ongoing && !added {
             return Ok(());
         }
-        entry.record.updated_ms = now_ms();
-        let record = entry.record.clone();
-        if let Err(error) = self.store(&record).await {
-            entry.record = before;
-            return Err(error);
-        }
+        self.store_change(&mut entry, before).await?;
         self.publish_open(&mut entry);
         Ok(())
     }
@@ -669,16 +662,33 @@ impl TxnCoordinator {
         {
             return Ok(());
         }
+        self.add_group(&mut entry, group).await
+    }
+
+    /// Adds `group` to the entry's transaction (starting one if none is
+    /// ongoing), stored before Produce or TxnOffsetCommit rely on it.
+    async fn add_group(&self, entry: &mut TxnEntry, group: &str) -> Result<(), ResponseError> {
         let before = entry.record.clone();
-        self.begin_if_needed(&mut entry);
+        self.begin_if_needed(entry);
         entry.record.groups.push(group.to_string());
+        self.store_change(entry, before).await?;
+        self.publish_open(entry);
+        Ok(())
+    }
+
+    /// Stores the entry's changed record; if that fails, the record is put
+    /// back as it was (`before`), so memory never runs ahead of the store.
+    async fn store_change(
+        &self,
+        entry: &mut TxnEntry,
+        before: TransactionRecord,
+    ) -> Result<(), ResponseError> {
         entry.record.updated_ms = now_ms();
         let record = entry.record.clone();
         if let Err(error) = self.store(&record).await {
             entry.record = before;
             return Err(error);
         }
-        self.publish_open(&mut entry);
         Ok(())
     }
 
@@ -703,16 +713,7 @@ impl TxnCoordinator {
         let added = entry.record.state == TxnState::Ongoing
             && entry.record.groups.iter().any(|g| g == group);
         if !added && implicit {
-            let before = entry.record.clone();
-            self.begin_if_needed(&mut entry);
-            entry.record.groups.push(group.to_string());
-            entry.record.updated_ms = now_ms();
-            let record = entry.record.clone();
-            if let Err(error) = self.store(&record).await {
-                entry.record = before;
-                return Err(error);
-            }
-            self.publish_open(&mut entry);
+            self.add_group(&mut entry, group).await?;
         } else if !added {
             return Err(ResponseError::InvalidTxnState);
         }
@@ -797,12 +798,7 @@ impl TxnCoordinator {
                 entry.record.partitions.clear();
                 entry.record.groups.clear();
                 entry.record.start_ms = -1;
-                entry.record.updated_ms = now_ms();
-                let record = entry.record.clone();
-                if let Err(error) = self.store(&record).await {
-                    entry.record = before;
-                    return Err(error);
-                }
+                self.store_change(&mut entry, before).await?;
             }
             _ => return Err(ResponseError::InvalidTxnState),
         }
@@ -835,12 +831,7 @@ impl TxnCoordinator {
                 return Err(error);
             }
             entry.record.state = prepare;
-            entry.record.updated_ms = now_ms();
-            let record = entry.record.clone();
-            if let Err(error) = self.store(&record).await {
-                entry.record = before;
-                return Err(error);
-            }
+            self.store_change(entry, before).await?;
         }
         // From here on no batch of this transaction is accepted.
         if let Some(open) = entry.open.take() {
