@@ -8,6 +8,7 @@
 //   kafka-producer-perf-test   org.apache.kafka.tools.ProducerPerformance
 //   kafka-consumer-perf-test   org.apache.kafka.tools.ConsumerPerformance
 //   kafka-broker-api-versions  org.apache.kafka.tools.BrokerApiVersionsCommand
+//   kafka-transactions         org.apache.kafka.tools.TransactionsCommand
 //
 // Usage: ToolsCompat BOOTSTRAP PREFIX
 // (run with java -cp 'target/java/lib/*:target/java/classes'; the tools get the
@@ -38,7 +39,8 @@ public final class ToolsCompat {
             "kafka-delete-records", "org.apache.kafka.tools.DeleteRecordsCommand",
             "kafka-producer-perf-test", "org.apache.kafka.tools.ProducerPerformance",
             "kafka-consumer-perf-test", "org.apache.kafka.tools.ConsumerPerformance",
-            "kafka-broker-api-versions", "org.apache.kafka.tools.BrokerApiVersionsCommand");
+            "kafka-broker-api-versions", "org.apache.kafka.tools.BrokerApiVersionsCommand",
+            "kafka-transactions", "org.apache.kafka.tools.TransactionsCommand");
     static final int RECORDS = 20_000;
     static final java.util.regex.Pattern FAILURE_LINE =
             java.util.regex.Pattern.compile("(?m)^(Error|ERROR|Exception in thread|\\[[^]]*\\] ERROR )");
@@ -108,6 +110,24 @@ public final class ToolsCompat {
             String out = tool("kafka-producer-perf-test", "--topic", topic, "--num-records", Integer.toString(RECORDS),
                     "--record-size", "100", "--throughput", "-1");
             check(out.contains(RECORDS + " records sent"), "output: " + out);
+        });
+        report.scenario("kafka-producer-perf-test --transactional-id, kafka-transactions list / describe / describe-producers / find-hanging", () -> {
+            String txnTopic = topic + "-txn";
+            String txnId = topic + "-perf-txn";
+            tool("kafka-topics", "--create", "--topic", txnTopic, "--partitions", "2", "--replication-factor", "1");
+            String perf = tool("kafka-producer-perf-test", "--topic", txnTopic, "--num-records", "5000",
+                    "--record-size", "100", "--throughput", "-1", "--transactional-id", txnId,
+                    "--transaction-duration-ms", "100");
+            check(perf.contains("5000 records sent"), "output: " + perf);
+            String listed = tool("kafka-transactions", "list");
+            check(listed.contains(txnId), "list: " + listed);
+            String described = tool("kafka-transactions", "describe", "--transactional-id", txnId);
+            check(described.contains("CompleteCommit"), "describe: " + described);
+            String producers = tool("kafka-transactions", "describe-producers", "--topic", txnTopic,
+                    "--partition", "0");
+            check(lines(producers).size() >= 2, "describe-producers: " + producers);
+            String hanging = tool("kafka-transactions", "find-hanging", "--topic", txnTopic);
+            check(lines(hanging).size() <= 1, "no hanging transaction: " + hanging);
         });
         report.scenario("kafka-get-offsets (earliest, latest, max-timestamp)", () -> {
             Map<Integer, Long> earliest = offsets(tool("kafka-get-offsets", "--topic", topic, "--time", "-2"));
