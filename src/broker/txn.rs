@@ -234,6 +234,35 @@ impl TxnCoordinator {
         }
     }
 
+    /// Produce v12+ (KIP-890 part 2), before the request's batches are
+    /// appended: the partitions its transactional batches go to that are
+    /// not in their producer's transaction yet join it, ONE store for the
+    /// whole request (`wanted`: `(producer id, epoch, topic, partition)`).
+    /// Errors are left to each batch's own check.
+    pub async fn add_request_partitions(
+        &self,
+        broker: &Broker,
+        wanted: &[(i64, i16, TopicId, i32)],
+    ) {
+        let mut by_producer: HashMap<(i64, i16), Vec<(TopicId, i32)>> = HashMap::new();
+        for &(pid, epoch, topic, partition) in wanted {
+            if self.verify_produce(pid, epoch, topic, partition).is_err() {
+                by_producer
+                    .entry((pid, epoch))
+                    .or_default()
+                    .push((topic, partition));
+            }
+        }
+        for ((pid, epoch), partitions) in by_producer {
+            let id = self.ids.read().ok().and_then(|ids| ids.get(&pid).cloned());
+            if let Some(id) = id {
+                let _ = self
+                    .add_partitions(broker, &id, pid, epoch, &partitions)
+                    .await;
+            }
+        }
+    }
+
     /// Produce v12+ (KIP-890 part 2): the producer's first batch in a
     /// partition adds the partition to its transaction (starting the
     /// transaction if none is ongoing), then the batch is checked as any.

@@ -226,6 +226,41 @@ async fn append_partition(
     }
 }
 
+/// KIP-890 part 2: the partitions this request's transactional batches go
+/// to join their producers' transactions in one coordinator store (each
+/// batch is still checked on its own afterwards).
+async fn add_transaction_partitions(broker: &Broker, request: &ProduceRequest) {
+    let mut wanted = Vec::new();
+    for topic in &request.topic_data {
+        let state = if topic.name.is_empty() {
+            broker.catalog.by_id(TopicId(topic.topic_id))
+        } else {
+            broker.catalog.by_name(&topic.name)
+        };
+        let Some(state) = state else { continue };
+        for partition in &topic.partition_data {
+            let Some(records) = partition.records.as_ref() else {
+                continue;
+            };
+            if let Ok(header) = crate::protocol::batch::BatchHeader::new(records)
+                && header.is_transactional()
+                && !header.is_control()
+                && state.partition(partition.index).is_some()
+            {
+                wanted.push((
+                    header.producer_id(),
+                    header.producer_epoch(),
+                    state.record.id,
+                    partition.index,
+                ));
+            }
+        }
+    }
+    if !wanted.is_empty() {
+        broker.txn.add_request_partitions(broker, &wanted).await;
+    }
+}
+
 /// The ordered part of a Produce: validation and append. Returns the future
 /// of the response, or `None` for acks=0.
 pub async fn prepare(
@@ -235,6 +270,9 @@ pub async fn prepare(
 ) -> Result<Option<BoxFuture<'static, ProduceResponse>>, String> {
     let acks = request.acks;
     let valid_acks = matches!(acks, -1..=1);
+    if version >= 12 {
+        add_transaction_partitions(broker, &request).await;
+    }
     let mut topics: Vec<(TopicName, uuid::Uuid, Vec<PartitionOutcome>)> = Vec::new();
     for topic in request.topic_data {
         let state = if topic.name.is_empty() {
