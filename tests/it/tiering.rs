@@ -275,8 +275,19 @@ async fn cold_catch_up(store: Store) {
         },
     )
     .await;
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let own = extents(&broker, "cold", 0);
+    // Merges of the sealed chunks may still follow: take the extents once
+    // two reads half a second apart agree.
+    let mut own = extents(&broker, "cold", 0);
+    let settle = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let again = extents(&broker, "cold", 0);
+        if again == own {
+            break;
+        }
+        assert!(std::time::Instant::now() < settle, "merges never settled");
+        own = again;
+    }
     let own_bytes: u64 = own.iter().map(|(len, _)| len).sum();
     let window = 4 * 1024 * 1024u64;
     // One GET per 4 MiB window; a chunk's last window takes its rest.

@@ -658,9 +658,11 @@ public final class JavaCompat {
             check(states.size() == 1 && states.get(0).currentTransactionStartOffset().orElse(-1L) == 0L,
                     "the open transaction starts at offset 0: " + states);
             p.commitTransaction();
-            var after = admin.describeTransactions(List.of(id)).description(id).get(30, TimeUnit.SECONDS);
-            check(after.state() == org.apache.kafka.clients.admin.TransactionState.COMPLETE_COMMIT,
-                    "state COMPLETE_COMMIT after the commit, got " + after.state());
+            // Kafka writes its markers after answering EndTxn: PrepareCommit
+            // for a moment, then CompleteCommit.
+            waitFor(() -> admin.describeTransactions(List.of(id)).description(id).get(30, TimeUnit.SECONDS)
+                    .state() == org.apache.kafka.clients.admin.TransactionState.COMPLETE_COMMIT,
+                    "state COMPLETE_COMMIT after the commit");
         }
     }
 
