@@ -3,7 +3,9 @@
 # (C toolchain for librdkafka, kcat, cargo-nextest, the moto S3 server,
 # the Python clients and the Parquet readers pyarrow and duckdb in a venv,
 # kafkajs with npm, Java 17 + Maven and the Kafka 4.4.0 jars, franz-go and
-# sarama with Go), then runs lints and the whole test suite.
+# sarama with Go, PostgreSQL from Debian's package), then runs lints and
+# the whole test suite (the metadata store tests on SQLite and on a
+# PostgreSQL server it starts under target/pg).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -59,6 +61,11 @@ fi
 echo "==> lints"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+
+echo "==> PostgreSQL for the metadata tests"
+STRATA_TEST_POSTGRES=$(./scripts/postgres.sh start)
+export STRATA_TEST_POSTGRES
+trap './scripts/postgres.sh stop' EXIT
 
 echo "==> tests"
 cargo nextest run --no-fail-fast "$@"

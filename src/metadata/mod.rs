@@ -1,17 +1,22 @@
 //! The metadata store: topics, partitions (leader epoch, log start offset,
 //! high watermark) and the chunk index that maps offset ranges to byte ranges
 //! of objects. One trait; the embedded SQLite backend lives in `sqlite`
-//! (PostgreSQL comes with clusters).
+//! and the PostgreSQL backend for clusters in `postgres`.
 //!
 //! Guarantees every backend keeps:
 //! - `commit_object` is one transaction: either every chunk of the object is
 //!   recorded and every high watermark advanced, or nothing is.
 //! - A chunk is accepted only if the partition's leader epoch equals the
 //!   writer's epoch and the chunk starts exactly at the high watermark, so a
-//!   fenced writer cannot change anything and offsets stay dense.
+//!   fenced writer cannot change anything and offsets stay dense. A refused
+//!   chunk fails alone: the object's other partitions commit (a leadership
+//!   move is never a write outage for the partitions that did not move).
 //! - A commit that returned `Ok` is durable (survives a machine crash).
 
+pub mod postgres;
 pub mod sqlite;
+#[cfg(test)]
+pub(crate) mod store_tests;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -281,12 +286,14 @@ pub struct ObjectCommit {
     pub chunks: Vec<ChunkCommit>,
 }
 
-/// Per chunk of a committed object: whether it was recorded, or its topic was
-/// deleted while the object was uploading.
+/// Per chunk of a committed object: whether it was recorded, its topic was
+/// deleted while the object was uploading, or it was fenced (the
+/// partition's leader epoch or high watermark is not the writer's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkOutcome {
     Committed,
     TopicDeleted,
+    Fenced,
 }
 
 /// A consumer group's committed offset of one partition.
@@ -438,16 +445,23 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn aborted_txns(&self) -> Result<Vec<(TopicId, i32, AbortedTxn)>>;
 }
 
-/// Opens the store named by a metadata URL (`sqlite://PATH`).
+fn is_postgres(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+const URL_FORMS: &str = "sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DATABASE";
+
+/// Opens the store named by a metadata URL (`sqlite://PATH` or
+/// `postgres://...`), migrating its schema to this build's.
 pub async fn open(url: &str) -> anyhow::Result<Arc<dyn MetadataStore>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let store = sqlite::SqliteStore::open(std::path::Path::new(path)).await?;
         return Ok(Arc::new(store));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        anyhow::bail!("PostgreSQL metadata is not available yet; use sqlite://PATH");
+    if is_postgres(url) {
+        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
     }
-    anyhow::bail!("unsupported metadata URL '{url}': expected sqlite://PATH")
+    anyhow::bail!("unsupported metadata URL '{url}': expected {URL_FORMS}")
 }
 
 /// Opens the store named by a metadata URL for reading only (see
@@ -458,8 +472,10 @@ pub async fn open_read_only(url: &str) -> anyhow::Result<Arc<dyn MetadataStore>>
         let store = sqlite::SqliteStore::open_read_only(std::path::Path::new(path)).await?;
         return Ok(Arc::new(store));
     }
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        anyhow::bail!("PostgreSQL metadata is not available yet; use sqlite://PATH");
+    if is_postgres(url) {
+        return Ok(Arc::new(
+            postgres::PostgresStore::open_read_only(url).await?,
+        ));
     }
-    anyhow::bail!("unsupported metadata URL '{url}': expected sqlite://PATH")
+    anyhow::bail!("unsupported metadata URL '{url}': expected {URL_FORMS}")
 }

@@ -31,7 +31,7 @@ pub struct SqliteStore {
     reader: Arc<Mutex<Connection>>,
 }
 
-pub(super) fn now_ms() -> i64 {
+pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
@@ -317,20 +317,22 @@ impl MetadataStore for SqliteStore {
                             |r| Ok((r.get(0)?, r.get(1)?)),
                         )
                         .optional()?;
-                    match state {
-                        None => {
-                            outcomes.push(ChunkOutcome::TopicDeleted);
-                            continue;
-                        }
+                    // Deleted, or fenced: this partition's part fails alone.
+                    outcomes.push(match state {
+                        None => ChunkOutcome::TopicDeleted,
                         Some((epoch, hw)) => {
-                            // Dropping `tx` rolls the whole object back.
-                            return Err(MetadataError::Fenced(format!(
-                                "partition {}-{}: store has epoch {epoch} and high watermark {hw}, \
-                                 writer has epoch {} and base offset {}",
-                                c.topic_id, c.partition, c.leader_epoch, c.chunk.base_offset
-                            )));
+                            tracing::warn!(
+                                "commit of {}-{} fenced: the store has epoch {epoch} and high \
+                                 watermark {hw}, the writer epoch {} and base offset {}",
+                                c.topic_id,
+                                c.partition,
+                                c.leader_epoch,
+                                c.chunk.base_offset
+                            );
+                            ChunkOutcome::Fenced
                         }
-                    }
+                    });
+                    continue;
                 }
                 insert_chunk.execute(params![
                     topic,
@@ -352,7 +354,7 @@ impl MetadataStore for SqliteStore {
             }
             drop((advance, insert_chunk));
             if !outcomes.contains(&ChunkOutcome::Committed) {
-                // Every topic in it was deleted meanwhile.
+                // Nothing of it is part of any log.
                 objects::retire_if_unreferenced(&tx, [commit.object_key.as_str()])?;
             }
             tx.commit()?;

@@ -180,6 +180,7 @@ impl WalWriter {
         };
         match result {
             Ok((outcomes, durability_work)) => {
+                self.forget_fenced(&buffer, &outcomes);
                 let mut acked = 0;
                 for (slot, appended, waiter) in buffer.waiters {
                     let result = match slot.map(|slot| outcomes.get(slot)) {
@@ -188,6 +189,9 @@ impl WalWriter {
                             acked += 1;
                             Ok(())
                         }
+                        Some(Some(ChunkOutcome::Fenced)) => Err(AppendError::Fenced(
+                            "the partition's leader epoch or high watermark moved".into(),
+                        )),
                         _ => Err(AppendError::TopicDeleted),
                     };
                     let _ = waiter.send(result);
@@ -302,6 +306,25 @@ impl WalWriter {
 }
 
 impl WalWriter {
+    /// A fenced partition's offset assignment and pending producer state
+    /// restart from its committed state (writes already behind it in the
+    /// pipeline are refused by the store the same way).
+    fn forget_fenced(&self, buffer: &Buffer, outcomes: &[ChunkOutcome]) {
+        if !outcomes.contains(&ChunkOutcome::Fenced) {
+            return;
+        }
+        let Ok(mut state) = self.state.lock() else {
+            return;
+        };
+        for (part, outcome) in buffer.partitions.iter().zip(outcomes) {
+            if *outcome == ChunkOutcome::Fenced {
+                let key = (part.log.topic_id, part.log.partition);
+                state.next_offsets.remove(&key);
+                state.producers.remove(&key);
+            }
+        }
+    }
+
     /// Drops pending producer state that a commit just made the committed
     /// state (unless a later append changed it again).
     fn forget_committed_producers(&self, buffer: &Buffer) {

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# A throwaway PostgreSQL server for the tests, from Debian's package:
+#   scripts/postgres.sh start   (re)creates a cluster under target/pg and starts it
+#   scripts/postgres.sh stop
+#   scripts/postgres.sh url     prints the URL tests connect to
+# Port 55432 on 127.0.0.1, user `strata` (trust auth: test data only).
+# PostgreSQL refuses to run as root: as root, the server runs as the
+# `postgres` user the package creates.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+port=${STRATA_TEST_PG_PORT:-55432}
+dir=$PWD/target/pg
+url="postgres://strata@127.0.0.1:$port/strata"
+
+bin_dir() {
+  local initdb
+  initdb=$(ls /usr/lib/postgresql/*/bin/initdb 2>/dev/null | sort -V | tail -1 || true)
+  [ -n "$initdb" ] && dirname "$initdb"
+}
+
+as_owner() {
+  if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+
+case "${1:-}" in
+  start)
+    if [ -z "$(bin_dir)" ]; then
+      echo "==> installing PostgreSQL (Debian's postgresql package)"
+      if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+      "${sudo[@]}" apt-get update -qq
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql
+    fi
+    bin=$(bin_dir)
+    [ -n "$bin" ] || { echo "PostgreSQL is not installed and could not be installed" >&2; exit 1; }
+    if [ -f "$dir/data/postmaster.pid" ]; then
+      as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
+    fi
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
+    as_owner "$bin/initdb" -D "$dir/data" -U strata --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
+      || { cat "$dir/initdb.log" >&2; exit 1; }
+    # Tests create many connections (a pool per broker) and need no durability
+    # beyond the process: fsync stays on anyway, to test what users run.
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
+    as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U strata -d postgres -qc "CREATE DATABASE strata" >/dev/null
+    echo "$url"
+    ;;
+  stop)
+    bin=$(bin_dir)
+    if [ -n "$bin" ] && [ -f "$dir/data/postmaster.pid" ]; then
+      as_owner "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null
+    fi
+    ;;
+  url)
+    echo "$url"
+    ;;
+  *)
+    echo "usage: $0 start|stop|url" >&2
+    exit 2
+    ;;
+esac

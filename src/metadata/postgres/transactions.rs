@@ -1,0 +1,257 @@
+//! Transaction coordinator rows in PostgreSQL: one per transactional id,
+//! the offsets its ongoing transaction will commit, and each partition's
+//! aborted transactions (written with the abort marker's chunk).
+
+use deadpool_postgres::GenericClient;
+
+use super::groups::offset_from_row;
+use super::{Client, parse_topic_id, tid};
+use crate::metadata::{
+    AbortedTxn, CommittedOffset, MetadataError, Result, TopicId, TransactionRecord, TxnState,
+};
+
+fn encode_partitions(partitions: &[(TopicId, i32)]) -> Result<String> {
+    let list: Vec<(String, i32)> = partitions.iter().map(|(t, p)| (tid(*t), *p)).collect();
+    serde_json::to_string(&list)
+        .map_err(|e| MetadataError::Backend(format!("encode transaction partitions: {e}")))
+}
+
+fn decode_partitions(id: &str, text: &str) -> Result<Vec<(TopicId, i32)>> {
+    let list: Vec<(String, i32)> = serde_json::from_str(text).map_err(|e| {
+        MetadataError::Backend(format!("corrupt partitions of transaction '{id}': {e}"))
+    })?;
+    list.into_iter()
+        .map(|(t, p)| Ok((parse_topic_id(&t)?, p)))
+        .collect()
+}
+
+pub(super) async fn upsert(client: &impl GenericClient, record: &TransactionRecord) -> Result<()> {
+    let groups = serde_json::to_string(&record.groups)
+        .map_err(|e| MetadataError::Backend(format!("encode transaction groups: {e}")))?;
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO transactions
+                 (transactional_id, producer_id, producer_epoch, last_producer_id,
+                  last_producer_epoch, timeout_ms, state, partitions, groups, start_ms, updated_ms)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+             ON CONFLICT (transactional_id) DO UPDATE SET
+                 producer_id = excluded.producer_id,
+                 producer_epoch = excluded.producer_epoch,
+                 last_producer_id = excluded.last_producer_id,
+                 last_producer_epoch = excluded.last_producer_epoch,
+                 timeout_ms = excluded.timeout_ms,
+                 state = excluded.state,
+                 partitions = excluded.partitions,
+                 groups = excluded.groups,
+                 start_ms = excluded.start_ms,
+                 updated_ms = excluded.updated_ms",
+        )
+        .await?;
+    client
+        .execute(
+            &stmt,
+            &[
+                &record.transactional_id,
+                &record.producer_id,
+                &record.producer_epoch,
+                &record.last_producer_id,
+                &record.last_producer_epoch,
+                &record.timeout_ms,
+                &(record.state as i16),
+                &encode_partitions(&record.partitions)?,
+                &groups,
+                &record.start_ms,
+                &record.updated_ms,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn put_offsets(
+    client: &mut Client,
+    transactional_id: &str,
+    group: &str,
+    offsets: &[CommittedOffset],
+) -> Result<()> {
+    let tx = client.transaction().await?;
+    let stmt = tx
+        .prepare_cached(
+            "INSERT INTO txn_offsets
+                 (transactional_id, group_id, topic_id, partition, committed_offset,
+                  leader_epoch, metadata, commit_ms)
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8
+             WHERE EXISTS (SELECT 1 FROM partitions WHERE topic_id = $3 AND partition = $4)
+             ON CONFLICT (transactional_id, group_id, topic_id, partition) DO UPDATE SET
+                 committed_offset = excluded.committed_offset,
+                 leader_epoch = excluded.leader_epoch,
+                 metadata = excluded.metadata,
+                 commit_ms = excluded.commit_ms",
+        )
+        .await?;
+    for o in offsets {
+        tx.execute(
+            &stmt,
+            &[
+                &transactional_id,
+                &group,
+                &tid(o.topic_id),
+                &o.partition,
+                &o.offset,
+                &o.leader_epoch,
+                &o.metadata,
+                &o.commit_ms,
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Stores a completed transaction and, on commit, makes its pending
+/// offsets its groups' committed offsets; the pending rows go either way.
+pub(super) async fn complete(
+    client: &mut Client,
+    record: &TransactionRecord,
+    commit: bool,
+) -> Result<()> {
+    let tx = client.transaction().await?;
+    if commit {
+        tx.execute(
+            "INSERT INTO group_offsets
+                 (group_id, topic_id, partition, committed_offset, leader_epoch, metadata, commit_ms)
+             SELECT group_id, topic_id, partition, committed_offset, leader_epoch, metadata,
+                    commit_ms
+             FROM txn_offsets WHERE transactional_id = $1
+             ON CONFLICT (group_id, topic_id, partition) DO UPDATE SET
+                 committed_offset = excluded.committed_offset,
+                 leader_epoch = excluded.leader_epoch,
+                 metadata = excluded.metadata,
+                 commit_ms = excluded.commit_ms",
+            &[&record.transactional_id],
+        )
+        .await?;
+    }
+    tx.execute(
+        "DELETE FROM txn_offsets WHERE transactional_id = $1",
+        &[&record.transactional_id],
+    )
+    .await?;
+    upsert(&tx, record).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+type Loaded = Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>;
+
+pub(super) async fn load(client: &Client) -> Result<Loaded> {
+    let rows = client
+        .query(
+            "SELECT transactional_id, producer_id, producer_epoch, last_producer_id,
+                    last_producer_epoch, timeout_ms, state, partitions, groups, start_ms,
+                    updated_ms
+             FROM transactions ORDER BY transactional_id",
+            &[],
+        )
+        .await?;
+    let mut out: Loaded = Vec::with_capacity(rows.len());
+    for r in rows {
+        let id: String = r.try_get(0)?;
+        let code: i16 = r.try_get(6)?;
+        let state = TxnState::from_code(i64::from(code)).ok_or_else(|| {
+            MetadataError::Backend(format!("corrupt state {code} of transaction '{id}'"))
+        })?;
+        let groups: Vec<String> = serde_json::from_str(r.try_get(8)?).map_err(|e| {
+            MetadataError::Backend(format!("corrupt groups of transaction '{id}': {e}"))
+        })?;
+        let partitions = decode_partitions(&id, r.try_get(7)?)?;
+        out.push((
+            TransactionRecord {
+                producer_id: r.try_get(1)?,
+                producer_epoch: r.try_get(2)?,
+                last_producer_id: r.try_get(3)?,
+                last_producer_epoch: r.try_get(4)?,
+                timeout_ms: r.try_get(5)?,
+                state,
+                partitions,
+                groups,
+                start_ms: r.try_get(9)?,
+                updated_ms: r.try_get(10)?,
+                transactional_id: id,
+            },
+            Vec::new(),
+        ));
+    }
+    let rows = client
+        .query(
+            "SELECT transactional_id, group_id, topic_id, partition, committed_offset,
+                    leader_epoch, metadata, commit_ms
+             FROM txn_offsets ORDER BY transactional_id",
+            &[],
+        )
+        .await?;
+    for r in rows {
+        let id: &str = r.try_get(0)?;
+        let Ok(at) = out.binary_search_by(|(t, _)| t.transactional_id.as_str().cmp(id)) else {
+            continue; // a transaction deleted between the two reads
+        };
+        out[at].1.push((r.try_get(1)?, offset_from_row(&r, 2)?));
+    }
+    Ok(out)
+}
+
+/// Records aborted transactions of a partition (with the abort marker's chunk).
+pub(super) async fn insert_aborted(
+    client: &impl GenericClient,
+    topic_id: TopicId,
+    partition: i32,
+    aborted: &[AbortedTxn],
+) -> Result<()> {
+    let stmt = client
+        .prepare_cached(
+            "INSERT INTO aborted_txns (topic_id, partition, producer_id, first_offset, last_offset)
+             VALUES ($1, $2, $3, $4, $5)
+             ON CONFLICT (topic_id, partition, last_offset) DO UPDATE SET
+                 producer_id = excluded.producer_id, first_offset = excluded.first_offset",
+        )
+        .await?;
+    for a in aborted {
+        client
+            .execute(
+                &stmt,
+                &[
+                    &tid(topic_id),
+                    &partition,
+                    &a.producer_id,
+                    &a.first_offset,
+                    &a.last_offset,
+                ],
+            )
+            .await?;
+    }
+    Ok(())
+}
+
+pub(super) async fn load_aborted(client: &Client) -> Result<Vec<(TopicId, i32, AbortedTxn)>> {
+    let rows = client
+        .query(
+            "SELECT topic_id, partition, producer_id, first_offset, last_offset
+             FROM aborted_txns ORDER BY topic_id, partition, last_offset",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                parse_topic_id(r.try_get(0)?)?,
+                r.try_get(1)?,
+                AbortedTxn {
+                    producer_id: r.try_get(2)?,
+                    first_offset: r.try_get(3)?,
+                    last_offset: r.try_get(4)?,
+                },
+            ))
+        })
+        .collect()
+}
