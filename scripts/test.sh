@@ -68,4 +68,13 @@ export STRATA_TEST_POSTGRES
 trap './scripts/postgres.sh stop' EXIT
 
 echo "==> tests"
-cargo nextest run --no-fail-fast "$@"
+status=0
+cargo nextest run --no-fail-fast "$@" || status=$?
+
+# Every test of the storage, groups, producer state, transactions, tiering
+# and export again, with each test broker's metadata in PostgreSQL.
+echo "==> the metadata-dependent tests again, on PostgreSQL"
+STRATA_TEST_METADATA=postgres cargo nextest run --no-fail-fast \
+  -E 'test(/^(store|crash|produce_consume|groups|idempotence|tiering|cleanup|transactions|admin|export|s3)::/)' \
+  "$@" || status=$?
+exit $status

@@ -21,7 +21,8 @@ pub struct StoreArgs {
     /// Object store: a directory, file:///dir or s3://bucket/prefix [default: DATA_DIR/objects].
     #[arg(long, env = "STRATA_OBJECT_STORE", value_name = "URL")]
     pub object_store: Option<String>,
-    /// Metadata store: sqlite://PATH [default: sqlite://DATA_DIR/metadata.db].
+    /// Metadata store: sqlite://PATH, or postgres://USER:PASSWORD@HOST:PORT/DATABASE for a
+    /// cluster [default: sqlite://DATA_DIR/metadata.db].
     #[arg(long, env = "STRATA_METADATA", value_name = "URL")]
     pub metadata: Option<String>,
     /// S3 endpoint, e.g. http://localhost:9000 for MinIO [env AWS_ENDPOINT_URL also works].

@@ -39,7 +39,8 @@ pub struct Config {
     pub advertised_addr: Option<String>,
     /// `file:///path`, a plain path, or `s3://bucket/prefix`; default `<data_dir>/objects`.
     pub object_store: Option<String>,
-    /// `sqlite:///path/to/file.db`; default `sqlite://<data_dir>/metadata.db`.
+    /// `sqlite:///path/to/file.db` or `postgres://user:password@host:port/db`;
+    /// default `sqlite://<data_dir>/metadata.db`.
     pub metadata: Option<String>,
     /// This broker's node id in Metadata responses.
     pub node_id: i32,

@@ -53,17 +53,20 @@ async fn create(broker: &TestBroker, name: &str, configs: &[(&str, &str)]) {
 
 /// `(base offset, last offset, object key)` of each chunk row of partition 0.
 fn chunks(broker: &TestBroker, topic: &str) -> Vec<(i64, i64, String)> {
-    let db = rusqlite::Connection::open(broker.data_dir.join("metadata.db")).expect("open db");
-    let mut stmt = db
-        .prepare(
+    broker
+        .metadata_rows(&format!(
             "SELECT c.base_offset, c.last_offset, c.object_key FROM chunks c
              JOIN topics t ON t.topic_id = c.topic_id
-             WHERE t.name = ?1 AND c.partition = 0 ORDER BY c.base_offset",
-        )
-        .expect("prepare");
-    stmt.query_map([topic], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .expect("query")
-        .map(|r| r.expect("row"))
+             WHERE t.name = '{topic}' AND c.partition = 0 ORDER BY c.base_offset"
+        ))
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].parse().expect("base"),
+                r[1].parse().expect("last"),
+                r[2].clone(),
+            )
+        })
         .collect()
 }
 
@@ -121,13 +124,10 @@ fn low_watermark(broker: &TestBroker, topic: &str) -> i64 {
 /// Only objects some chunk references remain (after the delete grace).
 async fn no_unreferenced_objects(store: &Store, broker: &TestBroker) {
     let referenced = || -> BTreeSet<String> {
-        let db = rusqlite::Connection::open(broker.data_dir.join("metadata.db")).expect("db");
-        let mut stmt = db
-            .prepare("SELECT DISTINCT object_key FROM chunks")
-            .expect("prepare");
-        stmt.query_map([], |r| r.get(0))
-            .expect("query")
-            .map(|r| r.expect("row"))
+        broker
+            .metadata_rows("SELECT DISTINCT object_key FROM chunks")
+            .into_iter()
+            .map(|mut r| r.swap_remove(0))
             .collect()
     };
     eventually(

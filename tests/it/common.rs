@@ -22,6 +22,9 @@ pub struct TestBroker {
     child: Option<Child>,
     pub addr: String,
     pub data_dir: PathBuf,
+    /// `Some(url)`: the broker's metadata lives in PostgreSQL (a schema of
+    /// its own), else in SQLite in `data_dir`.
+    pub postgres: Option<String>,
     args: Vec<String>,
     envs: Vec<(String, String)>,
     starts: usize,
@@ -51,11 +54,17 @@ impl TestBroker {
     }
 
     fn start_in(tmp: TempDir, args: &[&str], envs: &[(&str, &str)]) -> Self {
+        let postgres = postgres_metadata();
+        let mut args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        if let Some(url) = &postgres {
+            args.extend(["--metadata".to_string(), url.clone()]);
+        }
         let mut broker = TestBroker {
             child: None,
             addr: String::new(),
             data_dir: tmp.path().to_path_buf(),
-            args: args.iter().map(|s| s.to_string()).collect(),
+            postgres,
+            args,
             envs: envs
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -171,6 +180,48 @@ impl TestBroker {
             .find_map(|l| l.strip_prefix("VmRSS:"))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
             .expect("VmRSS")
+    }
+
+    /// `--metadata URL` when the broker's metadata is not the default
+    /// SQLite file of its data directory (for `strata export`).
+    pub fn metadata_args(&self) -> Vec<String> {
+        match &self.postgres {
+            Some(url) => vec!["--metadata".into(), url.clone()],
+            None => Vec::new(),
+        }
+    }
+
+    /// The result of `sql` (a query, or a change made while the broker is
+    /// down) on the broker's metadata store (SQLite or PostgreSQL: same
+    /// tables), each value as text (NULL as "").
+    pub fn metadata_rows(&self, sql: &str) -> Vec<Vec<String>> {
+        match &self.postgres {
+            Some(url) => psql(url, sql),
+            None => {
+                let db = rusqlite::Connection::open(self.data_dir.join("metadata.db"))
+                    .expect("open metadata.db");
+                let mut stmt = db.prepare(sql).expect("prepare");
+                let columns = stmt.column_count();
+                stmt.query_map([], |r| {
+                    (0..columns)
+                        .map(|i| {
+                            Ok(match r.get_ref(i)? {
+                                rusqlite::types::ValueRef::Null => String::new(),
+                                rusqlite::types::ValueRef::Integer(v) => v.to_string(),
+                                rusqlite::types::ValueRef::Real(v) => v.to_string(),
+                                rusqlite::types::ValueRef::Text(v)
+                                | rusqlite::types::ValueRef::Blob(v) => {
+                                    String::from_utf8_lossy(v).into_owned()
+                                }
+                            })
+                        })
+                        .collect()
+                })
+                .expect("query")
+                .map(|r| r.expect("row"))
+                .collect()
+            }
+        }
     }
 
     pub fn objects_dir(&self) -> PathBuf {
@@ -435,4 +486,57 @@ pub async fn eventually(
         assert!(std::time::Instant::now() < deadline, "{}", what());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// With `STRATA_TEST_METADATA=postgres` (the test command's second pass),
+/// every test broker keeps its metadata in a fresh schema of the
+/// PostgreSQL server `STRATA_TEST_POSTGRES` names.
+fn postgres_metadata() -> Option<String> {
+    match std::env::var("STRATA_TEST_METADATA").as_deref() {
+        Ok("postgres") => {}
+        Ok("sqlite") | Err(_) => return None,
+        Ok(other) => panic!("STRATA_TEST_METADATA={other}: expected sqlite or postgres"),
+    }
+    let base = std::env::var("STRATA_TEST_POSTGRES").unwrap_or_else(|_| {
+        panic!(
+            "STRATA_TEST_METADATA=postgres needs STRATA_TEST_POSTGRES: \
+             export STRATA_TEST_POSTGRES=$(scripts/postgres.sh start)"
+        )
+    });
+    let schema = format!("it_{}", uuid::Uuid::new_v4().simple());
+    psql(&base, &format!("CREATE SCHEMA {schema}"));
+    let sep = if base.contains('?') { '&' } else { '?' };
+    Some(format!("{base}{sep}options=-csearch_path%3D{schema}"))
+}
+
+/// Runs `sql` with psql on `url` (its `options` parameter sets the
+/// schema); rows split on tabs.
+fn psql(url: &str, sql: &str) -> Vec<Vec<String>> {
+    let out = Command::new("psql")
+        .args([
+            "-X",
+            "-q",
+            "-A",
+            "-t",
+            "-F",
+            "\t",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-d",
+            url,
+            "-c",
+            sql,
+        ])
+        .output()
+        .expect("run psql (Debian's postgresql-client; ./scripts/test.sh installs it)");
+    assert!(
+        out.status.success(),
+        "psql failed on {sql}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split('\t').map(str::to_string).collect())
+        .collect()
 }

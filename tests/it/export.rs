@@ -113,18 +113,14 @@ async fn produce(producers: &[FutureProducer], from: usize, count: usize) -> Vec
 
 /// Chunk rows of `topic` not sealed yet (write-ahead), and all of them.
 fn chunk_counts(broker: &TestBroker, topic: &str) -> (i64, i64) {
-    let db = rusqlite::Connection::open_with_flags(
-        broker.data_dir.join("metadata.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+    let rows = broker.metadata_rows(&format!(
+        "SELECT COALESCE(SUM(CASE WHEN c.index_len = 0 THEN 1 ELSE 0 END), 0), COUNT(*)
+         FROM chunks c JOIN topics t ON t.topic_id = c.topic_id WHERE t.name = '{topic}'"
+    ));
+    (
+        rows[0][0].parse().expect("unsealed"),
+        rows[0][1].parse().expect("count"),
     )
-    .expect("open db");
-    db.query_row(
-        "SELECT COALESCE(SUM(c.index_len = 0), 0), COUNT(*) FROM chunks c
-         JOIN topics t ON t.topic_id = c.topic_id WHERE t.name = ?1",
-        [topic],
-        |r| Ok((r.get(0)?, r.get(1)?)),
-    )
-    .expect("query chunks")
 }
 
 async fn wait_sealed(broker: &TestBroker) {
@@ -149,6 +145,7 @@ fn export(broker: &TestBroker, topic: &str, to: &str) -> Output {
     Command::new(STRATA)
         .args(["export", "parquet", topic, "--to", to, "--data-dir"])
         .arg(&broker.data_dir)
+        .args(broker.metadata_args())
         .env("RUST_LOG", "warn")
         .env_remove("STRATA_CONFIG")
         .output()
@@ -232,21 +229,15 @@ fn files_in(dir: &Path) -> Vec<String> {
 /// Partitions of `TOPIC` with a chunk that holds offset `boundary` and
 /// offsets after it (a merge across an earlier export's last offset).
 fn partitions_with_chunk_across(broker: &TestBroker, boundary: i64) -> Vec<i32> {
-    let db = rusqlite::Connection::open_with_flags(
-        broker.data_dir.join("metadata.db"),
-        rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-    )
-    .expect("open db");
-    let mut stmt = db
-        .prepare(
+    broker
+        .metadata_rows(&format!(
             "SELECT DISTINCT c.partition FROM chunks c JOIN topics t ON t.topic_id = c.topic_id
-             WHERE t.name = ?1 AND c.base_offset <= ?2 AND c.last_offset > ?2 AND c.index_len > 0
-             ORDER BY c.partition",
-        )
-        .expect("prepare");
-    stmt.query_map(rusqlite::params![TOPIC, boundary], |r| r.get(0))
-        .expect("query")
-        .map(|r| r.expect("row"))
+             WHERE t.name = '{TOPIC}' AND c.base_offset <= {boundary}
+               AND c.last_offset > {boundary} AND c.index_len > 0
+             ORDER BY c.partition"
+        ))
+        .into_iter()
+        .map(|r| r[0].parse().expect("partition"))
         .collect()
 }
 
@@ -448,6 +439,7 @@ async fn export_reads_and_writes_s3() {
             .args(["export", "parquet", TOPIC, "--to", "s3://lake/exports"])
             .arg("--data-dir")
             .arg(&broker.data_dir)
+            .args(broker.metadata_args())
             .args(["--object-store", "s3://data/strata"])
             .env_remove("STRATA_CONFIG")
             .env("RUST_LOG", "warn")

@@ -17,16 +17,18 @@ const BASE_TS: i64 = 1_700_000_000_000;
 
 /// Chunk rows per partition of `topic`, from the metadata store.
 fn chunk_rows(broker: &TestBroker, topic: &str) -> Vec<(i32, i64)> {
-    let db = rusqlite::Connection::open(broker.data_dir.join("metadata.db")).expect("open db");
-    let mut stmt = db
-        .prepare(
+    broker
+        .metadata_rows(&format!(
             "SELECT c.partition, COUNT(*) FROM chunks c JOIN topics t ON t.topic_id = c.topic_id
-             WHERE t.name = ?1 GROUP BY c.partition ORDER BY c.partition",
-        )
-        .expect("prepare");
-    stmt.query_map([topic], |r| Ok((r.get(0)?, r.get(1)?)))
-        .expect("query")
-        .map(|r| r.expect("row"))
+             WHERE t.name = '{topic}' GROUP BY c.partition ORDER BY c.partition"
+        ))
+        .into_iter()
+        .map(|r| {
+            (
+                r[0].parse().expect("partition"),
+                r[1].parse().expect("count"),
+            )
+        })
         .collect()
 }
 
@@ -193,20 +195,15 @@ fn metric(http: &str, name: &str) -> u64 {
 
 /// Partition `partition`'s chunks: `(data + index bytes, object key)`.
 fn extents(broker: &TestBroker, topic: &str, partition: i32) -> Vec<(u64, String)> {
-    let db = rusqlite::Connection::open(broker.data_dir.join("metadata.db")).expect("open db");
-    let mut stmt = db
-        .prepare(
+    broker
+        .metadata_rows(&format!(
             "SELECT c.byte_len + c.index_len, c.object_key FROM chunks c
              JOIN topics t ON t.topic_id = c.topic_id
-             WHERE t.name = ?1 AND c.partition = ?2 ORDER BY c.base_offset",
-        )
-        .expect("prepare");
-    stmt.query_map(rusqlite::params![topic, partition], |r| {
-        Ok((r.get::<_, i64>(0)? as u64, r.get(1)?))
-    })
-    .expect("query")
-    .map(|r| r.expect("row"))
-    .collect()
+             WHERE t.name = '{topic}' AND c.partition = {partition} ORDER BY c.base_offset"
+        ))
+        .into_iter()
+        .map(|r| (r[0].parse().expect("bytes"), r[1].clone()))
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -686,24 +686,15 @@ fn export_skips_aborted_records_and_waits_for_open_transactions() {
     producer.begin_transaction().expect("begin");
     send(&producer, "txn-export", 0, &values("open", 3));
 
-    let sealed = || {
-        let db = rusqlite::Connection::open_with_flags(
-            broker.data_dir.join("metadata.db"),
-            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
-        )
-        .expect("open db");
-        db.query_row("SELECT COUNT(*) FROM chunks WHERE index_len = 0", [], |r| {
-            r.get::<_, i64>(0)
-        })
-        .expect("query")
-            == 0
-    };
+    let sealed =
+        || broker.metadata_rows("SELECT COUNT(*) FROM chunks WHERE index_len = 0")[0][0] == "0";
     let export = |dir: &std::path::Path| -> serde_json::Value {
         let out = std::process::Command::new(crate::common::STRATA)
             .args(["export", "parquet", "txn-export", "--to"])
             .arg(dir)
             .arg("--data-dir")
             .arg(&broker.data_dir)
+            .args(broker.metadata_args())
             .env("RUST_LOG", "warn")
             .env_remove("STRATA_CONFIG")
             .output()
@@ -1090,13 +1081,9 @@ fn an_exhausted_producer_epoch_moves_to_a_new_id_without_a_stuck_partition() {
     assert_eq!(code, 0);
     // Skip 32,765 transactions: the stored epoch, while the broker is down.
     broker.kill9();
-    rusqlite::Connection::open(broker.data_dir.join("metadata.db"))
-        .expect("open db")
-        .execute(
-            "UPDATE transactions SET producer_epoch = 32765 WHERE transactional_id = 'old-one'",
-            [],
-        )
-        .expect("update");
+    broker.metadata_rows(
+        "UPDATE transactions SET producer_epoch = 32765 WHERE transactional_id = 'old-one'",
+    );
     broker.restart();
     let mut raw = crate::bad_input::Raw::connect(&broker);
     let produce = |raw: &mut crate::bad_input::Raw, pid: i64, epoch: i16, seq: i32| {

@@ -94,7 +94,12 @@ impl PostgresStore {
             config.connect_timeout(std::time::Duration::from_secs(10));
         }
         if read_only {
-            config.options("-c default_transaction_read_only=on");
+            // Kept with any options of the URL (a search_path, say).
+            let options = match config.get_options() {
+                Some(given) => format!("{given} -c default_transaction_read_only=on"),
+                None => "-c default_transaction_read_only=on".to_string(),
+            };
+            config.options(&options);
         }
         let manager = Manager::from_config(
             config,

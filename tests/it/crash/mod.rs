@@ -276,13 +276,9 @@ async fn gc_deletes_announced_orphans_only_and_keeps_committed_objects() {
     let orphan = broker.objects_dir().join(orphan_key);
     std::fs::create_dir_all(orphan.parent().expect("parent")).expect("mkdir");
     std::fs::write(&orphan, b"uploaded but never committed").expect("write orphan");
-    let db = rusqlite::Connection::open(broker.data_dir.join("metadata.db")).expect("open db");
-    db.execute(
-        "INSERT INTO object_intents (object_key, owner, created_ms) VALUES (?1, '0:dead', 0)",
-        [orphan_key],
-    )
-    .expect("record intent");
-    drop(db);
+    broker.metadata_rows(&format!(
+        "INSERT INTO object_intents (object_key, owner, created_ms) VALUES ('{orphan_key}', '0:dead', 0)"
+    ));
     // An object no writer of this store announced.
     let foreign = broker
         .objects_dir()

@@ -92,39 +92,23 @@ fn verify_compacted(broker: &TestBroker, acked: &BTreeMap<(i32, i64), u64>) -> u
     stored
 }
 
-fn metadata_db(broker: &TestBroker) -> rusqlite::Connection {
-    rusqlite::Connection::open(broker.data_dir.join("metadata.db")).expect("open metadata.db")
-}
-
 /// Every object some chunk row references.
 fn referenced_objects(broker: &TestBroker) -> BTreeSet<String> {
-    let db = metadata_db(broker);
-    let mut stmt = db
-        .prepare("SELECT DISTINCT object_key FROM chunks")
-        .expect("prepare");
-    stmt.query_map([], |r| r.get(0))
-        .expect("query chunks")
-        .map(|r| r.expect("row"))
+    broker
+        .metadata_rows("SELECT DISTINCT object_key FROM chunks")
+        .into_iter()
+        .map(|mut r| r.swap_remove(0))
         .collect()
 }
 
 /// What the metadata store says about `key` (for failure messages).
 fn describe_object(broker: &TestBroker, key: &str) -> String {
-    let db = metadata_db(broker);
-    let intent: Option<(String, i64, i64)> = db
-        .query_row(
-            "SELECT owner, created_ms, doomed FROM object_intents WHERE object_key = ?1",
-            [key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-        )
-        .ok();
-    let object: Option<Option<i64>> = db
-        .query_row(
-            "SELECT retired_ms FROM objects WHERE object_key = ?1",
-            [key],
-            |r| r.get(0),
-        )
-        .ok();
+    let intent = broker.metadata_rows(&format!(
+        "SELECT owner, created_ms, doomed FROM object_intents WHERE object_key = '{key}'"
+    ));
+    let object = broker.metadata_rows(&format!(
+        "SELECT retired_ms FROM objects WHERE object_key = '{key}'"
+    ));
     format!(
         "{key} (intent (owner, created_ms, doomed): {intent:?}, objects.retired_ms: {object:?})"
     )
