@@ -5,6 +5,7 @@
 //! leadership of every partition (bumping epochs, fencing any earlier
 //! process), the write buffer's flusher, the object sweeper and the listener.
 
+pub mod cluster;
 mod connection;
 mod dispatch;
 pub mod group;
@@ -40,6 +41,8 @@ pub struct Broker {
     pub config: Config,
     pub cluster_id: String,
     pub node_id: i32,
+    /// This broker's registration and its view of the cluster.
+    pub cluster: Arc<cluster::Membership>,
     pub advertised_host: String,
     pub advertised_port: i32,
     pub metadata: Arc<dyn MetadataStore>,
@@ -67,6 +70,8 @@ pub struct RunningBroker {
     pub broker: Arc<Broker>,
     pub local_addr: SocketAddr,
     shutdown: CancellationToken,
+    /// Cancelled when another process took this broker's node id over.
+    fenced: CancellationToken,
     /// Stops the write buffer's flusher (after its final flush); cancelled
     /// only once no connection reads requests any more.
     flusher_shutdown: CancellationToken,
@@ -82,8 +87,11 @@ impl RunningBroker {
     /// admitted reach the final flush, writes the responses owed (Produce
     /// acks included), then stops background tasks.
     pub async fn shutdown(self) {
-        self.shutdown.cancel();
         let broker = &self.broker;
+        if !self.fenced.is_cancelled() {
+            drain(broker).await;
+        }
+        self.shutdown.cancel();
         broker.readers.close();
         if tokio::time::timeout(DRAIN_TIMEOUT, broker.readers.wait())
             .await
@@ -114,6 +122,12 @@ impl RunningBroker {
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }
+
+    /// Cancelled when another process registered this broker's node id
+    /// (this one must stop: its writes are fenced).
+    pub fn fenced_token(&self) -> CancellationToken {
+        self.fenced.clone()
+    }
 }
 
 impl Broker {
@@ -133,14 +147,35 @@ impl Broker {
             )
             .await?,
         );
-        // Single node: this broker leads every partition. Bumping the epochs
-        // fences any earlier process still holding the old ones.
-        metadata.claim_all_partitions(config.node_id).await?;
+        let listener = TcpListener::bind(config.kafka_addr)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
+        let local_addr = listener.local_addr()?;
+        let (advertised_host, mut advertised_port) = config.advertised();
+        if config.advertised_addr.is_none() {
+            // Port 0 binds an ephemeral port; advertise the real one.
+            advertised_port = i32::from(local_addr.port());
+        }
+        // Register with a lease; bumping the epochs of the partitions this
+        // node leads fences any earlier process still holding the old ones.
+        let membership = Arc::new(cluster::Membership::new(
+            config.node_id,
+            advertised_host.clone(),
+            advertised_port,
+            config.cluster.rack.clone(),
+            Duration::from_millis(config.cluster.heartbeat_interval_ms),
+            Duration::from_millis(config.cluster.session_timeout_ms),
+        ));
+        cluster::join(metadata.as_ref(), &membership).await?;
         let catalog = Catalog::default();
         for record in metadata.list_topics().await? {
             let mut partitions = Vec::new();
             let commits = crate::storage::partition::topic_commits();
             for p in metadata.partitions(record.id).await? {
+                if p.leader_id != config.node_id {
+                    partitions.push(cluster::remote_partition(record.id, &p, &commits));
+                    continue;
+                }
                 let chunks = metadata.chunks(record.id, p.partition).await?;
                 let log = PartitionLog::new(
                     record.id,
@@ -152,6 +187,7 @@ impl Broker {
                     Arc::clone(&commits),
                 );
                 log.set_clean_offset(p.clean_offset);
+                log.set_leader(p.leader_id, p.leader_epoch);
                 partitions.push(Arc::new(log));
             }
             catalog.insert(TopicState { record, partitions });
@@ -207,17 +243,9 @@ impl Broker {
             Arc::clone(&intents),
             Arc::clone(&seal_backlog),
         );
-        let listener = TcpListener::bind(config.kafka_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
-        let local_addr = listener.local_addr()?;
-        let (advertised_host, mut advertised_port) = config.advertised();
-        if config.advertised_addr.is_none() {
-            // Port 0 binds an ephemeral port; advertise the real one.
-            advertised_port = i32::from(local_addr.port());
-        }
         let broker = Arc::new(Broker {
             node_id: config.node_id,
+            cluster: membership,
             cluster_id,
             advertised_host,
             advertised_port,
@@ -241,6 +269,7 @@ impl Broker {
             config,
         });
         let shutdown = CancellationToken::new();
+        let fenced = CancellationToken::new();
         let flusher_shutdown = CancellationToken::new();
         let collector = Collector {
             storage,
@@ -257,6 +286,7 @@ impl Broker {
             cache: Arc::clone(&broker.cache),
             catalog: Arc::clone(&broker.catalog),
             intents: Arc::clone(&collector.intents),
+            node_id: broker.node_id,
             config: SealerConfig {
                 seal_interval: Duration::from_millis(seal.interval_ms.max(1)),
                 seal_cycle_bytes: seal.cycle_bytes.max(1),
@@ -286,6 +316,11 @@ impl Broker {
             tokio::spawn(sealer.run(shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.groups).run(shutdown.clone())),
             tokio::spawn(expire_producers(Arc::clone(&broker), shutdown.clone())),
+            tokio::spawn(cluster::run(
+                Arc::clone(&broker),
+                shutdown.clone(),
+                fenced.clone(),
+            )),
             tokio::spawn(Arc::clone(&broker.txn).run(Arc::clone(&broker), shutdown.clone())),
             tokio::spawn(connection::accept_loop(
                 Arc::clone(&broker),
@@ -311,9 +346,62 @@ impl Broker {
             broker,
             local_addr,
             shutdown,
+            fenced,
             flusher_shutdown,
             tasks,
         })
+    }
+}
+
+/// How long a stopping broker waits for the controller to move its
+/// partitions away before it stops anyway.
+const HANDOFF_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// A clean stop in a cluster: marked draining, the broker keeps serving
+/// while the controller moves its partitions to other brokers (clients
+/// follow them on NOT_LEADER_OR_FOLLOWER), then deregisters. Alone, there
+/// is nobody to hand over to: it stops at once.
+async fn drain(broker: &Arc<Broker>) {
+    let others = broker
+        .cluster
+        .live()
+        .iter()
+        .any(|b| b.node_id != broker.node_id && !b.draining);
+    if others {
+        broker.cluster.set_draining();
+        let deadline = tokio::time::Instant::now() + HANDOFF_TIMEOUT;
+        loop {
+            if let Err(error) = cluster::heartbeat(broker).await {
+                tracing::warn!(%error, "heartbeat while draining failed");
+            }
+            let led = broker
+                .catalog
+                .all()
+                .iter()
+                .flat_map(|t| t.partitions.iter())
+                .filter(|log| log.leader_id() == broker.node_id)
+                .count();
+            if led == 0 {
+                tracing::info!("every partition handed over");
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                tracing::warn!(
+                    led,
+                    "partitions not handed over in {HANDOFF_TIMEOUT:?}; stopping"
+                );
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    let membership = &broker.cluster;
+    if let Err(error) = broker
+        .metadata
+        .deregister_broker(membership.node_id, &membership.boot)
+        .await
+    {
+        tracing::warn!(%error, "cannot deregister");
     }
 }
 

@@ -137,7 +137,7 @@ pub async fn create_topic(
     }
     let record = broker
         .metadata
-        .create_topic(name, partitions, configs, broker.node_id)
+        .create_topic(name, partitions, configs, broker.cluster.candidates())
         .await
         .map_err(|e| match e {
             MetadataError::TopicExists(_) => {
@@ -146,17 +146,12 @@ pub async fn create_topic(
             other => TopicError::new(ResponseError::UnknownServerError, other.to_string()),
         })?;
     let commits = crate::storage::partition::topic_commits();
+    let leaders = broker.cluster.candidates();
     let logs = (0..partitions)
         .map(|p| {
-            Arc::new(PartitionLog::new(
-                record.id,
-                p,
-                0,
-                0,
-                0,
-                Vec::new(),
-                Arc::clone(&commits),
-            ))
+            let log = PartitionLog::new(record.id, p, 0, 0, 0, Vec::new(), Arc::clone(&commits));
+            log.set_leader(crate::metadata::leader_of(&leaders, p), 0);
+            Arc::new(log)
         })
         .collect();
     tracing::info!(topic = name, id = %record.id, partitions, "topic created");
@@ -257,7 +252,7 @@ pub async fn add_partitions(
     }
     let added = broker
         .metadata
-        .add_partitions(topic.record.id, count, broker.node_id)
+        .add_partitions(topic.record.id, count, broker.cluster.candidates())
         .await
         .map_err(|e| TopicError::new(ResponseError::UnknownServerError, e.to_string()))?;
     let commits = topic
@@ -267,7 +262,7 @@ pub async fn add_partitions(
         .unwrap_or_else(crate::storage::partition::topic_commits);
     let mut partitions = topic.partitions.clone();
     for p in added {
-        partitions.push(Arc::new(PartitionLog::new(
+        let log = PartitionLog::new(
             topic.record.id,
             p.partition,
             p.leader_epoch,
@@ -275,7 +270,9 @@ pub async fn add_partitions(
             p.high_watermark,
             Vec::new(),
             Arc::clone(&commits),
-        )));
+        );
+        log.set_leader(p.leader_id, p.leader_epoch);
+        partitions.push(Arc::new(log));
     }
     let mut record = topic.record.clone();
     record.partitions = count;

@@ -23,9 +23,19 @@ pub struct ServeArgs {
     /// Address for HTTP /health and /metrics (Prometheus) [default: off].
     #[arg(long, env = "STRATA_HTTP_ADDR", value_name = "HOST:PORT")]
     pub http_addr: Option<SocketAddr>,
-    /// This broker's node id [default: 0].
+    /// This broker's node id, unique in the cluster [default: 0].
     #[arg(long, env = "STRATA_NODE_ID")]
     pub node_id: Option<i32>,
+    /// This broker's rack or zone (`broker.rack`), given to clients in Metadata.
+    #[arg(long, env = "STRATA_RACK")]
+    pub rack: Option<String>,
+    /// Lease renewal interval in a cluster (`broker.heartbeat.interval.ms`) [default: 1000].
+    #[arg(long, env = "STRATA_HEARTBEAT_INTERVAL_MS", value_name = "MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// A broker silent this long loses its lease and partitions
+    /// (`broker.session.timeout.ms`) [default: 6000].
+    #[arg(long, env = "STRATA_SESSION_TIMEOUT_MS", value_name = "MS")]
+    pub session_timeout_ms: Option<u64>,
     /// Flush the write buffer at this many bytes [default: 4194304].
     #[arg(long, env = "STRATA_WAL_FLUSH_BYTES", value_name = "BYTES")]
     pub wal_flush_bytes: Option<usize>,
@@ -93,6 +103,9 @@ impl ServeArgs {
         set!(self.kafka_addr => kafka_addr);
         set!(self.advertised_addr.map(Some) => advertised_addr);
         set!(self.node_id => node_id);
+        set!(self.rack.map(Some) => cluster.rack);
+        set!(self.heartbeat_interval_ms => cluster.heartbeat_interval_ms);
+        set!(self.session_timeout_ms => cluster.session_timeout_ms);
         set!(self.http_addr.map(Some) => http_addr);
         set!(self.wal_flush_bytes => wal.flush_bytes);
         set!(self.wal_flush_interval_ms.map(Some) => wal.flush_interval_ms);
@@ -120,9 +133,16 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
         .context("cannot start the broker")?;
     // Tests and scripts wait for this line to know the port.
     eprintln!("strata listening on {}", running.local_addr);
-    wait_for_signal().await;
+    let fenced = running.fenced_token();
+    tokio::select! {
+        _ = wait_for_signal() => {}
+        _ = fenced.cancelled() => {}
+    }
     tracing::info!("shutting down: flushing the write buffer");
     running.shutdown().await;
+    if fenced.is_cancelled() {
+        anyhow::bail!("another process registered this broker's node id");
+    }
     Ok(())
 }
 

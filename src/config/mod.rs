@@ -51,6 +51,7 @@ pub struct Config {
     pub cache: CacheConfig,
     pub kafka: KafkaConfig,
     pub gc: GcConfig,
+    pub cluster: ClusterConfig,
     pub seal: SealConfig,
     pub cleaner: CleanerConfig,
     pub groups: GroupConfig,
@@ -71,6 +72,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             kafka: KafkaConfig::default(),
             gc: GcConfig::default(),
+            cluster: ClusterConfig::default(),
             seal: SealConfig::default(),
             cleaner: CleanerConfig::default(),
             groups: GroupConfig::default(),
@@ -214,6 +216,33 @@ impl Default for KafkaConfig {
             transaction_abort_check_interval_ms: 10_000,
             transactional_id_expiration_ms: 604_800_000,
             transactional_id_expiration_check_interval_ms: 3_600_000,
+        }
+    }
+}
+
+/// Cluster membership: every broker holds a lease in the metadata store,
+/// renewed by heartbeats; one of them (the controller) assigns partition
+/// leadership over the brokers whose lease is live.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// `broker.rack`: this broker's rack or zone, given to clients in
+    /// Metadata (rack-aware clients and tools read it).
+    pub rack: Option<String>,
+    /// `broker.heartbeat.interval.ms`: how often the lease is renewed (and
+    /// leadership and topics re-read from the store).
+    pub heartbeat_interval_ms: u64,
+    /// `broker.session.timeout.ms`: a broker whose lease was not renewed
+    /// this long is dead, and its partitions move to live brokers.
+    pub session_timeout_ms: u64,
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            rack: None,
+            heartbeat_interval_ms: 1_000,
+            session_timeout_ms: 6_000,
         }
     }
 }
@@ -428,6 +457,15 @@ impl Config {
         }
         if self.wal.flush_bytes == 0 {
             return invalid("wal.flush_bytes", "must be greater than 0");
+        }
+        if self.cluster.heartbeat_interval_ms == 0 {
+            return invalid("cluster.heartbeat_interval_ms", "must be greater than 0");
+        }
+        if self.cluster.session_timeout_ms < 2 * self.cluster.heartbeat_interval_ms {
+            return invalid(
+                "cluster.session_timeout_ms",
+                "must be at least twice cluster.heartbeat_interval_ms",
+            );
         }
         if !(1..=64).contains(&self.wal.max_inflight_flushes) {
             return invalid("wal.max_inflight_flushes", "must be between 1 and 64");

@@ -141,6 +141,10 @@ pub struct ObjectChunk {
 pub struct SealedChunk {
     pub topic_id: TopicId,
     pub partition: i32,
+    /// The partition's leader epoch the sealer worked under: the swap is
+    /// skipped if leadership moved since (only the leader changes a
+    /// partition's chunks).
+    pub leader_epoch: i32,
     pub chunk: ChunkRecord,
     /// `(object key, base offset)` of each replaced chunk.
     pub replaces: Vec<(Arc<str>, i64)>,
@@ -278,6 +282,39 @@ pub struct PartitionProducerState {
     pub state: ProducerStateRecord,
 }
 
+/// Partition `partition`'s leader when a topic is created or grown: round
+/// robin over `leaders` (0 if there are none).
+pub fn leader_of(leaders: &[i32], partition: i32) -> i32 {
+    match usize::try_from(partition) {
+        Ok(p) if !leaders.is_empty() => leaders[p % leaders.len()],
+        _ => leaders.first().copied().unwrap_or(0),
+    }
+}
+
+/// A broker's registration: where clients reach it, and its lease.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerRecord {
+    pub node_id: i32,
+    /// The process (random per start): a restarted node takes its id over.
+    pub boot: String,
+    pub host: String,
+    pub port: i32,
+    pub rack: Option<String>,
+    pub lease_until_ms: i64,
+    /// Stopping: the controller moves its partitions away.
+    pub draining: bool,
+}
+
+/// A leadership move the controller computed from `(from, epoch)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LeaderMove {
+    pub topic_id: TopicId,
+    pub partition: i32,
+    pub from: i32,
+    pub epoch: i32,
+    pub to: i32,
+}
+
 /// Everything one flushed object adds to the log.
 #[derive(Debug, Clone)]
 pub struct ObjectCommit {
@@ -311,24 +348,26 @@ pub struct CommittedOffset {
 pub trait MetadataStore: Send + Sync + 'static {
     /// The cluster id, created on first start.
     async fn cluster_id(&self) -> Result<String>;
+    /// A new topic; partition `p` is led by `leaders[p % leaders.len()]`
+    /// (at least one leader).
     async fn create_topic(
         &self,
         name: &str,
         partitions: i32,
         configs: BTreeMap<String, String>,
-        leader_id: i32,
+        leaders: Vec<i32>,
     ) -> Result<TopicRecord>;
     async fn delete_topic(&self, id: TopicId) -> Result<()>;
     /// Replaces a topic's config overrides.
     async fn set_topic_configs(&self, id: TopicId, configs: BTreeMap<String, String>)
     -> Result<()>;
-    /// Grows a topic to `partitions` partitions (new ones empty, led by
-    /// `leader_id`); returns the new partitions.
+    /// Grows a topic to `partitions` partitions (new ones empty, partition
+    /// `p` led by `leaders[p % leaders.len()]`); returns the new partitions.
     async fn add_partitions(
         &self,
         id: TopicId,
         partitions: i32,
-        leader_id: i32,
+        leaders: Vec<i32>,
     ) -> Result<Vec<PartitionRecord>>;
     /// Moves a partition's log start offset up to `offset` (never down, never
     /// past the high watermark) and, in the same transaction, removes the
@@ -340,9 +379,51 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn list_topics(&self) -> Result<Vec<TopicRecord>>;
     async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>>;
     async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>>;
-    /// Takes leadership of every partition for `leader_id`, bumping each
-    /// partition's leader epoch so that any earlier writer is fenced.
-    async fn claim_all_partitions(&self, leader_id: i32) -> Result<()>;
+    /// Bumps the leader epoch of every partition `node_id` leads, so that
+    /// any earlier process of the node is fenced (at a broker's start).
+    async fn claim_own_partitions(&self, node_id: i32) -> Result<()>;
+    /// Every partition of every topic.
+    async fn all_partitions(&self) -> Result<Vec<(TopicId, PartitionRecord)>>;
+    /// A partition's stored idempotent producer states and aborted
+    /// transactions (loaded when a broker takes the partition over).
+    async fn partition_state(
+        &self,
+        id: TopicId,
+        partition: i32,
+    ) -> Result<(Vec<ProducerStateRecord>, Vec<AbortedTxn>)>;
+
+    /// Registers this process as broker `record.node_id` with a lease,
+    /// taking the node id over from any earlier process of it.
+    async fn register_broker(&self, record: BrokerRecord) -> Result<()>;
+    /// Renews the lease (and the draining flag) of this process; false if
+    /// another process has taken its node id over.
+    async fn renew_lease(&self, record: BrokerRecord) -> Result<bool>;
+    /// Removes this process's registration (a clean stop).
+    async fn deregister_broker(&self, node_id: i32, boot: &str) -> Result<()>;
+    /// Brokers whose lease runs past `now_ms`, by node id.
+    async fn live_brokers(&self, now_ms: i64) -> Result<Vec<BrokerRecord>>;
+    /// Takes or renews the controller lease for `(node_id, boot)` until
+    /// `lease_until_ms`: succeeds if it is free, expired at `now_ms`, held
+    /// by this process, or held by an earlier process of the same node.
+    async fn try_controller(
+        &self,
+        node_id: i32,
+        boot: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool>;
+    /// The controller's leadership moves, each applied only if the
+    /// partition still has the leader and epoch the move was computed from
+    /// and `(node_id, boot)` still holds the controller lease at `now_ms`;
+    /// each applied move bumps the partition's leader epoch. Returns, per
+    /// move, whether it was applied.
+    async fn move_leaders(
+        &self,
+        node_id: i32,
+        boot: &str,
+        now_ms: i64,
+        moves: Vec<LeaderMove>,
+    ) -> Result<Vec<bool>>;
     /// Records a flushed object (see the module header for the guarantees).
     async fn commit_object(&self, commit: ObjectCommit) -> Result<Vec<ChunkOutcome>>;
     /// Records upload intents for `keys`, written by `owner`, before their
@@ -369,9 +450,17 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn retired_objects(&self, before_ms: i64, limit: usize) -> Result<Vec<String>>;
     /// Forgets retired objects (deleted from the object store by the caller).
     async fn forget_objects(&self, keys: Vec<String>) -> Result<()>;
-    /// Committed write-ahead objects not sealed yet, oldest first, together
-    /// at most `max_bytes` (at least one if there is any) and `limit`.
-    async fn unsealed_objects(&self, max_bytes: u64, limit: usize) -> Result<UnsealedObjects>;
+    /// Committed write-ahead objects not sealed yet that hold chunks of
+    /// partitions `leader` leads, oldest first, together at most
+    /// `max_bytes` (at least one if there is any) and `limit`. (SQLite, one
+    /// broker: every unsealed object; objects whose partitions are gone
+    /// have to be found to be retired.)
+    async fn unsealed_objects(
+        &self,
+        leader: i32,
+        max_bytes: u64,
+        limit: usize,
+    ) -> Result<UnsealedObjects>;
     /// ONE transaction: records the sealed objects and, for each new chunk
     /// whose replaced chunks all still exist, swaps them for it (a chunk
     /// whose partition or replaced chunks are gone is skipped). Outputs

@@ -124,7 +124,7 @@ pub(crate) fn wal_commit(
 async fn group_offsets_commit_fetch_and_expire(backend: TestBackend) {
     let store = backend.open().await;
     let topic = store
-        .create_topic("t", 2, BTreeMap::new(), 0)
+        .create_topic("t", 2, BTreeMap::new(), vec![0])
         .await
         .expect("create");
     let offset = |partition, offset, commit_ms| CommittedOffset {
@@ -194,7 +194,7 @@ async fn group_offsets_commit_fetch_and_expire(backend: TestBackend) {
 async fn commit_is_fenced_per_partition(backend: TestBackend) {
     let store = backend.open().await;
     let topic = store
-        .create_topic("t", 2, BTreeMap::new(), 0)
+        .create_topic("t", 2, BTreeMap::new(), vec![0])
         .await
         .expect("create");
     let commit = |key: &str, epoch, base, last| wal_commit(topic.id, key, epoch, base, last);
@@ -215,7 +215,7 @@ async fn commit_is_fenced_per_partition(backend: TestBackend) {
     both.chunks.push(other);
     let out = store.commit_object(both).await.expect("commit");
     assert_eq!(out, vec![ChunkOutcome::Fenced, ChunkOutcome::Committed]);
-    store.claim_all_partitions(0).await.expect("claim");
+    store.claim_own_partitions(0).await.expect("claim");
     // The old epoch is fenced now; an object with nothing committed retires.
     let out = store
         .commit_object(commit("c", 0, 10, 12))
@@ -257,7 +257,7 @@ async fn admin_changes_and_producer_state_are_stored(backend: TestBackend) {
     use crate::metadata::{ProducerBatchRecord, ProducerStateRecord};
     let store = backend.open().await;
     let topic = store
-        .create_topic("t", 1, BTreeMap::new(), 0)
+        .create_topic("t", 1, BTreeMap::new(), vec![0])
         .await
         .expect("create");
     // Configs replace the overrides.
@@ -267,12 +267,15 @@ async fn admin_changes_and_producer_state_are_stored(backend: TestBackend) {
         .await
         .expect("configs");
     // Partitions only grow.
-    let added = store.add_partitions(topic.id, 3, 0).await.expect("grow");
+    let added = store
+        .add_partitions(topic.id, 3, vec![0])
+        .await
+        .expect("grow");
     assert_eq!(
         added.iter().map(|p| p.partition).collect::<Vec<_>>(),
         vec![1, 2]
     );
-    assert!(store.add_partitions(topic.id, 2, 0).await.is_err());
+    assert!(store.add_partitions(topic.id, 2, vec![0]).await.is_err());
     // A chunk with a producer's state, in one commit.
     let state = ProducerStateRecord {
         producer_id: 42,
@@ -351,7 +354,7 @@ async fn admin_changes_and_producer_state_are_stored(backend: TestBackend) {
         commit_ms: 0,
     };
     let other = store
-        .create_topic("u", 1, BTreeMap::new(), 0)
+        .create_topic("u", 1, BTreeMap::new(), vec![0])
         .await
         .expect("create");
     store.delete_topic(topic.id).await.expect("delete");
@@ -370,7 +373,7 @@ async fn intents_sealing_swap_and_retirement(backend: TestBackend) {
     use crate::metadata::{ObjectKind, SealedChunk, SealedObject};
     let store = backend.open().await;
     let topic = store
-        .create_topic("t", 1, BTreeMap::new(), 0)
+        .create_topic("t", 1, BTreeMap::new(), vec![0])
         .await
         .expect("create");
     let wal = |key: &str, base, last| wal_commit(topic.id, key, 0, base, last);
@@ -413,7 +416,7 @@ async fn intents_sealing_swap_and_retirement(backend: TestBackend) {
         .await
         .expect("doom");
     assert_eq!(doomed, vec!["s2".to_string(), "old".to_string()]);
-    let unsealed = store.unsealed_objects(250, 10).await.expect("unsealed");
+    let unsealed = store.unsealed_objects(0, 250, 10).await.expect("unsealed");
     assert!(unsealed.more, "w3 is left for the next cycle");
     assert_eq!(
         unsealed
@@ -429,6 +432,7 @@ async fn intents_sealing_swap_and_retirement(backend: TestBackend) {
         size: 300,
         kind: ObjectKind::Segment,
         chunks: vec![SealedChunk {
+            leader_epoch: 0,
             topic_id: topic.id,
             partition: 0,
             chunk: ChunkRecord {
@@ -497,7 +501,7 @@ async fn intents_sealing_swap_and_retirement(backend: TestBackend) {
     assert_eq!(retired, ["s1", "w1", "w2"]);
     assert!(store.retired_objects(0, 10).await.expect("r").is_empty());
     assert_eq!(
-        store.unsealed_objects(1 << 20, 10).await.expect("u"),
+        store.unsealed_objects(0, 1 << 20, 10).await.expect("u"),
         UnsealedObjects {
             objects: vec![("w3".to_string(), 100)],
             more: false
@@ -519,7 +523,7 @@ async fn transaction_rows(backend: TestBackend) {
     use crate::metadata::{AbortedTxn, TransactionRecord, TxnState};
     let store = backend.open().await;
     let id = store
-        .create_topic("t", 1, BTreeMap::new(), 0)
+        .create_topic("t", 1, BTreeMap::new(), vec![0])
         .await
         .expect("create")
         .id;

@@ -497,16 +497,22 @@ fn postgres_metadata() -> Option<String> {
         Ok("sqlite") | Err(_) => return None,
         Ok(other) => panic!("STRATA_TEST_METADATA={other}: expected sqlite or postgres"),
     }
+    Some(fresh_postgres_url())
+}
+
+/// The URL of a fresh, empty schema on the test PostgreSQL server
+/// (`STRATA_TEST_POSTGRES`, which `./scripts/test.sh` starts).
+pub fn fresh_postgres_url() -> String {
     let base = std::env::var("STRATA_TEST_POSTGRES").unwrap_or_else(|_| {
         panic!(
-            "STRATA_TEST_METADATA=postgres needs STRATA_TEST_POSTGRES: \
-             export STRATA_TEST_POSTGRES=$(scripts/postgres.sh start)"
+            "STRATA_TEST_POSTGRES is not set: these tests need a PostgreSQL server. \
+             Run ./scripts/test.sh, or: export STRATA_TEST_POSTGRES=$(scripts/postgres.sh start)"
         )
     });
     let schema = format!("it_{}", uuid::Uuid::new_v4().simple());
     psql(&base, &format!("CREATE SCHEMA {schema}"));
     let sep = if base.contains('?') { '&' } else { '?' };
-    Some(format!("{base}{sep}options=-csearch_path%3D{schema}"))
+    format!("{base}{sep}options=-csearch_path%3D{schema}")
 }
 
 /// Runs `sql` with psql on `url` (its `options` parameter sets the

@@ -8,6 +8,7 @@ mod admin;
 pub(crate) mod bad_input;
 mod cleanup;
 mod cli;
+mod cluster;
 mod common;
 mod compat;
 mod config;

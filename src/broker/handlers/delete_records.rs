@@ -32,6 +32,10 @@ pub async fn handle(broker: &Arc<Broker>, request: DeleteRecordsRequest) -> Dele
                     .push(result.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
+            if log.leader_id() != broker.node_id {
+                partitions.push(result.with_error_code(ResponseError::NotLeaderOrFollower.code()));
+                continue;
+            }
             let high_watermark = log.high_watermark();
             let target = if p.offset == HIGH_WATERMARK {
                 high_watermark

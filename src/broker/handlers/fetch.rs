@@ -181,6 +181,13 @@ async fn read_once(
                 partitions.push(data);
                 continue;
             };
+            if log.leader_id() != broker.node_id {
+                any_error = true;
+                data.error_code = ResponseError::NotLeaderOrFollower.code();
+                data.high_watermark = -1;
+                partitions.push(data);
+                continue;
+            }
             if !seen.insert((log.topic_id, index)) {
                 data.high_watermark = log.high_watermark();
                 partitions.push(data);

@@ -44,6 +44,11 @@ pub async fn handle(
                     .push(response.with_error_code(ResponseError::UnknownTopicOrPartition.code()));
                 continue;
             };
+            if log.leader_id() != broker.node_id {
+                partitions
+                    .push(response.with_error_code(ResponseError::NotLeaderOrFollower.code()));
+                continue;
+            }
             let response = if version >= 4 {
                 response.with_leader_epoch(log.leader_epoch())
             } else {

@@ -18,16 +18,28 @@ use crate::metadata::TopicId;
 use crate::storage::catalog::TopicState;
 
 fn describe(broker: &Broker, version: i16, topic: &TopicState) -> MetadataResponseTopic {
-    let node = BrokerId(broker.node_id);
+    let live = broker.cluster.live();
     let partitions = topic
         .partitions
         .iter()
         .map(|log| {
-            let partition = MetadataResponsePartition::default()
-                .with_partition_index(log.partition)
-                .with_leader_id(node)
-                .with_replica_nodes(vec![node])
-                .with_isr_nodes(vec![node]);
+            let leader = log.leader_id();
+            // A leader whose lease expired is offline until the controller
+            // moves the partition: clients retry.
+            let partition = if live.iter().any(|b| b.node_id == leader) {
+                let node = BrokerId(leader);
+                MetadataResponsePartition::default()
+                    .with_leader_id(node)
+                    .with_replica_nodes(vec![node])
+                    .with_isr_nodes(vec![node])
+            } else {
+                MetadataResponsePartition::default()
+                    .with_error_code(ResponseError::LeaderNotAvailable.code())
+                    .with_leader_id(BrokerId(-1))
+                    .with_replica_nodes(vec![BrokerId(leader)])
+                    .with_isr_nodes(Vec::new())
+            }
+            .with_partition_index(log.partition);
             if version >= 7 {
                 partition.with_leader_epoch(log.leader_epoch())
             } else {
@@ -95,15 +107,28 @@ pub async fn handle(
         }
     };
     let node = BrokerId(broker.node_id);
+    let brokers = broker
+        .cluster
+        .live()
+        .into_iter()
+        .map(|b| {
+            let described = MetadataResponseBroker::default()
+                .with_node_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port);
+            if version >= 1 {
+                described.with_rack(b.rack.map(str_bytes))
+            } else {
+                described
+            }
+        })
+        .collect();
     let mut response = MetadataResponse::default()
-        .with_brokers(vec![
-            MetadataResponseBroker::default()
-                .with_node_id(node)
-                .with_host(str_bytes(broker.advertised_host.clone()))
-                .with_port(broker.advertised_port),
-        ])
+        .with_brokers(brokers)
         .with_topics(topics);
     if version >= 1 {
+        // Any broker takes admin requests: the one asked is the controller
+        // as far as clients are concerned.
         response = response.with_controller_id(node);
     }
     if version >= 2 {

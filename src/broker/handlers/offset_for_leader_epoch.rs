@@ -37,6 +37,9 @@ pub fn handle(
                         return answer
                             .with_error_code(ResponseError::UnknownTopicOrPartition.code());
                     };
+                    if log.leader_id() != broker.node_id {
+                        return answer.with_error_code(ResponseError::NotLeaderOrFollower.code());
+                    }
                     let epoch = log.leader_epoch();
                     if p.current_leader_epoch >= 0 && p.current_leader_epoch < epoch {
                         return answer.with_error_code(ResponseError::FencedLeaderEpoch.code());

@@ -105,6 +105,17 @@ async fn append_partition(
             format!("topic '{}' has no partition {index}", topic.record.name),
         );
     };
+    if log.leader_id() != broker.node_id {
+        return failed(
+            ResponseError::NotLeaderOrFollower,
+            format!(
+                "broker {} does not lead {}-{index} (broker {} does)",
+                broker.node_id,
+                topic.record.name,
+                log.leader_id()
+            ),
+        );
+    }
     let Some(records) = records.filter(|r| !r.is_empty()) else {
         return failed(
             ResponseError::CorruptMessage,

@@ -18,6 +18,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
+mod cluster;
 mod groups;
 mod objects;
 mod producers;
@@ -26,9 +27,10 @@ mod topics;
 mod transactions;
 
 use super::{
-    AbortedTxn, ChunkOutcome, ChunkRecord, CommittedOffset, MetadataError, MetadataStore,
-    ObjectCommit, PartitionProducerState, PartitionRecord, Result, SealedObject, TopicId,
-    TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
+    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, LeaderMove,
+    MetadataError, MetadataStore, ObjectCommit, PartitionProducerState, PartitionRecord,
+    ProducerStateRecord, Result, SealedObject, TopicId, TopicRecord, TransactionRecord,
+    UnsealedObjects, UploadIntent,
 };
 
 /// Connections per broker: the write path's commits, the sealer, the
@@ -156,10 +158,10 @@ impl MetadataStore for PostgresStore {
         name: &str,
         partitions: i32,
         configs: BTreeMap<String, String>,
-        leader_id: i32,
+        leaders: Vec<i32>,
     ) -> Result<TopicRecord> {
         let mut client = self.client().await?;
-        topics::create(&mut client, name, partitions, configs, leader_id).await
+        topics::create(&mut client, name, partitions, configs, &leaders).await
     }
 
     async fn delete_topic(&self, id: TopicId) -> Result<()> {
@@ -191,10 +193,10 @@ impl MetadataStore for PostgresStore {
         &self,
         id: TopicId,
         partitions: i32,
-        leader_id: i32,
+        leaders: Vec<i32>,
     ) -> Result<Vec<PartitionRecord>> {
         let mut client = self.client().await?;
-        topics::add_partitions(&mut client, id, partitions, leader_id).await
+        topics::add_partitions(&mut client, id, partitions, &leaders).await
     }
 
     async fn advance_log_start(&self, id: TopicId, partition: i32, offset: i64) -> Result<i64> {
@@ -251,15 +253,77 @@ impl MetadataStore for PostgresStore {
             .collect()
     }
 
-    async fn claim_all_partitions(&self, leader_id: i32) -> Result<()> {
+    async fn claim_own_partitions(&self, node_id: i32) -> Result<()> {
         let client = self.client().await?;
         client
             .execute(
-                "UPDATE partitions SET leader_id = $1, leader_epoch = leader_epoch + 1",
-                &[&leader_id],
+                "UPDATE partitions SET leader_epoch = leader_epoch + 1 WHERE leader_id = $1",
+                &[&node_id],
             )
             .await?;
         Ok(())
+    }
+
+    async fn all_partitions(&self) -> Result<Vec<(TopicId, PartitionRecord)>> {
+        let client = self.client().await?;
+        topics::all_partitions(&client).await
+    }
+
+    async fn partition_state(
+        &self,
+        id: TopicId,
+        partition: i32,
+    ) -> Result<(Vec<ProducerStateRecord>, Vec<AbortedTxn>)> {
+        let client = self.client().await?;
+        cluster::partition_state(&client, id, partition).await
+    }
+
+    async fn register_broker(&self, record: BrokerRecord) -> Result<()> {
+        let client = self.client().await?;
+        cluster::register(&client, &record).await
+    }
+
+    async fn renew_lease(&self, record: BrokerRecord) -> Result<bool> {
+        let client = self.client().await?;
+        cluster::renew(&client, &record).await
+    }
+
+    async fn deregister_broker(&self, node_id: i32, boot: &str) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute(
+                "DELETE FROM brokers WHERE node_id = $1 AND boot = $2",
+                &[&node_id, &boot],
+            )
+            .await?;
+        Ok(())
+    }
+
+    async fn live_brokers(&self, now_ms: i64) -> Result<Vec<BrokerRecord>> {
+        let client = self.client().await?;
+        cluster::live(&client, now_ms).await
+    }
+
+    async fn try_controller(
+        &self,
+        node_id: i32,
+        boot: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        cluster::try_controller(&client, node_id, boot, now_ms, lease_until_ms).await
+    }
+
+    async fn move_leaders(
+        &self,
+        node_id: i32,
+        boot: &str,
+        now_ms: i64,
+        moves: Vec<LeaderMove>,
+    ) -> Result<Vec<bool>> {
+        let mut client = self.client().await?;
+        cluster::move_leaders(&mut client, node_id, boot, now_ms, &moves).await
     }
 
     async fn commit_object(&self, commit: ObjectCommit) -> Result<Vec<ChunkOutcome>> {
@@ -323,9 +387,14 @@ impl MetadataStore for PostgresStore {
         Ok(())
     }
 
-    async fn unsealed_objects(&self, max_bytes: u64, limit: usize) -> Result<UnsealedObjects> {
+    async fn unsealed_objects(
+        &self,
+        leader: i32,
+        max_bytes: u64,
+        limit: usize,
+    ) -> Result<UnsealedObjects> {
         let client = self.client().await?;
-        objects::unsealed_objects(&client, max_bytes, limit).await
+        objects::unsealed_objects(&client, leader, max_bytes, limit).await
     }
 
     async fn replace_chunks(

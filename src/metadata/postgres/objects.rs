@@ -213,15 +213,22 @@ pub(super) async fn doom_uncommitted(client: &mut Client, keys: &[String]) -> Re
 
 pub(super) async fn unsealed_objects(
     client: &Client,
+    leader: i32,
     max_bytes: u64,
     limit: usize,
 ) -> Result<UnsealedObjects> {
-    // One row past `limit` tells whether more follow.
+    // One row past `limit` tells whether more follow. An object without
+    // chunks (its topics deleted, its swaps done) is anyone's to retire.
     let rows = client
         .query(
-            "SELECT object_key, size FROM objects WHERE kind = 0 AND retired_ms IS NULL
-             ORDER BY seq LIMIT $1",
-            &[&(limit.saturating_add(1) as i64)],
+            "SELECT o.object_key, o.size FROM objects o
+             WHERE o.kind = 0 AND o.retired_ms IS NULL AND (
+                 EXISTS (SELECT 1 FROM chunks c JOIN partitions p
+                           ON p.topic_id = c.topic_id AND p.partition = c.partition
+                         WHERE c.object_key = o.object_key AND p.leader_id = $2)
+                 OR NOT EXISTS (SELECT 1 FROM chunks c WHERE c.object_key = o.object_key))
+             ORDER BY o.seq LIMIT $1",
+            &[&(limit.saturating_add(1) as i64), &leader],
         )
         .await?;
     let mut out = UnsealedObjects::default();
@@ -268,6 +275,13 @@ pub(super) async fn replace_chunks(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
         )
         .await?;
+    // FOR SHARE: a leadership move of the partition waits for this swap.
+    let epoch_of = tx
+        .prepare_cached(
+            "SELECT leader_epoch FROM partitions WHERE topic_id = $1 AND partition = $2
+             FOR SHARE",
+        )
+        .await?;
     for object in objects {
         take_intent(&tx, &object.key).await?;
         tx.execute(
@@ -284,6 +298,16 @@ pub(super) async fn replace_chunks(
         for sealed in &object.chunks {
             let topic = tid(sealed.topic_id);
             let (first, last) = (sealed.chunk.base_offset, sealed.chunk.last_offset);
+            let epoch: Option<i32> = tx
+                .query_opt(&epoch_of, &[&topic, &sealed.partition])
+                .await?
+                .map(|r| r.try_get(0))
+                .transpose()?;
+            if epoch != Some(sealed.leader_epoch) {
+                // Leadership moved (or the partition is gone).
+                flags.push(false);
+                continue;
+            }
             let swap = tx.savepoint("swap").await?;
             let rows = swap
                 .query(&take_range, &[&topic, &sealed.partition, &first, &last])

@@ -70,6 +70,37 @@ pub(super) async fn upsert(
     Ok(())
 }
 
+/// One partition's producer states.
+pub(super) async fn load_partition(
+    client: &Client,
+    topic_id: TopicId,
+    partition: i32,
+) -> Result<Vec<ProducerStateRecord>> {
+    let rows = client
+        .query(
+            "SELECT producer_id, epoch, batches, last_append_ms, txn_first_offset
+             FROM producer_state WHERE topic_id = $1 AND partition = $2",
+            &[&tid(topic_id), &partition],
+        )
+        .await?;
+    let mut states = Vec::with_capacity(rows.len());
+    for r in rows {
+        let producer_id: i64 = r.try_get(0)?;
+        let batches: Vec<ProducerBatchRecord> =
+            serde_json::from_str(r.try_get(2)?).map_err(|e| {
+                MetadataError::Backend(format!("corrupt state of producer {producer_id}: {e}"))
+            })?;
+        states.push(ProducerStateRecord {
+            producer_id,
+            epoch: r.try_get(1)?,
+            batches,
+            last_append_ms: r.try_get(3)?,
+            txn_first_offset: r.try_get(4)?,
+        });
+    }
+    Ok(states)
+}
+
 pub(super) async fn load_all(client: &Client) -> Result<Vec<PartitionProducerState>> {
     let rows = client
         .query(

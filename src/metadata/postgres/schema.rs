@@ -7,7 +7,10 @@ use super::Client;
 use crate::metadata::{MetadataError, Result};
 
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
-pub(super) const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_initial.sql")];
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_initial.sql"),
+    include_str!("migrations/0002_cluster.sql"),
+];
 
 /// Key of the advisory lock held while migrating ("strata" in ASCII).
 const MIGRATION_LOCK: i64 = 0x7374_7261_7461;

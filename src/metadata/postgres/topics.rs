@@ -14,13 +14,18 @@ async fn insert_empty_partitions(
     id: TopicId,
     from: i32,
     to: i32,
-    leader_id: i32,
+    leaders: &[i32],
 ) -> Result<()> {
+    let partitions: Vec<i32> = (from..to).collect();
+    let leader_ids: Vec<i32> = partitions
+        .iter()
+        .map(|p| crate::metadata::leader_of(leaders, *p))
+        .collect();
     tx.execute(
         "INSERT INTO partitions
          (topic_id, partition, leader_id, leader_epoch, log_start_offset, high_watermark)
-         SELECT $1, p, $2, 0, 0, 0 FROM generate_series($3::INTEGER, $4::INTEGER) AS p",
-        &[&tid(id), &leader_id, &from, &(to - 1)],
+         SELECT $1, p, l, 0, 0, 0 FROM unnest($2::INTEGER[], $3::INTEGER[]) AS u(p, l)",
+        &[&tid(id), &partitions, &leader_ids],
     )
     .await?;
     Ok(())
@@ -31,7 +36,7 @@ pub(super) async fn create(
     name: &str,
     partitions: i32,
     configs: BTreeMap<String, String>,
-    leader_id: i32,
+    leaders: &[i32],
 ) -> Result<TopicRecord> {
     let id = TopicId(Uuid::new_v4());
     let configs_json = serde_json::to_string(&configs)
@@ -47,7 +52,7 @@ pub(super) async fn create(
     if inserted == 0 {
         return Err(MetadataError::TopicExists(name.to_string()));
     }
-    insert_empty_partitions(&tx, id, 0, partitions, leader_id).await?;
+    insert_empty_partitions(&tx, id, 0, partitions, leaders).await?;
     tx.commit().await.map_err(|e| {
         // Another broker created the same name at the same moment.
         if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
@@ -89,7 +94,7 @@ pub(super) async fn add_partitions(
     client: &mut Client,
     id: TopicId,
     partitions: i32,
-    leader_id: i32,
+    leaders: &[i32],
 ) -> Result<Vec<PartitionRecord>> {
     let tx = client.transaction().await?;
     let current: Option<i32> = tx
@@ -113,12 +118,12 @@ pub(super) async fn add_partitions(
         &[&partitions, &tid(id)],
     )
     .await?;
-    insert_empty_partitions(&tx, id, current, partitions, leader_id).await?;
+    insert_empty_partitions(&tx, id, current, partitions, leaders).await?;
     tx.commit().await?;
     Ok((current..partitions)
         .map(|partition| PartitionRecord {
             partition,
-            leader_id,
+            leader_id: crate::metadata::leader_of(leaders, partition),
             leader_epoch: 0,
             log_start_offset: 0,
             high_watermark: 0,
@@ -214,6 +219,34 @@ pub(super) async fn partitions(
                 high_watermark: r.try_get(4)?,
                 clean_offset: r.try_get(5)?,
             })
+        })
+        .collect()
+}
+
+pub(super) async fn all_partitions(
+    client: &impl GenericClient,
+) -> Result<Vec<(TopicId, PartitionRecord)>> {
+    let rows = client
+        .query(
+            "SELECT topic_id, partition, leader_id, leader_epoch, log_start_offset,
+                    high_watermark, clean_offset
+             FROM partitions ORDER BY topic_id, partition",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok((
+                parse_topic_id(r.try_get(0)?)?,
+                PartitionRecord {
+                    partition: r.try_get(1)?,
+                    leader_id: r.try_get(2)?,
+                    leader_epoch: r.try_get(3)?,
+                    log_start_offset: r.try_get(4)?,
+                    high_watermark: r.try_get(5)?,
+                    clean_offset: r.try_get(6)?,
+                },
+            ))
         })
         .collect()
 }

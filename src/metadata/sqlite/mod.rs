@@ -13,6 +13,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
+mod cluster;
 mod groups;
 mod objects;
 mod producers;
@@ -21,9 +22,10 @@ mod topics;
 mod transactions;
 
 use super::{
-    AbortedTxn, ChunkOutcome, ChunkRecord, CommittedOffset, MetadataError, MetadataStore,
-    ObjectCommit, PartitionProducerState, PartitionRecord, Result, SealedObject, TopicId,
-    TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
+    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, LeaderMove,
+    MetadataError, MetadataStore, ObjectCommit, PartitionProducerState, PartitionRecord,
+    ProducerStateRecord, Result, SealedObject, TopicId, TopicRecord, TransactionRecord,
+    UnsealedObjects, UploadIntent,
 };
 
 pub struct SqliteStore {
@@ -170,10 +172,10 @@ impl MetadataStore for SqliteStore {
         name: &str,
         partitions: i32,
         configs: BTreeMap<String, String>,
-        leader_id: i32,
+        leaders: Vec<i32>,
     ) -> Result<TopicRecord> {
         let name = name.to_string();
-        self.with_conn(move |conn| topics::create(conn, name, partitions, configs, leader_id))
+        self.with_conn(move |conn| topics::create(conn, name, partitions, configs, &leaders))
             .await
     }
 
@@ -205,9 +207,9 @@ impl MetadataStore for SqliteStore {
         &self,
         id: TopicId,
         partitions: i32,
-        leader_id: i32,
+        leaders: Vec<i32>,
     ) -> Result<Vec<PartitionRecord>> {
-        self.with_conn(move |conn| topics::add_partitions(conn, id, partitions, leader_id))
+        self.with_conn(move |conn| topics::add_partitions(conn, id, partitions, &leaders))
             .await
     }
 
@@ -262,15 +264,81 @@ impl MetadataStore for SqliteStore {
         .await
     }
 
-    async fn claim_all_partitions(&self, leader_id: i32) -> Result<()> {
+    async fn claim_own_partitions(&self, node_id: i32) -> Result<()> {
         self.with_conn(move |conn| {
             conn.execute(
-                "UPDATE partitions SET leader_id = ?1, leader_epoch = leader_epoch + 1",
-                params![leader_id],
+                "UPDATE partitions SET leader_epoch = leader_epoch + 1 WHERE leader_id = ?1",
+                params![node_id],
             )?;
             Ok(())
         })
         .await
+    }
+
+    async fn all_partitions(&self) -> Result<Vec<(TopicId, PartitionRecord)>> {
+        self.with_reader(topics::all_partitions).await
+    }
+
+    async fn partition_state(
+        &self,
+        id: TopicId,
+        partition: i32,
+    ) -> Result<(Vec<ProducerStateRecord>, Vec<AbortedTxn>)> {
+        self.with_reader(move |conn| cluster::partition_state(conn, id, partition))
+            .await
+    }
+
+    async fn register_broker(&self, record: BrokerRecord) -> Result<()> {
+        self.with_conn(move |conn| cluster::register(conn, &record))
+            .await
+    }
+
+    async fn renew_lease(&self, record: BrokerRecord) -> Result<bool> {
+        self.with_conn(move |conn| cluster::renew(conn, &record))
+            .await
+    }
+
+    async fn deregister_broker(&self, node_id: i32, boot: &str) -> Result<()> {
+        let boot = boot.to_string();
+        self.with_conn(move |conn| {
+            conn.execute(
+                "DELETE FROM brokers WHERE node_id = ?1 AND boot = ?2",
+                params![node_id, boot],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn live_brokers(&self, now_ms: i64) -> Result<Vec<BrokerRecord>> {
+        self.with_reader(move |conn| cluster::live(conn, now_ms))
+            .await
+    }
+
+    async fn try_controller(
+        &self,
+        node_id: i32,
+        boot: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool> {
+        let boot = boot.to_string();
+        self.with_conn(move |conn| {
+            cluster::try_controller(conn, node_id, &boot, now_ms, lease_until_ms)
+        })
+        .await
+    }
+
+    async fn move_leaders(
+        &self,
+        node_id: i32,
+        boot: &str,
+        now_ms: i64,
+        moves: Vec<LeaderMove>,
+    ) -> Result<Vec<bool>> {
+        let boot = boot.to_string();
+        self.with_conn(move |conn| cluster::move_leaders(conn, node_id, &boot, now_ms, &moves))
+            .await
     }
 
     async fn commit_object(&self, commit: ObjectCommit) -> Result<Vec<ChunkOutcome>> {
@@ -401,7 +469,12 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
-    async fn unsealed_objects(&self, max_bytes: u64, limit: usize) -> Result<UnsealedObjects> {
+    async fn unsealed_objects(
+        &self,
+        _leader: i32,
+        max_bytes: u64,
+        limit: usize,
+    ) -> Result<UnsealedObjects> {
         self.with_reader(move |conn| objects::unsealed_objects(conn, max_bytes, limit))
             .await
     }

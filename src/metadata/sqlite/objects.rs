@@ -199,6 +199,9 @@ pub(super) fn replace_chunks(
                  object_key, byte_start, byte_len, index_len)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         )?;
+        let mut epoch_of = tx.prepare_cached(
+            "SELECT leader_epoch FROM partitions WHERE topic_id = ?1 AND partition = ?2",
+        )?;
         for object in objects {
             take_intent(&tx, &object.key)?;
             insert_object.execute(params![
@@ -213,6 +216,14 @@ pub(super) fn replace_chunks(
                 // The replaced chunks must all still be there, exactly
                 // covering the new chunk's offsets.
                 let (first, last) = (sealed.chunk.base_offset, sealed.chunk.last_offset);
+                let epoch: Option<i32> = epoch_of
+                    .query_row(params![topic, sealed.partition], |r| r.get(0))
+                    .optional()?;
+                if epoch != Some(sealed.leader_epoch) {
+                    // Leadership moved (or the partition is gone).
+                    flags.push(false);
+                    continue;
+                }
                 tx.execute_batch("SAVEPOINT swap")?;
                 let mut taken: Vec<(i64, i64, String)> = take_range
                     .query_map(params![topic, sealed.partition, first, last], |row| {

@@ -106,6 +106,42 @@ pub(super) fn load_all(conn: &Connection) -> Result<Vec<PartitionProducerState>>
     Ok(states)
 }
 
+/// One partition's producer states.
+pub(super) fn load_partition(
+    conn: &Connection,
+    topic_id: TopicId,
+    partition: i32,
+) -> Result<Vec<ProducerStateRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT producer_id, epoch, batches, last_append_ms, txn_first_offset
+         FROM producer_state WHERE topic_id = ?1 AND partition = ?2",
+    )?;
+    let rows = stmt.query_map(params![topic_id.0.to_string(), partition], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            r.get::<_, i16>(1)?,
+            r.get::<_, String>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+        ))
+    })?;
+    let mut states = Vec::new();
+    for row in rows {
+        let (producer_id, epoch, batches, last_append_ms, txn_first_offset) = row?;
+        let batches: Vec<ProducerBatchRecord> = serde_json::from_str(&batches).map_err(|e| {
+            MetadataError::Backend(format!("corrupt state of producer {producer_id}: {e}"))
+        })?;
+        states.push(ProducerStateRecord {
+            producer_id,
+            epoch,
+            batches,
+            last_append_ms,
+            txn_first_offset,
+        });
+    }
+    Ok(states)
+}
+
 pub(super) fn expire(conn: &Connection, before_ms: i64) -> Result<usize> {
     Ok(conn.execute(
         // A producer with an open transaction stays until its marker.

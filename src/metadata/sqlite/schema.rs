@@ -9,7 +9,7 @@ use crate::metadata::{MetadataError, Result};
 
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
-    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7,
+    SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
 ];
 
 const SCHEMA_V1: &str = "
@@ -214,6 +214,27 @@ CREATE TABLE txn_offsets (
     commit_ms INTEGER NOT NULL,
     PRIMARY KEY (transactional_id, group_id, topic_id, partition)
 );
+";
+
+/// Clusters: each broker's registration and lease, the controller lease,
+/// and partitions found by leader (a broker's start bumps its own).
+const SCHEMA_V8: &str = "
+CREATE TABLE brokers (
+    node_id INTEGER PRIMARY KEY,
+    boot TEXT NOT NULL,
+    host TEXT NOT NULL,
+    port INTEGER NOT NULL,
+    rack TEXT,
+    lease_until_ms INTEGER NOT NULL,
+    draining INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE controller (
+    id INTEGER PRIMARY KEY CHECK (id = 0),
+    node_id INTEGER NOT NULL,
+    boot TEXT NOT NULL,
+    lease_until_ms INTEGER NOT NULL
+);
+CREATE INDEX partitions_by_leader ON partitions(leader_id);
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

@@ -19,7 +19,7 @@ async fn a_read_only_store_reads_beside_the_writer_and_writes_nothing() {
     );
     let writer = SqliteStore::open(&path).await.expect("open");
     let topic = writer
-        .create_topic("t", 1, BTreeMap::new(), 0)
+        .create_topic("t", 1, BTreeMap::new(), vec![0])
         .await
         .expect("create");
     // The writer holds a write transaction while the reader opens and reads:
@@ -46,7 +46,7 @@ async fn a_read_only_store_reads_beside_the_writer_and_writes_nothing() {
         .expect("commit");
     let chunks = reader.chunks(topic.id, 0).await.expect("chunks");
     assert_eq!(chunks.len(), 1, "the reader sees later commits");
-    let write = reader.create_topic("u", 1, BTreeMap::new(), 0).await;
+    let write = reader.create_topic("u", 1, BTreeMap::new(), vec![0]).await;
     assert!(write.is_err(), "a read-only store refuses writes");
     assert_eq!(writer.list_topics().await.expect("topics").len(), 1);
 }
@@ -107,6 +107,7 @@ async fn the_v6_migration_keeps_chunks_and_counts_their_objects() {
                 size: 100,
                 kind: ObjectKind::Segment,
                 chunks: vec![SealedChunk {
+                    leader_epoch: 0,
                     topic_id: id,
                     partition: 0,
                     chunk: ChunkRecord {

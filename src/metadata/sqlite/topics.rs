@@ -6,7 +6,7 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use uuid::Uuid;
 
 use super::{now_ms, objects, parse_topic_id};
-use crate::metadata::{MetadataError, PartitionRecord, Result, TopicId, TopicRecord};
+use crate::metadata::{MetadataError, PartitionRecord, Result, TopicId, TopicRecord, leader_of};
 
 /// A new partition: epoch 0, empty (log start = high watermark = 0).
 fn insert_empty_partition(
@@ -24,13 +24,13 @@ fn insert_empty_partition(
     Ok(())
 }
 
-/// A new topic with `partitions` empty partitions led by `leader_id`.
+/// A new topic with `partitions` empty partitions led by `leaders` in turn.
 pub(super) fn create(
     conn: &mut Connection,
     name: String,
     partitions: i32,
     configs: BTreeMap<String, String>,
-    leader_id: i32,
+    leaders: &[i32],
 ) -> Result<TopicRecord> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let exists: Option<String> = tx
@@ -52,7 +52,7 @@ pub(super) fn create(
         params![id.0.to_string(), name, partitions, configs_json, now_ms()],
     )?;
     for partition in 0..partitions {
-        insert_empty_partition(&tx, id, partition, leader_id)?;
+        insert_empty_partition(&tx, id, partition, leader_of(leaders, partition))?;
     }
     tx.commit()?;
     Ok(TopicRecord {
@@ -89,7 +89,7 @@ pub(super) fn add_partitions(
     conn: &mut Connection,
     id: TopicId,
     partitions: i32,
-    leader_id: i32,
+    leaders: &[i32],
 ) -> Result<Vec<PartitionRecord>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current: Option<i32> = tx
@@ -113,6 +113,7 @@ pub(super) fn add_partitions(
     )?;
     let mut added = Vec::new();
     for partition in current..partitions {
+        let leader_id = leader_of(leaders, partition);
         insert_empty_partition(&tx, id, partition, leader_id)?;
         added.push(PartitionRecord {
             partition,
@@ -219,4 +220,32 @@ pub(super) fn partitions(conn: &Connection, id: TopicId) -> Result<Vec<Partition
         })
     })?;
     Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+/// Every partition of every topic.
+pub(super) fn all_partitions(conn: &Connection) -> Result<Vec<(TopicId, PartitionRecord)>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT topic_id, partition, leader_id, leader_epoch, log_start_offset, high_watermark,
+                clean_offset
+         FROM partitions ORDER BY topic_id, partition",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            PartitionRecord {
+                partition: r.get(1)?,
+                leader_id: r.get(2)?,
+                leader_epoch: r.get(3)?,
+                log_start_offset: r.get(4)?,
+                high_watermark: r.get(5)?,
+                clean_offset: r.get(6)?,
+            },
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (topic, record) = row?;
+        out.push((parse_topic_id(&topic)?, record));
+    }
+    Ok(out)
 }

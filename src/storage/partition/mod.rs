@@ -54,6 +54,10 @@ pub struct PartitionLog {
     /// Compacted topics: offsets below this have been compacted once.
     clean_offset: AtomicI64,
     leader_epoch: AtomicI32,
+    /// The partition's leader as this broker last read it from the store
+    /// (-1: not set). A broker serves writes and reads only of partitions
+    /// it leads; other brokers' partitions are kept for Metadata only.
+    leader_id: AtomicI32,
     high_watermark: watch::Sender<i64>,
     /// Shared by every partition of the topic: counts their commits, so a
     /// fetch over many partitions waits on one receiver instead of one per
@@ -106,6 +110,7 @@ impl PartitionLog {
             log_start: AtomicI64::new(log_start),
             clean_offset: AtomicI64::new(0),
             leader_epoch: AtomicI32::new(leader_epoch),
+            leader_id: AtomicI32::new(-1),
             high_watermark: watch::Sender::new(high_watermark),
             topic_commits,
             cursor: Mutex::new(None),
@@ -162,6 +167,18 @@ impl PartitionLog {
     pub fn log_start_offset(&self) -> i64 {
         self.log_start.load(Ordering::Acquire)
     }
+    /// The leader as last read from the store (-1 before it is set).
+    pub fn leader_id(&self) -> i32 {
+        self.leader_id.load(Ordering::Acquire)
+    }
+
+    /// Records the partition's leader and epoch (the log's own data is only
+    /// valid while this broker leads it).
+    pub fn set_leader(&self, leader_id: i32, epoch: i32) {
+        self.leader_epoch.store(epoch, Ordering::Release);
+        self.leader_id.store(leader_id, Ordering::Release);
+    }
+
     pub fn leader_epoch(&self) -> i32 {
         self.leader_epoch.load(Ordering::Acquire)
     }

@@ -83,6 +83,8 @@ pub struct Sealer {
     pub cache: Arc<BlockCache>,
     pub catalog: Arc<Catalog>,
     pub intents: Arc<Intents>,
+    /// This broker: it seals and cleans only the partitions it leads.
+    pub node_id: i32,
     pub config: SealerConfig,
     /// Retention and compaction, run between sealing cycles.
     pub cleaner: CleanerSettings,
@@ -256,7 +258,7 @@ impl Sealer {
         let mut report = SealReport::default();
         let unsealed = self
             .metadata
-            .unsealed_objects(self.config.seal_cycle_bytes, 100_000)
+            .unsealed_objects(self.node_id, self.config.seal_cycle_bytes, 100_000)
             .await?;
         let inputs = unsealed.objects;
         if inputs.is_empty() || (full_only && !unsealed.more) {
@@ -334,6 +336,16 @@ impl Sealer {
     /// one metadata transaction and applies the swaps in memory; returns how
     /// many new chunks took effect.
     /// Replaced objects are retired in the swaps if `retire_replaced`.
+    /// The partition's leader epoch if this broker leads it, else -1 (no
+    /// swap of it can apply).
+    pub(super) fn led_epoch(&self, topic_id: TopicId, partition: i32) -> i32 {
+        self.catalog
+            .by_id(topic_id)
+            .and_then(|t| t.partition(partition).cloned())
+            .filter(|log| log.leader_id() == self.node_id)
+            .map_or(-1, |log| log.leader_epoch())
+    }
+
     pub(super) async fn write_and_swap(
         &self,
         outputs: Vec<Output>,
@@ -355,6 +367,7 @@ impl Sealer {
                 .map(|(run, section)| SealedChunk {
                     topic_id: run.topic_id,
                     partition: run.partition,
+                    leader_epoch: self.led_epoch(run.topic_id, run.partition),
                     chunk: ChunkRecord {
                         base_offset: section.base_offset,
                         last_offset: section.last_offset,

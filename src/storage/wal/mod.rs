@@ -495,6 +495,15 @@ impl WalWriter {
         AppendTicket { base_offset, done }
     }
 
+    /// Drops a partition's offset bookkeeping when its leadership moves:
+    /// if it comes back, assignment restarts from the committed state.
+    pub fn forget_partition(&self, topic_id: TopicId, partition: i32) {
+        if let Ok(mut state) = self.state.lock() {
+            state.next_offsets.remove(&(topic_id, partition));
+            state.producers.remove(&(topic_id, partition));
+        }
+    }
+
     /// Drops the offset bookkeeping of a deleted topic.
     pub fn forget_topic(&self, topic_id: TopicId) {
         if let Ok(mut state) = self.state.lock() {

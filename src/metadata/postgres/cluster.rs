@@ -1,0 +1,155 @@
+//! Cluster rows in PostgreSQL: broker registrations and leases, the
+//! controller lease, leadership moves.
+
+use super::{Client, producers, tid};
+use crate::metadata::{AbortedTxn, BrokerRecord, LeaderMove, ProducerStateRecord, Result, TopicId};
+
+pub(super) async fn register(client: &Client, b: &BrokerRecord) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO brokers (node_id, boot, host, port, rack, lease_until_ms, draining)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (node_id) DO UPDATE SET boot = excluded.boot, host = excluded.host,
+                 port = excluded.port, rack = excluded.rack,
+                 lease_until_ms = excluded.lease_until_ms, draining = excluded.draining",
+            &[
+                &b.node_id,
+                &b.boot,
+                &b.host,
+                &b.port,
+                &b.rack,
+                &b.lease_until_ms,
+                &b.draining,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn renew(client: &Client, b: &BrokerRecord) -> Result<bool> {
+    let updated = client
+        .execute(
+            "UPDATE brokers SET lease_until_ms = $3, draining = $4, host = $5, port = $6,
+                 rack = $7
+             WHERE node_id = $1 AND boot = $2",
+            &[
+                &b.node_id,
+                &b.boot,
+                &b.lease_until_ms,
+                &b.draining,
+                &b.host,
+                &b.port,
+                &b.rack,
+            ],
+        )
+        .await?;
+    Ok(updated > 0)
+}
+
+pub(super) async fn live(client: &Client, now_ms: i64) -> Result<Vec<BrokerRecord>> {
+    let rows = client
+        .query(
+            "SELECT node_id, boot, host, port, rack, lease_until_ms, draining FROM brokers
+             WHERE lease_until_ms > $1 ORDER BY node_id",
+            &[&now_ms],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(BrokerRecord {
+                node_id: r.try_get(0)?,
+                boot: r.try_get(1)?,
+                host: r.try_get(2)?,
+                port: r.try_get(3)?,
+                rack: r.try_get(4)?,
+                lease_until_ms: r.try_get(5)?,
+                draining: r.try_get(6)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn try_controller(
+    client: &Client,
+    node_id: i32,
+    boot: &str,
+    now_ms: i64,
+    lease_until_ms: i64,
+) -> Result<bool> {
+    let taken = client
+        .execute(
+            "INSERT INTO controller (id, node_id, boot, lease_until_ms) VALUES (0, $1, $2, $4)
+             ON CONFLICT (id) DO UPDATE SET node_id = excluded.node_id, boot = excluded.boot,
+                 lease_until_ms = excluded.lease_until_ms
+             WHERE controller.lease_until_ms <= $3 OR controller.node_id = $1",
+            &[&node_id, &boot, &now_ms, &lease_until_ms],
+        )
+        .await?;
+    Ok(taken > 0)
+}
+
+pub(super) async fn move_leaders(
+    client: &mut Client,
+    node_id: i32,
+    boot: &str,
+    now_ms: i64,
+    moves: &[LeaderMove],
+) -> Result<Vec<bool>> {
+    let tx = client.transaction().await?;
+    // The controller row stays locked until the moves commit: a controller
+    // that lost its lease meanwhile cannot move anything.
+    let holds = tx
+        .query_opt(
+            "SELECT 1 FROM controller WHERE id = 0 AND node_id = $1 AND boot = $2
+               AND lease_until_ms > $3 FOR UPDATE",
+            &[&node_id, &boot, &now_ms],
+        )
+        .await?;
+    if holds.is_none() {
+        return Ok(vec![false; moves.len()]);
+    }
+    let stmt = tx
+        .prepare_cached(
+            "UPDATE partitions SET leader_id = $1, leader_epoch = leader_epoch + 1
+             WHERE topic_id = $2 AND partition = $3 AND leader_id = $4 AND leader_epoch = $5",
+        )
+        .await?;
+    let mut applied = Vec::with_capacity(moves.len());
+    for m in moves {
+        let n = tx
+            .execute(
+                &stmt,
+                &[&m.to, &tid(m.topic_id), &m.partition, &m.from, &m.epoch],
+            )
+            .await?;
+        applied.push(n > 0);
+    }
+    tx.commit().await?;
+    Ok(applied)
+}
+
+pub(super) async fn partition_state(
+    client: &Client,
+    id: TopicId,
+    partition: i32,
+) -> Result<(Vec<ProducerStateRecord>, Vec<AbortedTxn>)> {
+    let producers = producers::load_partition(client, id, partition).await?;
+    let rows = client
+        .query(
+            "SELECT producer_id, first_offset, last_offset FROM aborted_txns
+             WHERE topic_id = $1 AND partition = $2 ORDER BY last_offset",
+            &[&tid(id), &partition],
+        )
+        .await?;
+    let aborted = rows
+        .iter()
+        .map(|r| {
+            Ok(AbortedTxn {
+                producer_id: r.try_get(0)?,
+                first_offset: r.try_get(1)?,
+                last_offset: r.try_get(2)?,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok((producers, aborted))
+}

@@ -1,0 +1,327 @@
+//! A real cluster on this machine: several `strata serve` processes sharing
+//! one PostgreSQL metadata store and one S3 server (moto), driven by
+//! librdkafka. Leadership is by lease: these brokers heartbeat every 200 ms
+//! and lose their lease after 2 s of silence.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::Offset;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::common::{TestBroker, consume_until_end, eventually, fresh_postgres_url};
+use crate::s3::{S3Server, start_s3};
+
+struct Cluster {
+    s3: S3Server,
+    metadata: String,
+}
+
+impl Cluster {
+    fn new() -> Self {
+        Cluster {
+            s3: start_s3(&["cluster"]),
+            metadata: fresh_postgres_url(),
+        }
+    }
+
+    fn start(&self, node: i32) -> TestBroker {
+        let mut args = self.s3.broker_args("s3://cluster/data");
+        args.extend(
+            [
+                "--metadata",
+                &self.metadata,
+                "--node-id",
+                &node.to_string(),
+                "--rack",
+                &format!("zone-{}", node % 3),
+                "--heartbeat-interval-ms",
+                "200",
+                "--session-timeout-ms",
+                "2000",
+            ]
+            .map(String::from),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        TestBroker::start(&args)
+    }
+}
+
+/// Partition leaders of `topic` and the brokers, as `addr` describes them.
+fn leaders(addr: &str, topic: &str) -> (BTreeMap<i32, i32>, BTreeSet<i32>) {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .create()
+        .expect("client");
+    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
+        return (BTreeMap::new(), BTreeSet::new());
+    };
+    let brokers = metadata.brokers().iter().map(|b| b.id()).collect();
+    let leaders = metadata
+        .topics()
+        .iter()
+        .flat_map(|t| t.partitions())
+        .map(|p| (p.id(), p.leader()))
+        .collect();
+    (leaders, brokers)
+}
+
+/// Partitions led per broker.
+fn load(leaders: &BTreeMap<i32, i32>) -> BTreeMap<i32, usize> {
+    let mut load = BTreeMap::new();
+    for leader in leaders.values() {
+        *load.entry(*leader).or_insert(0) += 1;
+    }
+    load
+}
+
+/// Waits until `addr` shows `topic`'s partitions spread evenly over exactly
+/// `nodes`; returns how long it took.
+async fn balanced_over(addr: &str, topic: &str, nodes: &[i32], partitions: usize) -> Duration {
+    let began = Instant::now();
+    let want: BTreeSet<i32> = nodes.iter().copied().collect();
+    eventually(
+        Duration::from_secs(20),
+        || {
+            let (leaders, brokers) = leaders(addr, topic);
+            let load = load(&leaders);
+            leaders.len() == partitions
+                && brokers == want
+                && load.keys().copied().collect::<BTreeSet<_>>() == want
+                && load.values().max().copied().unwrap_or(0)
+                    <= load.values().min().copied().unwrap_or(0) + 1
+        },
+        || format!("not balanced over {nodes:?}: {:?}", leaders(addr, topic)),
+    )
+    .await;
+    began.elapsed()
+}
+
+/// Produces `prefix-<n>` values round robin over the partitions until
+/// stopped; every acknowledged `(partition, offset, value)` is recorded.
+fn start_producer(
+    bootstrap: String,
+    topic: &'static str,
+    partitions: i32,
+    stop: Arc<AtomicBool>,
+    acked: Arc<Mutex<Vec<(i32, i64, String)>>>,
+) -> tokio::task::JoinHandle<usize> {
+    tokio::spawn(async move {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("acks", "all")
+            .set("enable.idempotence", "true")
+            .set("linger.ms", "5")
+            .set("message.timeout.ms", "120000")
+            .set("topic.metadata.refresh.interval.ms", "1000")
+            .create()
+            .expect("producer");
+        let mut failed = 0;
+        let mut n = 0u64;
+        while !stop.load(Ordering::Acquire) {
+            let mut sends = Vec::new();
+            for _ in 0..50 {
+                let value = format!("v-{n}");
+                let partition = (n % partitions as u64) as i32;
+                n += 1;
+                let producer = producer.clone();
+                sends.push(tokio::spawn(async move {
+                    let record = FutureRecord::<(), _>::to(topic)
+                        .partition(partition)
+                        .payload(&value);
+                    producer
+                        .send(record, Duration::from_secs(120))
+                        .await
+                        .map(|d| (d.partition, d.offset, value.clone()))
+                }));
+            }
+            for send in sends {
+                match send.await.expect("send task") {
+                    Ok(ack) => acked.lock().expect("acks").push(ack),
+                    Err((e, _)) => {
+                        eprintln!("produce failed: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        failed
+    })
+}
+
+/// Every acknowledged record is in its partition at its offset, once;
+/// every partition's offsets are dense.
+fn check_every_ack(addr: &str, topic: &str, partitions: i32, acked: &[(i32, i64, String)]) {
+    let mut stored: BTreeMap<(i32, i64), String> = BTreeMap::new();
+    let mut values = BTreeSet::new();
+    for partition in 0..partitions {
+        let records = consume_until_end(addr, topic, partition, Offset::Beginning);
+        for (i, r) in records.iter().enumerate() {
+            assert_eq!(
+                r.offset, i as i64,
+                "partition {partition}: offsets are dense"
+            );
+            let value = String::from_utf8(r.value.clone().expect("value")).expect("utf8");
+            assert!(values.insert(value.clone()), "{value} stored twice");
+            stored.insert((partition, r.offset), value);
+        }
+    }
+    for (partition, offset, value) in acked {
+        assert_eq!(
+            stored.get(&(*partition, *offset)),
+            Some(value),
+            "acknowledged {value} at {partition}/{offset}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn brokers_join_die_and_drain_under_load_without_losing_an_acknowledged_record() {
+    const TOPIC: &str = "orders";
+    const PARTITIONS: i32 = 12;
+    let cluster = Cluster::new();
+    let b1 = cluster.start(1);
+    let mut b2 = cluster.start(2);
+    let mut b3 = cluster.start(3);
+    b1.create_topic(TOPIC, PARTITIONS).await;
+    balanced_over(&b2.addr, TOPIC, &[1, 2, 3], PARTITIONS as usize).await;
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let bootstrap = format!("{},{},{}", b1.addr, b2.addr, b3.addr);
+    let producer = start_producer(
+        bootstrap,
+        TOPIC,
+        PARTITIONS,
+        Arc::clone(&stop),
+        Arc::clone(&acked),
+    );
+    let acked_so_far = || acked.lock().expect("acks").len();
+    eventually(
+        Duration::from_secs(30),
+        || acked_so_far() > 500,
+        || "no acks".into(),
+    )
+    .await;
+
+    // Scale out: a fourth broker takes a fair share, no data copied.
+    let b4 = cluster.start(4);
+    let took = balanced_over(&b1.addr, TOPIC, &[1, 2, 3, 4], PARTITIONS as usize).await;
+    eprintln!("scale-out: 4 brokers balanced {took:?} after the 4th started");
+    let before = acked_so_far();
+    eventually(
+        Duration::from_secs(30),
+        || acked_so_far() > before + 500,
+        || "stalled".into(),
+    )
+    .await;
+
+    // kill -9: the dead broker's partitions move once its lease expires.
+    b2.kill9();
+    let took = balanced_over(&b1.addr, TOPIC, &[1, 3, 4], PARTITIONS as usize).await;
+    eprintln!("kill -9: partitions moved {took:?} after the kill (session timeout 2 s)");
+    let before = acked_so_far();
+    eventually(
+        Duration::from_secs(30),
+        || acked_so_far() > before + 500,
+        || "stalled".into(),
+    )
+    .await;
+
+    // SIGTERM: the broker hands its partitions over before it exits.
+    let status = b3.terminate();
+    assert!(
+        status.success(),
+        "a draining broker exits cleanly: {status}"
+    );
+    assert!(
+        b3.log(1).contains("every partition handed over"),
+        "{}",
+        b3.log(1)
+    );
+    let took = balanced_over(&b4.addr, TOPIC, &[1, 4], PARTITIONS as usize).await;
+    eprintln!("drain: balanced over the rest {took:?} after the broker exited");
+    let before = acked_so_far();
+    eventually(
+        Duration::from_secs(30),
+        || acked_so_far() > before + 500,
+        || "stalled".into(),
+    )
+    .await;
+
+    stop.store(true, Ordering::Release);
+    let failed = producer.await.expect("producer task");
+    assert_eq!(
+        failed, 0,
+        "deliveries failed (retriable errors are retried)"
+    );
+    let acked = acked.lock().expect("acks").clone();
+    check_every_ack(&b1.addr, TOPIC, PARTITIONS, &acked);
+    eprintln!("{} acknowledged records, all stored once", acked.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_paused_broker_that_lost_its_lease_cannot_commit() {
+    use kafka_protocol::messages::{ApiKey, ProduceResponse};
+    const TOPIC: &str = "fenced";
+    let cluster = Cluster::new();
+    let b1 = cluster.start(1);
+    let b2 = cluster.start(2);
+    b1.create_topic(TOPIC, 4).await;
+    balanced_over(&b1.addr, TOPIC, &[1, 2], 4).await;
+    let (led, _) = leaders(&b1.addr, TOPIC);
+    let partition = *led
+        .iter()
+        .find(|(_, leader)| **leader == 2)
+        .expect("broker 2 leads a partition")
+        .0;
+
+    // Broker 2 knows it leads the partition.
+    eventually(
+        Duration::from_secs(10),
+        || leaders(&b2.addr, TOPIC).0.get(&partition) == Some(&2),
+        || format!("broker 2's view: {:?}", leaders(&b2.addr, TOPIC)),
+    )
+    .await;
+    // A produce is on its way to broker 2 when it freezes (SIGSTOP).
+    let mut raw = crate::bad_input::Raw::connect(&b2);
+    let pid = b2.pid().to_string();
+    let status = std::process::Command::new("kill")
+        .args(["-STOP", &pid])
+        .status()
+        .expect("kill -STOP");
+    assert!(status.success());
+    let request = crate::bad_input::produce_request(
+        TOPIC,
+        partition,
+        crate::idempotence::producer_batch(-1, -1, 777, 1, false, false),
+        -1,
+    );
+    let sent = std::thread::spawn(move || {
+        let response: ProduceResponse = raw.call(ApiKey::Produce, 9, &request);
+        response.responses[0].partition_responses[0].error_code
+    });
+    // Its lease expires; broker 1 takes the partition over.
+    let moved = eventually(
+        Duration::from_secs(20),
+        || leaders(&b1.addr, TOPIC).0.get(&partition) == Some(&1),
+        || format!("partition not moved: {:?}", leaders(&b1.addr, TOPIC)),
+    );
+    moved.await;
+    let status = std::process::Command::new("kill")
+        .args(["-CONT", &pid])
+        .status()
+        .expect("kill -CONT");
+    assert!(status.success());
+    let code = sent.join().expect("produce thread");
+    assert_eq!(code, 6, "NOT_LEADER_OR_FOLLOWER from the fenced broker");
+    // Nothing of it landed: the partition is empty on its new leader.
+    assert_eq!(b1.high_watermark(TOPIC, partition), 0);
+    let records = consume_until_end(&b1.addr, TOPIC, partition, Offset::Beginning);
+    assert!(records.is_empty(), "{records:?}");
+}
