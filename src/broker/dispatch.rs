@@ -89,6 +89,18 @@ pub async fn dispatch(
         }
         return Err(format!("unsupported {api:?} version {version}"));
     }
+    // A group or transactional id coordinated by another broker (its
+    // `__consumer_offsets` partition moved): NOT_COORDINATOR, and the
+    // client looks the coordinator up again.
+    macro_rules! elsewhere {
+        ($request:expr, $key:ident, $response:ty) => {
+            if !broker.coordinates(&$request.$key) {
+                let mut answer = <$response>::default();
+                answer.error_code = kafka_protocol::error::ResponseError::NotCoordinator.code();
+                return Ok(Dispatched::Response(encode(&meta, &answer)?));
+            }
+        };
+    }
     let response = match api {
         ApiKey::ApiVersions => {
             let _request: kafka_protocol::messages::ApiVersionsRequest = decode(&mut frame)?;
@@ -161,7 +173,12 @@ pub async fn dispatch(
             )?
         }
         ApiKey::JoinGroup => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::JoinGroupRequest = decode(&mut frame)?;
+            elsewhere!(
+                request,
+                group_id,
+                kafka_protocol::messages::JoinGroupResponse
+            );
             let client_id = frame
                 .header
                 .client_id
@@ -178,7 +195,12 @@ pub async fn dispatch(
             ));
         }
         ApiKey::SyncGroup => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::SyncGroupRequest = decode(&mut frame)?;
+            elsewhere!(
+                request,
+                group_id,
+                kafka_protocol::messages::SyncGroupResponse
+            );
             let pending = handlers::sync_group::prepare(broker, request);
             return Ok(Dispatched::Deferred(
                 async move {
@@ -189,11 +211,21 @@ pub async fn dispatch(
             ));
         }
         ApiKey::Heartbeat => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::HeartbeatRequest = decode(&mut frame)?;
+            elsewhere!(
+                request,
+                group_id,
+                kafka_protocol::messages::HeartbeatResponse
+            );
             encode(&meta, &handlers::heartbeat::handle(broker, request))?
         }
         ApiKey::LeaveGroup => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::LeaveGroupRequest = decode(&mut frame)?;
+            elsewhere!(
+                request,
+                group_id,
+                kafka_protocol::messages::LeaveGroupResponse
+            );
             encode(
                 &meta,
                 &handlers::leave_group::handle(broker, version, request),
@@ -242,7 +274,13 @@ pub async fn dispatch(
             )?
         }
         ApiKey::ConsumerGroupHeartbeat => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::ConsumerGroupHeartbeatRequest =
+                decode(&mut frame)?;
+            elsewhere!(
+                request,
+                group_id,
+                kafka_protocol::messages::ConsumerGroupHeartbeatResponse
+            );
             let client_id = frame
                 .header
                 .client_id
@@ -325,7 +363,12 @@ pub async fn dispatch(
             )?
         }
         ApiKey::AddOffsetsToTxn => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::AddOffsetsToTxnRequest = decode(&mut frame)?;
+            elsewhere!(
+                request,
+                transactional_id,
+                kafka_protocol::messages::AddOffsetsToTxnResponse
+            );
             encode(
                 &meta,
                 &handlers::transactions::add_offsets_to_txn(broker, version, request).await,
@@ -339,7 +382,12 @@ pub async fn dispatch(
             )?
         }
         ApiKey::EndTxn => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::EndTxnRequest = decode(&mut frame)?;
+            elsewhere!(
+                request,
+                transactional_id,
+                kafka_protocol::messages::EndTxnResponse
+            );
             encode(
                 &meta,
                 &handlers::transactions::end_txn(broker, version, request).await,

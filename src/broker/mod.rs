@@ -353,6 +353,35 @@ impl Broker {
     }
 }
 
+impl Broker {
+    /// The coordinator of a group or transactional id, as in Kafka: the
+    /// leader of the `__consumer_offsets` partition the key hashes to (so
+    /// coordinators spread and move with partition leadership). `None`
+    /// while that is unknown or its leader's lease is running out.
+    pub fn coordinator_for(&self, key: &str) -> Option<crate::metadata::BrokerRecord> {
+        let topic = self.catalog.by_name(topics::OFFSETS_TOPIC)?;
+        let count = topic.partitions.len().max(1) as u32;
+        let partition = (crc32c::crc32c(key.as_bytes()) % count) as i32;
+        let leader = topic.partition(partition)?.leader_id();
+        self.cluster
+            .live()
+            .into_iter()
+            .find(|b| b.node_id == leader)
+    }
+
+    /// Whether this broker coordinates `key` (else requests for it get
+    /// NOT_COORDINATOR and the client looks the coordinator up again).
+    /// Before `__consumer_offsets` exists (no FindCoordinator yet) every
+    /// broker takes the request.
+    pub fn coordinates(&self, key: &str) -> bool {
+        if self.catalog.by_name(topics::OFFSETS_TOPIC).is_none() {
+            return true;
+        }
+        self.coordinator_for(key)
+            .is_some_and(|b| b.node_id == self.node_id)
+    }
+}
+
 /// How long a stopping broker waits for the controller to move its
 /// partitions away before it stops anyway.
 const HANDOFF_TIMEOUT: Duration = Duration::from_secs(15);

@@ -325,3 +325,156 @@ async fn a_paused_broker_that_lost_its_lease_cannot_commit() {
     let records = consume_until_end(&b1.addr, TOPIC, partition, Offset::Beginning);
     assert!(records.is_empty(), "{records:?}");
 }
+
+/// The coordinator of `group` according to the broker at `broker`.
+fn coordinator(broker: &TestBroker, group: &str) -> i32 {
+    use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
+    use kafka_protocol::protocol::StrBytes;
+    let mut raw = crate::bad_input::Raw::connect(broker);
+    let request = FindCoordinatorRequest::default()
+        .with_key(StrBytes::from_string(group.to_string()))
+        .with_key_type(0);
+    let response: FindCoordinatorResponse = raw.call(ApiKey::FindCoordinator, 3, &request);
+    if response.error_code != 0 {
+        return -1;
+    }
+    response.node_id.0
+}
+
+/// A consumer of `group` polling in a thread until `stop`; every value
+/// it receives is recorded.
+fn group_member(
+    bootstrap: String,
+    group: &'static str,
+    topic: &'static str,
+    stop: Arc<AtomicBool>,
+    seen: Arc<Mutex<BTreeSet<String>>>,
+) -> std::thread::JoinHandle<()> {
+    std::thread::spawn(move || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", &bootstrap)
+            .set("group.id", group)
+            .set("auto.offset.reset", "earliest")
+            .set("enable.auto.commit", "true")
+            .set("auto.commit.interval.ms", "200")
+            .set("session.timeout.ms", "6000")
+            .set("topic.metadata.refresh.interval.ms", "1000")
+            .create()
+            .expect("consumer");
+        consumer.subscribe(&[topic]).expect("subscribe");
+        while !stop.load(Ordering::Acquire) {
+            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
+                use rdkafka::message::Message;
+                if let Some(v) = m.payload() {
+                    seen.lock()
+                        .expect("seen")
+                        .insert(String::from_utf8_lossy(v).into_owned());
+                }
+            }
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_dies() {
+    const TOPIC: &str = "events";
+    const GROUP: &str = "readers";
+    let cluster = Cluster::new();
+    let mut brokers = vec![cluster.start(1), cluster.start(2), cluster.start(3)];
+    brokers[0].create_topic(TOPIC, 6).await;
+    balanced_over(&brokers[0].addr, TOPIC, &[1, 2, 3], 6).await;
+    // Every broker names the same coordinator.
+    coordinator(&brokers[0], GROUP);
+    eventually(
+        Duration::from_secs(10),
+        || {
+            let named: BTreeSet<i32> = brokers.iter().map(|b| coordinator(b, GROUP)).collect();
+            named.len() == 1 && !named.contains(&-1)
+        },
+        || "brokers disagree on the coordinator".into(),
+    )
+    .await;
+    let coordinator_node = coordinator(&brokers[0], GROUP);
+
+    let produce = |addr: String, from: usize, to: usize| async move {
+        let producer: FutureProducer = ClientConfig::new()
+            .set("bootstrap.servers", &addr)
+            .set("acks", "all")
+            .create()
+            .expect("producer");
+        for i in from..to {
+            let value = format!("e-{i}");
+            producer
+                .send(
+                    FutureRecord::<(), _>::to(TOPIC).payload(&value),
+                    Duration::from_secs(60),
+                )
+                .await
+                .expect("delivered");
+        }
+    };
+    let all: String = brokers
+        .iter()
+        .map(|b| b.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    produce(all.clone(), 0, 300).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let seen = Arc::new(Mutex::new(BTreeSet::new()));
+    let members: Vec<_> = (0..2)
+        .map(|_| {
+            group_member(
+                all.clone(),
+                GROUP,
+                TOPIC,
+                Arc::clone(&stop),
+                Arc::clone(&seen),
+            )
+        })
+        .collect();
+    let count = || seen.lock().expect("seen").len();
+    eventually(
+        Duration::from_secs(60),
+        || count() == 300,
+        || format!("{} of 300 consumed", count()),
+    )
+    .await;
+
+    // The coordinator's broker dies; its partitions and the group move.
+    // Brokers 1, 2, 3 are at 0, 1, 2.
+    let dead = usize::try_from(coordinator_node - 1).expect("a node id from 1 to 3");
+    brokers[dead].kill9();
+    let alive: Vec<&TestBroker> = brokers
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != dead)
+        .map(|(_, b)| b)
+        .collect();
+    eventually(
+        Duration::from_secs(20),
+        || {
+            let named = coordinator(alive[0], GROUP);
+            named != -1 && named != coordinator_node
+        },
+        || "the coordinator did not move".into(),
+    )
+    .await;
+    let rest = alive
+        .iter()
+        .map(|b| b.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    produce(rest, 300, 600).await;
+    eventually(
+        Duration::from_secs(60),
+        || count() == 600,
+        || format!("{} of 600 consumed", count()),
+    )
+    .await;
+    stop.store(true, Ordering::Release);
+    for member in members {
+        member.join().expect("member");
+    }
+    let expected: BTreeSet<String> = (0..600).map(|i| format!("e-{i}")).collect();
+    assert_eq!(*seen.lock().expect("seen"), expected);
+}

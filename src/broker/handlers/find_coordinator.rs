@@ -1,7 +1,7 @@
-//! FindCoordinator: this broker coordinates every group (single node); the
-//! first lookup creates the internal `__consumer_offsets` topic, as in Kafka.
-//! v0-v3 ask for one key; v4+ batch keys. It is also the transaction
-//! coordinator of every transactional id (key type 1).
+//! FindCoordinator: a group's or transactional id's coordinator is the
+//! leader of the `__consumer_offsets` partition its key hashes to (see
+//! `Broker::coordinator_for`); the first lookup creates that topic, as in
+//! Kafka. v0-v3 ask for one key; v4+ batch keys.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::find_coordinator_response::Coordinator;
@@ -14,20 +14,36 @@ use crate::broker::Broker;
 const KEY_GROUP: i8 = 0;
 const KEY_TRANSACTION: i8 = 1;
 
-fn lookup(key_type: i8, key: &str) -> Result<(), (ResponseError, &'static str)> {
+type Found = (BrokerId, StrBytes, i32);
+
+fn lookup(
+    broker: &Broker,
+    key_type: i8,
+    key: &str,
+) -> Result<Found, (ResponseError, &'static str)> {
     match key_type {
         KEY_GROUP if key.is_empty() => {
-            Err((ResponseError::InvalidGroupId, "the group id is empty"))
+            return Err((ResponseError::InvalidGroupId, "the group id is empty"));
         }
-        KEY_GROUP => Ok(()),
-        KEY_TRANSACTION if key.is_empty() => Err((
-            ResponseError::InvalidRequest,
-            "the transactional id is empty",
-        )),
-        KEY_TRANSACTION => Ok(()),
-        _ => Err((
-            ResponseError::InvalidRequest,
-            "unknown coordinator key type",
+        KEY_TRANSACTION if key.is_empty() => {
+            return Err((
+                ResponseError::InvalidRequest,
+                "the transactional id is empty",
+            ));
+        }
+        KEY_GROUP | KEY_TRANSACTION => {}
+        _ => {
+            return Err((
+                ResponseError::InvalidRequest,
+                "unknown coordinator key type",
+            ));
+        }
+    }
+    match broker.coordinator_for(key) {
+        Some(b) => Ok((BrokerId(b.node_id), str_bytes(b.host), b.port)),
+        None => Err((
+            ResponseError::CoordinatorNotAvailable,
+            "the coordinator is moving; retry",
         )),
     }
 }
@@ -39,24 +55,18 @@ pub async fn handle(
 ) -> FindCoordinatorResponse {
     // As Kafka creates __consumer_offsets when a group coordinator is first
     // looked for.
-    if request.key_type == KEY_GROUP {
-        crate::broker::topics::ensure_offsets_topic(broker).await;
-    }
-    let node = BrokerId(broker.node_id);
-    let host = str_bytes(broker.advertised_host.clone());
-    let port = broker.advertised_port;
+    crate::broker::topics::ensure_offsets_topic(broker).await;
     if version >= 4 {
         let coordinators = request
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let found = lookup(request.key_type, &key);
+                let found = lookup(broker, request.key_type, &key);
                 let entry = Coordinator::default().with_key(StrBytes::from_string(key.to_string()));
                 match found {
-                    Ok(()) => entry
-                        .with_node_id(node)
-                        .with_host(host.clone())
-                        .with_port(port),
+                    Ok((node, host, port)) => {
+                        entry.with_node_id(node).with_host(host).with_port(port)
+                    }
                     Err((code, message)) => entry
                         .with_node_id(BrokerId(-1))
                         .with_port(-1)
@@ -72,8 +82,8 @@ pub async fn handle(
     } else {
         KEY_GROUP
     };
-    match lookup(key_type, &request.key) {
-        Ok(()) => FindCoordinatorResponse::default()
+    match lookup(broker, key_type, &request.key) {
+        Ok((node, host, port)) => FindCoordinatorResponse::default()
             .with_node_id(node)
             .with_host(host)
             .with_port(port),
