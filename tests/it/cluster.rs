@@ -380,7 +380,7 @@ async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_die
     const TOPIC: &str = "events";
     const GROUP: &str = "readers";
     let cluster = Cluster::new();
-    let mut brokers = vec![cluster.start(1), cluster.start(2), cluster.start(3)];
+    let mut brokers = [cluster.start(1), cluster.start(2), cluster.start(3)];
     brokers[0].create_topic(TOPIC, 6).await;
     balanced_over(&brokers[0].addr, TOPIC, &[1, 2, 3], 6).await;
     // Every broker names the same coordinator.
