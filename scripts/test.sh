@@ -3,7 +3,8 @@
 # (C toolchain for librdkafka, kcat, cargo-nextest, the moto S3 server,
 # the Python clients and the Parquet readers pyarrow and duckdb in a venv,
 # kafkajs with npm, Java 17 + Maven and the Kafka 4.4.0 jars, franz-go and
-# sarama with Go, PostgreSQL from Debian's package), then runs lints and
+# sarama with Go, PostgreSQL from Debian's package, the deployment checkers),
+# then runs lints, checks the deployment files and
 # the whole test suite (the metadata store tests on SQLite and on a
 # PostgreSQL server it starts under target/pg).
 set -euo pipefail
@@ -30,8 +31,9 @@ fi
 
 venv=target/test-venv
 python_packages=("moto[server]==5.2.5" "confluent-kafka==2.16.1" "kafka-python==3.0.12"
-  "python-snappy==0.7.3" "lz4==4.4.4" "zstandard==0.23.0" "pyarrow==26.0.1" "duckdb==2.0.1")
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pyarrow, duckdb' 2>/dev/null; then
+  "python-snappy==0.7.3" "lz4==4.4.4" "zstandard==0.23.0" "pyarrow==26.0.1" "duckdb==2.0.1"
+  "PyYAML==6.0.4")
+if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pyarrow, duckdb, yaml' 2>/dev/null; then
   echo "==> installing Python test clients into $venv: ${python_packages[*]}"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"
@@ -61,6 +63,9 @@ fi
 echo "==> lints"
 cargo fmt --check
 cargo clippy --all-targets -- -D warnings
+
+echo "==> deployment files (docker-compose.yml, deploy/, terraform/)"
+./scripts/check-deploy.sh
 
 echo "==> PostgreSQL for the metadata tests"
 STRATA_TEST_POSTGRES=$(./scripts/postgres.sh start)

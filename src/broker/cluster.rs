@@ -417,6 +417,34 @@ pub fn remote_partition(
     Arc::new(log)
 }
 
+/// Cluster gauges for /metrics.
+pub fn render_prometheus(broker: &Broker) -> String {
+    use crate::storage::metrics::render_value;
+    let mut out = String::new();
+    render_value(
+        &mut out,
+        "strata_cluster_brokers",
+        "gauge",
+        "Brokers whose lease is live, as of this broker's last heartbeat.",
+        broker.cluster.live().len() as u64,
+    );
+    let led = broker
+        .catalog
+        .all()
+        .iter()
+        .flat_map(|t| t.partitions.iter())
+        .filter(|log| log.leader_id() == broker.node_id)
+        .count();
+    render_value(
+        &mut out,
+        "strata_partitions_led",
+        "gauge",
+        "Partitions this broker leads.",
+        led as u64,
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

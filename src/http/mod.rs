@@ -24,11 +24,12 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         format!(
-            "{}{}{}{}",
+            "{}{}{}{}{}",
             broker.storage.metrics().render_prometheus(),
             broker.writer.flush_metrics().render_prometheus(),
             broker.requests.render_prometheus(),
-            broker.txn.render_prometheus()
+            broker.txn.render_prometheus(),
+            crate::broker::cluster::render_prometheus(&broker)
         ),
     )
 }

@@ -478,3 +478,116 @@ async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_die
     let expected: BTreeSet<String> = (0..600).map(|i| format!("e-{i}")).collect();
     assert_eq!(*seen.lock().expect("seen"), expected);
 }
+
+/// The brokers of docker-compose.yml as it declares them: `(service, env)`.
+fn compose_brokers() -> Vec<(String, BTreeMap<String, String>)> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml\n\
+             doc = yaml.safe_load(open(sys.argv[1]))\n\
+             print(json.dumps({n: {k: str(v) for k, v in s.get('environment', {}).items()}\n\
+                               for n, s in doc['services'].items() if n.startswith('strata-')}))",
+        ])
+        .arg(format!("{root}/docker-compose.yml"))
+        .output()
+        .expect("python3 with PyYAML (the test venv has it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: BTreeMap<String, BTreeMap<String, String>> =
+        serde_json::from_slice(&out.stdout).expect("json");
+    parsed.into_iter().collect()
+}
+
+/// docker-compose.yml's topology, run as processes: its three brokers with
+/// the environment it gives them, on PostgreSQL and a real S3 server (the
+/// hosts are this machine's), scraped like its Prometheus does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_compose_topology_runs_as_processes() {
+    let brokers = compose_brokers();
+    assert_eq!(brokers.len(), 3, "{brokers:?}");
+    let s3 = start_s3(&["strata"]);
+    let metadata = fresh_postgres_url();
+    let mut running = Vec::new();
+    let mut http = Vec::new();
+    for (service, compose_env) in &brokers {
+        let port = crate::common::free_port();
+        let mut env: Vec<(String, String)> = Vec::new();
+        for (key, value) in compose_env {
+            let value = match key.as_str() {
+                // Their hosts: compose's service names, here this machine.
+                "STRATA_METADATA" => metadata.clone(),
+                "STRATA_S3_ENDPOINT" => s3.endpoint.clone(),
+                "STRATA_HTTP_ADDR" => format!("127.0.0.1:{port}"),
+                // The test harness picks the Kafka port.
+                "STRATA_KAFKA_ADDR" | "STRATA_ADVERTISED_ADDR" => continue,
+                _ => value.clone(),
+            };
+            env.push((key.clone(), value));
+        }
+        assert!(
+            compose_env["STRATA_OBJECT_STORE"].starts_with("s3://strata/"),
+            "{service}: the bucket the compose file creates"
+        );
+        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        running.push(TestBroker::start_with_env(&[], &env));
+        http.push(format!("127.0.0.1:{port}"));
+    }
+    running[0].create_topic("compose", 6).await;
+    let nodes: Vec<i32> = brokers
+        .iter()
+        .map(|(_, env)| env["STRATA_NODE_ID"].parse().expect("node id"))
+        .collect();
+    balanced_over(&running[1].addr, "compose", &nodes, 6).await;
+    // Racks as the compose file sets them.
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &running[2].addr)
+        .create()
+        .expect("client");
+    let described = consumer
+        .fetch_metadata(Some("compose"), Duration::from_secs(10))
+        .expect("metadata");
+    assert_eq!(described.brokers().len(), 3);
+    // Produce through one broker, read through another.
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &running[0].addr)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    for i in 0..60 {
+        let value = format!("c-{i}");
+        producer
+            .send(
+                FutureRecord::<(), _>::to("compose").payload(&value),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("delivered");
+    }
+    let mut consumed = 0;
+    for partition in 0..6 {
+        consumed +=
+            consume_until_end(&running[1].addr, "compose", partition, Offset::Beginning).len();
+    }
+    assert_eq!(consumed, 60);
+    // What Prometheus scrapes.
+    let mut led = 0;
+    for addr in &http {
+        let (status, body) = crate::common::http_request(addr, "GET", "/metrics");
+        assert_eq!(status, 200);
+        assert!(body.contains("strata_cluster_brokers 3"), "{body}");
+        led += body
+            .lines()
+            .find_map(|l| l.strip_prefix("strata_partitions_led "))
+            .and_then(|v| v.trim().parse::<usize>().ok())
+            .expect("strata_partitions_led");
+    }
+    assert!(
+        led >= 6,
+        "every partition of 'compose' is led somewhere: {led}"
+    );
+}
