@@ -2,7 +2,9 @@
 # A throwaway PostgreSQL server for the tests, from Debian's package:
 #   scripts/postgres.sh start   (re)creates a cluster under target/pg and starts it
 #   scripts/postgres.sh stop
+#   scripts/postgres.sh restart [SECS]  stops it, waits (2 s), starts it again
 #   scripts/postgres.sh url     prints the URL tests connect to
+# STRATA_PG_DIR and STRATA_TEST_PG_PORT choose another server (directory, port).
 # Port 55432 on 127.0.0.1, user `strata` (trust auth: test data only).
 # PostgreSQL refuses to run as root: as root, the server runs as the
 # `postgres` user the package creates.
@@ -10,7 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 port=${STRATA_TEST_PG_PORT:-55432}
-dir=$PWD/target/pg
+dir=${STRATA_PG_DIR:-$PWD/target/pg}
 url="postgres://strata@127.0.0.1:$port/strata"
 
 bin_dir() {
@@ -54,11 +56,19 @@ case "${1:-}" in
       as_owner "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null
     fi
     ;;
+  restart)
+    # An outage: stop (fast: connections are cut), wait ${2:-2} s, start.
+    bin=$(bin_dir)
+    as_owner "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null
+    sleep "${2:-2}"
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
+    ;;
   url)
     echo "$url"
     ;;
   *)
-    echo "usage: $0 start|stop|url" >&2
+    echo "usage: $0 start|stop|restart [SECS]|url" >&2
     exit 2
     ;;
 esac

@@ -591,3 +591,102 @@ async fn the_compose_topology_runs_as_processes() {
         "every partition of 'compose' is led somewhere: {led}"
     );
 }
+
+/// A PostgreSQL server of its own (the shared test server serves every
+/// other test at once), stopped on drop.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    url: String,
+}
+
+impl OwnPostgres {
+    fn script(dir: &std::path::Path, port: u16, args: &[&str]) -> std::process::Output {
+        let out = std::process::Command::new(format!(
+            "{}/scripts/postgres.sh",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .args(args)
+        .env("STRATA_PG_DIR", dir)
+        .env("STRATA_TEST_PG_PORT", port.to_string())
+        .output()
+        .expect("scripts/postgres.sh");
+        assert!(
+            out.status.success(),
+            "postgres.sh {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    fn start() -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = crate::common::free_port();
+        let out = Self::script(dir.path(), port, &["start"]);
+        let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        OwnPostgres { dir, port, url }
+    }
+
+    /// Stops the server, waits `secs`, starts it again.
+    fn restart(&self, secs: u32) {
+        Self::script(self.dir.path(), self.port, &["restart", &secs.to_string()]);
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(format!(
+            "{}/scripts/postgres.sh",
+            env!("CARGO_MANIFEST_DIR")
+        ))
+        .arg("stop")
+        .env("STRATA_PG_DIR", self.dir.path())
+        .env("STRATA_TEST_PG_PORT", self.port.to_string())
+        .output();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn writes_pause_and_resume_across_a_postgresql_restart() {
+    const TOPIC: &str = "through-outage";
+    let postgres = OwnPostgres::start();
+    let broker = TestBroker::start(&["--metadata", &postgres.url]);
+    broker.create_topic(TOPIC, 4).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let producer = start_producer(
+        broker.addr.clone(),
+        TOPIC,
+        4,
+        Arc::clone(&stop),
+        Arc::clone(&acked),
+    );
+    let acked_so_far = || acked.lock().expect("acks").len();
+    eventually(
+        Duration::from_secs(30),
+        || acked_so_far() > 300,
+        || "no acks".into(),
+    )
+    .await;
+    // Three seconds without the metadata store, under load.
+    postgres.restart(3);
+    let before = acked_so_far();
+    eventually(
+        Duration::from_secs(60),
+        || acked_so_far() > before + 300,
+        || format!("writes did not resume:\n{}", broker.log(1)),
+    )
+    .await;
+    stop.store(true, Ordering::Release);
+    let failed = producer.await.expect("producer task");
+    assert_eq!(
+        failed, 0,
+        "deliveries failed (retriable errors are retried)"
+    );
+    let acked = acked.lock().expect("acks").clone();
+    check_every_ack(&broker.addr, TOPIC, 4, &acked);
+    eprintln!(
+        "{} acknowledged records across the restart, all stored once",
+        acked.len()
+    );
+}

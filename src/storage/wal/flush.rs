@@ -12,7 +12,7 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::{AppendError, Buffer, WalWriter};
-use crate::metadata::{ChunkCommit, ChunkOutcome, ChunkRecord, ObjectCommit};
+use crate::metadata::{AbortedTxn, ChunkCommit, ChunkOutcome, ChunkRecord, ObjectCommit};
 
 /// When a buffer whose first byte arrived at `first` is due (below
 /// `flush_bytes`): `interval` after the previous flush started, so flushes
@@ -181,6 +181,7 @@ impl WalWriter {
         match result {
             Ok((outcomes, durability_work)) => {
                 self.forget_fenced(&buffer, &outcomes);
+                self.catch_up_fenced(&buffer, &outcomes).await;
                 let mut acked = 0;
                 for (slot, appended, waiter) in buffer.waiters {
                     let result = match slot.map(|slot| outcomes.get(slot)) {
@@ -322,6 +323,71 @@ impl WalWriter {
                 state.next_offsets.remove(&key);
                 state.producers.remove(&key);
             }
+        }
+    }
+
+    /// A partition fenced at its own leader epoch is behind the store: a
+    /// commit of this broker landed without it learning so (the metadata
+    /// store's connection dropped after COMMIT, say). It takes the store's
+    /// state (chunks, producer states, aborted transactions past its high
+    /// watermark), so that offsets go on from there and retried batches are
+    /// recognised as duplicates. (A partition whose leadership moved is
+    /// left to the cluster loop.)
+    async fn catch_up_fenced(&self, buffer: &Buffer, outcomes: &[ChunkOutcome]) {
+        for (part, outcome) in buffer.partitions.iter().zip(outcomes) {
+            if *outcome != ChunkOutcome::Fenced {
+                continue;
+            }
+            let log = &part.log;
+            let stored = match self.metadata.partitions(log.topic_id).await {
+                Ok(all) => all.into_iter().find(|p| p.partition == log.partition),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read a fenced partition's state");
+                    continue;
+                }
+            };
+            let Some(stored) = stored else { continue };
+            let behind = log.high_watermark();
+            if stored.leader_epoch != log.leader_epoch() || stored.high_watermark <= behind {
+                continue;
+            }
+            let state = async {
+                let chunks = self.metadata.chunks(log.topic_id, log.partition).await?;
+                let (producers, aborted) = self
+                    .metadata
+                    .partition_state(log.topic_id, log.partition)
+                    .await?;
+                Ok::<_, crate::metadata::MetadataError>((chunks, producers, aborted))
+            };
+            let (chunks, producers, aborted) = match state.await {
+                Ok(state) => state,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read a fenced partition's state");
+                    continue;
+                }
+            };
+            if log.high_watermark() != behind {
+                continue; // caught up meanwhile
+            }
+            let missed: Vec<AbortedTxn> = aborted
+                .into_iter()
+                .filter(|a| a.last_offset >= behind)
+                .collect();
+            log.apply_aborted(&missed);
+            log.apply_producers(&producers);
+            for chunk in chunks.into_iter().filter(|c| c.base_offset >= behind) {
+                if chunk.base_offset != log.high_watermark() {
+                    break;
+                }
+                log.apply_commit(chunk);
+            }
+            tracing::warn!(
+                topic = %log.topic_id,
+                partition = log.partition,
+                from = behind,
+                to = log.high_watermark(),
+                "caught up with commits the metadata store has and this broker missed"
+            );
         }
     }
 
