@@ -14,6 +14,7 @@
 //! - A commit that returned `Ok` is durable (survives a machine crash).
 
 pub mod postgres;
+mod rows;
 pub mod sqlite;
 #[cfg(test)]
 pub(crate) mod store_tests;

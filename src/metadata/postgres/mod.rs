@@ -43,11 +43,7 @@ pub struct PostgresStore {
 
 pub(super) use crate::metadata::sqlite::now_ms;
 
-pub(super) fn parse_topic_id(text: &str) -> Result<TopicId> {
-    Uuid::parse_str(text)
-        .map(TopicId)
-        .map_err(|e| MetadataError::Backend(format!("corrupt topic id '{text}': {e}")))
-}
+pub(super) use crate::metadata::rows::parse_topic_id;
 
 /// A topic id as stored (the same text as SQLite's).
 pub(super) fn tid(id: TopicId) -> String {

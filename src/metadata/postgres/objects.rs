@@ -320,20 +320,7 @@ pub(super) async fn replace_chunks(
                     row.try_get::<_, &str>(2)?,
                 ));
             }
-            // RETURNING rows come in no particular order.
-            taken.sort_unstable_by_key(|(base, ..)| *base);
-            let mut next = first;
-            let exact = !taken.is_empty()
-                && taken.len() == sealed.replaces.len()
-                && taken.iter().zip(&sealed.replaces).all(
-                    |((base, row_last, key), (want_key, want_base))| {
-                        let ok = *want_base == *base && *base == next && **want_key == **key;
-                        next = row_last + 1;
-                        ok
-                    },
-                )
-                && next == last + 1;
-            if !exact {
+            if !crate::metadata::rows::replaced_exactly(&mut taken, sealed) {
                 swap.rollback().await?;
                 flags.push(false);
                 continue;

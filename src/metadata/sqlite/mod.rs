@@ -40,11 +40,7 @@ pub(crate) fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
-pub(super) fn parse_topic_id(text: &str) -> Result<TopicId> {
-    Uuid::parse_str(text)
-        .map(TopicId)
-        .map_err(|e| MetadataError::Backend(format!("corrupt topic id '{text}': {e}")))
-}
+pub(super) use crate::metadata::rows::parse_topic_id;
 
 impl SqliteStore {
     pub async fn open(path: &Path) -> Result<Self> {

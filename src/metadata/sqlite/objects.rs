@@ -225,25 +225,17 @@ pub(super) fn replace_chunks(
                     continue;
                 }
                 tx.execute_batch("SAVEPOINT swap")?;
-                let mut taken: Vec<(i64, i64, String)> = take_range
+                let rows: Vec<(i64, i64, String)> = take_range
                     .query_map(params![topic, sealed.partition, first, last], |row| {
                         Ok((row.get(0)?, row.get(1)?, row.get(2)?))
                     })?
                     .collect::<std::result::Result<_, _>>()?;
                 // RETURNING rows come in no particular order.
-                taken.sort_unstable_by_key(|(base, ..)| *base);
-                let mut next = first;
-                let exact = !taken.is_empty()
-                    && taken.len() == sealed.replaces.len()
-                    && taken.iter().zip(&sealed.replaces).all(
-                        |((base, row_last, key), (want_key, want_base))| {
-                            let ok = *want_base == *base && *base == next && **want_key == **key;
-                            next = row_last + 1;
-                            ok
-                        },
-                    )
-                    && next == last + 1;
-                if !exact {
+                let mut taken: Vec<(i64, i64, &str)> = rows
+                    .iter()
+                    .map(|(base, last, key)| (*base, *last, key.as_str()))
+                    .collect();
+                if !crate::metadata::rows::replaced_exactly(&mut taken, sealed) {
                     tx.execute_batch("ROLLBACK TO swap; RELEASE swap")?;
                     flags.push(false);
                     continue;

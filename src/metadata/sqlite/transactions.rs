@@ -4,28 +4,10 @@
 
 use rusqlite::{Connection, Transaction, TransactionBehavior, params};
 
-use super::parse_topic_id;
+use crate::metadata::rows::{decode_partitions, encode_partitions, parse_topic_id};
 use crate::metadata::{
     AbortedTxn, CommittedOffset, MetadataError, Result, TopicId, TransactionRecord, TxnState,
 };
-
-fn encode_partitions(partitions: &[(TopicId, i32)]) -> Result<String> {
-    let list: Vec<(String, i32)> = partitions
-        .iter()
-        .map(|(t, p)| (t.0.to_string(), *p))
-        .collect();
-    serde_json::to_string(&list)
-        .map_err(|e| MetadataError::Backend(format!("encode transaction partitions: {e}")))
-}
-
-fn decode_partitions(id: &str, text: &str) -> Result<Vec<(TopicId, i32)>> {
-    let list: Vec<(String, i32)> = serde_json::from_str(text).map_err(|e| {
-        MetadataError::Backend(format!("corrupt partitions of transaction '{id}': {e}"))
-    })?;
-    list.into_iter()
-        .map(|(t, p)| Ok((parse_topic_id(&t)?, p)))
-        .collect()
-}
 
 fn upsert(tx: &Transaction<'_>, record: &TransactionRecord) -> Result<()> {
     let groups = serde_json::to_string(&record.groups)
