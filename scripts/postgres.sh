@@ -5,15 +5,19 @@
 #   scripts/postgres.sh restart [SECS]  stops it, waits (2 s), starts it again
 #   scripts/postgres.sh url     prints the URL tests connect to
 # STRATA_PG_DIR and STRATA_TEST_PG_PORT choose another server (directory, port).
-# Port 55432 on 127.0.0.1, user `strata` (trust auth: test data only).
+# Port 55432 on 127.0.0.1 (the next free one if that is taken), user
+# `strata` (trust auth: test data only).
 # PostgreSQL refuses to run as root: as root, the server runs as the
 # `postgres` user the package creates.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-port=${STRATA_TEST_PG_PORT:-55432}
 dir=${STRATA_PG_DIR:-$PWD/target/pg}
-url="postgres://strata@127.0.0.1:$port/strata"
+# The port of the server under $dir once started (another checkout's test
+# server may hold the default one).
+port=${STRATA_TEST_PG_PORT:-$(cat "$dir/port" 2>/dev/null || echo 55432)}
+
+in_use() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
 bin_dir() {
   local initdb
@@ -40,6 +44,12 @@ case "${1:-}" in
     fi
     rm -rf "$dir"
     mkdir -p "$dir"
+    tries=0
+    while in_use "$port"; do
+      port=$((port + 1)); tries=$((tries + 1))
+      [ $tries -lt 100 ] || { echo "no free port for PostgreSQL near $port" >&2; exit 1; }
+    done
+    echo "$port" >"$dir/port"
     if [ "$(id -u)" = 0 ]; then chown postgres "$dir"; fi
     as_owner "$bin/initdb" -D "$dir/data" -U strata --auth=trust -E UTF8 >"$dir/initdb.log" 2>&1 \
       || { cat "$dir/initdb.log" >&2; exit 1; }
@@ -48,7 +58,7 @@ case "${1:-}" in
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
     as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U strata -d postgres -qc "CREATE DATABASE strata" >/dev/null
-    echo "$url"
+    echo "postgres://strata@127.0.0.1:$port/strata"
     ;;
   stop)
     bin=$(bin_dir)
@@ -65,7 +75,7 @@ case "${1:-}" in
       -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
     ;;
   url)
-    echo "$url"
+    echo "postgres://strata@127.0.0.1:$port/strata"
     ;;
   *)
     echo "usage: $0 start|stop|restart [SECS]|url" >&2
