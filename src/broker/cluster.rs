@@ -37,6 +37,9 @@ pub struct Membership {
     session: Duration,
     heartbeat: Duration,
     draining: AtomicBool,
+    /// Whether this process held the controller lease at its last heartbeat
+    /// (it alone runs the object collector).
+    pub controller: Arc<AtomicBool>,
     /// Live brokers as of the last heartbeat, by node id.
     live: RwLock<Vec<BrokerRecord>>,
 }
@@ -67,6 +70,7 @@ impl Membership {
             session,
             heartbeat,
             draining: AtomicBool::new(false),
+            controller: Arc::new(AtomicBool::new(false)),
             live: RwLock::new(Vec::new()),
         }
     }
@@ -126,8 +130,18 @@ pub async fn join(metadata: &dyn MetadataStore, membership: &Membership) -> anyh
         .register_broker(membership.record(now_ms()))
         .await?;
     metadata.claim_own_partitions(membership.node_id).await?;
-    let live = metadata.live_brokers(now_ms()).await?;
+    let now = now_ms();
+    let live = metadata.live_brokers(now).await?;
     membership.set_live(live);
+    let controller = metadata
+        .try_controller(
+            membership.node_id,
+            &membership.boot,
+            now,
+            now + membership.session.as_millis() as i64,
+        )
+        .await?;
+    membership.controller.store(controller, Ordering::Release);
     Ok(())
 }
 
@@ -168,11 +182,12 @@ pub async fn heartbeat(broker: &Arc<Broker>) -> anyhow::Result<bool> {
     let live = broker.metadata.live_brokers(now).await?;
     membership.set_live(live.clone());
     let lease_until = now + membership.session.as_millis() as i64;
-    if broker
+    let controller = broker
         .metadata
         .try_controller(membership.node_id, &membership.boot, now, lease_until)
-        .await?
-    {
+        .await?;
+    membership.controller.store(controller, Ordering::Release);
+    if controller {
         rebalance(broker, &live, now).await?;
     }
     sync(broker).await?;

@@ -278,6 +278,7 @@ impl Broker {
             node: broker.config.node_id,
             orphan_grace: Duration::from_secs(broker.config.gc.orphan_grace_secs),
             delete_grace: Duration::from_secs(broker.config.gc.delete_grace_secs),
+            controller: Arc::clone(&broker.cluster.controller),
         };
         let seal = &broker.config.seal;
         let sealer = Sealer {

@@ -14,12 +14,16 @@
 //!   so a read that looked a chunk up just before it moved still finds its
 //!   bytes.
 //!
+//! In a cluster only the broker holding the controller lease sweeps, so
+//! each object is deleted once (by one broker), whichever wrote it.
+//!
 //! Each sweep works through at most `BATCH` rows of each kind, oldest first,
 //! and repeats while a batch comes back full: work per round is bounded, and
 //! nothing scans whole tables. Sweeps run at startup and every
 //! `sweep_interval`.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use object_store::path::Path;
@@ -49,6 +53,8 @@ pub struct Collector {
     pub orphan_grace: Duration,
     /// A retired object is kept this long for reads still in flight.
     pub delete_grace: Duration,
+    /// Whether this broker holds the controller lease (it alone sweeps).
+    pub controller: Arc<AtomicBool>,
 }
 
 fn now_ms() -> i64 {
@@ -115,7 +121,12 @@ impl Collector {
     /// Sweeps now, then every `interval` until `shutdown`.
     pub async fn run(self, interval: Duration, shutdown: CancellationToken) {
         loop {
-            match self.sweep().await {
+            let result = if self.controller.load(Ordering::Acquire) {
+                self.sweep().await
+            } else {
+                Ok(SweepReport::default())
+            };
+            match result {
                 Ok(report) if report != SweepReport::default() => {
                     tracing::info!(?report, "object sweep done");
                 }
