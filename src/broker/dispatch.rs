@@ -300,7 +300,21 @@ pub async fn dispatch(
             )?
         }
         ApiKey::InitProducerId => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::InitProducerIdRequest = decode(&mut frame)?;
+            // A transactional id belongs to its coordinator (idempotent
+            // producers without one can ask any broker).
+            if let Some(id) = request
+                .transactional_id
+                .as_ref()
+                .filter(|id| !id.is_empty())
+                && !broker.coordinates(id)
+            {
+                let answer = kafka_protocol::messages::InitProducerIdResponse::default()
+                    .with_error_code(kafka_protocol::error::ResponseError::NotCoordinator.code())
+                    .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+                    .with_producer_epoch(-1);
+                return Ok(Dispatched::Response(encode(&meta, &answer)?));
+            }
             encode(
                 &meta,
                 &handlers::init_producer_id::handle(broker, version, request).await,
