@@ -400,7 +400,11 @@ async fn drain(broker: &Arc<Broker>) {
     if others {
         broker.cluster.set_draining();
         let deadline = tokio::time::Instant::now() + HANDOFF_TIMEOUT;
+        // Heartbeats paced every 200 ms: each tells the controller this
+        // broker drains and reads back which partitions it still leads.
+        let mut pace = tokio::time::interval(Duration::from_millis(200));
         loop {
+            pace.tick().await;
             if let Err(error) = cluster::heartbeat(broker).await {
                 tracing::warn!(%error, "heartbeat while draining failed");
             }
@@ -422,7 +426,6 @@ async fn drain(broker: &Arc<Broker>) {
                 );
                 break;
             }
-            tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
     let membership = &broker.cluster;

@@ -51,15 +51,17 @@ impl Cluster {
     }
 }
 
-/// Partition leaders of `topic` and the brokers, as `addr` describes them.
-fn leaders(addr: &str, topic: &str) -> (BTreeMap<i32, i32>, BTreeSet<i32>) {
+type Leaders = (BTreeMap<i32, i32>, BTreeSet<i32>);
+
+/// Partition leaders of `topic` and the brokers, as `addr` describes them,
+/// or the Metadata error (a broker that just died or is starting: callers
+/// poll until the answer they wait for).
+fn leaders(addr: &str, topic: &str) -> Result<Leaders, rdkafka::error::KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .create()
         .expect("client");
-    let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5)) else {
-        return (BTreeMap::new(), BTreeSet::new());
-    };
+    let metadata = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))?;
     let brokers = metadata.brokers().iter().map(|b| b.id()).collect();
     let leaders = metadata
         .topics()
@@ -67,7 +69,14 @@ fn leaders(addr: &str, topic: &str) -> (BTreeMap<i32, i32>, BTreeSet<i32>) {
         .flat_map(|t| t.partitions())
         .map(|p| (p.id(), p.leader()))
         .collect();
-    (leaders, brokers)
+    Ok((leaders, brokers))
+}
+
+/// The leader of `partition` as `addr` describes it, if it answers.
+fn leader_of(addr: &str, topic: &str, partition: i32) -> Option<i32> {
+    leaders(addr, topic)
+        .ok()
+        .and_then(|(l, _)| l.get(&partition).copied())
 }
 
 /// Partitions led per broker.
@@ -87,7 +96,9 @@ async fn balanced_over(addr: &str, topic: &str, nodes: &[i32], partitions: usize
     eventually(
         Duration::from_secs(20),
         || {
-            let (leaders, brokers) = leaders(addr, topic);
+            let Ok((leaders, brokers)) = leaders(addr, topic) else {
+                return false; // not answering yet: poll again
+            };
             let load = load(&leaders);
             leaders.len() == partitions
                 && brokers == want
@@ -108,7 +119,7 @@ fn start_producer(
     topic: &'static str,
     partitions: i32,
     stop: Arc<AtomicBool>,
-    acked: Arc<Mutex<Vec<(i32, i64, String)>>>,
+    acked: Acks,
 ) -> tokio::task::JoinHandle<usize> {
     tokio::spawn(async move {
         let producer: FutureProducer = ClientConfig::new()
@@ -148,10 +159,26 @@ fn start_producer(
                     }
                 }
             }
+            // Pacing: ~50 records per round, a steady load, not a flood.
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         failed
     })
+}
+
+type Acks = Arc<Mutex<Vec<(i32, i64, String)>>>;
+
+/// Waits until `count` more records are acknowledged than now: the
+/// producers are making progress.
+async fn more_acks(acked: &Acks, count: usize) {
+    let so_far = || acked.lock().expect("acks").len();
+    let before = so_far();
+    eventually(
+        Duration::from_secs(60),
+        || so_far() >= before + count,
+        || format!("stalled at {} acks", so_far()),
+    )
+    .await;
 }
 
 /// Every acknowledged record is in its partition at its offset, once;
@@ -201,37 +228,19 @@ async fn brokers_join_die_and_drain_under_load_without_losing_an_acknowledged_re
         Arc::clone(&stop),
         Arc::clone(&acked),
     );
-    let acked_so_far = || acked.lock().expect("acks").len();
-    eventually(
-        Duration::from_secs(30),
-        || acked_so_far() > 500,
-        || "no acks".into(),
-    )
-    .await;
+    more_acks(&acked, 500).await;
 
     // Scale out: a fourth broker takes a fair share, no data copied.
     let b4 = cluster.start(4);
     let took = balanced_over(&b1.addr, TOPIC, &[1, 2, 3, 4], PARTITIONS as usize).await;
     eprintln!("scale-out: 4 brokers balanced {took:?} after the 4th started");
-    let before = acked_so_far();
-    eventually(
-        Duration::from_secs(30),
-        || acked_so_far() > before + 500,
-        || "stalled".into(),
-    )
-    .await;
+    more_acks(&acked, 500).await;
 
     // kill -9: the dead broker's partitions move once its lease expires.
     b2.kill9();
     let took = balanced_over(&b1.addr, TOPIC, &[1, 3, 4], PARTITIONS as usize).await;
     eprintln!("kill -9: partitions moved {took:?} after the kill (session timeout 2 s)");
-    let before = acked_so_far();
-    eventually(
-        Duration::from_secs(30),
-        || acked_so_far() > before + 500,
-        || "stalled".into(),
-    )
-    .await;
+    more_acks(&acked, 500).await;
 
     // SIGTERM: the broker hands its partitions over before it exits.
     let status = b3.terminate();
@@ -246,13 +255,7 @@ async fn brokers_join_die_and_drain_under_load_without_losing_an_acknowledged_re
     );
     let took = balanced_over(&b4.addr, TOPIC, &[1, 4], PARTITIONS as usize).await;
     eprintln!("drain: balanced over the rest {took:?} after the broker exited");
-    let before = acked_so_far();
-    eventually(
-        Duration::from_secs(30),
-        || acked_so_far() > before + 500,
-        || "stalled".into(),
-    )
-    .await;
+    more_acks(&acked, 500).await;
 
     stop.store(true, Ordering::Release);
     let failed = producer.await.expect("producer task");
@@ -274,7 +277,7 @@ async fn a_paused_broker_that_lost_its_lease_cannot_commit() {
     let b2 = cluster.start(2);
     b1.create_topic(TOPIC, 4).await;
     balanced_over(&b1.addr, TOPIC, &[1, 2], 4).await;
-    let (led, _) = leaders(&b1.addr, TOPIC);
+    let (led, _) = leaders(&b1.addr, TOPIC).expect("metadata");
     let partition = *led
         .iter()
         .find(|(_, leader)| **leader == 2)
@@ -284,7 +287,7 @@ async fn a_paused_broker_that_lost_its_lease_cannot_commit() {
     // Broker 2 knows it leads the partition.
     eventually(
         Duration::from_secs(10),
-        || leaders(&b2.addr, TOPIC).0.get(&partition) == Some(&2),
+        || leader_of(&b2.addr, TOPIC, partition) == Some(2),
         || format!("broker 2's view: {:?}", leaders(&b2.addr, TOPIC)),
     )
     .await;
@@ -309,7 +312,7 @@ async fn a_paused_broker_that_lost_its_lease_cannot_commit() {
     // Its lease expires; broker 1 takes the partition over.
     let moved = eventually(
         Duration::from_secs(20),
-        || leaders(&b1.addr, TOPIC).0.get(&partition) == Some(&1),
+        || leader_of(&b1.addr, TOPIC, partition) == Some(1),
         || format!("partition not moved: {:?}", leaders(&b1.addr, TOPIC)),
     );
     moved.await;
@@ -326,8 +329,9 @@ async fn a_paused_broker_that_lost_its_lease_cannot_commit() {
     assert!(records.is_empty(), "{records:?}");
 }
 
-/// The coordinator of `group` according to the broker at `broker`.
-fn coordinator(broker: &TestBroker, group: &str) -> i32 {
+/// The coordinator of `group` according to the broker at `broker`, or the
+/// error code it answers (COORDINATOR_NOT_AVAILABLE while it moves).
+fn coordinator(broker: &TestBroker, group: &str) -> Result<i32, i16> {
     use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
     use kafka_protocol::protocol::StrBytes;
     let mut raw = crate::bad_input::Raw::connect(broker);
@@ -335,10 +339,10 @@ fn coordinator(broker: &TestBroker, group: &str) -> i32 {
         .with_key(StrBytes::from_string(group.to_string()))
         .with_key_type(0);
     let response: FindCoordinatorResponse = raw.call(ApiKey::FindCoordinator, 3, &request);
-    if response.error_code != 0 {
-        return -1;
+    match response.error_code {
+        0 => Ok(response.node_id.0),
+        code => Err(code),
     }
-    response.node_id.0
 }
 
 /// A consumer of `group` polling in a thread until `stop`; every value
@@ -384,17 +388,17 @@ async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_die
     brokers[0].create_topic(TOPIC, 6).await;
     balanced_over(&brokers[0].addr, TOPIC, &[1, 2, 3], 6).await;
     // Every broker names the same coordinator.
-    coordinator(&brokers[0], GROUP);
     eventually(
         Duration::from_secs(10),
         || {
-            let named: BTreeSet<i32> = brokers.iter().map(|b| coordinator(b, GROUP)).collect();
-            named.len() == 1 && !named.contains(&-1)
+            let named: BTreeSet<Result<i32, i16>> =
+                brokers.iter().map(|b| coordinator(b, GROUP)).collect();
+            named.len() == 1 && named.iter().all(Result::is_ok)
         },
         || "brokers disagree on the coordinator".into(),
     )
     .await;
-    let coordinator_node = coordinator(&brokers[0], GROUP);
+    let coordinator_node = coordinator(&brokers[0], GROUP).expect("a coordinator");
 
     let produce = |addr: String, from: usize, to: usize| async move {
         let producer: FutureProducer = ClientConfig::new()
@@ -452,10 +456,7 @@ async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_die
         .collect();
     eventually(
         Duration::from_secs(20),
-        || {
-            let named = coordinator(alive[0], GROUP);
-            named != -1 && named != coordinator_node
-        },
+        || coordinator(alive[0], GROUP).is_ok_and(|named| named != coordinator_node),
         || "the coordinator did not move".into(),
     )
     .await;
@@ -661,22 +662,10 @@ async fn writes_pause_and_resume_across_a_postgresql_restart() {
         Arc::clone(&stop),
         Arc::clone(&acked),
     );
-    let acked_so_far = || acked.lock().expect("acks").len();
-    eventually(
-        Duration::from_secs(30),
-        || acked_so_far() > 300,
-        || "no acks".into(),
-    )
-    .await;
+    more_acks(&acked, 300).await;
     // Three seconds without the metadata store, under load.
     postgres.restart(3);
-    let before = acked_so_far();
-    eventually(
-        Duration::from_secs(60),
-        || acked_so_far() > before + 300,
-        || format!("writes did not resume:\n{}", broker.log(1)),
-    )
-    .await;
+    more_acks(&acked, 300).await;
     stop.store(true, Ordering::Release);
     let failed = producer.await.expect("producer task");
     assert_eq!(

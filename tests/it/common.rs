@@ -492,12 +492,12 @@ pub async fn eventually(
 /// every test broker keeps its metadata in a fresh schema of the
 /// PostgreSQL server `STRATA_TEST_POSTGRES` names.
 fn postgres_metadata() -> Option<String> {
-    match std::env::var("STRATA_TEST_METADATA").as_deref() {
-        Ok("postgres") => {}
-        Ok("sqlite") | Err(_) => return None,
+    let postgres = match std::env::var("STRATA_TEST_METADATA").as_deref() {
+        Ok("postgres") => true,
+        Ok("sqlite") | Err(_) => false,
         Ok(other) => panic!("STRATA_TEST_METADATA={other}: expected sqlite or postgres"),
-    }
-    Some(fresh_postgres_url())
+    };
+    postgres.then(fresh_postgres_url)
 }
 
 /// The URL of a fresh, empty schema on the test PostgreSQL server

@@ -14,11 +14,11 @@ use kafka_protocol::messages::{BrokerId, MetadataRequest, MetadataResponse, Topi
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::broker::topics::{create_topic, is_internal, validate_topic_name};
-use crate::metadata::TopicId;
+use crate::metadata::{BrokerRecord, TopicId};
 use crate::storage::catalog::TopicState;
 
-fn describe(broker: &Broker, version: i16, topic: &TopicState) -> MetadataResponseTopic {
-    let live = broker.cluster.live();
+/// `live`: the live brokers, read once per request.
+fn describe(live: &[BrokerRecord], version: i16, topic: &TopicState) -> MetadataResponseTopic {
     let partitions = topic
         .partitions
         .iter()
@@ -74,6 +74,7 @@ pub async fn handle(
     version: i16,
     request: MetadataRequest,
 ) -> MetadataResponse {
+    let live = broker.cluster.live();
     let auto_create = broker.config.kafka.auto_create_topics
         && (version < 4 || request.allow_auto_topic_creation);
     let topics = match request.topics {
@@ -82,21 +83,21 @@ pub async fn handle(
             .catalog
             .all()
             .iter()
-            .map(|t| describe(broker, version, t))
+            .map(|t| describe(&live, version, t))
             .collect(),
         Some(list) if list.is_empty() && version == 0 => broker
             .catalog
             .all()
             .iter()
-            .map(|t| describe(broker, version, t))
+            .map(|t| describe(&live, version, t))
             .collect(),
         Some(list) => {
             let mut out = Vec::with_capacity(list.len());
             for requested in list {
                 out.push(match requested.name {
-                    Some(name) => lookup_or_create(broker, version, name, auto_create).await,
+                    Some(name) => lookup_or_create(broker, &live, version, name, auto_create).await,
                     None => match broker.catalog.by_id(TopicId(requested.topic_id)) {
-                        Some(topic) => describe(broker, version, &topic),
+                        Some(topic) => describe(&live, version, &topic),
                         None => {
                             topic_error(None, requested.topic_id, ResponseError::UnknownTopicId)
                         }
@@ -107,9 +108,7 @@ pub async fn handle(
         }
     };
     let node = BrokerId(broker.node_id);
-    let brokers = broker
-        .cluster
-        .live()
+    let brokers = live
         .into_iter()
         .map(|b| {
             let described = MetadataResponseBroker::default()
@@ -139,12 +138,13 @@ pub async fn handle(
 
 async fn lookup_or_create(
     broker: &Broker,
+    live: &[BrokerRecord],
     version: i16,
     name: TopicName,
     auto_create: bool,
 ) -> MetadataResponseTopic {
     if let Some(topic) = broker.catalog.by_name(&name) {
-        return describe(broker, version, &topic);
+        return describe(live, version, &topic);
     }
     if let Err(e) = validate_topic_name(&name) {
         return topic_error(Some(name), uuid::Uuid::nil(), e.code);
@@ -158,10 +158,10 @@ async fn lookup_or_create(
     }
     let partitions = broker.config.kafka.default_partitions;
     match create_topic(broker, &name, partitions, BTreeMap::new(), false).await {
-        Ok(Some(topic)) => describe(broker, version, &topic),
+        Ok(Some(topic)) => describe(live, version, &topic),
         // Lost a race with another creator: describe theirs.
         Err(_) | Ok(None) => match broker.catalog.by_name(&name) {
-            Some(topic) => describe(broker, version, &topic),
+            Some(topic) => describe(live, version, &topic),
             None => topic_error(
                 Some(name),
                 uuid::Uuid::nil(),

@@ -1,0 +1,323 @@
+//! Topics, consumer groups, producer and transaction state.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::{TestBackend, chunk};
+use crate::metadata::{ChunkCommit, ChunkRecord, CommittedOffset, ObjectCommit};
+
+on_every_backend!(
+    group_offsets_commit_fetch_and_expire,
+    admin_changes_and_producer_state_are_stored,
+    transaction_rows,
+);
+
+async fn group_offsets_commit_fetch_and_expire(backend: TestBackend) {
+    let store = backend.open().await;
+    let topic = store
+        .create_topic("t", 2, BTreeMap::new(), vec![0])
+        .await
+        .expect("create");
+    let offset = |partition, offset, commit_ms| CommittedOffset {
+        topic_id: topic.id,
+        partition,
+        offset,
+        leader_epoch: 3,
+        metadata: Some(format!("m{offset}")),
+        commit_ms,
+    };
+    store
+        .commit_offsets("old", vec![offset(0, 5, 1_000), offset(1, 6, 1_000)])
+        .await
+        .expect("commit");
+    store
+        .commit_offsets("busy", vec![offset(0, 7, 1_000)])
+        .await
+        .expect("commit");
+    store
+        .commit_offsets("fresh", vec![offset(0, 8, 9_000)])
+        .await
+        .expect("commit");
+    // A later commit overwrites, with its metadata.
+    store
+        .commit_offsets("old", vec![offset(1, 9, 1_000)])
+        .await
+        .expect("commit");
+    let old = store.fetch_offsets("old").await.expect("fetch");
+    assert_eq!(
+        old.iter()
+            .map(|o| (o.partition, o.offset))
+            .collect::<Vec<_>>(),
+        vec![(0, 5), (1, 9)]
+    );
+    assert_eq!(old[1].metadata.as_deref(), Some("m9"));
+    store
+        .record_group("busy", "consumer")
+        .await
+        .expect("record");
+    let groups = store.stored_groups().await.expect("groups");
+    assert!(groups.contains(&("busy".to_string(), "consumer".to_string())));
+    assert!(groups.contains(&("old".to_string(), String::new())));
+    // Expire before t=5000, except the group that still has members.
+    let expired = store
+        .expire_offsets(5_000, vec!["busy".into()])
+        .await
+        .expect("expire");
+    assert_eq!(expired, 2);
+    assert!(store.fetch_offsets("old").await.expect("fetch").is_empty());
+    assert_eq!(store.fetch_offsets("busy").await.expect("fetch").len(), 1);
+    assert_eq!(store.fetch_offsets("fresh").await.expect("fetch").len(), 1);
+    store.delete_group("busy").await.expect("delete");
+    assert!(store.fetch_offsets("busy").await.expect("fetch").is_empty());
+    // Deleting the topic deletes its offsets.
+    store.delete_topic(topic.id).await.expect("delete topic");
+    assert!(
+        store
+            .fetch_offsets("fresh")
+            .await
+            .expect("fetch")
+            .is_empty()
+    );
+}
+
+async fn admin_changes_and_producer_state_are_stored(backend: TestBackend) {
+    use crate::metadata::{ProducerBatchRecord, ProducerStateRecord};
+    let store = backend.open().await;
+    let topic = store
+        .create_topic("t", 1, BTreeMap::new(), vec![0])
+        .await
+        .expect("create");
+    // Configs replace the overrides.
+    let configs = BTreeMap::from([("retention.ms".to_string(), "-1".to_string())]);
+    store
+        .set_topic_configs(topic.id, configs.clone())
+        .await
+        .expect("configs");
+    // Partitions only grow.
+    let added = store
+        .add_partitions(topic.id, 3, vec![0])
+        .await
+        .expect("grow");
+    assert_eq!(
+        added.iter().map(|p| p.partition).collect::<Vec<_>>(),
+        vec![1, 2]
+    );
+    assert!(store.add_partitions(topic.id, 2, vec![0]).await.is_err());
+    // A chunk with a producer's state, in one commit.
+    let state = ProducerStateRecord {
+        producer_id: 42,
+        epoch: 1,
+        batches: vec![ProducerBatchRecord {
+            first_seq: 0,
+            last_seq: 9,
+            base_offset: 0,
+            last_offset: 9,
+        }],
+        last_append_ms: 1_000,
+        txn_first_offset: None,
+    };
+    store
+        .record_intents("0:1", vec!["a".into()])
+        .await
+        .expect("intent");
+    store
+        .commit_object(ObjectCommit {
+            object_key: "a".into(),
+            object_size: 100,
+            chunks: vec![ChunkCommit {
+                topic_id: topic.id,
+                partition: 0,
+                leader_epoch: 0,
+                chunk: chunk(0, 9),
+                producers: vec![state.clone()],
+                aborted: Vec::new(),
+            }],
+        })
+        .await
+        .expect("commit");
+    // The log start offset moves up, never past the high watermark.
+    assert_eq!(
+        store.advance_log_start(topic.id, 0, 4).await.expect("move"),
+        4
+    );
+    assert_eq!(
+        store.advance_log_start(topic.id, 0, 2).await.expect("stay"),
+        4
+    );
+    assert_eq!(
+        store.advance_log_start(topic.id, 0, 99).await.expect("cap"),
+        10
+    );
+    // Producer ids are never handed out twice.
+    let first = store.allocate_producer_id().await.expect("id");
+    assert_eq!(store.allocate_producer_id().await.expect("id"), first + 1);
+    assert!(store.producer_id_issued(first).await.expect("issued"));
+    assert!(
+        !store
+            .producer_id_issued(first + 2)
+            .await
+            .expect("not issued")
+    );
+    drop(store);
+    // All of it survives a reopen.
+    let store = backend.open().await;
+    let topics = store.list_topics().await.expect("topics");
+    assert_eq!((topics[0].partitions, &topics[0].configs), (3, &configs));
+    assert_eq!(
+        store.partitions(topic.id).await.expect("parts")[0].log_start_offset,
+        10
+    );
+    let states = store.producer_states().await.expect("states");
+    assert_eq!(states.len(), 1);
+    assert_eq!(states[0].state, state);
+    assert_eq!(store.allocate_producer_id().await.expect("id"), first + 2);
+    // Offsets of a deleted topic are refused per partition, not as a whole.
+    let offset = |topic_id| CommittedOffset {
+        topic_id,
+        partition: 0,
+        offset: 1,
+        leader_epoch: -1,
+        metadata: None,
+        commit_ms: 0,
+    };
+    let other = store
+        .create_topic("u", 1, BTreeMap::new(), vec![0])
+        .await
+        .expect("create");
+    store.delete_topic(topic.id).await.expect("delete");
+    let written = store
+        .commit_offsets("g", vec![offset(topic.id), offset(other.id)])
+        .await
+        .expect("commit offsets");
+    assert_eq!(written, vec![false, true]);
+    assert!(store.producer_states().await.expect("states").is_empty());
+    assert_eq!(store.expire_producers(i64::MAX).await.expect("expire"), 0);
+}
+
+/// Transaction records and their pending offsets round-trip; completing a
+/// commit moves the offsets to the group, an abort drops them; aborted
+/// ranges come with a chunk and go with the log start.
+async fn transaction_rows(backend: TestBackend) {
+    use crate::metadata::{AbortedTxn, TransactionRecord, TxnState};
+    let store = backend.open().await;
+    let id = store
+        .create_topic("t", 1, BTreeMap::new(), vec![0])
+        .await
+        .expect("create")
+        .id;
+    let record = TransactionRecord {
+        transactional_id: "app".into(),
+        producer_id: 9,
+        producer_epoch: 3,
+        last_producer_id: 9,
+        last_producer_epoch: 2,
+        timeout_ms: 60_000,
+        state: TxnState::Ongoing,
+        partitions: vec![(id, 0)],
+        groups: vec!["g".into()],
+        start_ms: 5,
+        updated_ms: 6,
+    };
+    store.put_transaction(record.clone()).await.expect("put");
+    let offset = |o: i64| CommittedOffset {
+        topic_id: id,
+        partition: 0,
+        offset: o,
+        leader_epoch: 0,
+        metadata: None,
+        commit_ms: 7,
+    };
+    store
+        .put_txn_offsets("app", "g", vec![offset(11)])
+        .await
+        .expect("pending offsets");
+    let loaded = store.transactions().await.expect("load");
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].0, record);
+    assert_eq!(loaded[0].1, vec![("g".to_string(), offset(11))]);
+    assert!(store.fetch_offsets("g").await.expect("fetch").is_empty());
+
+    // Commit: the pending offset becomes the group's.
+    let done = TransactionRecord {
+        state: TxnState::CompleteCommit,
+        ..record.clone()
+    };
+    store
+        .complete_transaction(done.clone(), true)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.fetch_offsets("g").await.expect("fetch"),
+        vec![offset(11)]
+    );
+    let loaded = store.transactions().await.expect("load");
+    assert_eq!(loaded[0].0.state, TxnState::CompleteCommit);
+    assert!(loaded[0].1.is_empty(), "no pending offsets after the end");
+    // Abort: a pending offset is dropped.
+    store.put_transaction(record.clone()).await.expect("put");
+    store
+        .put_txn_offsets("app", "g", vec![offset(20)])
+        .await
+        .expect("pending offsets");
+    store
+        .complete_transaction(
+            TransactionRecord {
+                state: TxnState::CompleteAbort,
+                ..record.clone()
+            },
+            false,
+        )
+        .await
+        .expect("abort");
+    assert_eq!(
+        store.fetch_offsets("g").await.expect("fetch"),
+        vec![offset(11)]
+    );
+
+    // Aborted ranges come with a chunk, go with the log start.
+    store
+        .record_intents("0:1", vec!["w1".into()])
+        .await
+        .expect("intent");
+    store
+        .commit_object(ObjectCommit {
+            object_key: "w1".into(),
+            object_size: 100,
+            chunks: vec![ChunkCommit {
+                topic_id: id,
+                partition: 0,
+                leader_epoch: 0,
+                chunk: ChunkRecord {
+                    object_key: Arc::from("w1"),
+                    ..chunk(0, 39)
+                },
+                producers: Vec::new(),
+                aborted: vec![AbortedTxn {
+                    producer_id: 9,
+                    first_offset: 31,
+                    last_offset: 35,
+                }],
+            }],
+        })
+        .await
+        .expect("commit");
+    assert_eq!(
+        store.aborted_txns().await.expect("aborted"),
+        vec![(
+            id,
+            0,
+            AbortedTxn {
+                producer_id: 9,
+                first_offset: 31,
+                last_offset: 35
+            }
+        )]
+    );
+    store.advance_log_start(id, 0, 36).await.expect("advance");
+    assert!(store.aborted_txns().await.expect("aborted").is_empty());
+    store
+        .delete_transactions(vec!["app".into()])
+        .await
+        .expect("delete");
+    assert!(store.transactions().await.expect("load").is_empty());
+}
