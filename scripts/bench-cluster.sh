@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Cluster throughput on this machine: 1 broker, then 3 brokers, sharing a
 # PostgreSQL metadata store (Debian's, under target/bench/cluster-pg) and a
-# moto S3 server, driven by `strata bench` (librdkafka, 1 KiB records,
+# MinIO server (built by scripts/go-deps.sh), driven by `strata bench` (librdkafka, 1 KiB records,
 # acks=all, 12 partitions, bootstrap = every broker): at full speed (--rate
 # max) and open loop at 5,000 records/s. Release build, default settings.
 # Everything here shares the machine's cores: the brokers, PostgreSQL, the
@@ -28,30 +28,32 @@ OUT=$PWD/target/bench/cluster/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 export STRATA_PG_DIR=$PWD/target/bench/cluster-pg STRATA_TEST_PG_PORT=55433
 PG=$(./scripts/postgres.sh start)
+./scripts/go-deps.sh
 S3_PORT=19900
-target/test-venv/bin/moto_server -H 127.0.0.1 -p $S3_PORT >"$OUT/moto.log" 2>&1 &
-MOTO=$!
+mkdir -p "$OUT/minio/cluster1" "$OUT/minio/cluster3"   # directories of a fresh drive are buckets
+MINIO_ROOT_USER=bench MINIO_ROOT_PASSWORD=bench-secret MINIO_BROWSER=off \
+  target/go/bin/minio server "$OUT/minio" --address "127.0.0.1:$S3_PORT" --quiet >"$OUT/minio.log" 2>&1 &
+MINIO=$!
 pids=()
 cleanup() {
   for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done
-  kill "$MOTO" 2>/dev/null || true
+  kill "$MINIO" 2>/dev/null || true
   ./scripts/postgres.sh stop || true
 }
 trap cleanup EXIT
-until curl -s "http://127.0.0.1:$S3_PORT" >/dev/null; do sleep 0.2; done
+until curl -sf "http://127.0.0.1:$S3_PORT/minio/health/ready" >/dev/null; do sleep 0.2; done
 
 # run N: N brokers on a fresh bucket and database schema, two bench runs.
 run() {
   local n=$1 schema="bench_$1" brokers="" i
   psql -X -q -d "$PG" -c "DROP SCHEMA IF EXISTS $schema CASCADE; CREATE SCHEMA $schema"
-  curl -s -X PUT "http://127.0.0.1:$S3_PORT/cluster$n" >/dev/null
   for i in $(seq 1 "$n"); do
     local port=$((19190 + i)) dir="$OUT/broker-$n-$i"
     mkdir -p "$dir"
     "$STRATA" serve --node-id "$i" --data-dir "$dir" --kafka-addr "127.0.0.1:$port" \
       --metadata "$PG?options=-csearch_path%3D$schema" \
       --object-store "s3://cluster$n/data" --s3-endpoint "http://127.0.0.1:$S3_PORT" \
-      --s3-region us-east-1 --s3-access-key-id bench --s3-secret-access-key bench \
+      --s3-region us-east-1 --s3-access-key-id bench --s3-secret-access-key bench-secret \
       --s3-allow-http true --s3-path-style true >"$dir/log" 2>&1 &
     pids+=($!)
     brokers="$brokers${brokers:+,}127.0.0.1:$port"

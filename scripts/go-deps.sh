@@ -6,7 +6,9 @@
 #     target/go/bin/franzgo_compat and target/go/bin/sarama_compat,
 #   - copies the franz-go v1.22.3 module source to target/go/franz-go and
 #     compiles its kgo integration tests into target/go/bin/kgo.test
-#     (run them with scripts/franz-go-suite.sh).
+#     (run them with scripts/franz-go-suite.sh),
+#   - builds the MinIO server (pinned below) into target/go/bin/minio: the
+#     S3 server of the integration tests.
 # Everything Go writes (GOPATH, module cache, build cache) stays under
 # target/go, so that CI can cache it with the rest of target/.
 # Prints nothing when everything is up to date.
@@ -15,6 +17,9 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 franz_version=v1.22.3
+# MinIO publishes no tagged Go module versions; this pseudo-version is the
+# commit the Go module proxy served as latest on 2026-12-03.
+minio_version=v0.0.0-20260212201848-7aac2a2c5b7c
 need_minor=26   # go 1.26.0 in the go.mod of franz-go, kadm, kmsg and sarama
 
 gobin=target/go/bin
@@ -91,4 +96,11 @@ if [ ! -x "$gobin/kgo.test" ] || [ "$src/.version" -nt "$gobin/kgo.test" ]; then
   echo "==> compiling franz-go's kgo tests into $gobin/kgo.test" >&2
   (cd "$src" && go test -c -o "$root/$gobin/kgo.test.tmp" ./pkg/kgo)
   mv "$gobin/kgo.test.tmp" "$gobin/kgo.test"
+fi
+
+# The MinIO server (about 2 minutes to build the first time).
+if [ "$(cat "$gobin/.minio-version" 2>/dev/null)" != "$minio_version" ] || [ ! -x "$gobin/minio" ]; then
+  echo "==> building the MinIO server $minio_version into $gobin/minio" >&2
+  GOBIN="$root/$gobin" go install "github.com/minio/minio@$minio_version"
+  echo "$minio_version" >"$gobin/.minio-version"
 fi

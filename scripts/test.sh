@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine
-# (C toolchain for librdkafka, kcat, cargo-nextest, the moto S3 server,
-# the Python clients and the Parquet readers pyarrow and duckdb in a venv,
+# (C toolchain for librdkafka, kcat, cargo-nextest, the MinIO S3 server
+# built with Go, boto3, the Python clients and the Parquet readers pyarrow and duckdb in a venv,
 # kafkajs with npm, Java 17 + Maven and the Kafka 4.4.0 jars, franz-go and
 # sarama with Go, PostgreSQL from Debian's package, the deployment checkers),
 # then runs lints, checks the deployment files and
@@ -30,10 +30,10 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 venv=target/test-venv
-python_packages=("moto[server]==5.2.5" "confluent-kafka==2.16.1" "kafka-python==3.0.12"
+python_packages=("boto3==1.44.8" "confluent-kafka==2.16.1" "kafka-python==3.0.12"
   "python-snappy==0.7.3" "lz4==4.4.4" "zstandard==0.23.0" "pyarrow==26.0.1" "duckdb==2.0.1"
   "PyYAML==6.0.4")
-if [ ! -x "$venv/bin/moto_server" ] || ! "$venv/bin/python" -c 'import confluent_kafka, kafka, snappy, lz4, zstandard, pyarrow, duckdb, yaml' 2>/dev/null; then
+if ! "$venv/bin/python" -c 'import boto3, confluent_kafka, kafka, snappy, lz4, zstandard, pyarrow, duckdb, yaml' 2>/dev/null; then
   echo "==> installing Python test clients into $venv: ${python_packages[*]}"
   python3 -m venv "$venv"
   "$venv/bin/pip" install --quiet --disable-pip-version-check "${python_packages[@]}"
@@ -52,7 +52,7 @@ export PATH="$PWD/$venv/bin:$PATH"
 # target/, and the Java test programs.
 ./scripts/java-deps.sh
 # Go's toolchain caches under target/go, the franz-go and sarama test
-# programs, and franz-go's kgo test binary.
+# programs, franz-go's kgo test binary and the MinIO server.
 ./scripts/go-deps.sh
 
 if ! cargo nextest --version >/dev/null 2>&1; then

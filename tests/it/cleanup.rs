@@ -1,7 +1,7 @@
 //! Retention, DeleteRecords and log compaction, as a Kafka user sees them
 //! (earliest offsets, what a consumer from the beginning reads) and as the
 //! operator sees them (chunk rows and objects actually removed). Each test
-//! runs on the embedded store and on S3 (moto) over HTTP.
+//! runs on the embedded store and on S3 (MinIO) over HTTP.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

@@ -1,5 +1,5 @@
 //! A real cluster on this machine: several `strata serve` processes sharing
-//! one PostgreSQL metadata store and one S3 server (moto), driven by
+//! one PostgreSQL metadata store and one S3 server (MinIO), driven by
 //! librdkafka. Leadership is by lease: these brokers heartbeat every 200 ms
 //! and lose their lease after 2 s of silence.
 

@@ -405,7 +405,6 @@ pub fn require_python_module(module: &str) {
     );
 }
 
-/// One raw HTTP/1.1 request to `addr` (`host:port`); returns (status, body).
 /// A port nothing listens on right now (for a server the test starts).
 pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")
@@ -415,6 +414,7 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// One raw HTTP/1.1 request to `addr` (`host:port`); returns (status, body).
 pub fn http_request(addr: &str, method: &str, path: &str) -> (u16, String) {
     use std::io::Write;
     let mut stream = std::net::TcpStream::connect(addr).expect("connect http");

@@ -3,7 +3,7 @@
 //! record by record with what was produced (nullable keys and values,
 //! headers, every compression codec); re-runs export only new offsets, also
 //! after the sealer merged exported chunks with new ones; S3 as source and
-//! destination (moto); an unknown topic and a bad destination are clear
+//! destination (MinIO); an unknown topic and a bad destination are clear
 //! errors.
 
 use std::path::{Path, PathBuf};
@@ -386,14 +386,14 @@ async fn unknown_topics_and_bad_destinations_are_clear_errors() {
     assert!(files_in(out_dir.path()).is_empty());
 }
 
-/// Copies the objects under `bucket/prefix` to `out` (boto3 comes with moto).
+/// Copies the objects under `bucket/prefix` to `out` (boto3 from the test venv).
 fn download(endpoint: &str, bucket: &str, prefix: &str, out: &Path) -> Vec<String> {
     const SCRIPT: &str = r#"
 import os, sys
 import boto3
-endpoint, bucket, prefix, out = sys.argv[1:5]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id="test",
-                  aws_secret_access_key="test", region_name="us-east-1")
+endpoint, key, secret, bucket, prefix, out = sys.argv[1:7]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
+                  aws_secret_access_key=secret, region_name="us-east-1")
 for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/"):
     for obj in page.get("Contents", []):
         path = os.path.join(out, obj["Key"][len(prefix) + 1:])
@@ -403,7 +403,16 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
 "#;
     let out_dir = out.display().to_string();
     let result = Command::new("python3")
-        .args(["-c", SCRIPT, endpoint, bucket, prefix, &out_dir])
+        .args([
+            "-c",
+            SCRIPT,
+            endpoint,
+            crate::s3::ACCESS_KEY,
+            crate::s3::SECRET_KEY,
+            bucket,
+            prefix,
+            &out_dir,
+        ])
         .output()
         .expect("run python3");
     assert!(
@@ -445,8 +454,8 @@ async fn export_reads_and_writes_s3() {
             .env("RUST_LOG", "warn")
             .env("STRATA_S3_ENDPOINT", &s3.endpoint)
             .env("STRATA_S3_REGION", "us-east-1")
-            .env("STRATA_S3_ACCESS_KEY_ID", "test")
-            .env("STRATA_S3_SECRET_ACCESS_KEY", "test")
+            .env("STRATA_S3_ACCESS_KEY_ID", crate::s3::ACCESS_KEY)
+            .env("STRATA_S3_SECRET_ACCESS_KEY", crate::s3::SECRET_KEY)
             .env("STRATA_S3_ALLOW_HTTP", "true")
             .env("STRATA_S3_PATH_STYLE", "true")
             .output()

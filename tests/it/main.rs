@@ -1,7 +1,7 @@
 //! Integration tests: a real `strata` process on a real TCP port, driven by
 //! real Kafka clients (librdkafka through the `rdkafka` crate, kcat, and raw
 //! protocol frames for the bad-input cases), against the embedded object
-//! store and against a real S3 server (moto) over HTTP; Parquet exports are
+//! store and against a real S3 server (MinIO) over HTTP; Parquet exports are
 //! read back with pyarrow and duckdb.
 
 mod admin;

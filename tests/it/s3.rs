@@ -1,8 +1,10 @@
-//! The S3 path against a real S3 server over HTTP: moto's standalone server
-//! (installed by the test command), with the options given as flags and as
-//! the standard AWS environment variables; kill -9 and a cold cache included.
+//! The S3 path against a real S3 server over HTTP: MinIO, built from the
+//! Go module proxy by the test command (scripts/go-deps.sh), with the
+//! options given as flags and as the standard AWS environment variables;
+//! kill -9 and a cold cache included.
 
 use std::net::TcpStream;
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -11,9 +13,14 @@ use rdkafka::producer::FutureRecord;
 
 use crate::common::{TestBroker, free_port, http_request};
 
+/// The test servers' credentials (docker-compose.yml's MinIO has the same).
+pub(crate) const ACCESS_KEY: &str = "strata";
+pub(crate) const SECRET_KEY: &str = "strata-secret";
+
 pub(crate) struct S3Server {
     child: Child,
     pub(crate) endpoint: String,
+    _data: tempfile::TempDir,
 }
 
 impl S3Server {
@@ -27,9 +34,9 @@ impl S3Server {
             "--s3-region",
             "us-east-1",
             "--s3-access-key-id",
-            "test",
+            ACCESS_KEY,
             "--s3-secret-access-key",
-            "test",
+            SECRET_KEY,
             "--s3-allow-http",
             "true",
             "--s3-path-style",
@@ -37,6 +44,42 @@ impl S3Server {
         ]
         .map(String::from)
         .to_vec()
+    }
+
+    /// Every key in `bucket` under `prefix`, listed over the S3 API (boto3
+    /// from the test venv signs the requests).
+    pub(crate) fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
+        const SCRIPT: &str = r#"
+import sys
+import boto3
+endpoint, key, secret, bucket, prefix = sys.argv[1:6]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
+                  aws_secret_access_key=secret, region_name="us-east-1")
+for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
+    for obj in page.get("Contents", []):
+        print(obj["Key"])
+"#;
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                SCRIPT,
+                &self.endpoint,
+                ACCESS_KEY,
+                SECRET_KEY,
+                bucket,
+                prefix,
+            ])
+            .output()
+            .expect("python3 with boto3 (the test venv has it)");
+        assert!(
+            out.status.success(),
+            "list s3://{bucket}/{prefix}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_string)
+            .collect()
     }
 }
 
@@ -47,30 +90,56 @@ impl Drop for S3Server {
     }
 }
 
-fn http(endpoint: &str, method: &str, path: &str) -> (u16, String) {
-    http_request(endpoint.trim_start_matches("http://"), method, path)
+/// The MinIO server binary the test command builds.
+fn minio_binary() -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/go/bin/minio");
+    assert!(
+        path.exists(),
+        "{} is missing: the test command (scripts/test.sh, through scripts/go-deps.sh) builds MinIO",
+        path.display()
+    );
+    path
 }
 
+/// A MinIO server on a free port with `buckets` (directories of its fresh
+/// drive, which MinIO takes as buckets), answering once it is ready.
 pub(crate) fn start_s3(buckets: &[&str]) -> S3Server {
+    let data = tempfile::tempdir().expect("minio drive");
+    for bucket in buckets {
+        std::fs::create_dir(data.path().join(bucket)).expect("bucket directory");
+    }
     let port = free_port();
-    let child = Command::new("moto_server")
-        .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+    let child = Command::new(minio_binary())
+        .arg("server")
+        .arg(data.path())
+        .args(["--address", &format!("127.0.0.1:{port}"), "--quiet"])
+        .env("MINIO_ROOT_USER", ACCESS_KEY)
+        .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
+        .env("MINIO_BROWSER", "off")
+        .env("MINIO_UPDATE", "off")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .expect("moto_server is installed by the test command (scripts/test.sh: pip install moto[server])");
+        .expect("start minio");
     let endpoint = format!("http://127.0.0.1:{port}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "moto_server did not start");
+    let server = S3Server {
+        child,
+        endpoint,
+        _data: data,
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let ready = TcpStream::connect(("127.0.0.1", port)).is_ok()
+            && http_request(&format!("127.0.0.1:{port}"), "GET", "/minio/health/ready").0 == 200;
+        if ready {
+            return server;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "minio did not become ready on port {port}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
-    let server = S3Server { child, endpoint };
-    for bucket in buckets {
-        let (status, body) = http(&server.endpoint, "PUT", &format!("/{bucket}"));
-        assert_eq!(status, 200, "create bucket {bucket}: {body}");
-    }
-    server
 }
 
 async fn produce(broker: &TestBroker, topic: &str, count: usize) {
@@ -116,15 +185,10 @@ async fn s3_with_flags_survives_kill_9_and_cold_cache() {
     produce(&broker, "remote", 600).await;
     assert_all(&broker, "remote", 600);
 
-    let (status, listing) = http(
-        &s3.endpoint,
-        "GET",
-        "/strata-flags?list-type=2&prefix=cluster-a/wal/",
-    );
-    assert_eq!(status, 200);
+    let listing = s3.list("strata-flags", "cluster-a/wal/");
     assert!(
-        listing.contains("<Key>cluster-a/wal/"),
-        "WAL objects are in the bucket under the prefix: {listing}"
+        !listing.is_empty(),
+        "WAL objects are in the bucket under the prefix"
     );
     assert!(
         !broker.objects_dir().exists(),
@@ -145,8 +209,8 @@ async fn s3_with_standard_aws_environment() {
         &["--object-store", "s3://strata-env"],
         &[
             ("AWS_ENDPOINT_URL", &s3.endpoint),
-            ("AWS_ACCESS_KEY_ID", "test"),
-            ("AWS_SECRET_ACCESS_KEY", "test"),
+            ("AWS_ACCESS_KEY_ID", ACCESS_KEY),
+            ("AWS_SECRET_ACCESS_KEY", SECRET_KEY),
             ("AWS_REGION", "eu-west-1"),
             ("AWS_ALLOW_HTTP", "true"),
         ],
@@ -155,8 +219,7 @@ async fn s3_with_standard_aws_environment() {
     produce(&broker, "env", 300).await;
     broker.restart();
     assert_all(&broker, "env", 300);
-    let (_, listing) = http(&s3.endpoint, "GET", "/strata-env?list-type=2&prefix=wal/");
-    assert!(listing.contains("<Key>wal/"), "{listing}");
+    assert!(!s3.list("strata-env", "wal/").is_empty());
 }
 
 #[test]

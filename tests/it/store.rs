@@ -1,11 +1,11 @@
 //! The object store a test runs against: the embedded store (a local
-//! directory under the broker's data dir) or a real S3 server (moto) over
+//! directory under the broker's data dir) or a real S3 server (MinIO) over
 //! HTTP. A test body written against `Store` runs on both; metadata stays
 //! SQLite in the broker's data dir either way.
 
 use std::collections::BTreeSet;
 
-use crate::common::{TestBroker, files_under, http_request};
+use crate::common::{TestBroker, files_under};
 use crate::s3::{S3Server, start_s3};
 
 const BUCKET: &str = "strata-tier";
@@ -22,7 +22,7 @@ impl Store {
         Store::Embedded
     }
 
-    /// A fresh moto server with an empty bucket.
+    /// A fresh MinIO server with an empty bucket.
     pub(crate) fn s3() -> Self {
         Store::S3(start_s3(&[BUCKET]))
     }
@@ -68,7 +68,10 @@ impl Store {
                     !broker.objects_dir().exists(),
                     "a broker on S3 writes no local objects"
                 );
-                list_s3(&s3.endpoint)
+                s3.list(BUCKET, &format!("{PREFIX}/"))
+                    .into_iter()
+                    .map(|k| k.trim_start_matches(&format!("{PREFIX}/")).to_string())
+                    .collect()
             }
         }
     }
@@ -89,49 +92,4 @@ impl Store {
             std::fs::remove_dir_all(&cache).expect("drop the cache");
         }
     }
-}
-
-/// ListObjectsV2 over HTTP, every page.
-fn list_s3(endpoint: &str) -> BTreeSet<String> {
-    let addr = endpoint.trim_start_matches("http://");
-    let mut keys = BTreeSet::new();
-    let mut token: Option<String> = None;
-    loop {
-        let mut path = format!("/{BUCKET}?list-type=2&prefix={PREFIX}/");
-        if let Some(token) = &token {
-            path.push_str("&continuation-token=");
-            path.push_str(&percent_encode(token));
-        }
-        let (status, body) = http_request(addr, "GET", &path);
-        assert_eq!(status, 200, "list {BUCKET}: {body}");
-        keys.extend(
-            tag_values(&body, "Key")
-                .into_iter()
-                .map(|k| k.trim_start_matches(&format!("{PREFIX}/")).to_string()),
-        );
-        token = tag_values(&body, "NextContinuationToken").pop();
-        if !body.contains("<IsTruncated>true</IsTruncated>") || token.is_none() {
-            return keys;
-        }
-    }
-}
-
-/// The text of every `<tag>...</tag>` in `xml` (keys here hold no entities).
-fn tag_values(xml: &str, tag: &str) -> Vec<String> {
-    let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-    xml.split(&open)
-        .skip(1)
-        .filter_map(|rest| rest.split_once(&close).map(|(value, _)| value.to_string()))
-        .collect()
-}
-
-fn percent_encode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }

@@ -1,7 +1,7 @@
 //! Tiered storage: write-ahead objects sealed into per-partition segments
 //! and shared objects, with every record readable from its original offset,
 //! before and after a restart, and the replaced objects collected. Each test
-//! runs on the embedded store and on S3 (moto) over HTTP.
+//! runs on the embedded store and on S3 (MinIO) over HTTP.
 
 use std::time::Duration;
 

@@ -1,5 +1,5 @@
 //! `kill -9` while the broker seals, merges, compacts and collects garbage,
-//! on the embedded store and on S3 (moto) over HTTP: no acknowledged record
+//! on the embedded store and on S3 (MinIO) over HTTP: no acknowledged record
 //! is lost or moved, nothing half-written is visible, no chunk row points at
 //! a missing object, and nothing is left in the store for good.
 
@@ -176,7 +176,7 @@ const TIER_WORK: [(&str, &str); 5] = [
 async fn kill_9_during_tiering(store: Store) {
     // Sealing every 200 ms, segments of their own from 16 kB and merges up
     // to 300 kB, so a few seconds of load make several cycles and merges
-    // (moto is slower than the embedded store: fewer cycles there); a
+    // (S3 is slower than the embedded store: fewer cycles there); a
     // compaction pass every second (more often leaves S3 few seal cycles);
     // garbage collection every second with 1-2 s graces.
     let mut broker = store.start_broker(&[
