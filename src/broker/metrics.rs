@@ -17,6 +17,10 @@ const API_KEYS: usize = 128;
 pub struct RequestMetrics {
     by_api: Box<[LatencyHistogram]>,
     fetches_waiting: AtomicU64,
+    /// Record bytes fetched here from partitions another broker leads.
+    replica_fetch_bytes: AtomicU64,
+    /// Partition fetches answered with a preferred read replica (KIP-392).
+    preferred_replica: AtomicU64,
 }
 
 impl Default for RequestMetrics {
@@ -24,6 +28,8 @@ impl Default for RequestMetrics {
         RequestMetrics {
             by_api: (0..API_KEYS).map(|_| LatencyHistogram::default()).collect(),
             fetches_waiting: AtomicU64::new(0),
+            replica_fetch_bytes: AtomicU64::new(0),
+            preferred_replica: AtomicU64::new(0),
         }
     }
 }
@@ -42,6 +48,15 @@ impl RequestMetrics {
     pub fn fetch_waiting(&self) -> FetchWaiting<'_> {
         self.fetches_waiting.fetch_add(1, Ordering::Relaxed);
         FetchWaiting(&self.fetches_waiting)
+    }
+    /// Counts record bytes served for a partition led elsewhere.
+    pub fn replica_fetched(&self, bytes: usize) {
+        self.replica_fetch_bytes
+            .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    /// Counts a partition fetch sent to a replica in the client's rack.
+    pub fn preferred_replica_sent(&self) {
+        self.preferred_replica.fetch_add(1, Ordering::Relaxed);
     }
     pub fn record(&self, api: ApiKey, elapsed: Duration) {
         if let Some(histogram) = usize::try_from(api as i16)
@@ -81,6 +96,20 @@ impl RequestMetrics {
             "gauge",
             "Fetch requests long-polling for data now (Kafka's fetch purgatory size).",
             self.fetches_waiting.load(Ordering::Relaxed),
+        );
+        render_value(
+            &mut out,
+            "strata_fetch_replica_bytes_total",
+            "counter",
+            "Record bytes fetched from this broker for partitions another broker leads.",
+            self.replica_fetch_bytes.load(Ordering::Relaxed),
+        );
+        render_value(
+            &mut out,
+            "strata_fetch_preferred_replica_total",
+            "counter",
+            "Partition fetches told to fetch from a broker in the consumer's rack (KIP-392).",
+            self.preferred_replica.load(Ordering::Relaxed),
         );
         out
     }

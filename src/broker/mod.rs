@@ -11,6 +11,7 @@ mod dispatch;
 pub mod group;
 mod handlers;
 pub mod metrics;
+pub mod replicas;
 pub mod topic_configs;
 pub mod topics;
 pub mod txn;
@@ -322,6 +323,7 @@ impl Broker {
                 shutdown.clone(),
                 fenced.clone(),
             )),
+            tokio::spawn(replicas::run(Arc::clone(&broker), shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.txn).run(Arc::clone(&broker), shutdown.clone())),
             tokio::spawn(connection::accept_loop(
                 Arc::clone(&broker),

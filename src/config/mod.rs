@@ -311,6 +311,9 @@ impl Config {
         if self.cluster.heartbeat_interval_ms == 0 {
             return invalid("cluster.heartbeat_interval_ms", "must be greater than 0");
         }
+        if self.cluster.replica_refresh_ms == 0 {
+            return invalid("cluster.replica_refresh_ms", "must be greater than 0");
+        }
         if self.cluster.session_timeout_ms < 2 * self.cluster.heartbeat_interval_ms {
             return invalid(
                 "cluster.session_timeout_ms",

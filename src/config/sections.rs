@@ -19,6 +19,14 @@ pub struct ClusterConfig {
     /// `broker.session.timeout.ms`: a broker whose lease was not renewed
     /// this long is dead, and its partitions move to live brokers.
     pub session_timeout_ms: u64,
+    /// Kafka's `replica.selector.class` set to the rack-aware selector:
+    /// a consumer that names its rack (`client.rack`) and fetches from a
+    /// leader in another rack is sent to a broker in its own rack (KIP-392).
+    pub rack_aware_fetch: bool,
+    /// How often a broker serving a partition it does not lead re-reads
+    /// that partition's new chunks from the store while consumers read it
+    /// (how far such reads trail the leader).
+    pub replica_refresh_ms: u64,
 }
 
 impl Default for ClusterConfig {
@@ -27,6 +35,8 @@ impl Default for ClusterConfig {
             rack: None,
             heartbeat_interval_ms: 1_000,
             session_timeout_ms: 6_000,
+            rack_aware_fetch: true,
+            replica_refresh_ms: 250,
         }
     }
 }

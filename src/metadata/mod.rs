@@ -379,7 +379,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn set_clean_offset(&self, id: TopicId, partition: i32, offset: i64) -> Result<()>;
     async fn list_topics(&self) -> Result<Vec<TopicRecord>>;
     async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>>;
-    async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>>;
+    async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>> {
+        self.chunks_from(id, partition, i64::MIN).await
+    }
+    /// The partition's chunks holding offsets at or after `from` (their
+    /// last offset is), in offset order: what a broker reading a partition
+    /// it does not lead adds to its index since it last looked.
+    async fn chunks_from(&self, id: TopicId, partition: i32, from: i64)
+    -> Result<Vec<ChunkRecord>>;
     /// Bumps the leader epoch of every partition `node_id` leads, so that
     /// any earlier process of the node is fenced (at a broker's start).
     async fn claim_own_partitions(&self, node_id: i32) -> Result<()>;

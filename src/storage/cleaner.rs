@@ -190,7 +190,11 @@ impl Sealer {
             if !policy.delete || (policy.retention_ms < 0 && policy.retention_bytes < 0) {
                 continue;
             }
-            for log in &topic.partitions {
+            for log in topic
+                .partitions
+                .iter()
+                .filter(|l| l.leader_id() == self.node_id)
+            {
                 let start = log.log_start_offset();
                 let target = retention_start(&log.chunks_in(start), start, &policy, now_ms);
                 if target <= start {
@@ -222,7 +226,11 @@ impl Sealer {
             if !policy.compact {
                 continue;
             }
-            for log in &topic.partitions {
+            for log in topic
+                .partitions
+                .iter()
+                .filter(|l| l.leader_id() == self.node_id)
+            {
                 self.compact_partition(log, &policy, now_ms, &mut report)
                     .await
                     .with_context(|| {

@@ -13,7 +13,9 @@ use rdkafka::Offset;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
-use crate::common::{TestBroker, consume_until_end, eventually, fresh_postgres_url};
+use crate::common::{
+    TestBroker, consume_until_end, eventually, free_port, fresh_postgres_url, http_request,
+};
 use crate::s3::{S3Server, start_s3};
 
 struct Cluster {
@@ -30,6 +32,11 @@ impl Cluster {
     }
 
     fn start(&self, node: i32) -> TestBroker {
+        self.start_with(node, &[])
+    }
+
+    /// Node `node` with `extra` flags after the cluster's own.
+    fn start_with(&self, node: i32, extra: &[&str]) -> TestBroker {
         let mut args = self.s3.broker_args("s3://cluster/data");
         args.extend(
             [
@@ -46,6 +53,7 @@ impl Cluster {
             ]
             .map(String::from),
         );
+        args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         TestBroker::start(&args)
     }
@@ -678,4 +686,141 @@ async fn writes_pause_and_resume_across_a_postgresql_restart() {
         "{} acknowledged records across the restart, all stored once",
         acked.len()
     );
+}
+
+/// A counter from a broker's /metrics (0 when absent).
+fn metric(http: &str, name: &str) -> f64 {
+    let (status, body) = http_request(http, "GET", "/metrics");
+    assert_eq!(status, 200, "{body}");
+    body.lines()
+        .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Produces `values` round robin over `partitions`, every one acknowledged.
+async fn produce_values(addr: &str, topic: &str, partitions: i32, values: &[String]) {
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", addr)
+        .set("acks", "all")
+        .create()
+        .expect("producer");
+    let mut pending = Vec::new();
+    for (i, value) in values.iter().enumerate() {
+        let record: FutureRecord<'_, (), String> = FutureRecord::to(topic)
+            .partition(i as i32 % partitions)
+            .payload(value);
+        pending.push(producer.send_result(record).expect("enqueue"));
+    }
+    for p in pending {
+        p.await.expect("future").expect("delivered");
+    }
+}
+
+/// Polls `consumer` until `want` values arrived (returned in arrival
+/// order per partition), failing on any error.
+fn consume_values(consumer: &BaseConsumer, want: usize) -> BTreeMap<i32, Vec<(i64, String)>> {
+    use rdkafka::Message;
+    let mut got: BTreeMap<i32, Vec<(i64, String)>> = BTreeMap::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while got.values().map(Vec::len).sum::<usize>() < want {
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {want} records read",
+            got.values().map(Vec::len).sum::<usize>()
+        );
+        match consumer.poll(Duration::from_millis(200)) {
+            None => {}
+            Some(Err(e)) => panic!("consume error: {e}"),
+            Some(Ok(m)) => {
+                let value = String::from_utf8(m.payload().expect("value").to_vec()).expect("utf8");
+                got.entry(m.partition())
+                    .or_default()
+                    .push((m.offset(), value));
+            }
+        }
+    }
+    got
+}
+
+/// KIP-392: a consumer in zone-2 reads the partitions led by the brokers
+/// of zones 0 and 1 from the zone-2 broker, which serves them from the
+/// object store (sealed every 200 ms meanwhile, so its view follows
+/// swapped chunk rows), and it keeps up with records produced while it
+/// reads: every record once, in offset order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_reads_from_the_broker_in_its_own_rack() {
+    let cluster = Cluster::new();
+    let mut brokers = Vec::new();
+    let mut http = Vec::new();
+    for node in 0..3 {
+        let addr = format!("127.0.0.1:{}", free_port());
+        brokers
+            .push(cluster.start_with(node, &["--http-addr", &addr, "--seal-interval-ms", "200"]));
+        http.push(addr);
+    }
+    const PARTITIONS: i32 = 6;
+    brokers[0].create_topic("racks", PARTITIONS).await;
+    balanced_over(&brokers[1].addr, "racks", &[0, 1, 2], PARTITIONS as usize).await;
+    let first: Vec<String> = (0..300).map(|i| format!("rack-{i}")).collect();
+    produce_values(&brokers[0].addr, "racks", PARTITIONS, &first).await;
+
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers[0].addr)
+        .set("group.id", "strata-tests-unused")
+        .set("enable.auto.commit", "false")
+        .set("client.rack", "zone-2")
+        .create()
+        .expect("consumer");
+    let mut assignment = rdkafka::TopicPartitionList::new();
+    for p in 0..PARTITIONS {
+        assignment
+            .add_partition_offset("racks", p, Offset::Beginning)
+            .expect("offset");
+    }
+    consumer.assign(&assignment).expect("assign");
+    let mut got = consume_values(&consumer, 300);
+
+    // Then records produced while it reads, after a few seal cycles.
+    let second: Vec<String> = (300..600).map(|i| format!("rack-{i}")).collect();
+    let producer_addr = brokers[1].addr.clone();
+    let producing = tokio::spawn(async move {
+        for chunk in second.chunks(50) {
+            produce_values(&producer_addr, "racks", PARTITIONS, chunk).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    });
+    for (partition, records) in consume_values(&consumer, 300) {
+        got.entry(partition).or_default().extend(records);
+    }
+    producing.await.expect("producer task");
+
+    let mut values = BTreeSet::new();
+    for (partition, records) in &got {
+        let offsets: Vec<i64> = records.iter().map(|(o, _)| *o).collect();
+        let dense: Vec<i64> = (0..offsets.len() as i64).collect();
+        assert_eq!(
+            offsets, dense,
+            "partition {partition}: every offset once, in order"
+        );
+        values.extend(records.iter().map(|(_, v)| v.clone()));
+    }
+    let want: BTreeSet<String> = (0..600).map(|i| format!("rack-{i}")).collect();
+    assert_eq!(values, want);
+
+    // Zone 2 served the other zones' partitions; their leaders sent the
+    // consumer there and served no partition they do not lead.
+    let (leaders, _) = leaders(&brokers[2].addr, "racks").expect("metadata");
+    assert_eq!(
+        load(&leaders).len(),
+        3,
+        "every broker leads some: {leaders:?}"
+    );
+    assert!(metric(&http[2], "strata_fetch_replica_bytes_total") > 0.0);
+    for node in [0, 1] {
+        assert!(
+            metric(&http[node], "strata_fetch_preferred_replica_total") > 0.0,
+            "broker {node} sent the zone-2 consumer to zone 2"
+        );
+        assert_eq!(metric(&http[node], "strata_fetch_replica_bytes_total"), 0.0);
+    }
 }

@@ -6,6 +6,11 @@
 //! least one whole batch of the first partition with data (KIP-74) so a
 //! consumer can make progress past a large batch. No fetch sessions: the
 //! response's session id is 0, which tells clients to send full fetches.
+//!
+//! Any broker serves any partition: one this broker does not lead is read
+//! from its view of the metadata store (see `broker::replicas`). A leader
+//! sends a consumer that names its rack (v11+) to a broker of that rack
+//! (KIP-392 preferred read replica), with no records.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,12 +20,14 @@ use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::fetch_response::{
     AbortedTransaction, FetchableTopicResponse, PartitionData,
 };
-use kafka_protocol::messages::{FetchRequest, FetchResponse, ProducerId, TopicName};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, ProducerId, TopicName};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::str_bytes;
 use crate::broker::Broker;
+use crate::broker::cluster::now_ms;
+use crate::broker::replicas;
 use crate::metadata::TopicId;
 use crate::storage::catalog::TopicState;
 use crate::storage::partition::ReadError;
@@ -80,12 +87,21 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
     } else {
         (request.max_bytes as usize).min(cap)
     };
+    let limits = Limits {
+        max_bytes,
+        committed,
+        rack: if version >= 11 {
+            request.rack_id.to_string()
+        } else {
+            String::new()
+        },
+    };
+    prepare_replicas(&broker, &targets).await;
     loop {
         // Subscribe before reading so no commit slips between the two.
         let mut watches = subscribe(&targets);
-        let (response, bytes, errors) =
-            read_once(&broker, version, &targets, max_bytes, committed).await;
-        if bytes >= min_bytes || errors || watches.is_empty() || Instant::now() >= deadline {
+        let (response, bytes, answer_now) = read_once(&broker, version, &targets, &limits).await;
+        if bytes >= min_bytes || answer_now || watches.is_empty() || Instant::now() >= deadline {
             return response;
         }
         let any_change = select_all(watches.iter_mut().map(|w| w.changed()));
@@ -93,7 +109,41 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
         tokio::select! {
             _ = any_change => {}
             _ = tokio::time::sleep_until(deadline) => {
-                return read_once(&broker, version, &targets, max_bytes, committed).await.0;
+                return read_once(&broker, version, &targets, &limits).await.0;
+            }
+        }
+    }
+}
+
+/// What every partition of one Fetch is read with.
+struct Limits {
+    max_bytes: usize,
+    /// read_committed.
+    committed: bool,
+    /// The consumer's rack (`client.rack`), empty if it names none.
+    rack: String,
+}
+
+/// Partitions another broker leads are read from this broker's view of
+/// the store: loaded on their first read here, and read again first when a
+/// fetch asks past what this broker knows of them.
+async fn prepare_replicas(broker: &Broker, targets: &[Target]) {
+    let now = now_ms();
+    for target in targets {
+        let Some(state) = &target.state else { continue };
+        for &(index, offset, _) in &target.partitions {
+            let Some(log) = state.partition(index) else {
+                continue;
+            };
+            if log.leader_id() == broker.node_id {
+                continue;
+            }
+            log.touch_replica(now);
+            let never = log.replica_synced_ms() == 0;
+            if never || offset > log.high_watermark() {
+                if let Err(error) = replicas::refresh_now(broker, log, never).await {
+                    tracing::warn!(partition = index, %error, "cannot read a partition led elsewhere from the store");
+                }
             }
         }
     }
@@ -144,14 +194,20 @@ fn subscribe(targets: &[Target]) -> Vec<Watch> {
     watches
 }
 
-/// One pass over the requested partitions: (response, bytes, any error).
+/// One pass over the requested partitions: (response, bytes, whether to
+/// answer now whatever the bytes: an error, or a consumer sent elsewhere).
 async fn read_once(
     broker: &Broker,
     version: i16,
     targets: &[Target],
-    max_bytes: usize,
-    committed: bool,
+    limits: &Limits,
 ) -> (FetchResponse, usize, bool) {
+    let (max_bytes, committed) = (limits.max_bytes, limits.committed);
+    let live = if limits.rack.is_empty() {
+        Vec::new()
+    } else {
+        broker.cluster.live()
+    };
     let mut total = 0usize;
     let mut any_error = false;
     // A partition named twice is read once; the repeat gets no records.
@@ -181,10 +237,30 @@ async fn read_once(
                 partitions.push(data);
                 continue;
             };
-            if log.leader_id() != broker.node_id {
+            let replica = log.leader_id() != broker.node_id;
+            if replica && log.replica_synced_ms() == 0 {
+                // Not readable from the store just now: the leader serves it.
                 any_error = true;
                 data.error_code = ResponseError::NotLeaderOrFollower.code();
                 data.high_watermark = -1;
+                partitions.push(data);
+                continue;
+            }
+            data.log_start_offset = log.log_start_offset();
+            if !replica
+                && let Some(node) = replicas::preferred_read_replica(
+                    broker,
+                    &live,
+                    &limits.rack,
+                    log.topic_id,
+                    index,
+                )
+            {
+                any_error = true;
+                broker.requests.preferred_replica_sent();
+                data.preferred_read_replica = BrokerId(node);
+                data.high_watermark = log.high_watermark();
+                data.last_stable_offset = log.last_stable_offset().min(data.high_watermark);
                 partitions.push(data);
                 continue;
             }
@@ -208,10 +284,19 @@ async fn read_once(
                 partitions.push(data);
                 continue;
             }
-            match log
+            let mut read = log
                 .read(&broker.cache, offset, hw, visible, budget.max(1))
-                .await
-            {
+                .await;
+            if replica && matches!(read, Err(ReadError::Missing(_) | ReadError::Storage { .. })) {
+                // The view named an object sealed and collected since:
+                // read the store's index again, then the records.
+                if replicas::refresh_now(broker, log, true).await.is_ok() {
+                    read = log
+                        .read(&broker.cache, offset, hw, visible, budget.max(1))
+                        .await;
+                }
+            }
+            match read {
                 Ok(records) => {
                     if !records.is_empty() && total > 0 && records.len() > budget {
                         // Does not fit the response any more; the client asks again.
@@ -219,6 +304,9 @@ async fn read_once(
                         continue;
                     }
                     total += records.len();
+                    if replica {
+                        broker.requests.replica_fetched(records.len());
+                    }
                     if committed {
                         // Read after the last stable offset, so every
                         // aborted range below it is known (ranges are

@@ -27,11 +27,18 @@ fn describe(live: &[BrokerRecord], version: i16, topic: &TopicState) -> Metadata
             // A leader whose lease expired is offline until the controller
             // moves the partition: clients retry.
             let partition = if live.iter().any(|b| b.node_id == leader) {
-                let node = BrokerId(leader);
+                // Every live broker serves the partition's reads (from the
+                // object store), so all are its in-sync replicas, the
+                // leader first: a client follows a preferred read replica
+                // only to a broker listed here (KIP-392).
+                let replicas: Vec<BrokerId> = std::iter::once(leader)
+                    .chain(live.iter().map(|b| b.node_id).filter(|id| *id != leader))
+                    .map(BrokerId)
+                    .collect();
                 MetadataResponsePartition::default()
-                    .with_leader_id(node)
-                    .with_replica_nodes(vec![node])
-                    .with_isr_nodes(vec![node])
+                    .with_leader_id(BrokerId(leader))
+                    .with_replica_nodes(replicas.clone())
+                    .with_isr_nodes(replicas)
             } else {
                 MetadataResponsePartition::default()
                     .with_error_code(ResponseError::LeaderNotAvailable.code())

@@ -222,17 +222,23 @@ impl MetadataStore for PostgresStore {
         topics::partitions(&client, id).await
     }
 
-    async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>> {
+    async fn chunks_from(
+        &self,
+        id: TopicId,
+        partition: i32,
+        from: i64,
+    ) -> Result<Vec<ChunkRecord>> {
         let client = self.client().await?;
         let stmt = client
             .prepare_cached(
                 "SELECT c.base_offset, c.last_offset, c.max_timestamp, c.object_key, o.size,
                         c.byte_start, c.byte_len, c.index_len
                  FROM chunks c JOIN objects o ON o.object_key = c.object_key
-                 WHERE c.topic_id = $1 AND c.partition = $2 ORDER BY c.base_offset",
+                 WHERE c.topic_id = $1 AND c.partition = $2 AND c.last_offset >= $3
+                 ORDER BY c.base_offset",
             )
             .await?;
-        let rows = client.query(&stmt, &[&tid(id), &partition]).await?;
+        let rows = client.query(&stmt, &[&tid(id), &partition, &from]).await?;
         rows.iter()
             .map(|r| {
                 Ok(ChunkRecord {

@@ -235,15 +235,21 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
-    async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>> {
+    async fn chunks_from(
+        &self,
+        id: TopicId,
+        partition: i32,
+        from: i64,
+    ) -> Result<Vec<ChunkRecord>> {
         self.with_reader(move |conn| {
             let mut stmt = conn.prepare_cached(
                 "SELECT c.base_offset, c.last_offset, c.max_timestamp, c.object_key, o.size,
                         c.byte_start, c.byte_len, c.index_len
                  FROM chunks c JOIN objects o ON o.object_key = c.object_key
-                 WHERE c.topic_id = ?1 AND c.partition = ?2 ORDER BY c.base_offset",
+                 WHERE c.topic_id = ?1 AND c.partition = ?2 AND c.last_offset >= ?3
+                 ORDER BY c.base_offset",
             )?;
-            let rows = stmt.query_map(params![id.0.to_string(), partition], |r| {
+            let rows = stmt.query_map(params![id.0.to_string(), partition, from], |r| {
                 Ok(ChunkRecord {
                     base_offset: r.get(0)?,
                     last_offset: r.get(1)?,

@@ -10,7 +10,10 @@
 //! store, contiguous from the log start offset to the high watermark; nothing
 //! at or above the high watermark is ever readable.
 
+mod follow;
 mod read;
+
+pub use follow::StoreView;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
@@ -73,6 +76,8 @@ pub struct PartitionLog {
     open_txns: Mutex<BTreeSet<(i64, i64)>>,
     /// Aborted transactions within the log, by their markers' offsets.
     aborted: Mutex<VecDeque<AbortedTxn>>,
+    /// Reads served here while another broker leads the partition.
+    replica: follow::ReplicaView,
 }
 
 #[derive(Debug, Clone)]
@@ -117,6 +122,7 @@ impl PartitionLog {
             producers: Mutex::default(),
             open_txns: Mutex::default(),
             aborted: Mutex::default(),
+            replica: follow::ReplicaView::default(),
         }
     }
 

@@ -63,7 +63,13 @@ impl Sealer {
                 .segment_target_bytes
                 .min(u64::try_from(segment_bytes).unwrap_or(u64::MAX))
                 .max(1);
-            for log in topic.partitions.iter().filter(|log| log.chunk_count() >= 4) {
+            // Partitions led here only: another broker may read one it
+            // does not lead, and holds its index then, but never merges it.
+            let led = topic
+                .partitions
+                .iter()
+                .filter(|log| log.leader_id() == self.node_id && log.chunk_count() >= 4);
+            for log in led {
                 // Until nothing is left to merge (each merge removes 3 rows).
                 while let Some(group) = mergeable(&log.chunks_in(log.log_start_offset()), target) {
                     let mut parts = Vec::with_capacity(group.len());

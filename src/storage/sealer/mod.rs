@@ -280,6 +280,7 @@ impl Sealer {
                 .all()
                 .iter()
                 .flat_map(|topic| topic.partitions.iter())
+                .filter(|log| log.leader_id() == self.node_id)
                 .flat_map(|log| {
                     log.write_ahead_chunks_in(&keys)
                         .into_iter()
