@@ -376,6 +376,13 @@ pub async fn dispatch(
                 &handlers::transactions::add_partitions_to_txn(broker, version, request).await,
             )?
         }
+        ApiKey::WriteTxnMarkers => {
+            let request = decode(&mut frame)?;
+            encode(
+                &meta,
+                &handlers::transactions::write_txn_markers(broker, request).await,
+            )?
+        }
         ApiKey::AddOffsetsToTxn => {
             let request: kafka_protocol::messages::AddOffsetsToTxnRequest = decode(&mut frame)?;
             elsewhere!(

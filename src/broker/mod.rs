@@ -11,6 +11,7 @@ mod dispatch;
 pub mod group;
 mod handlers;
 pub mod metrics;
+pub mod peers;
 pub mod replicas;
 pub mod topic_configs;
 pub mod topics;
@@ -60,6 +61,8 @@ pub struct Broker {
     pub admin_lock: tokio::sync::Mutex<()>,
     /// Request latency per Kafka API.
     pub requests: metrics::RequestMetrics,
+    /// Connections to the other brokers (transaction markers and checks).
+    pub peers: peers::Peers,
     /// Connection reader tasks (decode, dispatch); see `connection`.
     pub readers: TaskTracker,
     /// Connection writer tasks (responses in request order).
@@ -259,6 +262,7 @@ impl Broker {
             txn,
             admin_lock: tokio::sync::Mutex::new(()),
             requests: metrics::RequestMetrics::default(),
+            peers: peers::Peers::new(config.node_id),
             readers: TaskTracker::new(),
             responders: TaskTracker::new(),
             request_memory: tokio::sync::Semaphore::new(
@@ -370,6 +374,21 @@ impl Broker {
             .live()
             .into_iter()
             .find(|b| b.node_id == leader)
+    }
+
+    /// The coordinator epoch of `key` here: the leader epoch of the
+    /// `__consumer_offsets` partition it hashes to if this broker leads it,
+    /// else -1; `None` before that topic exists (one broker, which
+    /// coordinates everything).
+    pub fn coordinator_epoch(&self, key: &str) -> Option<i32> {
+        let topic = self.catalog.by_name(topics::OFFSETS_TOPIC)?;
+        let count = topic.partitions.len().max(1) as u32;
+        let log = topic.partition((crc32c::crc32c(key.as_bytes()) % count) as i32)?;
+        Some(if log.leader_id() == self.node_id {
+            log.leader_epoch()
+        } else {
+            -1
+        })
     }
 
     /// Whether this broker coordinates `key` (else requests for it get

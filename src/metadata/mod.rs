@@ -520,6 +520,25 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// transaction will commit (`(group, offset)`), loaded at startup.
     async fn transactions(
         &self,
+    ) -> Result<Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>> {
+        self.transactions_of(None).await
+    }
+    /// One transactional id as `transactions` gives it, if stored (a
+    /// coordinator taking it over from another broker reads it).
+    async fn transaction(
+        &self,
+        transactional_id: &str,
+    ) -> Result<Option<(TransactionRecord, Vec<(String, CommittedOffset)>)>> {
+        Ok(self
+            .transactions_of(Some(transactional_id.to_string()))
+            .await?
+            .into_iter()
+            .next())
+    }
+    /// Every stored transactional id, or only `only`.
+    async fn transactions_of(
+        &self,
+        only: Option<String>,
     ) -> Result<Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>>;
     /// Stores a transactional id's record (insert or replace).
     async fn put_transaction(&self, record: TransactionRecord) -> Result<()>;

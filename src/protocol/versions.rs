@@ -37,6 +37,8 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     // Transactions, KIP-890 part 2 included (Produce v12+, TxnOffsetCommit
     // v5+ and EndTxn v5+ carry its semantics; see api_versions).
     (ApiKey::AddPartitionsToTxn, 0, 5),
+    // From another broker's transaction coordinator.
+    (ApiKey::WriteTxnMarkers, 1, 1),
     (ApiKey::AddOffsetsToTxn, 0, 4),
     (ApiKey::TxnOffsetCommit, 0, 5),
     (ApiKey::EndTxn, 0, 5),

@@ -18,25 +18,25 @@ use crate::common::{
 };
 use crate::s3::{S3Server, start_s3};
 
-struct Cluster {
+pub(crate) struct Cluster {
     s3: S3Server,
     metadata: String,
 }
 
 impl Cluster {
-    fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Cluster {
             s3: start_s3(&["cluster"]),
             metadata: fresh_postgres_url(),
         }
     }
 
-    fn start(&self, node: i32) -> TestBroker {
+    pub(crate) fn start(&self, node: i32) -> TestBroker {
         self.start_with(node, &[])
     }
 
     /// Node `node` with `extra` flags after the cluster's own.
-    fn start_with(&self, node: i32, extra: &[&str]) -> TestBroker {
+    pub(crate) fn start_with(&self, node: i32, extra: &[&str]) -> TestBroker {
         let mut args = self.s3.broker_args("s3://cluster/data");
         args.extend(
             [
@@ -64,7 +64,7 @@ type Leaders = (BTreeMap<i32, i32>, BTreeSet<i32>);
 /// Partition leaders of `topic` and the brokers, as `addr` describes them,
 /// or the Metadata error (a broker that just died or is starting: callers
 /// poll until the answer they wait for).
-fn leaders(addr: &str, topic: &str) -> Result<Leaders, rdkafka::error::KafkaError> {
+pub(crate) fn leaders(addr: &str, topic: &str) -> Result<Leaders, rdkafka::error::KafkaError> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", addr)
         .create()
@@ -88,7 +88,7 @@ fn leader_of(addr: &str, topic: &str, partition: i32) -> Option<i32> {
 }
 
 /// Partitions led per broker.
-fn load(leaders: &BTreeMap<i32, i32>) -> BTreeMap<i32, usize> {
+pub(crate) fn load(leaders: &BTreeMap<i32, i32>) -> BTreeMap<i32, usize> {
     let mut load = BTreeMap::new();
     for leader in leaders.values() {
         *load.entry(*leader).or_insert(0) += 1;
@@ -98,7 +98,12 @@ fn load(leaders: &BTreeMap<i32, i32>) -> BTreeMap<i32, usize> {
 
 /// Waits until `addr` shows `topic`'s partitions spread evenly over exactly
 /// `nodes`; returns how long it took.
-async fn balanced_over(addr: &str, topic: &str, nodes: &[i32], partitions: usize) -> Duration {
+pub(crate) async fn balanced_over(
+    addr: &str,
+    topic: &str,
+    nodes: &[i32],
+    partitions: usize,
+) -> Duration {
     let began = Instant::now();
     let want: BTreeSet<i32> = nodes.iter().copied().collect();
     eventually(
@@ -339,13 +344,13 @@ async fn a_paused_broker_that_lost_its_lease_cannot_commit() {
 
 /// The coordinator of `group` according to the broker at `broker`, or the
 /// error code it answers (COORDINATOR_NOT_AVAILABLE while it moves).
-fn coordinator(broker: &TestBroker, group: &str) -> Result<i32, i16> {
+pub(crate) fn coordinator(broker: &TestBroker, key: &str, key_type: i8) -> Result<i32, i16> {
     use kafka_protocol::messages::{ApiKey, FindCoordinatorRequest, FindCoordinatorResponse};
     use kafka_protocol::protocol::StrBytes;
     let mut raw = crate::bad_input::Raw::connect(broker);
     let request = FindCoordinatorRequest::default()
-        .with_key(StrBytes::from_string(group.to_string()))
-        .with_key_type(0);
+        .with_key(StrBytes::from_string(key.to_string()))
+        .with_key_type(key_type);
     let response: FindCoordinatorResponse = raw.call(ApiKey::FindCoordinator, 3, &request);
     match response.error_code {
         0 => Ok(response.node_id.0),
@@ -400,13 +405,13 @@ async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_die
         Duration::from_secs(10),
         || {
             let named: BTreeSet<Result<i32, i16>> =
-                brokers.iter().map(|b| coordinator(b, GROUP)).collect();
+                brokers.iter().map(|b| coordinator(b, GROUP, 0)).collect();
             named.len() == 1 && named.iter().all(Result::is_ok)
         },
         || "brokers disagree on the coordinator".into(),
     )
     .await;
-    let coordinator_node = coordinator(&brokers[0], GROUP).expect("a coordinator");
+    let coordinator_node = coordinator(&brokers[0], GROUP, 0).expect("a coordinator");
 
     let produce = |addr: String, from: usize, to: usize| async move {
         let producer: FutureProducer = ClientConfig::new()
@@ -464,7 +469,7 @@ async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_die
         .collect();
     eventually(
         Duration::from_secs(20),
-        || coordinator(alive[0], GROUP).is_ok_and(|named| named != coordinator_node),
+        || coordinator(alive[0], GROUP, 0).is_ok_and(|named| named != coordinator_node),
         || "the coordinator did not move".into(),
     )
     .await;

@@ -15,18 +15,18 @@ use rdkafka::{Offset, TopicPartitionList};
 
 use crate::common::TestBroker;
 
-type TxnProducer = ThreadedProducer<DefaultProducerContext>;
+pub(crate) type TxnProducer = ThreadedProducer<DefaultProducerContext>;
 
-const T: Duration = Duration::from_secs(30);
+pub(crate) const T: Duration = Duration::from_secs(30);
 
-fn runtime() -> tokio::runtime::Runtime {
+pub(crate) fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime")
 }
 
-fn txn_producer(broker: &TestBroker, id: &str, extra: &[(&str, &str)]) -> TxnProducer {
+pub(crate) fn txn_producer(broker: &TestBroker, id: &str, extra: &[(&str, &str)]) -> TxnProducer {
     let mut config = ClientConfig::new();
     config
         .set("bootstrap.servers", &broker.addr)
@@ -42,7 +42,7 @@ fn txn_producer(broker: &TestBroker, id: &str, extra: &[(&str, &str)]) -> TxnPro
 
 /// Sends `values` (keyed by themselves) to `topic`/`partition` and waits
 /// until every one is acknowledged.
-fn send(producer: &TxnProducer, topic: &str, partition: i32, values: &[String]) {
+pub(crate) fn send(producer: &TxnProducer, topic: &str, partition: i32, values: &[String]) {
     for v in values {
         producer
             .send(
@@ -57,13 +57,18 @@ fn send(producer: &TxnProducer, topic: &str, partition: i32, values: &[String]) 
     producer.flush(T).expect("flush");
 }
 
-fn values(prefix: &str, n: usize) -> Vec<String> {
+pub(crate) fn values(prefix: &str, n: usize) -> Vec<String> {
     (0..n).map(|i| format!("{prefix}-{i}")).collect()
 }
 
 /// Every value in `topic`/`partition` a consumer at `isolation` reads from
 /// the start, until it has seen the end of what it may read.
-fn read_all(broker: &TestBroker, topic: &str, partition: i32, isolation: &str) -> Vec<String> {
+pub(crate) fn read_all(
+    broker: &TestBroker,
+    topic: &str,
+    partition: i32,
+    isolation: &str,
+) -> Vec<String> {
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &broker.addr)
         .set("group.id", "txn-tests-unused")
@@ -380,7 +385,7 @@ fn transactions_survive_kill_9() {
 }
 
 /// Lines of a progress file: the last number written (0 if none yet).
-fn last_progress(path: &std::path::Path) -> u64 {
+pub(crate) fn last_progress(path: &std::path::Path) -> u64 {
     std::fs::read_to_string(path)
         .ok()
         .and_then(|text| text.lines().last().and_then(|l| l.trim().parse().ok()))
@@ -388,7 +393,7 @@ fn last_progress(path: &std::path::Path) -> u64 {
 }
 
 /// A child process killed when the test ends, passed or failed.
-struct KillOnDrop(std::process::Child);
+pub(crate) struct KillOnDrop(pub(crate) std::process::Child);
 
 impl Drop for KillOnDrop {
     fn drop(&mut self) {

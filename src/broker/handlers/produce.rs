@@ -68,9 +68,11 @@ fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn append_partition(
     broker: &Broker,
     version: i16,
+    transactional_id: Option<&str>,
     topic: Option<&Arc<TopicState>>,
     topic_id: Option<uuid::Uuid>,
     index: i32,
@@ -182,6 +184,27 @@ async fn append_partition(
                 .txn
                 .verify_produce(producer.producer_id, producer.epoch, topic.record.id, index)
         };
+        // A transactional id another broker coordinates: that coordinator
+        // says whether the partition is in the transaction (or adds it).
+        let verified = match (verified, transactional_id) {
+            (Err((code, _)), Some(id))
+                if code != ResponseError::InvalidProducerEpoch && !broker.coordinates(id) =>
+            {
+                broker
+                    .txn
+                    .ask_coordinator(
+                        broker,
+                        id,
+                        producer.producer_id,
+                        producer.epoch,
+                        (topic.record.id, &topic.record.name),
+                        index,
+                        version >= 12,
+                    )
+                    .await
+            }
+            (verified, _) => verified,
+        };
         match verified {
             Ok(open) => txn = Some(open),
             Err((code, message)) => return failed(code, message),
@@ -284,6 +307,7 @@ pub async fn prepare(
     if version >= 12 {
         add_transaction_partitions(broker, &request).await;
     }
+    let transactional_id = request.transactional_id.as_ref().map(|id| id.to_string());
     let mut topics: Vec<(TopicName, uuid::Uuid, Vec<PartitionOutcome>)> = Vec::new();
     for topic in request.topic_data {
         let state = if topic.name.is_empty() {
@@ -309,6 +333,7 @@ pub async fn prepare(
                 append_partition(
                     broker,
                     version,
+                    transactional_id.as_deref(),
                     state.as_ref(),
                     topic.name.is_empty().then_some(topic.topic_id),
                     partition.index,

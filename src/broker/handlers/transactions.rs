@@ -206,12 +206,17 @@ pub async fn txn_offset_commit(
     request: TxnOffsetCommitRequest,
 ) -> TxnOffsetCommitResponse {
     let group = request.group_id.to_string();
+    let memberless = request.member_id.is_empty() && request.generation_id < 0;
+    // The group's fencing needs the group's coordinator.
+    if !group.is_empty() && !memberless && !broker.coordinates(&group) {
+        return every_partition(&request, ResponseError::NotCoordinator.code());
+    }
     // The group's fencing, as for OffsetCommit; a producer that names no
     // member (generation -1, v0-v2 or `sendOffsetsToTransaction(groupId)`)
     // commits without it, as Kafka lets transactional commits do.
     let fenced = if group.is_empty() {
         Err(ResponseError::InvalidGroupId)
-    } else if request.member_id.is_empty() && request.generation_id < 0 {
+    } else if memberless {
         Ok(())
     } else {
         let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
@@ -222,6 +227,9 @@ pub async fn txn_offset_commit(
             instance.as_deref(),
         )
     };
+    if fenced.is_ok() && !broker.coordinates(&request.transactional_id) {
+        return forward_txn_offsets(broker, version, request).await;
+    }
     let max_metadata = broker.config.groups.offset_metadata_max_bytes;
     let now = now_ms();
     // Per partition: Some(error) at once, or None if it goes to the store.
@@ -295,6 +303,54 @@ pub async fn txn_offset_commit(
         })
         .collect();
     TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// The same answer for every partition of a TxnOffsetCommit.
+fn every_partition(request: &TxnOffsetCommitRequest, code: i16) -> TxnOffsetCommitResponse {
+    let topics = request
+        .topics
+        .iter()
+        .map(|t| {
+            TxnOffsetCommitResponseTopic::default()
+                .with_name(t.name.clone())
+                .with_partitions(
+                    t.partitions
+                        .iter()
+                        .map(|p| {
+                            TxnOffsetCommitResponsePartition::default()
+                                .with_partition_index(p.partition_index)
+                                .with_error_code(code)
+                        })
+                        .collect(),
+                )
+        })
+        .collect();
+    TxnOffsetCommitResponse::default().with_topics(topics)
+}
+
+/// A TxnOffsetCommit whose group fencing passed here, for a transaction
+/// another broker coordinates: the offsets belong to that coordinator's
+/// transaction, so it takes them (as a member-less commit: the group's
+/// fencing is done).
+async fn forward_txn_offsets(
+    broker: &Arc<Broker>,
+    version: i16,
+    mut request: TxnOffsetCommitRequest,
+) -> TxnOffsetCommitResponse {
+    let unavailable = ResponseError::CoordinatorNotAvailable.code();
+    let Some(coordinator) = broker.coordinator_for(&request.transactional_id) else {
+        return every_partition(&request, unavailable);
+    };
+    request.generation_id = -1;
+    request.member_id = Default::default();
+    request.group_instance_id = None;
+    match broker.peers.call(&coordinator, version, &request).await {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::warn!(%error, "cannot hand transactional offsets to their coordinator");
+            every_partition(&request, unavailable)
+        }
+    }
 }
 
 pub async fn end_txn(broker: &Arc<Broker>, version: i16, request: EndTxnRequest) -> EndTxnResponse {
@@ -459,4 +515,83 @@ pub async fn list_transactions(
     ListTransactionsResponse::default()
         .with_unknown_state_filters(unknown)
         .with_transaction_states(states)
+}
+
+/// WriteTxnMarkers (from the coordinator of a transaction, another
+/// broker): a marker into each named partition this broker leads, once
+/// the producer's transaction view here is closed; answered when every
+/// marker is durable. A partition led elsewhere gets NOT_LEADER_OR_FOLLOWER
+/// and the coordinator tries again.
+pub async fn write_txn_markers(
+    broker: &Arc<Broker>,
+    request: kafka_protocol::messages::WriteTxnMarkersRequest,
+) -> kafka_protocol::messages::WriteTxnMarkersResponse {
+    use kafka_protocol::messages::write_txn_markers_response::{
+        WritableTxnMarkerPartitionResult, WritableTxnMarkerResult, WritableTxnMarkerTopicResult,
+    };
+    let mut markers = Vec::with_capacity(request.markers.len());
+    for marker in &request.markers {
+        let producer_id = marker.producer_id.0;
+        broker.txn.close_remote(producer_id);
+        let mut topics = Vec::with_capacity(marker.topics.len());
+        for topic in &marker.topics {
+            let state = broker.catalog.by_name(&topic.name);
+            let mut pending = Vec::with_capacity(topic.partition_indexes.len());
+            for &index in &topic.partition_indexes {
+                let log = state.as_ref().and_then(|s| s.partition(index).cloned());
+                let answer = match log {
+                    None => Err(ResponseError::UnknownTopicOrPartition),
+                    Some(log) if log.leader_id() != broker.node_id => {
+                        Err(ResponseError::NotLeaderOrFollower)
+                    }
+                    Some(log) => broker
+                        .writer
+                        .append_marker(
+                            &log,
+                            producer_id,
+                            marker.producer_epoch,
+                            marker.transaction_result,
+                        )
+                        .await
+                        .map_err(|e| {
+                            tracing::warn!(topic = %&*topic.name, partition = index, error = %e, "cannot write a transaction marker");
+                            ResponseError::NotLeaderOrFollower
+                        }),
+                };
+                pending.push((index, answer));
+            }
+            let mut partitions = Vec::with_capacity(pending.len());
+            for (index, answer) in pending {
+                let code = match answer {
+                    Ok(ticket) => match ticket.committed().await {
+                        Ok(_) => 0,
+                        Err(crate::storage::wal::AppendError::TopicDeleted) => {
+                            ResponseError::UnknownTopicOrPartition.code()
+                        }
+                        Err(error) => {
+                            tracing::warn!(topic = %&*topic.name, partition = index, %error, "a transaction marker was not written");
+                            ResponseError::NotLeaderOrFollower.code()
+                        }
+                    },
+                    Err(error) => error.code(),
+                };
+                partitions.push(
+                    WritableTxnMarkerPartitionResult::default()
+                        .with_partition_index(index)
+                        .with_error_code(code),
+                );
+            }
+            topics.push(
+                WritableTxnMarkerTopicResult::default()
+                    .with_name(topic.name.clone())
+                    .with_partitions(partitions),
+            );
+        }
+        markers.push(
+            WritableTxnMarkerResult::default()
+                .with_producer_id(marker.producer_id)
+                .with_topics(topics),
+        );
+    }
+    kafka_protocol::messages::WriteTxnMarkersResponse::default().with_markers(markers)
 }

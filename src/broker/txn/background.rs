@@ -90,29 +90,45 @@ impl TxnCoordinator {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = checks.tick() => self.check_timeouts(&broker).await,
-                _ = expiry.tick() => self.expire_ids().await,
+                _ = expiry.tick() => self.expire_ids(&broker).await,
             }
         }
     }
 
-    pub(super) fn all_entries(&self) -> Vec<Arc<tokio::sync::Mutex<TxnEntry>>> {
-        self.entries
-            .lock()
-            .map(|e| e.values().map(Arc::clone).collect())
-            .unwrap_or_default()
-    }
-
+    /// Finishes prepared transactions and aborts timed-out ones, of the ids
+    /// this broker coordinates; they are looked for in the store, where an
+    /// id whose coordination moved here is too.
     pub(super) async fn check_timeouts(&self, broker: &Broker) {
         let now = now_ms();
-        for entry in self.all_entries() {
-            let mut entry = entry.lock().await;
+        let due = |record: &TransactionRecord| match record.state {
+            TxnState::PrepareCommit | TxnState::PrepareAbort => true,
+            TxnState::Ongoing => record.start_ms + i64::from(record.timeout_ms) < now,
+            _ => false,
+        };
+        let stored = match self.metadata.transactions().await {
+            Ok(stored) => stored,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read transactions to check their timeouts");
+                return;
+            }
+        };
+        let ids: Vec<String> = stored
+            .into_iter()
+            .map(|(record, _)| record)
+            .filter(|record| due(record) && broker.coordinates(&record.transactional_id))
+            .map(|record| record.transactional_id)
+            .collect();
+        for id in ids {
+            // Read again from the store if this broker just took it over.
+            let mut entry = match self.locked(broker, &id).await {
+                Ok(Some(entry)) => entry,
+                Ok(None) | Err(_) => continue,
+            };
             let result = match entry.record.state {
                 TxnState::PrepareCommit | TxnState::PrepareAbort => {
                     self.finish_prepared(broker, &mut entry).await
                 }
-                TxnState::Ongoing
-                    if entry.record.start_ms + i64::from(entry.record.timeout_ms) < now =>
-                {
+                TxnState::Ongoing if due(&entry.record) => {
                     tracing::info!(transactional_id = %entry.record.transactional_id, timeout_ms = entry.record.timeout_ms, "aborting a transaction past its timeout");
                     // As Kafka: at a bumped epoch, so the producer that let
                     // it time out is fenced.
@@ -127,13 +143,28 @@ impl TxnCoordinator {
         }
     }
 
-    pub(super) async fn expire_ids(&self) {
+    /// Forgets idle transactional ids this broker coordinates (in the
+    /// store too); those another broker coordinates are only dropped from
+    /// memory (what this broker held of them is stale).
+    pub(super) async fn expire_ids(&self, broker: &Broker) {
         let before = now_ms() - self.settings.id_expiration_ms;
         let mut forgotten = 0usize;
-        for entry in self.all_entries() {
+        let ids: Vec<String> = self
+            .entries
+            .lock()
+            .map(|e| e.keys().cloned().collect())
+            .unwrap_or_default();
+        for id in ids {
+            if !broker.coordinates(&id) {
+                self.drop_stale(&id).await;
+                continue;
+            }
             // Checked and forgotten under the entry's lock, so a request
             // for the id cannot slip in between.
-            let mut entry = entry.lock().await;
+            let mut entry = match self.locked(broker, &id).await {
+                Ok(Some(entry)) => entry,
+                Ok(None) | Err(_) => continue,
+            };
             let idle = matches!(
                 entry.record.state,
                 TxnState::Empty | TxnState::CompleteCommit | TxnState::CompleteAbort

@@ -18,7 +18,7 @@ impl TxnCoordinator {
         commit: bool,
         bump: bool,
     ) -> Result<(i64, i16), ResponseError> {
-        let Some(mut entry) = self.locked(transactional_id).await else {
+        let Some(mut entry) = self.locked(broker, transactional_id).await? else {
             return Err(WRONG_PRODUCER);
         };
         let current = (entry.record.producer_id, entry.record.producer_epoch);
@@ -116,6 +116,8 @@ impl TxnCoordinator {
         }
         let record = entry.record.clone();
         let mut tickets = Vec::with_capacity(record.partitions.len());
+        // Partitions led elsewhere get their markers from their leaders.
+        let mut remote = Vec::new();
         for &(topic, partition) in &record.partitions {
             let Some(log) = broker
                 .catalog
@@ -124,6 +126,10 @@ impl TxnCoordinator {
             else {
                 continue; // deleted with its topic
             };
+            if log.leader_id() != broker.node_id {
+                remote.push((topic, partition, log.leader_id()));
+                continue;
+            }
             match broker
                 .writer
                 .append_marker(&log, record.producer_id, record.producer_epoch, commit)
@@ -135,6 +141,10 @@ impl TxnCoordinator {
                     return Err(ResponseError::ConcurrentTransactions);
                 }
             }
+        }
+        if !remote.is_empty() {
+            self.write_remote_markers(broker, &record, commit, &remote)
+                .await?;
         }
         for (topic, partition, ticket) in tickets {
             match ticket.committed().await {

@@ -35,6 +35,7 @@
 //! metrics and the admin views.
 
 mod background;
+mod cluster;
 mod ending;
 mod produce;
 
@@ -116,6 +117,11 @@ struct TxnEntry {
     /// Forgotten (expired) while a request waited for the entry: that
     /// request must look the id up again.
     removed: bool,
+    /// The coordinator epoch (leader epoch of the id's `__consumer_offsets`
+    /// partition here) the entry was read from the store under; another
+    /// one means another broker may have coordinated the id meanwhile, so
+    /// the entry is read again (-1: not read under any yet).
+    epoch: i32,
 }
 
 /// What DescribeTransactions and ListTransactions show of a transactional id.
@@ -204,6 +210,7 @@ impl TxnCoordinator {
                     pending,
                     open,
                     removed: false,
+                    epoch: -1,
                 })),
             );
         }
@@ -218,17 +225,42 @@ impl TxnCoordinator {
             .map(Arc::clone)
     }
 
-    /// The entry of `transactional_id`, locked, if the coordinator has it;
-    /// one forgotten while this waited for its lock is looked up again.
+    /// The entry of `transactional_id`, locked, if the id exists; one
+    /// forgotten while this waited for its lock is looked up again. In a
+    /// cluster the entry is (re)read from the store first when this broker
+    /// took the id's coordination since it last read it (see `cluster`).
     async fn locked(
         &self,
+        broker: &Broker,
         transactional_id: &str,
-    ) -> Option<tokio::sync::OwnedMutexGuard<TxnEntry>> {
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<TxnEntry>>, ResponseError> {
+        let epoch = broker.coordinator_epoch(transactional_id);
+        if epoch == Some(-1) {
+            // Another broker coordinates it: what this one holds is stale.
+            return Err(ResponseError::NotCoordinator);
+        }
         loop {
-            let entry = self.entry(transactional_id)?.lock_owned().await;
-            if !entry.removed {
-                return Some(entry);
+            let entry = match self.entry(transactional_id) {
+                Some(entry) => entry,
+                None if epoch.is_some() => match self.adopt(transactional_id).await? {
+                    Some(entry) => entry,
+                    None => return Ok(None),
+                },
+                None => return Ok(None),
+            };
+            let mut entry = entry.lock_owned().await;
+            if entry.removed {
+                continue;
             }
+            if let Some(epoch) = epoch
+                && entry.epoch != epoch
+            {
+                if !self.reload(&mut entry).await? {
+                    continue; // gone from the store: looked up again
+                }
+                entry.epoch = epoch;
+            }
+            return Ok(Some(entry));
         }
     }
 
@@ -255,13 +287,13 @@ impl TxnCoordinator {
         if timeout_ms <= 0 || timeout_ms > self.settings.max_timeout_ms {
             return Err(ResponseError::InvalidTransactionTimeout);
         }
-        let mut entry = match self.locked(transactional_id).await {
+        let mut entry = match self.locked(broker, transactional_id).await? {
             Some(entry) => entry,
             None => {
                 // One creation at a time, so two first InitProducerIds of an
                 // id cannot store two different producer ids.
                 let _creating = self.creating.lock().await;
-                match self.locked(transactional_id).await {
+                match self.locked(broker, transactional_id).await? {
                     Some(entry) => entry,
                     None => {
                         // A producer id the producer holds (KIP-360) for an
@@ -291,6 +323,7 @@ impl TxnCoordinator {
                             pending: Vec::new(),
                             open: None,
                             removed: false,
+                            epoch: broker.coordinator_epoch(transactional_id).unwrap_or(-1),
                         }));
                         self.entries
                             .lock()
@@ -390,7 +423,7 @@ impl TxnCoordinator {
         producer_id: i64,
         epoch: i16,
     ) -> Result<tokio::sync::OwnedMutexGuard<TxnEntry>, ResponseError> {
-        let Some(mut entry) = self.locked(transactional_id).await else {
+        let Some(mut entry) = self.locked(broker, transactional_id).await? else {
             return Err(WRONG_PRODUCER);
         };
         if entry.record.producer_id != producer_id {

@@ -479,11 +479,12 @@ impl MetadataStore for PostgresStore {
         Ok(deleted as usize)
     }
 
-    async fn transactions(
+    async fn transactions_of(
         &self,
+        only: Option<String>,
     ) -> Result<Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>> {
         let client = self.client().await?;
-        transactions::load(&client).await
+        transactions::load(&client, only.as_deref()).await
     }
 
     async fn put_transaction(&self, record: TransactionRecord) -> Result<()> {

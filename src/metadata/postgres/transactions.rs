@@ -131,14 +131,16 @@ pub(super) async fn complete(
 
 type Loaded = Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>;
 
-pub(super) async fn load(client: &Client) -> Result<Loaded> {
+/// Every transactional id, or only `only`.
+pub(super) async fn load(client: &Client, only: Option<&str>) -> Result<Loaded> {
     let rows = client
         .query(
             "SELECT transactional_id, producer_id, producer_epoch, last_producer_id,
                     last_producer_epoch, timeout_ms, state, partitions, groups, start_ms,
                     updated_ms
-             FROM transactions ORDER BY transactional_id",
-            &[],
+             FROM transactions WHERE $1::text IS NULL OR transactional_id = $1
+             ORDER BY transactional_id",
+            &[&only],
         )
         .await?;
     let mut out: Loaded = Vec::with_capacity(rows.len());
@@ -173,8 +175,9 @@ pub(super) async fn load(client: &Client) -> Result<Loaded> {
         .query(
             "SELECT transactional_id, group_id, topic_id, partition, committed_offset,
                     leader_epoch, metadata, commit_ms
-             FROM txn_offsets ORDER BY transactional_id",
-            &[],
+             FROM txn_offsets WHERE $1::text IS NULL OR transactional_id = $1
+             ORDER BY transactional_id",
+            &[&only],
         )
         .await?;
     for r in rows {

@@ -561,10 +561,12 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
-    async fn transactions(
+    async fn transactions_of(
         &self,
+        only: Option<String>,
     ) -> Result<Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>> {
-        self.with_reader(transactions::load).await
+        self.with_reader(move |conn| transactions::load(conn, only.as_deref()))
+            .await
     }
 
     async fn put_transaction(&self, record: TransactionRecord) -> Result<()> {

@@ -136,13 +136,15 @@ pub(super) fn delete(conn: &mut Connection, ids: &[String]) -> Result<()> {
 
 type Loaded = Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>;
 
-pub(super) fn load(conn: &Connection) -> Result<Loaded> {
+/// Every transactional id, or only `only`.
+pub(super) fn load(conn: &Connection, only: Option<&str>) -> Result<Loaded> {
     let mut stmt = conn.prepare(
         "SELECT transactional_id, producer_id, producer_epoch, last_producer_id,
                 last_producer_epoch, timeout_ms, state, partitions, groups, start_ms, updated_ms
-         FROM transactions ORDER BY transactional_id",
+         FROM transactions WHERE ?1 IS NULL OR transactional_id = ?1
+         ORDER BY transactional_id",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([only], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, i64>(1)?,
@@ -188,9 +190,10 @@ pub(super) fn load(conn: &Connection) -> Result<Loaded> {
     let mut stmt = conn.prepare(
         "SELECT transactional_id, group_id, topic_id, partition, committed_offset,
                 leader_epoch, metadata, commit_ms
-         FROM txn_offsets ORDER BY transactional_id",
+         FROM txn_offsets WHERE ?1 IS NULL OR transactional_id = ?1
+         ORDER BY transactional_id",
     )?;
-    let rows = stmt.query_map([], |r| {
+    let rows = stmt.query_map([only], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,

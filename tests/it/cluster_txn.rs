@@ -1,0 +1,218 @@
+//! Transactions in a cluster: a transaction's partitions are led by every
+//! broker while one broker coordinates it, so markers reach the other
+//! leaders (WriteTxnMarkers), leaders check transactional batches with the
+//! coordinator, and the coordination moves with its `__consumer_offsets`
+//! partition when its broker dies.
+
+use std::time::{Duration, Instant};
+
+use rdkafka::producer::Producer;
+
+use crate::cluster::{Cluster, balanced_over, coordinator, leaders, load};
+use crate::common::TestBroker;
+use crate::transactions::{
+    KillOnDrop, T, last_progress, read_all, runtime, send, txn_producer, values,
+};
+
+/// The coordinator `broker` names for a transactional id, once it names
+/// one (a broker learns of a new `__consumer_offsets` at its next
+/// heartbeat).
+fn coordinator_of(broker: &TestBroker, transactional_id: &str) -> i32 {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match coordinator(broker, transactional_id, 1) {
+            Ok(node) => return node,
+            Err(code) => assert!(
+                Instant::now() < deadline,
+                "no coordinator for {transactional_id}: error {code}"
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// librdkafka's transactional producer (Produce below v12: leaders verify
+/// each transaction's partitions with the coordinator) commits and aborts
+/// transactions over six partitions led by three brokers: read_committed
+/// consumers of any broker see exactly the committed records, in order.
+#[test]
+fn transactions_span_partitions_led_by_every_broker() {
+    const PARTITIONS: i32 = 6;
+    let cluster = Cluster::new();
+    let brokers: Vec<TestBroker> = (0..3).map(|n| cluster.start(n)).collect();
+    let rt = runtime();
+    rt.block_on(brokers[0].create_topic("spread", PARTITIONS));
+    rt.block_on(balanced_over(
+        &brokers[1].addr,
+        "spread",
+        &[0, 1, 2],
+        PARTITIONS as usize,
+    ));
+    let producer = txn_producer(&brokers[2], "spread-txn", &[]);
+    let coordinator_node = coordinator_of(&brokers[0], "spread-txn");
+    let (led, _) = leaders(&brokers[0].addr, "spread").expect("metadata");
+    assert!(
+        led.values().any(|leader| *leader != coordinator_node),
+        "some partitions are led by another broker than the coordinator {coordinator_node}: {led:?}"
+    );
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); PARTITIONS as usize];
+    for round in 0..10 {
+        producer.begin_transaction().expect("begin");
+        for p in 0..PARTITIONS {
+            let batch = values(&format!("r{round}-p{p}"), 5);
+            send(&producer, "spread", p, &batch);
+            if round % 4 != 3 {
+                expected[p as usize].extend(batch);
+            }
+        }
+        if round % 4 == 3 {
+            producer.abort_transaction(T).expect("abort");
+        } else {
+            producer.commit_transaction(T).expect("commit");
+        }
+    }
+    for p in 0..PARTITIONS {
+        for broker in [&brokers[0], &brokers[2]] {
+            assert_eq!(
+                read_all(broker, "spread", p, "read_committed"),
+                expected[p as usize],
+                "partition {p}: committed records only, in order"
+            );
+        }
+        assert_eq!(
+            read_all(&brokers[1], "spread", p, "read_uncommitted").len(),
+            50,
+            "partition {p}: aborted records are in the log"
+        );
+    }
+}
+
+/// The Java client's exactly-once copier (tests/java/src/TxnCopier.java,
+/// KIP-890 part 2: Produce v12 adds partitions through their leaders)
+/// copies a topic spread over three brokers, and the broker coordinating
+/// its transactional id is killed -9 midway: the coordination moves with
+/// its `__consumer_offsets` partition, the new coordinator reads the id
+/// from the store, and the output holds every input record exactly once,
+/// in order per key, for read_committed consumers.
+#[test]
+fn an_exactly_once_copier_survives_its_coordinators_broker_dying() {
+    const TOTAL: usize = 6_000;
+    const PARTITIONS: i32 = 6;
+    const KEYS: usize = 48;
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join("target/java/classes/TxnCopier.class").is_file(),
+        "the Java test programs are missing: run ./scripts/test.sh (scripts/java-deps.sh)"
+    );
+    let classpath = format!(
+        "{}/target/java/lib/*:{}/target/java/classes",
+        root.display(),
+        root.display()
+    );
+    let cluster = Cluster::new();
+    let mut brokers: Vec<TestBroker> = (0..3).map(|n| cluster.start(n)).collect();
+    let rt = runtime();
+    rt.block_on(brokers[0].create_topic("copy-in", PARTITIONS));
+    rt.block_on(brokers[0].create_topic("copy-out", PARTITIONS));
+    rt.block_on(balanced_over(
+        &brokers[1].addr,
+        "copy-out",
+        &[0, 1, 2],
+        PARTITIONS as usize,
+    ));
+    let input: rdkafka::producer::FutureProducer = brokers[0].producer(&[("linger.ms", "20")]);
+    rt.block_on(async {
+        let sends = (0..TOTAL).map(|i| {
+            let key = format!("k{}", i % KEYS);
+            let value = format!("{key}:{:06}", i / KEYS);
+            let partition = (i % KEYS) as i32 % PARTITIONS;
+            let input = &input;
+            async move {
+                input
+                    .send(
+                        rdkafka::producer::FutureRecord::to("copy-in")
+                            .partition(partition)
+                            .key(&key)
+                            .payload(&value),
+                        T,
+                    )
+                    .await
+                    .expect("input record");
+            }
+        });
+        futures::future::join_all(sends).await;
+    });
+
+    let bootstrap = brokers
+        .iter()
+        .map(|b| b.addr.clone())
+        .collect::<Vec<_>>()
+        .join(",");
+    let scratch = tempfile::tempdir().expect("tempdir");
+    let progress = scratch.path().join("progress");
+    let mut copier = KillOnDrop(
+        std::process::Command::new("java")
+            .args(["-Xmx512m", "-cp", &classpath, "TxnCopier"])
+            .args([
+                bootstrap.as_str(),
+                "copy-in",
+                "copy-out",
+                "copiers",
+                "the-copier",
+                &TOTAL.to_string(),
+                progress.to_str().expect("utf-8 path"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("start the Java copier"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(240);
+    while last_progress(&progress) < 1_500 {
+        if let Some(status) = copier.0.try_wait().expect("copier status") {
+            panic!("the copier exited early with {status}");
+        }
+        assert!(Instant::now() < deadline, "the copier stalled");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let doomed = coordinator_of(&brokers[0], "the-copier");
+    let (led, _) = leaders(&brokers[0].addr, "copy-out").expect("metadata");
+    assert_eq!(load(&led).len(), 3, "every broker leads output partitions");
+    brokers[doomed as usize].kill9();
+    let survivor = (doomed as usize + 1) % 3;
+    let status = loop {
+        if let Some(status) = copier.0.try_wait().expect("copier status") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline + Duration::from_secs(120),
+            "the copier did not finish after broker {doomed} died (progress {})",
+            last_progress(&progress)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(status.success(), "the copier finished: {status}");
+    let moved = coordinator_of(&brokers[survivor], "the-copier");
+    assert_ne!(moved, doomed, "the coordination moved to a live broker");
+
+    let mut committed = Vec::new();
+    for p in 0..PARTITIONS {
+        let values = read_all(&brokers[survivor], "copy-out", p, "read_committed");
+        let mut next: std::collections::HashMap<String, u64> = Default::default();
+        for v in &values {
+            let (key, seq) = v.split_once(':').expect("key:seq");
+            let seq: u64 = seq.parse().expect("seq");
+            let expected = next.entry(key.to_string()).or_insert(0);
+            assert_eq!(
+                seq, *expected,
+                "partition {p}: {key} out of order or repeated"
+            );
+            *expected += 1;
+        }
+        committed.extend(values);
+    }
+    assert_eq!(
+        committed.len(),
+        TOTAL,
+        "every input record once in the output"
+    );
+}
