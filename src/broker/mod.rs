@@ -393,11 +393,12 @@ impl Broker {
 
     /// Whether this broker coordinates `key` (else requests for it get
     /// NOT_COORDINATOR and the client looks the coordinator up again).
-    /// Before `__consumer_offsets` exists (no FindCoordinator yet) every
-    /// broker takes the request.
+    /// Before `__consumer_offsets` exists (no FindCoordinator yet) a
+    /// broker alone takes the request; in a cluster it waits to learn of
+    /// the topic (another broker may have created it and coordinate the key).
     pub fn coordinates(&self, key: &str) -> bool {
         if self.catalog.by_name(topics::OFFSETS_TOPIC).is_none() {
-            return true;
+            return self.cluster.live().len() <= 1;
         }
         self.coordinator_for(key)
             .is_some_and(|b| b.node_id == self.node_id)

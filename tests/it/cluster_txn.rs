@@ -216,3 +216,122 @@ fn an_exactly_once_copier_survives_its_coordinators_broker_dying() {
         "every input record once in the output"
     );
 }
+
+/// A transaction's offsets committed through the group's coordinator
+/// while another broker coordinates the transaction (TxnOffsetCommit is
+/// handed to it): a stable OffsetFetch at the group's coordinator answers
+/// UNSTABLE_OFFSET_COMMIT until the transaction commits, then the offset.
+#[test]
+fn transactional_offsets_through_another_brokers_group_coordinator() {
+    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
+    use kafka_protocol::messages::txn_offset_commit_request::{
+        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{
+        AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse,
+        GroupId, OffsetFetchRequest, OffsetFetchResponse, ProducerId, TopicName, TransactionalId,
+        TxnOffsetCommitRequest, TxnOffsetCommitResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    const UNSTABLE_OFFSET_COMMIT: i16 = 88;
+    let cluster = Cluster::new();
+    let brokers: Vec<TestBroker> = (0..3).map(|n| cluster.start(n)).collect();
+    let rt = runtime();
+    rt.block_on(brokers[0].create_topic("stable", 1));
+    // Every broker knows the topic (from its next heartbeat on).
+    for broker in &brokers {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !leaders(&broker.addr, "stable").is_ok_and(|(l, _)| l.len() == 1) {
+            assert!(
+                Instant::now() < deadline,
+                "{} does not know the topic",
+                broker.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    let txn_node = coordinator_of(&brokers[0], "offsets");
+    // Every broker names the same coordinators (each learns of the new
+    // __consumer_offsets at its next heartbeat).
+    for broker in &brokers {
+        assert_eq!(coordinator_of(broker, "offsets"), txn_node);
+    }
+    // A group another broker coordinates.
+    let (group, group_node) = (0..200)
+        .map(|i| format!("stable-group-{i}"))
+        .find_map(|g| {
+            let node = coordinator_of(&brokers[0], &g);
+            (node != txn_node).then_some((g, node))
+        })
+        .expect("a group coordinated by another broker");
+    let mut at_txn = crate::bad_input::Raw::connect(&brokers[txn_node as usize]);
+    let mut at_group = crate::bad_input::Raw::connect(&brokers[group_node as usize]);
+    let (code, pid, epoch) =
+        crate::idempotence::init_producer_id(&mut at_txn, Some("offsets"), (-1, -1));
+    assert_eq!(code, 0);
+    let txn_id = || TransactionalId(StrBytes::from_static_str("offsets"));
+    let group_id = || GroupId(StrBytes::from_string(group.clone()));
+    let fetch = |raw: &mut crate::bad_input::Raw, stable: bool| {
+        let response: OffsetFetchResponse = raw.call(
+            ApiKey::OffsetFetch,
+            7,
+            &OffsetFetchRequest::default()
+                .with_group_id(group_id())
+                .with_require_stable(stable)
+                .with_topics(Some(vec![
+                    OffsetFetchRequestTopic::default()
+                        .with_name(TopicName(StrBytes::from_static_str("stable")))
+                        .with_partition_indexes(vec![0]),
+                ])),
+        );
+        let p = &response.topics[0].partitions[0];
+        (p.error_code, p.committed_offset)
+    };
+    let added: AddOffsetsToTxnResponse = at_txn.call(
+        ApiKey::AddOffsetsToTxn,
+        3,
+        &AddOffsetsToTxnRequest::default()
+            .with_transactional_id(txn_id())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_group_id(group_id()),
+    );
+    assert_eq!(added.error_code, 0);
+    let committed: TxnOffsetCommitResponse = at_group.call(
+        ApiKey::TxnOffsetCommit,
+        3,
+        &TxnOffsetCommitRequest::default()
+            .with_transactional_id(txn_id())
+            .with_group_id(group_id())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_generation_id(-1)
+            .with_topics(vec![
+                TxnOffsetCommitRequestTopic::default()
+                    .with_name(TopicName(StrBytes::from_static_str("stable")))
+                    .with_partitions(vec![
+                        TxnOffsetCommitRequestPartition::default()
+                            .with_partition_index(0)
+                            .with_committed_offset(42),
+                    ]),
+            ]),
+    );
+    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
+    assert_eq!(fetch(&mut at_group, true).0, UNSTABLE_OFFSET_COMMIT);
+    assert_eq!(
+        fetch(&mut at_group, false),
+        (0, -1),
+        "nothing committed yet"
+    );
+    let end: EndTxnResponse = at_txn.call(
+        ApiKey::EndTxn,
+        3,
+        &EndTxnRequest::default()
+            .with_transactional_id(txn_id())
+            .with_producer_id(ProducerId(pid))
+            .with_producer_epoch(epoch)
+            .with_committed(true),
+    );
+    assert_eq!(end.error_code, 0);
+    assert_eq!(fetch(&mut at_group, true), (0, 42));
+}

@@ -35,7 +35,10 @@ async fn offsets_of(
     // the two reads is reported unstable, never answered with the offset
     // from before it.
     let pending = if require_stable {
-        broker.txn.pending_partitions(group).await
+        // With other brokers, transactions holding this group's offsets
+        // may be coordinated elsewhere.
+        let in_cluster = broker.cluster.live().len() > 1;
+        broker.txn.pending_partitions(group, in_cluster).await
     } else {
         Default::default()
     };

@@ -104,15 +104,41 @@ impl TxnCoordinator {
     /// decided yet (OffsetFetch's `require_stable`). Taken BEFORE the
     /// committed offsets are read: a transaction that completes in between
     /// is then reported unstable (the client asks again), never stale.
-    pub async fn pending_partitions(&self, group: &str) -> HashSet<(TopicId, i32)> {
+    /// In a cluster the transactions may be coordinated by other brokers
+    /// (`in_cluster`): their pending offsets are read from the store.
+    pub async fn pending_partitions(
+        &self,
+        group: &str,
+        in_cluster: bool,
+    ) -> HashSet<(TopicId, i32)> {
+        let mut pending = HashSet::new();
+        if in_cluster {
+            match self.metadata.transactions().await {
+                Ok(stored) => pending.extend(
+                    stored
+                        .iter()
+                        .filter(|(record, _)| {
+                            !matches!(
+                                record.state,
+                                TxnState::CompleteCommit | TxnState::CompleteAbort
+                            )
+                        })
+                        .flat_map(|(_, offsets)| offsets)
+                        .filter(|(g, _)| g == group)
+                        .map(|(_, o)| (o.topic_id, o.partition)),
+                ),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot read pending transactional offsets");
+                }
+            }
+        }
         let ids: Vec<String> = match self.pending_groups.lock() {
             Ok(groups) => match groups.get(group) {
                 Some(ids) => ids.iter().cloned().collect(),
-                None => return HashSet::new(),
+                None => return pending,
             },
-            Err(_) => return HashSet::new(),
+            Err(_) => return pending,
         };
-        let mut pending = HashSet::new();
         for id in ids {
             if let Some(entry) = self.entry(&id) {
                 let entry = entry.lock().await;
