@@ -5,9 +5,11 @@
 //! the transaction (AddPartitionsToTxn v4+), a group coordinator hands a
 //! transaction's offsets to its coordinator (TxnOffsetCommit).
 //!
-//! One connection per peer, one request at a time on it (these requests
-//! are few: per transaction, not per record); a failed connection is
-//! dropped and the next request opens a new one. Responses are bounded.
+//! Up to `CONNECTIONS_PER_PEER` connections per peer, one request at a
+//! time on each (these requests are per transaction, not per record, and
+//! a marker write waits for the peer's flush, so concurrent transactions
+//! use several); a failed connection is dropped and its next request opens
+//! a new one. Responses are bounded.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -29,11 +31,19 @@ const MAX_RESPONSE_BYTES: usize = 16 << 20;
 /// answers its client with a retriable error).
 const TIMEOUT: Duration = Duration::from_secs(15);
 
+/// Requests to one peer in flight at once, at most.
+const CONNECTIONS_PER_PEER: usize = 8;
+
 type Connection = std::sync::Arc<tokio::sync::Mutex<Option<TcpStream>>>;
+
+/// A peer's connections, and a counter spreading waiting requests over
+/// them when all are busy.
+type Pool = (Vec<Connection>, usize);
 
 pub struct Peers {
     client_id: String,
-    connections: Mutex<HashMap<(i32, String), Connection>>,
+    /// By peer (node id and address).
+    connections: Mutex<HashMap<(i32, String), Pool>>,
     correlation: AtomicI32,
 }
 
@@ -57,14 +67,33 @@ impl Peers {
         R: Request + Encodable + HeaderVersion,
     {
         let addr = format!("{}:{}", peer.host, peer.port);
-        let slot = {
+        let (free, busy) = {
             let mut connections = self
                 .connections
                 .lock()
                 .map_err(|_| anyhow::anyhow!("peer connections poisoned"))?;
-            std::sync::Arc::clone(connections.entry((peer.node_id, addr.clone())).or_default())
+            let (pool, next) = connections.entry((peer.node_id, addr.clone())).or_default();
+            let free = pool
+                .iter()
+                .find_map(|c| std::sync::Arc::clone(c).try_lock_owned().ok());
+            match free {
+                Some(guard) => (Some(guard), None),
+                None if pool.len() < CONNECTIONS_PER_PEER => {
+                    let connection = Connection::default();
+                    pool.push(std::sync::Arc::clone(&connection));
+                    (connection.try_lock_owned().ok(), None)
+                }
+                None => {
+                    *next = next.wrapping_add(1);
+                    (None, Some(std::sync::Arc::clone(&pool[*next % pool.len()])))
+                }
+            }
         };
-        let mut connection = slot.lock().await;
+        let mut connection = match (free, busy) {
+            (Some(guard), _) => guard,
+            (None, Some(busy)) => busy.lock_owned().await,
+            (None, None) => anyhow::bail!("no connection to broker {}", peer.node_id),
+        };
         let result = tokio::time::timeout(
             TIMEOUT,
             self.exchange(&mut connection, &addr, version, request),
