@@ -11,7 +11,8 @@ use rdkafka::producer::Producer;
 use crate::cluster::{Cluster, balanced_over, coordinator, leaders, load};
 use crate::common::TestBroker;
 use crate::transactions::{
-    KillOnDrop, T, last_progress, read_all, runtime, send, txn_producer, values,
+    KillOnDrop, T, copied_in_order, copier_input, java_classpath, last_progress, read_all, runtime,
+    send, txn_producer, values,
 };
 
 /// The coordinator `broker` names for a transactional id, once it names
@@ -99,16 +100,7 @@ fn an_exactly_once_copier_survives_its_coordinators_broker_dying() {
     const TOTAL: usize = 6_000;
     const PARTITIONS: i32 = 6;
     const KEYS: usize = 48;
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        root.join("target/java/classes/TxnCopier.class").is_file(),
-        "the Java test programs are missing: run ./scripts/test.sh (scripts/java-deps.sh)"
-    );
-    let classpath = format!(
-        "{}/target/java/lib/*:{}/target/java/classes",
-        root.display(),
-        root.display()
-    );
+    let classpath = java_classpath("TxnCopier");
     let cluster = Cluster::new();
     let mut brokers: Vec<TestBroker> = (0..3).map(|n| cluster.start(n)).collect();
     let rt = runtime();
@@ -120,28 +112,7 @@ fn an_exactly_once_copier_survives_its_coordinators_broker_dying() {
         &[0, 1, 2],
         PARTITIONS as usize,
     ));
-    let input: rdkafka::producer::FutureProducer = brokers[0].producer(&[("linger.ms", "20")]);
-    rt.block_on(async {
-        let sends = (0..TOTAL).map(|i| {
-            let key = format!("k{}", i % KEYS);
-            let value = format!("{key}:{:06}", i / KEYS);
-            let partition = (i % KEYS) as i32 % PARTITIONS;
-            let input = &input;
-            async move {
-                input
-                    .send(
-                        rdkafka::producer::FutureRecord::to("copy-in")
-                            .partition(partition)
-                            .key(&key)
-                            .payload(&value),
-                        T,
-                    )
-                    .await
-                    .expect("input record");
-            }
-        });
-        futures::future::join_all(sends).await;
-    });
+    rt.block_on(copier_input(&brokers[0], TOTAL, PARTITIONS, KEYS));
 
     let bootstrap = brokers
         .iter()
@@ -196,19 +167,7 @@ fn an_exactly_once_copier_survives_its_coordinators_broker_dying() {
 
     let mut committed = Vec::new();
     for p in 0..PARTITIONS {
-        let values = read_all(&brokers[survivor], "copy-out", p, "read_committed");
-        let mut next: std::collections::HashMap<String, u64> = Default::default();
-        for v in &values {
-            let (key, seq) = v.split_once(':').expect("key:seq");
-            let seq: u64 = seq.parse().expect("seq");
-            let expected = next.entry(key.to_string()).or_insert(0);
-            assert_eq!(
-                seq, *expected,
-                "partition {p}: {key} out of order or repeated"
-            );
-            *expected += 1;
-        }
-        committed.extend(values);
+        committed.extend(copied_in_order(&brokers[survivor], p));
     }
     assert_eq!(
         committed.len(),
@@ -223,17 +182,6 @@ fn an_exactly_once_copier_survives_its_coordinators_broker_dying() {
 /// UNSTABLE_OFFSET_COMMIT until the transaction commits, then the offset.
 #[test]
 fn transactional_offsets_through_another_brokers_group_coordinator() {
-    use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
-    use kafka_protocol::messages::txn_offset_commit_request::{
-        TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
-    };
-    use kafka_protocol::messages::{
-        AddOffsetsToTxnRequest, AddOffsetsToTxnResponse, ApiKey, EndTxnRequest, EndTxnResponse,
-        GroupId, OffsetFetchRequest, OffsetFetchResponse, ProducerId, TopicName, TransactionalId,
-        TxnOffsetCommitRequest, TxnOffsetCommitResponse,
-    };
-    use kafka_protocol::protocol::StrBytes;
-    const UNSTABLE_OFFSET_COMMIT: i16 = 88;
     let cluster = Cluster::new();
     let brokers: Vec<TestBroker> = (0..3).map(|n| cluster.start(n)).collect();
     let rt = runtime();
@@ -266,72 +214,5 @@ fn transactional_offsets_through_another_brokers_group_coordinator() {
         .expect("a group coordinated by another broker");
     let mut at_txn = crate::bad_input::Raw::connect(&brokers[txn_node as usize]);
     let mut at_group = crate::bad_input::Raw::connect(&brokers[group_node as usize]);
-    let (code, pid, epoch) =
-        crate::idempotence::init_producer_id(&mut at_txn, Some("offsets"), (-1, -1));
-    assert_eq!(code, 0);
-    let txn_id = || TransactionalId(StrBytes::from_static_str("offsets"));
-    let group_id = || GroupId(StrBytes::from_string(group.clone()));
-    let fetch = |raw: &mut crate::bad_input::Raw, stable: bool| {
-        let response: OffsetFetchResponse = raw.call(
-            ApiKey::OffsetFetch,
-            7,
-            &OffsetFetchRequest::default()
-                .with_group_id(group_id())
-                .with_require_stable(stable)
-                .with_topics(Some(vec![
-                    OffsetFetchRequestTopic::default()
-                        .with_name(TopicName(StrBytes::from_static_str("stable")))
-                        .with_partition_indexes(vec![0]),
-                ])),
-        );
-        let p = &response.topics[0].partitions[0];
-        (p.error_code, p.committed_offset)
-    };
-    let added: AddOffsetsToTxnResponse = at_txn.call(
-        ApiKey::AddOffsetsToTxn,
-        3,
-        &AddOffsetsToTxnRequest::default()
-            .with_transactional_id(txn_id())
-            .with_producer_id(ProducerId(pid))
-            .with_producer_epoch(epoch)
-            .with_group_id(group_id()),
-    );
-    assert_eq!(added.error_code, 0);
-    let committed: TxnOffsetCommitResponse = at_group.call(
-        ApiKey::TxnOffsetCommit,
-        3,
-        &TxnOffsetCommitRequest::default()
-            .with_transactional_id(txn_id())
-            .with_group_id(group_id())
-            .with_producer_id(ProducerId(pid))
-            .with_producer_epoch(epoch)
-            .with_generation_id(-1)
-            .with_topics(vec![
-                TxnOffsetCommitRequestTopic::default()
-                    .with_name(TopicName(StrBytes::from_static_str("stable")))
-                    .with_partitions(vec![
-                        TxnOffsetCommitRequestPartition::default()
-                            .with_partition_index(0)
-                            .with_committed_offset(42),
-                    ]),
-            ]),
-    );
-    assert_eq!(committed.topics[0].partitions[0].error_code, 0);
-    assert_eq!(fetch(&mut at_group, true).0, UNSTABLE_OFFSET_COMMIT);
-    assert_eq!(
-        fetch(&mut at_group, false),
-        (0, -1),
-        "nothing committed yet"
-    );
-    let end: EndTxnResponse = at_txn.call(
-        ApiKey::EndTxn,
-        3,
-        &EndTxnRequest::default()
-            .with_transactional_id(txn_id())
-            .with_producer_id(ProducerId(pid))
-            .with_producer_epoch(epoch)
-            .with_committed(true),
-    );
-    assert_eq!(end.error_code, 0);
-    assert_eq!(fetch(&mut at_group, true), (0, 42));
+    crate::transactions::stable_offsets_scenario(&mut at_txn, &mut at_group, &group);
 }

@@ -402,6 +402,66 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// The classpath of the Java test programs (tests/java, built by
+/// scripts/java-deps.sh), which must hold `program`.
+pub(crate) fn java_classpath(program: &str) -> String {
+    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    assert!(
+        root.join(format!("target/java/classes/{program}.class"))
+            .is_file(),
+        "the Java test programs are missing: run ./scripts/test.sh (scripts/java-deps.sh)"
+    );
+    format!(
+        "{}/target/java/lib/*:{}/target/java/classes",
+        root.display(),
+        root.display()
+    )
+}
+
+/// What read_committed consumers read of `copy-out` partition `p`, each
+/// key's sequence numbers going up by one (in order, none twice).
+pub(crate) fn copied_in_order(broker: &TestBroker, p: i32) -> Vec<String> {
+    let values = read_all(broker, "copy-out", p, "read_committed");
+    let mut next: std::collections::HashMap<String, u64> = Default::default();
+    for v in &values {
+        let (key, seq) = v.split_once(':').expect("key:seq");
+        let seq: u64 = seq.parse().expect("seq");
+        let expected = next.entry(key.to_string()).or_insert(0);
+        assert_eq!(
+            seq, *expected,
+            "partition {p}: {key} out of order or repeated"
+        );
+        *expected += 1;
+    }
+    values
+}
+
+/// The copier tests' input in `copy-in`: `keys` keys, each with
+/// increasing sequence numbers (`k3:000012`), a key's records in one
+/// partition.
+pub(crate) async fn copier_input(broker: &TestBroker, total: usize, partitions: i32, keys: usize) {
+    let input: rdkafka::producer::FutureProducer = broker.producer(&[("linger.ms", "20")]);
+    let sends = (0..total).map(|i| {
+        let key = format!("k{}", i % keys);
+        let value = format!("{key}:{:06}", i / keys);
+        let partition = (i % keys) as i32 % partitions;
+        let input = &input;
+        async move {
+            input
+                .send(
+                    rdkafka::producer::FutureRecord::to("copy-in")
+                        .partition(partition)
+                        .key(&key)
+                        .payload(&value),
+                    T,
+                )
+                .await
+                .expect("input record");
+        }
+    });
+    futures::future::join_all(sends).await;
+}
+
 /// The Java client's exactly-once copier (tests/java/src/TxnCopier.java:
 /// read_committed consumer, transactional producer, offsets committed in
 /// the transaction, every 7th transaction aborted on purpose) copies a
@@ -414,16 +474,7 @@ fn java_transactional_copier_across_kill_9_copies_every_record_once() {
     const TOTAL: usize = 20_000;
     const PARTITIONS: i32 = 4;
     const KEYS: usize = 64;
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        root.join("target/java/classes/TxnCopier.class").is_file(),
-        "the Java test programs are missing: run ./scripts/test.sh (scripts/java-deps.sh)"
-    );
-    let classpath = format!(
-        "{}/target/java/lib/*:{}/target/java/classes",
-        root.display(),
-        root.display()
-    );
+    let classpath = java_classpath("TxnCopier");
     let mut broker = TestBroker::start(&[]);
     let rt = runtime();
     rt.block_on(broker.create_topic("copy-in", PARTITIONS));
@@ -431,28 +482,7 @@ fn java_transactional_copier_across_kill_9_copies_every_record_once() {
 
     // The input: KEYS keys, each with increasing sequence numbers, a key's
     // records in one partition.
-    let input: rdkafka::producer::FutureProducer = broker.producer(&[("linger.ms", "20")]);
-    rt.block_on(async {
-        let sends = (0..TOTAL).map(|i| {
-            let key = format!("k{}", i % KEYS);
-            let value = format!("{key}:{:06}", i / KEYS);
-            let partition = (i % KEYS) as i32 % PARTITIONS;
-            let input = &input;
-            async move {
-                input
-                    .send(
-                        rdkafka::producer::FutureRecord::to("copy-in")
-                            .partition(partition)
-                            .key(&key)
-                            .payload(&value),
-                        T,
-                    )
-                    .await
-                    .expect("input record");
-            }
-        });
-        futures::future::join_all(sends).await;
-    });
+    rt.block_on(copier_input(&broker, TOTAL, PARTITIONS, KEYS));
 
     let scratch = tempfile::tempdir().expect("tempdir");
     // Restarts keep the port, so the copiers reconnect to the same address.
@@ -516,20 +546,7 @@ fn java_transactional_copier_across_kill_9_copies_every_record_once() {
     let mut committed = Vec::new();
     let mut uncommitted = 0usize;
     for p in 0..PARTITIONS {
-        let values = read_all(&broker, "copy-out", p, "read_committed");
-        // In order per key: each key's sequence numbers go up by one.
-        let mut next: std::collections::HashMap<String, u64> = Default::default();
-        for v in &values {
-            let (key, seq) = v.split_once(':').expect("key:seq");
-            let seq: u64 = seq.parse().expect("seq");
-            let expected = next.entry(key.to_string()).or_insert(0);
-            assert_eq!(
-                seq, *expected,
-                "partition {p}: {key} out of order or repeated"
-            );
-            *expected += 1;
-        }
-        committed.extend(values);
+        committed.extend(copied_in_order(&broker, p));
         uncommitted += read_all(&broker, "copy-out", p, "read_uncommitted").len();
     }
     assert_eq!(
@@ -553,17 +570,7 @@ fn java_transactional_copier_across_kill_9_copies_every_record_once() {
 fn kafka_streams_exactly_once_v2_counts_exactly_across_kill_9() {
     const WORDS: usize = 30;
     const EACH: usize = 400;
-    let root = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    assert!(
-        root.join("target/java/classes/StreamsCount.class")
-            .is_file(),
-        "the Java test programs are missing: run ./scripts/test.sh (scripts/java-deps.sh)"
-    );
-    let classpath = format!(
-        "{}/target/java/lib/*:{}/target/java/classes",
-        root.display(),
-        root.display()
-    );
+    let classpath = java_classpath("StreamsCount");
     let broker = TestBroker::start_configured("[groups]\ninitial_rebalance_delay_ms = 300\n", &[]);
     let rt = runtime();
     rt.block_on(broker.create_topic("words", 3));
@@ -986,6 +993,21 @@ fn kip_890_late_writes_of_an_ended_transaction_are_refused() {
 /// new offset.
 #[test]
 fn require_stable_waits_for_transactional_offsets() {
+    let broker = TestBroker::start(&[]);
+    let mut raw = crate::bad_input::Raw::connect(&broker);
+    assert_eq!(crate::bad_input::create_topic(&mut raw, "stable", &[]), 0);
+    let mut again = crate::bad_input::Raw::connect(&broker);
+    stable_offsets_scenario(&mut raw, &mut again, "stable-group");
+}
+
+/// The require_stable scenario on topic `stable` (partition 0): the
+/// transaction (id `offsets`) through `at_txn`, its offset for `group`
+/// committed and fetched through `at_group`.
+pub(crate) fn stable_offsets_scenario(
+    at_txn: &mut crate::bad_input::Raw,
+    at_group: &mut crate::bad_input::Raw,
+    group: &str,
+) {
     use kafka_protocol::messages::offset_fetch_request::OffsetFetchRequestTopic;
     use kafka_protocol::messages::txn_offset_commit_request::{
         TxnOffsetCommitRequestPartition, TxnOffsetCommitRequestTopic,
@@ -997,20 +1019,17 @@ fn require_stable_waits_for_transactional_offsets() {
     };
     use kafka_protocol::protocol::StrBytes;
     const UNSTABLE_OFFSET_COMMIT: i16 = 88;
-    let broker = TestBroker::start(&[]);
-    let mut raw = crate::bad_input::Raw::connect(&broker);
-    assert_eq!(crate::bad_input::create_topic(&mut raw, "stable", &[]), 0);
     let (code, pid, epoch) =
-        crate::idempotence::init_producer_id(&mut raw, Some("offsets"), (-1, -1));
+        crate::idempotence::init_producer_id(at_txn, Some("offsets"), (-1, -1));
     assert_eq!(code, 0);
     let txn_id = || TransactionalId(StrBytes::from_static_str("offsets"));
-    let group = || GroupId(StrBytes::from_static_str("stable-group"));
+    let group_id = || GroupId(StrBytes::from_string(group.to_string()));
     let fetch = |raw: &mut crate::bad_input::Raw, stable: bool| {
         let response: OffsetFetchResponse = raw.call(
             ApiKey::OffsetFetch,
             7,
             &OffsetFetchRequest::default()
-                .with_group_id(group())
+                .with_group_id(group_id())
                 .with_require_stable(stable)
                 .with_topics(Some(vec![
                     OffsetFetchRequestTopic::default()
@@ -1021,22 +1040,22 @@ fn require_stable_waits_for_transactional_offsets() {
         let p = &response.topics[0].partitions[0];
         (p.error_code, p.committed_offset)
     };
-    let added: AddOffsetsToTxnResponse = raw.call(
+    let added: AddOffsetsToTxnResponse = at_txn.call(
         ApiKey::AddOffsetsToTxn,
         3,
         &AddOffsetsToTxnRequest::default()
             .with_transactional_id(txn_id())
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch)
-            .with_group_id(group()),
+            .with_group_id(group_id()),
     );
     assert_eq!(added.error_code, 0);
-    let committed: TxnOffsetCommitResponse = raw.call(
+    let committed: TxnOffsetCommitResponse = at_group.call(
         ApiKey::TxnOffsetCommit,
         3,
         &TxnOffsetCommitRequest::default()
             .with_transactional_id(txn_id())
-            .with_group_id(group())
+            .with_group_id(group_id())
             .with_producer_id(ProducerId(pid))
             .with_producer_epoch(epoch)
             .with_generation_id(-1)
@@ -1051,9 +1070,9 @@ fn require_stable_waits_for_transactional_offsets() {
             ]),
     );
     assert_eq!(committed.topics[0].partitions[0].error_code, 0);
-    assert_eq!(fetch(&mut raw, true).0, UNSTABLE_OFFSET_COMMIT);
-    assert_eq!(fetch(&mut raw, false), (0, -1), "nothing committed yet");
-    let end: EndTxnResponse = raw.call(
+    assert_eq!(fetch(at_group, true).0, UNSTABLE_OFFSET_COMMIT);
+    assert_eq!(fetch(at_group, false), (0, -1), "nothing committed yet");
+    let end: EndTxnResponse = at_txn.call(
         ApiKey::EndTxn,
         3,
         &EndTxnRequest::default()
@@ -1063,8 +1082,8 @@ fn require_stable_waits_for_transactional_offsets() {
             .with_committed(true),
     );
     assert_eq!(end.error_code, 0);
-    assert_eq!(fetch(&mut raw, true), (0, 42));
-    assert_eq!(fetch(&mut raw, false), (0, 42));
+    assert_eq!(fetch(at_group, true), (0, 42));
+    assert_eq!(fetch(at_group, false), (0, 42));
 }
 
 /// The last epoch of a producer id (KIP-890 part 2 bumps it with every
