@@ -47,6 +47,11 @@ pub enum MetadataError {
     Fenced(String),
     #[error("metadata store: {0}")]
     Backend(String),
+    /// The store aborted the transaction for a conflict with a concurrent
+    /// one (PostgreSQL: deadlock or serialization failure); nothing of it
+    /// took effect, and running it again is safe.
+    #[error("metadata store: transaction conflict: {0}")]
+    Conflict(String),
 }
 
 impl From<rusqlite::Error> for MetadataError {

@@ -46,6 +46,9 @@ pub(super) use crate::metadata::sqlite::now_ms;
 pub(super) use crate::metadata::rows::parse_topic_id;
 
 /// A topic id as stored (the same text as SQLite's).
+/// How often a transaction the server aborted for a conflict runs again.
+const CONFLICT_RETRIES: u32 = 3;
+
 pub(super) fn tid(id: TopicId) -> String {
     id.0.to_string()
 }
@@ -125,7 +128,14 @@ impl From<tokio_postgres::Error> for MetadataError {
     fn from(e: tokio_postgres::Error) -> Self {
         // The server's message says what went wrong; the default Display
         // of a database error is only "db error".
+        use tokio_postgres::error::SqlState;
         match e.as_db_error() {
+            Some(db)
+                if *db.code() == SqlState::T_R_DEADLOCK_DETECTED
+                    || *db.code() == SqlState::T_R_SERIALIZATION_FAILURE =>
+            {
+                MetadataError::Conflict(format!("postgres: {}", db.message()))
+            }
             Some(db) => MetadataError::Backend(format!("postgres: {}", db.message())),
             None => MetadataError::Backend(format!("postgres: {e}")),
         }
@@ -330,7 +340,19 @@ impl MetadataStore for PostgresStore {
 
     async fn commit_object(&self, commit: ObjectCommit) -> Result<Vec<ChunkOutcome>> {
         let mut client = self.client().await?;
-        objects::commit_object(&mut client, &commit).await
+        // Partition rows are locked in one order by every transaction that
+        // locks several, so a conflict is not expected; if the server
+        // aborts one anyway, nothing of it happened and it runs again.
+        let mut attempt = 0;
+        loop {
+            match objects::commit_object(&mut client, &commit).await {
+                Err(MetadataError::Conflict(why)) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(%why, attempt, "commit aborted by a conflict; running it again");
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn record_intents(&self, owner: &str, keys: Vec<String>) -> Result<()> {
@@ -405,7 +427,16 @@ impl MetadataStore for PostgresStore {
         retire_replaced: bool,
     ) -> Result<Vec<Vec<bool>>> {
         let mut client = self.client().await?;
-        objects::replace_chunks(&mut client, &sealed, retire_replaced).await
+        let mut attempt = 0;
+        loop {
+            match objects::replace_chunks(&mut client, &sealed, retire_replaced).await {
+                Err(MetadataError::Conflict(why)) if attempt < CONFLICT_RETRIES => {
+                    attempt += 1;
+                    tracing::warn!(%why, attempt, "swap aborted by a conflict; running it again");
+                }
+                other => return other,
+            }
+        }
     }
 
     async fn retire_unreferenced(&self, keys: Vec<String>) -> Result<()> {

@@ -2,14 +2,15 @@
 //! upload intents, the sealer's chunk swap, retirement and what the
 //! collector may delete.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
 
 use super::{Client, now_ms, producers, strings, tid, transactions};
 use crate::metadata::{
-    ChunkOutcome, MetadataError, ObjectCommit, Result, SealedObject, UnsealedObjects, UploadIntent,
+    ChunkOutcome, MetadataError, ObjectCommit, Result, SealedObject, TopicId, UnsealedObjects,
+    UploadIntent,
 };
 
 /// Removes the upload intent of an object being committed; fails if it is
@@ -84,8 +85,13 @@ pub(super) async fn commit_object(
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
         )
         .await?;
-    let mut outcomes = Vec::with_capacity(commit.chunks.len());
-    for c in &commit.chunks {
+    // Partition rows in (topic, partition) order, as the sealer's swap
+    // locks them: two transactions never wait for each other in a cycle.
+    let mut order: Vec<usize> = (0..commit.chunks.len()).collect();
+    order.sort_by_key(|&i| (commit.chunks[i].topic_id, commit.chunks[i].partition));
+    let mut outcomes = vec![ChunkOutcome::Committed; commit.chunks.len()];
+    for &i in &order {
+        let c = &commit.chunks[i];
         let topic = tid(c.topic_id);
         let next = c.chunk.last_offset + 1;
         let updated = tx
@@ -103,7 +109,7 @@ pub(super) async fn commit_object(
         if updated == 0 {
             // Deleted, or fenced: this partition's part fails alone.
             let row = tx.query_opt(&state, &[&topic, &c.partition]).await?;
-            outcomes.push(match row {
+            outcomes[i] = match row {
                 None => ChunkOutcome::TopicDeleted,
                 Some(row) => {
                     let (epoch, hw): (i32, i64) = (row.try_get(0)?, row.try_get(1)?);
@@ -117,7 +123,7 @@ pub(super) async fn commit_object(
                     );
                     ChunkOutcome::Fenced
                 }
-            });
+            };
             continue;
         }
         tx.execute(
@@ -140,7 +146,6 @@ pub(super) async fn commit_object(
         if !c.aborted.is_empty() {
             transactions::insert_aborted(&tx, c.topic_id, c.partition, &c.aborted).await?;
         }
-        outcomes.push(ChunkOutcome::Committed);
     }
     if !outcomes.contains(&ChunkOutcome::Committed) {
         // Nothing of it is part of any log.
@@ -282,6 +287,18 @@ pub(super) async fn replace_chunks(
              FOR SHARE",
         )
         .await?;
+    // Every partition row the swap touches, locked first and in
+    // (topic, partition) order, as commits lock them.
+    let wanted: BTreeSet<(TopicId, i32)> = objects
+        .iter()
+        .flat_map(|o| o.chunks.iter().map(|c| (c.topic_id, c.partition)))
+        .collect();
+    let mut epochs: HashMap<(TopicId, i32), i32> = HashMap::with_capacity(wanted.len());
+    for (topic, partition) in wanted {
+        if let Some(row) = tx.query_opt(&epoch_of, &[&tid(topic), &partition]).await? {
+            epochs.insert((topic, partition), row.try_get(0)?);
+        }
+    }
     for object in objects {
         take_intent(&tx, &object.key).await?;
         tx.execute(
@@ -298,11 +315,7 @@ pub(super) async fn replace_chunks(
         for sealed in &object.chunks {
             let topic = tid(sealed.topic_id);
             let (first, last) = (sealed.chunk.base_offset, sealed.chunk.last_offset);
-            let epoch: Option<i32> = tx
-                .query_opt(&epoch_of, &[&topic, &sealed.partition])
-                .await?
-                .map(|r| r.try_get(0))
-                .transpose()?;
+            let epoch = epochs.get(&(sealed.topic_id, sealed.partition)).copied();
             if epoch != Some(sealed.leader_epoch) {
                 // Leadership moved (or the partition is gone).
                 flags.push(false);
