@@ -98,20 +98,8 @@ pub struct ChunkRecord {
     pub index_len: u64,
 }
 
-/// A 10-byte write-ahead chunk of a 100-byte object, for unit tests.
 #[cfg(test)]
-pub(crate) fn test_chunk(base: i64, last: i64, key: &str) -> ChunkRecord {
-    ChunkRecord {
-        base_offset: base,
-        last_offset: last,
-        max_timestamp: 0,
-        object_key: Arc::from(key),
-        object_size: 100,
-        byte_start: 0,
-        byte_len: 10,
-        index_len: 0,
-    }
-}
+pub(crate) use rows::test_chunk;
 
 /// What an object holds (stored with it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

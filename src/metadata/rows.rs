@@ -47,3 +47,18 @@ pub(crate) fn replaced_exactly(taken: &mut [(i64, i64, &str)], sealed: &SealedCh
         )
         && next == last + 1
 }
+
+/// A 10-byte write-ahead chunk of a 100-byte object, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_chunk(base: i64, last: i64, key: &str) -> crate::metadata::ChunkRecord {
+    crate::metadata::ChunkRecord {
+        base_offset: base,
+        last_offset: last,
+        max_timestamp: 0,
+        object_key: std::sync::Arc::from(key),
+        object_size: 100,
+        byte_start: 0,
+        byte_len: 10,
+        index_len: 0,
+    }
+}

@@ -31,6 +31,45 @@ const ADD_PARTITIONS_VERSION: i16 = 4;
 const WRITE_MARKERS_VERSION: i16 = 1;
 
 impl TxnCoordinator {
+    /// The entry of `transactional_id`, locked, if the id exists; one
+    /// forgotten while this waited for its lock is looked up again. In a
+    /// cluster the entry is (re)read from the store first when this broker
+    /// took the id's coordination since it last read it (see `cluster`).
+    pub(super) async fn locked(
+        &self,
+        broker: &Broker,
+        transactional_id: &str,
+    ) -> Result<Option<tokio::sync::OwnedMutexGuard<TxnEntry>>, ResponseError> {
+        let epoch = broker.coordinator_epoch(transactional_id);
+        if epoch == Some(-1) {
+            // Another broker coordinates it: what this one holds is stale.
+            return Err(ResponseError::NotCoordinator);
+        }
+        loop {
+            let entry = match self.entry(transactional_id) {
+                Some(entry) => entry,
+                None if epoch.is_some() => match self.adopt(transactional_id).await? {
+                    Some(entry) => entry,
+                    None => return Ok(None),
+                },
+                None => return Ok(None),
+            };
+            let mut entry = entry.lock_owned().await;
+            if entry.removed {
+                continue;
+            }
+            if let Some(epoch) = epoch
+                && entry.epoch != epoch
+            {
+                if !self.reload(&mut entry).await? {
+                    continue; // gone from the store: looked up again
+                }
+                entry.epoch = epoch;
+            }
+            return Ok(Some(entry));
+        }
+    }
+
     /// An id another coordinator stored, read from the store (`epoch`: the
     /// coordinator epoch it is read under); `None` if it is not stored.
     pub(super) async fn adopt(

@@ -225,45 +225,6 @@ impl TxnCoordinator {
             .map(Arc::clone)
     }
 
-    /// The entry of `transactional_id`, locked, if the id exists; one
-    /// forgotten while this waited for its lock is looked up again. In a
-    /// cluster the entry is (re)read from the store first when this broker
-    /// took the id's coordination since it last read it (see `cluster`).
-    async fn locked(
-        &self,
-        broker: &Broker,
-        transactional_id: &str,
-    ) -> Result<Option<tokio::sync::OwnedMutexGuard<TxnEntry>>, ResponseError> {
-        let epoch = broker.coordinator_epoch(transactional_id);
-        if epoch == Some(-1) {
-            // Another broker coordinates it: what this one holds is stale.
-            return Err(ResponseError::NotCoordinator);
-        }
-        loop {
-            let entry = match self.entry(transactional_id) {
-                Some(entry) => entry,
-                None if epoch.is_some() => match self.adopt(transactional_id).await? {
-                    Some(entry) => entry,
-                    None => return Ok(None),
-                },
-                None => return Ok(None),
-            };
-            let mut entry = entry.lock_owned().await;
-            if entry.removed {
-                continue;
-            }
-            if let Some(epoch) = epoch
-                && entry.epoch != epoch
-            {
-                if !self.reload(&mut entry).await? {
-                    continue; // gone from the store: looked up again
-                }
-                entry.epoch = epoch;
-            }
-            return Ok(Some(entry));
-        }
-    }
-
     fn note_epoch(&self, record: &TransactionRecord) {
         if let Ok(mut epochs) = self.epochs.write() {
             epochs.insert(record.producer_id, record.producer_epoch);

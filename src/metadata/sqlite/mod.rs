@@ -241,29 +241,8 @@ impl MetadataStore for SqliteStore {
         partition: i32,
         from: i64,
     ) -> Result<Vec<ChunkRecord>> {
-        self.with_reader(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT c.base_offset, c.last_offset, c.max_timestamp, c.object_key, o.size,
-                        c.byte_start, c.byte_len, c.index_len
-                 FROM chunks c JOIN objects o ON o.object_key = c.object_key
-                 WHERE c.topic_id = ?1 AND c.partition = ?2 AND c.last_offset >= ?3
-                 ORDER BY c.base_offset",
-            )?;
-            let rows = stmt.query_map(params![id.0.to_string(), partition, from], |r| {
-                Ok(ChunkRecord {
-                    base_offset: r.get(0)?,
-                    last_offset: r.get(1)?,
-                    max_timestamp: r.get(2)?,
-                    object_key: Arc::from(r.get::<_, String>(3)?),
-                    object_size: r.get::<_, i64>(4)? as u64,
-                    byte_start: r.get::<_, i64>(5)? as u64,
-                    byte_len: r.get::<_, i64>(6)? as u64,
-                    index_len: r.get::<_, i64>(7)? as u64,
-                })
-            })?;
-            Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
-        })
-        .await
+        self.with_reader(move |conn| objects::chunks_from(conn, id, partition, from))
+            .await
     }
 
     async fn claim_own_partitions(&self, node_id: i32) -> Result<()> {

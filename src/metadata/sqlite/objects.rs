@@ -7,7 +7,38 @@ use std::sync::Arc;
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::now_ms;
-use crate::metadata::{MetadataError, Result, SealedObject, UnsealedObjects, UploadIntent};
+use crate::metadata::{
+    ChunkRecord, MetadataError, Result, SealedObject, TopicId, UnsealedObjects, UploadIntent,
+};
+
+/// A partition's chunks whose last offset is at or after `from`, in order.
+pub(super) fn chunks_from(
+    conn: &Connection,
+    id: TopicId,
+    partition: i32,
+    from: i64,
+) -> Result<Vec<ChunkRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT c.base_offset, c.last_offset, c.max_timestamp, c.object_key, o.size,
+                c.byte_start, c.byte_len, c.index_len
+         FROM chunks c JOIN objects o ON o.object_key = c.object_key
+         WHERE c.topic_id = ?1 AND c.partition = ?2 AND c.last_offset >= ?3
+         ORDER BY c.base_offset",
+    )?;
+    let rows = stmt.query_map(params![id.0.to_string(), partition, from], |r| {
+        Ok(ChunkRecord {
+            base_offset: r.get(0)?,
+            last_offset: r.get(1)?,
+            max_timestamp: r.get(2)?,
+            object_key: Arc::from(r.get::<_, String>(3)?),
+            object_size: r.get::<_, i64>(4)? as u64,
+            byte_start: r.get::<_, i64>(5)? as u64,
+            byte_len: r.get::<_, i64>(6)? as u64,
+            index_len: r.get::<_, i64>(7)? as u64,
+        })
+    })?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}
 
 /// Removes the upload intent of an object being committed; fails if it is
 /// missing or doomed (the collector may be deleting the object).
