@@ -27,6 +27,17 @@ use async_trait::async_trait;
 use thiserror::Error;
 use uuid::Uuid;
 
+/// A group's membership as its coordinator stored it: `state` is the
+/// coordinator's encoding, opaque to the store; `(coordinator_epoch, seq)`
+/// orders the writes (the epoch of the `__consumer_offsets` partition the
+/// coordinator led, then its own sequence).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStateRow {
+    pub coordinator_epoch: i32,
+    pub seq: i64,
+    pub state: Vec<u8>,
+}
+
 /// A topic's immutable identity; object keys are built from it, never from names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct TopicId(pub Uuid);
@@ -493,6 +504,18 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn record_group(&self, group: &str, protocol_type: &str) -> Result<()>;
     /// `(group, protocol type)` of every group with a record or committed offsets.
     async fn stored_groups(&self) -> Result<Vec<(String, String)>>;
+    /// Stores a group's membership (recording the group too) unless one
+    /// at least as new, by `(coordinator_epoch, seq)`, is stored: a
+    /// coordinator that lost the group cannot overwrite its successor's.
+    /// Returns whether it was written.
+    async fn put_group_state(
+        &self,
+        group: &str,
+        protocol_type: &str,
+        state: GroupStateRow,
+    ) -> Result<bool>;
+    /// A group's membership as its coordinator last stored it.
+    async fn group_state(&self, group: &str) -> Result<Option<GroupStateRow>>;
     /// Deletes offsets committed before `before_ms` by groups not in
     /// `active` (Kafka's `offsets.retention.minutes` for empty groups);
     /// returns how many were deleted.

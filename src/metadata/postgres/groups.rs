@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use deadpool_postgres::GenericClient;
 
 use super::{Client, now_ms, parse_topic_id, strings, tid};
-use crate::metadata::{CommittedOffset, Result, TopicId};
+use crate::metadata::{CommittedOffset, GroupStateRow, Result, TopicId};
 
 pub(super) async fn commit(
     client: &mut Client,
@@ -118,6 +118,53 @@ pub(super) async fn record(client: &Client, group: &str, protocol_type: &str) ->
     Ok(())
 }
 
+pub(super) async fn put_state(
+    client: &Client,
+    group: &str,
+    protocol_type: &str,
+    state: &GroupStateRow,
+) -> Result<bool> {
+    let written = client
+        .execute(
+            "INSERT INTO groups (group_id, protocol_type, updated_ms, coordinator_epoch, state_seq, state)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (group_id) DO UPDATE SET protocol_type = excluded.protocol_type,
+                 updated_ms = excluded.updated_ms, coordinator_epoch = excluded.coordinator_epoch,
+                 state_seq = excluded.state_seq, state = excluded.state
+             WHERE excluded.coordinator_epoch > groups.coordinator_epoch
+                OR (excluded.coordinator_epoch = groups.coordinator_epoch
+                    AND excluded.state_seq > groups.state_seq)",
+            &[
+                &group,
+                &protocol_type,
+                &now_ms(),
+                &state.coordinator_epoch,
+                &state.seq,
+                &state.state,
+            ],
+        )
+        .await?;
+    Ok(written > 0)
+}
+
+pub(super) async fn state(client: &Client, group: &str) -> Result<Option<GroupStateRow>> {
+    let row = client
+        .query_opt(
+            "SELECT coordinator_epoch, state_seq, state FROM groups
+             WHERE group_id = $1 AND state IS NOT NULL",
+            &[&group],
+        )
+        .await?;
+    Ok(match row {
+        Some(r) => Some(GroupStateRow {
+            coordinator_epoch: r.try_get(0)?,
+            seq: r.try_get(1)?,
+            state: r.try_get(2)?,
+        }),
+        None => None,
+    })
+}
+
 pub(super) async fn stored(client: &impl GenericClient) -> Result<Vec<(String, String)>> {
     let mut groups: BTreeMap<String, String> = BTreeMap::new();
     let with_offsets = client
@@ -141,11 +188,12 @@ pub(super) async fn expire(
     active: &[String],
 ) -> Result<usize> {
     let tx = client.transaction().await?;
-    // Group records without any offsets (groups that never committed).
+    // Records of groups without any offsets (groups that never committed)
+    // and without members.
     tx.execute(
-        "DELETE FROM groups WHERE updated_ms < $1
+        "DELETE FROM groups WHERE updated_ms < $1 AND NOT (group_id = ANY($2))
            AND NOT EXISTS (SELECT 1 FROM group_offsets o WHERE o.group_id = groups.group_id)",
-        &[&before_ms],
+        &[&before_ms, &active],
     )
     .await?;
     let expired = strings(

@@ -27,7 +27,7 @@ mod topics;
 mod transactions;
 
 use super::{
-    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, LeaderMove,
+    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow, LeaderMove,
     MetadataError, MetadataStore, ObjectCommit, PartitionProducerState, PartitionRecord,
     ProducerStateRecord, Result, SealedObject, TopicId, TopicRecord, TransactionRecord,
     UnsealedObjects, UploadIntent,
@@ -476,6 +476,21 @@ impl MetadataStore for PostgresStore {
     async fn stored_groups(&self) -> Result<Vec<(String, String)>> {
         let client = self.client().await?;
         groups::stored(&client).await
+    }
+
+    async fn put_group_state(
+        &self,
+        group: &str,
+        protocol_type: &str,
+        state: GroupStateRow,
+    ) -> Result<bool> {
+        let client = self.client().await?;
+        groups::put_state(&client, group, protocol_type, &state).await
+    }
+
+    async fn group_state(&self, group: &str) -> Result<Option<GroupStateRow>> {
+        let client = self.client().await?;
+        groups::state(&client, group).await
     }
 
     async fn expire_offsets(&self, before_ms: i64, active: Vec<String>) -> Result<usize> {

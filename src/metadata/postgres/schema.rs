@@ -10,6 +10,7 @@ use crate::metadata::{MetadataError, Result};
 pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_cluster.sql"),
+    include_str!("migrations/0003_group_state.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("strata" in ASCII).

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{now_ms, parse_topic_id};
-use crate::metadata::{CommittedOffset, Result, TopicId};
+use crate::metadata::{CommittedOffset, GroupStateRow, Result, TopicId};
 
 pub(super) fn commit(
     conn: &mut Connection,
@@ -113,6 +113,50 @@ pub(super) fn record(conn: &Connection, group: &str, protocol_type: &str) -> Res
     Ok(())
 }
 
+pub(super) fn put_state(
+    conn: &Connection,
+    group: &str,
+    protocol_type: &str,
+    state: &GroupStateRow,
+) -> Result<bool> {
+    let written = conn.execute(
+        "INSERT INTO groups (group_id, protocol_type, updated_ms, coordinator_epoch, state_seq, state)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (group_id) DO UPDATE SET protocol_type = excluded.protocol_type,
+             updated_ms = excluded.updated_ms, coordinator_epoch = excluded.coordinator_epoch,
+             state_seq = excluded.state_seq, state = excluded.state
+         WHERE excluded.coordinator_epoch > groups.coordinator_epoch
+            OR (excluded.coordinator_epoch = groups.coordinator_epoch
+                AND excluded.state_seq > groups.state_seq)",
+        params![
+            group,
+            protocol_type,
+            now_ms(),
+            state.coordinator_epoch,
+            state.seq,
+            state.state
+        ],
+    )?;
+    Ok(written > 0)
+}
+
+pub(super) fn state(conn: &Connection, group: &str) -> Result<Option<GroupStateRow>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT coordinator_epoch, state_seq, state FROM groups
+             WHERE group_id = ?1 AND state IS NOT NULL",
+        )?
+        .query_row(params![group], |r| {
+            Ok(GroupStateRow {
+                coordinator_epoch: r.get(0)?,
+                seq: r.get(1)?,
+                state: r.get(2)?,
+            })
+        })
+        .optional()?;
+    Ok(row)
+}
+
 pub(super) fn stored(conn: &Connection) -> Result<Vec<(String, String)>> {
     let mut groups: BTreeMap<String, String> = BTreeMap::new();
     let mut stmt = conn.prepare_cached("SELECT DISTINCT group_id FROM group_offsets")?;
@@ -135,12 +179,19 @@ pub(super) fn expire(conn: &mut Connection, before_ms: i64, active: &[String]) -
         let rows = stmt.query_map(params![before_ms], |r| r.get::<_, String>(0))?;
         rows.collect::<std::result::Result<_, _>>()?
     };
-    // Group records without any offsets (groups that never committed).
-    tx.execute(
-        "DELETE FROM groups WHERE updated_ms < ?1
-           AND NOT EXISTS (SELECT 1 FROM group_offsets o WHERE o.group_id = groups.group_id)",
-        params![before_ms],
-    )?;
+    // Records of groups without any offsets (groups that never committed)
+    // and without members.
+    let idle: Vec<String> = {
+        let mut stmt = tx.prepare(
+            "SELECT group_id FROM groups WHERE updated_ms < ?1
+               AND NOT EXISTS (SELECT 1 FROM group_offsets o WHERE o.group_id = groups.group_id)",
+        )?;
+        let rows = stmt.query_map(params![before_ms], |r| r.get::<_, String>(0))?;
+        rows.collect::<std::result::Result<_, _>>()?
+    };
+    for group in idle.iter().filter(|g| !active.contains(g)) {
+        tx.execute("DELETE FROM groups WHERE group_id = ?1", params![group])?;
+    }
     let mut deleted = 0;
     for group in candidates.iter().filter(|g| !active.contains(g)) {
         deleted += tx.execute(

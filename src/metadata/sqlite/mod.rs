@@ -22,7 +22,7 @@ mod topics;
 mod transactions;
 
 use super::{
-    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, LeaderMove,
+    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow, LeaderMove,
     MetadataError, MetadataStore, ObjectCommit, PartitionProducerState, PartitionRecord,
     ProducerStateRecord, Result, SealedObject, TopicId, TopicRecord, TransactionRecord,
     UnsealedObjects, UploadIntent,
@@ -515,6 +515,23 @@ impl MetadataStore for SqliteStore {
 
     async fn stored_groups(&self) -> Result<Vec<(String, String)>> {
         self.with_reader(groups::stored).await
+    }
+
+    async fn put_group_state(
+        &self,
+        group: &str,
+        protocol_type: &str,
+        state: GroupStateRow,
+    ) -> Result<bool> {
+        let (group, protocol_type) = (group.to_string(), protocol_type.to_string());
+        self.with_conn(move |conn| groups::put_state(conn, &group, &protocol_type, &state))
+            .await
+    }
+
+    async fn group_state(&self, group: &str) -> Result<Option<GroupStateRow>> {
+        let group = group.to_string();
+        self.with_reader(move |conn| groups::state(conn, &group))
+            .await
     }
 
     async fn expire_offsets(&self, before_ms: i64, active: Vec<String>) -> Result<usize> {

@@ -10,6 +10,7 @@ use crate::metadata::{MetadataError, Result};
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
+    SCHEMA_V9,
 ];
 
 const SCHEMA_V1: &str = "
@@ -235,6 +236,15 @@ CREATE TABLE controller (
     lease_until_ms INTEGER NOT NULL
 );
 CREATE INDEX partitions_by_leader ON partitions(leader_id);
+";
+
+/// Group membership (generation, members, assignments), written by the
+/// group's coordinator so the next one takes the group over as it was:
+/// ordered by (coordinator epoch, sequence), opaque to the store.
+const SCHEMA_V9: &str = "
+ALTER TABLE groups ADD COLUMN coordinator_epoch INTEGER NOT NULL DEFAULT -1;
+ALTER TABLE groups ADD COLUMN state_seq INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE groups ADD COLUMN state BLOB;
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

@@ -4,10 +4,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{TestBackend, chunk};
-use crate::metadata::{ChunkCommit, ChunkRecord, CommittedOffset, ObjectCommit};
+use crate::metadata::{ChunkCommit, ChunkRecord, CommittedOffset, GroupStateRow, ObjectCommit};
 
 on_every_backend!(
     group_offsets_commit_fetch_and_expire,
+    group_state_is_ordered_by_coordinator_epoch,
     admin_changes_and_producer_state_are_stored,
     transaction_rows,
 );
@@ -78,6 +79,54 @@ async fn group_offsets_commit_fetch_and_expire(backend: TestBackend) {
             .expect("fetch")
             .is_empty()
     );
+}
+
+async fn group_state_is_ordered_by_coordinator_epoch(backend: TestBackend) {
+    let store = backend.open().await;
+    let row = |coordinator_epoch, seq, state: &str| GroupStateRow {
+        coordinator_epoch,
+        seq,
+        state: state.as_bytes().to_vec(),
+    };
+    assert_eq!(store.group_state("g").await.expect("read"), None);
+    // A group recorded without state has none.
+    store.record_group("g", "consumer").await.expect("record");
+    assert_eq!(store.group_state("g").await.expect("read"), None);
+    let put = |r: GroupStateRow| {
+        let store = Arc::clone(&store);
+        async move { store.put_group_state("g", "consumer", r).await.expect("put") }
+    };
+    assert!(put(row(3, 10, "a")).await);
+    assert!(put(row(3, 11, "b")).await);
+    // Older writes of the same coordinator, or any of an earlier one, lose.
+    assert!(!put(row(3, 11, "stale")).await);
+    assert!(!put(row(3, 9, "stale")).await);
+    assert!(!put(row(2, 99, "zombie")).await);
+    assert_eq!(
+        store.group_state("g").await.expect("read"),
+        Some(row(3, 11, "b"))
+    );
+    // The next coordinator's first write wins whatever its sequence.
+    assert!(put(row(4, 1, "c")).await);
+    assert_eq!(
+        store.group_state("g").await.expect("read"),
+        Some(row(4, 1, "c"))
+    );
+    assert!(
+        store
+            .stored_groups()
+            .await
+            .expect("groups")
+            .contains(&("g".to_string(), "consumer".to_string()))
+    );
+    // Not expired while the group has members; deleted with the group.
+    store
+        .expire_offsets(i64::MAX, vec!["g".into()])
+        .await
+        .expect("expire");
+    assert!(store.group_state("g").await.expect("read").is_some());
+    store.delete_group("g").await.expect("delete");
+    assert_eq!(store.group_state("g").await.expect("read"), None);
 }
 
 async fn admin_changes_and_producer_state_are_stored(backend: TestBackend) {
