@@ -101,6 +101,17 @@ pub async fn dispatch(
             }
         };
     }
+    // A group this broker took over since it last held it: its membership
+    // is read from the store first (see group/stored.rs).
+    macro_rules! loaded {
+        ($request:expr, $key:ident, $response:ty) => {
+            if let Err(code) = broker.groups.load(&$request.$key).await {
+                let mut answer = <$response>::default();
+                answer.error_code = code.code();
+                return Ok(Dispatched::Response(encode(&meta, &answer)?));
+            }
+        };
+    }
     let response = match api {
         ApiKey::ApiVersions => {
             let _request: kafka_protocol::messages::ApiVersionsRequest = decode(&mut frame)?;
@@ -179,6 +190,11 @@ pub async fn dispatch(
                 group_id,
                 kafka_protocol::messages::JoinGroupResponse
             );
+            loaded!(
+                request,
+                group_id,
+                kafka_protocol::messages::JoinGroupResponse
+            );
             let client_id = frame
                 .header
                 .client_id
@@ -201,6 +217,11 @@ pub async fn dispatch(
                 group_id,
                 kafka_protocol::messages::SyncGroupResponse
             );
+            loaded!(
+                request,
+                group_id,
+                kafka_protocol::messages::SyncGroupResponse
+            );
             let pending = handlers::sync_group::prepare(broker, request);
             return Ok(Dispatched::Deferred(
                 async move {
@@ -217,11 +238,21 @@ pub async fn dispatch(
                 group_id,
                 kafka_protocol::messages::HeartbeatResponse
             );
+            loaded!(
+                request,
+                group_id,
+                kafka_protocol::messages::HeartbeatResponse
+            );
             encode(&meta, &handlers::heartbeat::handle(broker, request))?
         }
         ApiKey::LeaveGroup => {
             let request: kafka_protocol::messages::LeaveGroupRequest = decode(&mut frame)?;
             elsewhere!(
+                request,
+                group_id,
+                kafka_protocol::messages::LeaveGroupResponse
+            );
+            loaded!(
                 request,
                 group_id,
                 kafka_protocol::messages::LeaveGroupResponse
@@ -277,6 +308,11 @@ pub async fn dispatch(
             let request: kafka_protocol::messages::ConsumerGroupHeartbeatRequest =
                 decode(&mut frame)?;
             elsewhere!(
+                request,
+                group_id,
+                kafka_protocol::messages::ConsumerGroupHeartbeatResponse
+            );
+            loaded!(
                 request,
                 group_id,
                 kafka_protocol::messages::ConsumerGroupHeartbeatResponse

@@ -247,6 +247,7 @@ impl Broker {
             Arc::clone(&intents),
             Arc::clone(&seal_backlog),
         );
+        let (catalog, node_id) = (Arc::new(catalog), config.node_id);
         let broker = Arc::new(Broker {
             node_id: config.node_id,
             cluster: membership,
@@ -256,9 +257,13 @@ impl Broker {
             metadata: Arc::clone(&metadata),
             storage: storage.clone(),
             cache,
-            catalog: Arc::new(catalog),
+            catalog: Arc::clone(&catalog),
             writer: Arc::clone(&writer),
-            groups: group::GroupCoordinator::new(Arc::clone(&metadata), config.groups.clone()),
+            groups: group::GroupCoordinator::new(
+                Arc::clone(&metadata),
+                config.groups.clone(),
+                Box::new(move |group: &str| coordinator_epoch(&catalog, node_id, group)),
+            ),
             txn,
             admin_lock: tokio::sync::Mutex::new(()),
             requests: metrics::RequestMetrics::default(),
@@ -381,14 +386,7 @@ impl Broker {
     /// else -1; `None` before that topic exists (one broker, which
     /// coordinates everything).
     pub fn coordinator_epoch(&self, key: &str) -> Option<i32> {
-        let topic = self.catalog.by_name(topics::OFFSETS_TOPIC)?;
-        let count = topic.partitions.len().max(1) as u32;
-        let log = topic.partition((crc32c::crc32c(key.as_bytes()) % count) as i32)?;
-        Some(if log.leader_id() == self.node_id {
-            log.leader_epoch()
-        } else {
-            -1
-        })
+        coordinator_epoch(&self.catalog, self.node_id, key)
     }
 
     /// Whether this broker coordinates `key` (else requests for it get
@@ -403,6 +401,18 @@ impl Broker {
         self.coordinator_for(key)
             .is_some_and(|b| b.node_id == self.node_id)
     }
+}
+
+/// `Broker::coordinator_epoch` of broker `node_id` over its catalog.
+fn coordinator_epoch(catalog: &Catalog, node_id: i32, key: &str) -> Option<i32> {
+    let topic = catalog.by_name(topics::OFFSETS_TOPIC)?;
+    let count = topic.partitions.len().max(1) as u32;
+    let log = topic.partition((crc32c::crc32c(key.as_bytes()) % count) as i32)?;
+    Some(if log.leader_id() == node_id {
+        log.leader_epoch()
+    } else {
+        -1
+    })
 }
 
 /// How long a stopping broker waits for the controller to move its

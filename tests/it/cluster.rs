@@ -16,6 +16,7 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use crate::common::{
     TestBroker, consume_until_end, eventually, free_port, fresh_postgres_url, http_request,
 };
+use crate::groups::{Counting, Member, Seen, member, partitioned};
 use crate::s3::{S3Server, start_s3};
 
 pub(crate) struct Cluster {
@@ -358,44 +359,13 @@ pub(crate) fn coordinator(broker: &TestBroker, key: &str, key_type: i8) -> Resul
     }
 }
 
-/// A consumer of `group` polling in a thread until `stop`; every value
-/// it receives is recorded.
-fn group_member(
-    bootstrap: String,
-    group: &'static str,
-    topic: &'static str,
-    stop: Arc<AtomicBool>,
-    seen: Arc<Mutex<BTreeSet<String>>>,
-) -> std::thread::JoinHandle<()> {
-    std::thread::spawn(move || {
-        let consumer: BaseConsumer = ClientConfig::new()
-            .set("bootstrap.servers", &bootstrap)
-            .set("group.id", group)
-            .set("auto.offset.reset", "earliest")
-            .set("enable.auto.commit", "true")
-            .set("auto.commit.interval.ms", "200")
-            .set("session.timeout.ms", "6000")
-            .set("topic.metadata.refresh.interval.ms", "1000")
-            .create()
-            .expect("consumer");
-        consumer.subscribe(&[topic]).expect("subscribe");
-        while !stop.load(Ordering::Acquire) {
-            if let Some(Ok(m)) = consumer.poll(Duration::from_millis(100)) {
-                use rdkafka::message::Message;
-                if let Some(v) = m.payload() {
-                    seen.lock()
-                        .expect("seen")
-                        .insert(String::from_utf8_lossy(v).into_owned());
-                }
-            }
-        }
-    })
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_dies() {
+/// A group's coordinator dies with its broker (kill -9): the group moves
+/// to another broker with its membership (generation, members,
+/// assignments) and its members go on without a rebalance, reading every
+/// record produced before and after. `protocol`: extra consumer settings
+/// (`group.protocol=consumer` for KIP-848).
+async fn coordinator_dies_under_a_group(group: &'static str, protocol: &[(&str, &str)]) {
     const TOPIC: &str = "events";
-    const GROUP: &str = "readers";
     let cluster = Cluster::new();
     let mut brokers = [cluster.start(1), cluster.start(2), cluster.start(3)];
     brokers[0].create_topic(TOPIC, 6).await;
@@ -405,13 +375,13 @@ async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_die
         Duration::from_secs(10),
         || {
             let named: BTreeSet<Result<i32, i16>> =
-                brokers.iter().map(|b| coordinator(b, GROUP, 0)).collect();
+                brokers.iter().map(|b| coordinator(b, group, 0)).collect();
             named.len() == 1 && named.iter().all(Result::is_ok)
         },
         || "brokers disagree on the coordinator".into(),
     )
     .await;
-    let coordinator_node = coordinator(&brokers[0], GROUP, 0).expect("a coordinator");
+    let coordinator_node = coordinator(&brokers[0], group, 0).expect("a coordinator");
 
     let produce = |addr: String, from: usize, to: usize| async move {
         let producer: FutureProducer = ClientConfig::new()
@@ -436,26 +406,48 @@ async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_die
         .collect::<Vec<_>>()
         .join(",");
     produce(all.clone(), 0, 300).await;
-    let stop = Arc::new(AtomicBool::new(false));
-    let seen = Arc::new(Mutex::new(BTreeSet::new()));
-    let members: Vec<_> = (0..2)
-        .map(|_| {
-            group_member(
-                all.clone(),
-                GROUP,
+    let seen: Vec<Seen> = (0..2).map(|_| Seen::default()).collect();
+    let counting: Vec<Arc<Counting>> = (0..2).map(|_| Arc::default()).collect();
+    let members: Vec<Member> = (0..2)
+        .map(|i| {
+            member(
+                &all,
+                group,
                 TOPIC,
-                Arc::clone(&stop),
-                Arc::clone(&seen),
+                protocol,
+                Arc::clone(&seen[i]),
+                Arc::clone(&counting[i]),
             )
         })
         .collect();
-    let count = || seen.lock().expect("seen").len();
+    let distinct = || {
+        seen.iter()
+            .flat_map(|s| s.lock().expect("seen").clone())
+            .collect::<BTreeSet<String>>()
+    };
+    let shared = || {
+        partitioned(&members.iter().map(Member::assigned).collect::<Vec<_>>(), 6)
+            && members.iter().all(|m| !m.assigned().is_empty())
+    };
     eventually(
         Duration::from_secs(60),
-        || count() == 300,
-        || format!("{} of 300 consumed", count()),
+        || distinct().len() == 300 && shared(),
+        || {
+            format!(
+                "{} of 300 consumed, assignments {:?}",
+                distinct().len(),
+                members.iter().map(Member::assigned).collect::<Vec<_>>()
+            )
+        },
     )
     .await;
+    let rebalances = || {
+        counting
+            .iter()
+            .map(|c| c.rebalances.load(Ordering::SeqCst))
+            .collect::<Vec<_>>()
+    };
+    let before = rebalances();
 
     // The coordinator's broker dies; its partitions and the group move.
     // Brokers 1, 2, 3 are at 0, 1, 2.
@@ -469,7 +461,7 @@ async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_die
         .collect();
     eventually(
         Duration::from_secs(20),
-        || coordinator(alive[0], GROUP, 0).is_ok_and(|named| named != coordinator_node),
+        || coordinator(alive[0], group, 0).is_ok_and(|named| named != coordinator_node),
         || "the coordinator did not move".into(),
     )
     .await;
@@ -481,16 +473,60 @@ async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_die
     produce(rest, 300, 600).await;
     eventually(
         Duration::from_secs(60),
-        || count() == 600,
-        || format!("{} of 600 consumed", count()),
+        || distinct().len() == 600,
+        || format!("{} of 600 consumed", distinct().len()),
     )
     .await;
-    stop.store(true, Ordering::Release);
+    // The new coordinator knows both members (it took the group over).
+    let described = describe_group(alive[0], group);
+    let after = rebalances();
     for member in members {
-        member.join().expect("member");
+        member.stop();
     }
     let expected: BTreeSet<String> = (0..600).map(|i| format!("e-{i}")).collect();
-    assert_eq!(*seen.lock().expect("seen"), expected);
+    assert_eq!(distinct(), expected);
+    assert_eq!(
+        after, before,
+        "the members rebalanced after their coordinator moved (rebalances per member)"
+    );
+    assert_eq!(described, 2, "members the new coordinator describes");
+}
+
+/// How many members the group's coordinator describes (DescribeGroups, or
+/// ConsumerGroupDescribe for a KIP-848 group), asked through the Admin API
+/// of librdkafka's Python binding.
+fn describe_group(broker: &TestBroker, group: &str) -> usize {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import sys\n\
+             from confluent_kafka.admin import AdminClient\n\
+             admin = AdminClient({'bootstrap.servers': sys.argv[1]})\n\
+             d = admin.describe_consumer_groups([sys.argv[2]])[sys.argv[2]].result(timeout=20)\n\
+             print(len(d.members))",
+        ])
+        .args([broker.addr.as_str(), group])
+        .output()
+        .expect("python3 with confluent-kafka (the test venv has it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("a member count")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_consumer_group_has_one_coordinator_and_follows_it_when_its_broker_dies() {
+    coordinator_dies_under_a_group("readers", &[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kip848_group_keeps_its_members_when_its_coordinator_dies() {
+    coordinator_dies_under_a_group("readers-848", &[("group.protocol", "consumer")]).await;
 }
 
 /// The brokers of docker-compose.yml as it declares them: `(service, env)`.

@@ -22,20 +22,21 @@ use crate::common::TestBroker;
 const GROUP_CONFIG: &str = "[groups]\ninitial_rebalance_delay_ms = 300\n";
 
 /// One librdkafka group member on its own thread.
-struct Member {
+pub(crate) struct Member {
     stop: Arc<AtomicBool>,
     assignment: Arc<Mutex<BTreeSet<i32>>>,
     handle: Option<JoinHandle<()>>,
 }
 
+/// Counts a member's rebalances (assignments and revocations).
 #[derive(Default)]
-struct Counting {
-    rebalances: AtomicUsize,
+pub(crate) struct Counting {
+    pub(crate) rebalances: AtomicUsize,
 }
 
 pub type Seen = Arc<Mutex<Vec<String>>>;
 
-fn member(
+pub(crate) fn member(
     addr: &str,
     group: &str,
     topic: &str,
@@ -104,10 +105,10 @@ impl ConsumerContext for CountingRef {
 }
 
 impl Member {
-    fn assigned(&self) -> BTreeSet<i32> {
+    pub(crate) fn assigned(&self) -> BTreeSet<i32> {
         self.assignment.lock().expect("assignment").clone()
     }
-    fn stop(mut self) {
+    pub(crate) fn stop(mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(handle) = self.handle.take() {
             handle.join().expect("member thread");
@@ -144,7 +145,7 @@ pub fn wait_until(what: &str, timeout: Duration, mut done: impl FnMut() -> bool)
 }
 
 /// Each partition owned by exactly one member, all partitions owned.
-fn partitioned(assignments: &[BTreeSet<i32>], partitions: i32) -> bool {
+pub(crate) fn partitioned(assignments: &[BTreeSet<i32>], partitions: i32) -> bool {
     let total: usize = assignments.iter().map(BTreeSet::len).sum();
     let union: BTreeSet<i32> = assignments.iter().flatten().copied().collect();
     total == partitions as usize && union == (0..partitions).collect()

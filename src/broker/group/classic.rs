@@ -37,9 +37,11 @@ impl GroupCoordinator {
             return fail(ResponseError::InconsistentGroupProtocol);
         }
         let new_group = !groups.contains_key(&req.group_id);
-        let group = groups
-            .entry(req.group_id.clone())
-            .or_insert_with(|| Group::new(&req.group_id));
+        let group = groups.entry(req.group_id.clone()).or_insert_with(|| {
+            let mut group = Group::new(&req.group_id);
+            group.coordinator_epoch = self.storing_epoch(&req.group_id).unwrap_or(-1);
+            group
+        });
         if !group.accepts(&req.protocol_type, &req.protocols) {
             return fail(ResponseError::InconsistentGroupProtocol);
         }
@@ -48,7 +50,9 @@ impl GroupCoordinator {
             member_id = new_member_id(&req.client_id);
             match &req.instance_id {
                 Some(instance) if group.static_members.contains_key(instance) => {
-                    return self.rejoin_static(group, req, member_id, now);
+                    let result = self.rejoin_static(group, req, member_id, now);
+                    self.persist_classic(group);
+                    return result;
                 }
                 Some(_) => {}
                 None if req.require_known_member_id => {
@@ -253,6 +257,7 @@ impl GroupCoordinator {
                 }
                 if group.leader.as_deref() == Some(member_id) {
                     group.complete_sync(assignments);
+                    self.persist_classic(group);
                 }
                 Pending::Waiting(rx)
             }
@@ -319,6 +324,7 @@ impl GroupCoordinator {
         }
         if departed {
             group.after_departure(now);
+            self.persist_classic(group);
         }
         Ok(results)
     }

@@ -59,7 +59,7 @@ impl ConsumerMember {
 
 /// Compiles a KIP-848 subscription expression (RE2 syntax, as Kafka's
 /// RE2/J) to match whole topic names, as Kafka does.
-fn compile_subscription(expression: &str) -> Result<regex::Regex, String> {
+pub(super) fn compile_subscription(expression: &str) -> Result<regex::Regex, String> {
     regex::Regex::new(&format!("^(?:{expression})$"))
         .map_err(|e| format!("invalid regular expression '{expression}': {e}"))
 }
@@ -74,6 +74,10 @@ pub struct ConsumerGroup {
     pub target: BTreeMap<String, BTreeSet<TopicPartition>>,
     /// Partition counts of subscribed topics when the target was computed.
     pub topics_seen: BTreeMap<String, Option<(TopicId, i32)>>,
+    /// As in the classic `Group`: the coordinator epoch this broker holds
+    /// the group under (-1: not stored) and the fingerprint last written.
+    pub coordinator_epoch: i32,
+    pub persisted: u64,
 }
 
 /// A heartbeat as the coordinator needs it.
@@ -111,6 +115,8 @@ impl ConsumerGroup {
             members: BTreeMap::new(),
             target: BTreeMap::new(),
             topics_seen: BTreeMap::new(),
+            coordinator_epoch: -1,
+            persisted: 0,
         }
     }
 

@@ -4,14 +4,16 @@
 //! All state changes happen under one mutex, never held across an await; a
 //! client waiting in JoinGroup or SyncGroup holds a oneshot receiver. A
 //! ticker (every 100 ms) expires sessions and completes rebalances whose
-//! deadline passed. Membership does not survive a restart: members get
-//! UNKNOWN_MEMBER_ID and rejoin, and their committed offsets are intact.
+//! deadline passed. Membership is stored (`stored.rs`): the group's next
+//! coordinator, or this broker after a restart, takes it over as it was.
 
 mod classic;
 pub mod consumer;
 pub mod state;
+mod stored;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -74,19 +76,39 @@ pub struct GroupCoordinator {
     consumer_groups: Mutex<HashMap<String, ConsumerGroup>>,
     metadata: Arc<dyn MetadataStore>,
     config: GroupConfig,
+    /// This broker's coordinator epoch of a group (`Broker::coordinator_epoch`).
+    epoch_of: EpochOf,
+    /// Orders this broker's membership writes under one coordinator epoch.
+    write_seq: AtomicI64,
 }
+
+/// A group's coordinator epoch on this broker: `None` before
+/// `__consumer_offsets` exists, -1 where another broker coordinates it.
+pub type EpochOf = Box<dyn Fn(&str) -> Option<i32> + Send + Sync>;
 
 fn new_member_id(client_id: &str) -> String {
     format!("{client_id}-{}", uuid::Uuid::new_v4())
 }
 
 impl GroupCoordinator {
-    pub fn new(metadata: Arc<dyn MetadataStore>, config: GroupConfig) -> Arc<Self> {
+    pub fn new(
+        metadata: Arc<dyn MetadataStore>,
+        config: GroupConfig,
+        epoch_of: EpochOf,
+    ) -> Arc<Self> {
+        // Sequences start at the clock, in microseconds: a restarted broker
+        // writing under an epoch it held before still writes after itself.
+        let clock = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX / 2))
+            .unwrap_or(0);
         Arc::new(GroupCoordinator {
             groups: Mutex::new(HashMap::new()),
             consumer_groups: Mutex::new(HashMap::new()),
             metadata,
             config,
+            epoch_of,
+            write_seq: AtomicI64::new(clock),
         })
     }
 
@@ -138,10 +160,13 @@ impl GroupCoordinator {
         }
         let mut groups = self.lock_consumer();
         let new_group = !groups.contains_key(group_id);
-        let group = groups
-            .entry(group_id.to_string())
-            .or_insert_with(|| ConsumerGroup::new(group_id));
+        let group = groups.entry(group_id.to_string()).or_insert_with(|| {
+            let mut group = ConsumerGroup::new(group_id);
+            group.coordinator_epoch = self.storing_epoch(group_id).unwrap_or(-1);
+            group
+        });
         let result = group.heartbeat(heartbeat, Instant::now(), resolve, all_topics);
+        self.persist_consumer(group);
         drop(groups);
         drop(classic);
         if new_group && result.error.is_none() {
@@ -315,18 +340,24 @@ impl GroupCoordinator {
     }
 
     fn tick(&self, now: Instant) {
+        // Copies of groups another broker now coordinates are dropped
+        // unwritten: their members moved on to it.
+        let stale = |id: &str, epoch: i32| epoch >= 0 && (self.epoch_of)(id) != Some(epoch);
         let session = Duration::from_millis(self.config.consumer_session_timeout_ms);
         let mut consumer_groups = self.lock_consumer();
+        consumer_groups.retain(|id, g| !stale(id, g.coordinator_epoch));
         for group in consumer_groups.values_mut() {
             for id in group.expired(now, session) {
                 tracing::info!(group = %group.id, member = %id, "consumer group member expired");
                 group.remove(&id);
             }
+            self.persist_consumer(group);
         }
         // Empty groups live on in the metadata store (listed as Empty).
         consumer_groups.retain(|_, g| !g.members.is_empty());
         drop(consumer_groups);
         let mut groups = self.lock();
+        groups.retain(|id, g| !stale(id, g.coordinator_epoch));
         for group in groups.values_mut() {
             let expired = group.expired_members(now);
             for id in &expired {
@@ -342,6 +373,7 @@ impl GroupCoordinator {
                 group.after_departure(now);
             }
             group.maybe_complete_join(now);
+            self.persist_classic(group);
         }
         groups.retain(|_, g| {
             !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty())

@@ -120,6 +120,11 @@ pub struct Group {
     pub static_members: HashMap<String, String>,
     pub rebalance_deadline: Option<Instant>,
     pub initial_delay_until: Option<Instant>,
+    /// The coordinator epoch this broker holds the group under (-1: not
+    /// stored, before `__consumer_offsets` exists); see `stored.rs`.
+    pub coordinator_epoch: i32,
+    /// Fingerprint of the membership last written to the store.
+    pub persisted: u64,
 }
 
 impl Group {
@@ -137,6 +142,8 @@ impl Group {
             static_members: HashMap::new(),
             rebalance_deadline: None,
             initial_delay_until: None,
+            coordinator_epoch: -1,
+            persisted: 0,
         }
     }
 

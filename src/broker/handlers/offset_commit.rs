@@ -21,15 +21,26 @@ type PartitionAnswer = (i32, Option<ResponseError>);
 pub async fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest) -> OffsetCommitResponse {
     let group = request.group_id.to_string();
     let instance = request.group_instance_id.as_ref().map(|s| s.to_string());
+    let member = !request.member_id.is_empty() || request.generation_id_or_member_epoch >= 0;
     let fenced = if group.is_empty() {
         Err(ResponseError::InvalidGroupId)
+    } else if !broker.coordinates(&group) {
+        Err(ResponseError::NotCoordinator)
     } else {
-        broker.groups.validate_commit(
-            &group,
-            request.generation_id_or_member_epoch,
-            &request.member_id,
-            instance.as_deref(),
-        )
+        // A member's commit is fenced by the group as stored when this
+        // broker took it over.
+        let loaded = match member {
+            true => broker.groups.load(&group).await,
+            false => Ok(()),
+        };
+        loaded.and_then(|()| {
+            broker.groups.validate_commit(
+                &group,
+                request.generation_id_or_member_epoch,
+                &request.member_id,
+                instance.as_deref(),
+            )
+        })
     };
     let now_ms = SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -27,10 +27,10 @@ mod topics;
 mod transactions;
 
 use super::{
-    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow, LeaderMove,
-    MetadataError, MetadataStore, ObjectCommit, PartitionProducerState, PartitionRecord,
-    ProducerStateRecord, Result, SealedObject, TopicId, TopicRecord, TransactionRecord,
-    UnsealedObjects, UploadIntent,
+    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
+    LeaderMove, MetadataError, MetadataStore, ObjectCommit, PartitionProducerState,
+    PartitionRecord, ProducerStateRecord, Result, SealedObject, TopicId, TopicRecord,
+    TransactionRecord, UnsealedObjects, UploadIntent,
 };
 
 /// Connections per broker: the write path's commits, the sealer, the

@@ -22,10 +22,10 @@ mod topics;
 mod transactions;
 
 use super::{
-    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow, LeaderMove,
-    MetadataError, MetadataStore, ObjectCommit, PartitionProducerState, PartitionRecord,
-    ProducerStateRecord, Result, SealedObject, TopicId, TopicRecord, TransactionRecord,
-    UnsealedObjects, UploadIntent,
+    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
+    LeaderMove, MetadataError, MetadataStore, ObjectCommit, PartitionProducerState,
+    PartitionRecord, ProducerStateRecord, Result, SealedObject, TopicId, TopicRecord,
+    TransactionRecord, UnsealedObjects, UploadIntent,
 };
 
 pub struct SqliteStore {

@@ -94,7 +94,12 @@ async fn group_state_is_ordered_by_coordinator_epoch(backend: TestBackend) {
     assert_eq!(store.group_state("g").await.expect("read"), None);
     let put = |r: GroupStateRow| {
         let store = Arc::clone(&store);
-        async move { store.put_group_state("g", "consumer", r).await.expect("put") }
+        async move {
+            store
+                .put_group_state("g", "consumer", r)
+                .await
+                .expect("put")
+        }
     };
     assert!(put(row(3, 10, "a")).await);
     assert!(put(row(3, 11, "b")).await);
