@@ -347,11 +347,14 @@ impl GroupCoordinator {
         let mut consumer_groups = self.lock_consumer();
         consumer_groups.retain(|id, g| !stale(id, g.coordinator_epoch));
         for group in consumer_groups.values_mut() {
-            for id in group.expired(now, session) {
+            let expired = group.expired(now, session);
+            for id in &expired {
                 tracing::info!(group = %group.id, member = %id, "consumer group member expired");
-                group.remove(&id);
+                group.remove(id);
             }
-            self.persist_consumer(group);
+            if !expired.is_empty() {
+                self.persist_consumer(group);
+            }
         }
         // Empty groups live on in the metadata store (listed as Empty).
         consumer_groups.retain(|_, g| !g.members.is_empty());
@@ -359,6 +362,7 @@ impl GroupCoordinator {
         let mut groups = self.lock();
         groups.retain(|id, g| !stale(id, g.coordinator_epoch));
         for group in groups.values_mut() {
+            let before = (group.state, group.generation);
             let expired = group.expired_members(now);
             for id in &expired {
                 tracing::info!(group = %group.id, member = %id, "member session expired");
@@ -373,7 +377,9 @@ impl GroupCoordinator {
                 group.after_departure(now);
             }
             group.maybe_complete_join(now);
-            self.persist_classic(group);
+            if !expired.is_empty() || (group.state, group.generation) != before {
+                self.persist_classic(group);
+            }
         }
         groups.retain(|_, g| {
             !(g.state == GroupState::Empty && g.members.is_empty() && g.pending.is_empty())
