@@ -310,7 +310,36 @@ impl TestBroker {
 
 impl Drop for TestBroker {
     fn drop(&mut self) {
+        // Whether it still ran when the test failed, and what it logged
+        // last (warnings, errors, panics, connections closed on an error),
+        // so a failure can be read from CI.
+        let exited = self
+            .child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten());
         self.kill9();
+        if std::thread::panicking() && self.starts > 0 {
+            let log = self.log(self.starts);
+            let lines: Vec<&str> = log
+                .lines()
+                .filter(|l| {
+                    ["WARN", "ERROR", "panicked", "connection closed"]
+                        .iter()
+                        .any(|mark| l.contains(mark))
+                })
+                .collect();
+            let tail = &lines[lines.len().saturating_sub(30)..];
+            eprintln!(
+                "broker at {} (start {}, {}) logged last:\n{}",
+                self.addr,
+                self.starts,
+                match exited {
+                    Some(status) => format!("had exited: {status}"),
+                    None => "still running".into(),
+                },
+                tail.join("\n")
+            );
+        }
     }
 }
 
