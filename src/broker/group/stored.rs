@@ -503,6 +503,7 @@ impl GroupCoordinator {
 
 #[cfg(test)]
 mod tests {
+    use super::super::consumer::Heartbeat;
     use super::*;
 
     #[test]
@@ -561,6 +562,87 @@ mod tests {
             ..row
         };
         assert!(decode("g", &bad, now).is_err());
+    }
+
+    fn heartbeat(member: &str, epoch: i32, owned: Option<BTreeSet<TopicPartition>>) -> Heartbeat {
+        Heartbeat {
+            member_id: member.to_string(),
+            member_epoch: epoch,
+            instance_id: None,
+            rack_id: Some("zone-a".into()),
+            client_id: "c".into(),
+            client_host: "/127.0.0.1".into(),
+            rebalance_timeout_ms: 30_000,
+            subscribed: Some(vec!["t".into()]),
+            subscribed_regex: Some("logs-.*".into()),
+            server_assignor: None,
+            owned,
+        }
+    }
+
+    #[test]
+    fn a_kip848_group_mid_reconciliation_goes_on_the_same_after_a_reload() {
+        let topic = TopicId(uuid::Uuid::from_u128(7));
+        let resolve = move |name: &str| (name == "t").then_some((topic, 4));
+        let topics = || vec!["t".to_string(), "logs-1".to_string()];
+        let now = Instant::now();
+        let mut group = ConsumerGroup::new("g");
+        let a = group.heartbeat(heartbeat("a", 0, None), now, &resolve, &topics);
+        let a_epoch = a.member_epoch;
+        // b joins: a must give up half of its partitions first.
+        let b = group.heartbeat(heartbeat("b", 0, None), now, &resolve, &topics);
+        let b_epoch = b.member_epoch;
+        let row = GroupStateRow {
+            coordinator_epoch: 1,
+            seq: 1,
+            state: serde_json::to_vec(&Snapshot::Consumer(ConsumerSnapshot::of(&group)))
+                .expect("encode"),
+        };
+        let Ok(Loaded::Consumer(mut back)) = decode("g", &row, now) else {
+            panic!("a KIP-848 group");
+        };
+        assert_eq!(consumer_fingerprint(&back), consumer_fingerprint(&group));
+        assert_eq!(back.state(), group.state());
+        assert_eq!(
+            back.members["a"]
+                .regex
+                .as_ref()
+                .map(|(text, _)| text.as_str()),
+            Some("logs-.*")
+        );
+        // The same heartbeats get the same answers from both.
+        let everything: Vec<TopicPartition> = (0..4).map(|p| (topic, p)).collect();
+        for (member, epoch, owned) in [
+            ("a", a_epoch, Some(everything.clone())),
+            ("b", b_epoch, Some(Vec::new())),
+        ] {
+            let owned = owned.map(|o| o.into_iter().collect::<BTreeSet<_>>());
+            let before = group.heartbeat(
+                heartbeat(member, epoch, owned.clone()),
+                now,
+                &resolve,
+                &topics,
+            );
+            let after = back.heartbeat(heartbeat(member, epoch, owned), now, &resolve, &topics);
+            assert_eq!(
+                (before.error.is_none(), before.member_epoch),
+                (after.error.is_none(), after.member_epoch),
+                "{member}"
+            );
+            assert_eq!(
+                group.members[member].assigned, back.members[member].assigned,
+                "{member}"
+            );
+            assert_eq!(
+                group.members[member].revoking, back.members[member].revoking,
+                "{member}"
+            );
+        }
+        assert!(
+            !back.members["a"].revoking.is_empty() || back.members["a"].assigned.len() == 2,
+            "a gives up half: {:?}",
+            back.members["a"]
+        );
     }
 
     #[test]
