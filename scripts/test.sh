@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The test command: installs what the tests need on a fresh Debian machine
-# (C toolchain for librdkafka, kcat, cargo-nextest, the MinIO S3 server
+# (C toolchain for librdkafka, kcat, libfaketime, cargo-nextest, the MinIO S3 server
 # built with Go, boto3, the Python clients and the Parquet readers pyarrow and duckdb in a venv,
 # kafkajs with npm, Java 17 + Maven and the Kafka 4.4.0 jars, franz-go and
 # sarama with Go, PostgreSQL from Debian's package, the deployment checkers),
@@ -19,6 +19,8 @@ command -v perl >/dev/null || missing+=(perl)
 command -v pkg-config >/dev/null || missing+=(pkg-config)
 command -v kcat >/dev/null || missing+=(kcat)
 dpkg -s zlib1g-dev >/dev/null 2>&1 || missing+=(zlib1g-dev)
+# libfaketime: a cluster test runs a broker with its clock shifted.
+dpkg -s libfaketime >/dev/null 2>&1 || missing+=(libfaketime)
 command -v python3 >/dev/null || missing+=(python3)
 command -v node >/dev/null || missing+=(nodejs)
 command -v npm >/dev/null || missing+=(npm)

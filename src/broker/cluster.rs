@@ -12,7 +12,7 @@
 //! (from the store: no data is copied) and stops serving those it lost.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -42,7 +42,13 @@ pub struct Membership {
     pub controller: Arc<AtomicBool>,
     /// Live brokers as of the last heartbeat, by node id.
     live: RwLock<Vec<BrokerRecord>>,
+    /// The metadata store's clock minus this broker's, as last measured.
+    skew_ms: AtomicI64,
 }
+
+/// A clock difference with the store worth a warning (leases are timed on
+/// the store's clock either way).
+const CLOCK_WARNING_MS: i64 = 1_000;
 
 pub(crate) fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -72,7 +78,31 @@ impl Membership {
             draining: AtomicBool::new(false),
             controller: Arc::new(AtomicBool::new(false)),
             live: RwLock::new(Vec::new()),
+            skew_ms: AtomicI64::new(0),
         }
+    }
+
+    /// The time on the metadata store's clock, as last measured against
+    /// this broker's: what leases are timed with.
+    pub fn now(&self) -> i64 {
+        now_ms() + self.skew_ms.load(Ordering::Acquire)
+    }
+
+    /// Measures the store's clock against this broker's (half the round
+    /// trip taken as the read's moment) and times leases on it from now on.
+    pub async fn sync_clock(&self, metadata: &dyn MetadataStore) -> anyhow::Result<()> {
+        let sent = now_ms();
+        let store = metadata.clock_ms().await?;
+        let received = now_ms();
+        let skew = store - (sent + (received - sent) / 2);
+        let before = self.skew_ms.swap(skew, Ordering::AcqRel);
+        if skew.abs() >= CLOCK_WARNING_MS && (skew - before).abs() >= CLOCK_WARNING_MS {
+            tracing::warn!(
+                skew_ms = skew,
+                "this broker's clock differs from the metadata store's; leases follow the store's"
+            );
+        }
+        Ok(())
     }
 
     /// This broker's registration with a lease from `now_ms`.
@@ -92,7 +122,7 @@ impl Membership {
     pub fn live(&self) -> Vec<BrokerRecord> {
         let live = self.live.read().map(|l| l.clone()).unwrap_or_default();
         if live.is_empty() {
-            vec![self.record(now_ms())]
+            vec![self.record(self.now())]
         } else {
             live
         }
@@ -126,11 +156,12 @@ impl Membership {
 /// process) and fences that process: the partitions the node leads get a
 /// new leader epoch.
 pub async fn join(metadata: &dyn MetadataStore, membership: &Membership) -> anyhow::Result<()> {
+    membership.sync_clock(metadata).await?;
     metadata
-        .register_broker(membership.record(now_ms()))
+        .register_broker(membership.record(membership.now()))
         .await?;
     metadata.claim_own_partitions(membership.node_id).await?;
-    let now = now_ms();
+    let now = membership.now();
     let live = metadata.live_brokers(now).await?;
     membership.set_live(live);
     let controller = metadata
@@ -175,7 +206,8 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken, fenced: Cance
 /// Returns false if this process lost its node id.
 pub async fn heartbeat(broker: &Arc<Broker>) -> anyhow::Result<bool> {
     let membership = &broker.cluster;
-    let now = now_ms();
+    membership.sync_clock(broker.metadata.as_ref()).await?;
+    let now = membership.now();
     if !broker.metadata.renew_lease(membership.record(now)).await? {
         return Ok(false);
     }

@@ -414,6 +414,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn deregister_broker(&self, node_id: i32, boot: &str) -> Result<()>;
     /// Brokers whose lease runs past `now_ms`, by node id.
     async fn live_brokers(&self, now_ms: i64) -> Result<Vec<BrokerRecord>>;
+    /// The store's clock, in milliseconds since the Unix epoch. Leases are
+    /// timed on it, so brokers whose clocks disagree still agree on who is
+    /// live. An embedded store shares its broker's clock.
+    async fn clock_ms(&self) -> Result<i64> {
+        Ok(std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+            .unwrap_or(0))
+    }
     /// Takes or renews the controller lease for `(node_id, boot)` until
     /// `lease_until_ms`: succeeds if it is free, expired at `now_ms`, held
     /// by this process, or held by an earlier process of the same node.

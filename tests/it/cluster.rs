@@ -38,6 +38,11 @@ impl Cluster {
 
     /// Node `node` with `extra` flags after the cluster's own.
     pub(crate) fn start_with(&self, node: i32, extra: &[&str]) -> TestBroker {
+        self.start_env(node, extra, &[])
+    }
+
+    /// Node `node` with `extra` flags and environment variables.
+    pub(crate) fn start_env(&self, node: i32, extra: &[&str], envs: &[(&str, &str)]) -> TestBroker {
         let mut args = self.s3.broker_args("s3://cluster/data");
         args.extend(
             [
@@ -56,7 +61,7 @@ impl Cluster {
         );
         args.extend(extra.iter().map(|a| a.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        TestBroker::start(&args)
+        TestBroker::start_with_env(&args, envs)
     }
 }
 
@@ -864,4 +869,62 @@ async fn a_consumer_reads_from_the_broker_in_its_own_rack() {
         );
         assert_eq!(metric(&http[node], "strata_fetch_replica_bytes_total"), 0.0);
     }
+}
+
+/// Debian's libfaketime, preloaded, shifts a process's wall clock (not its
+/// monotonic clock) by `offset`, e.g. "+30s".
+fn shifted_clock(offset: &str) -> [(&'static str, String); 3] {
+    const LIBFAKETIME: &str = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1";
+    assert!(
+        std::path::Path::new(LIBFAKETIME).exists(),
+        "{LIBFAKETIME} is missing: Debian's libfaketime package (./scripts/test.sh installs it)"
+    );
+    [
+        ("LD_PRELOAD", LIBFAKETIME.to_string()),
+        ("FAKETIME", offset.to_string()),
+        ("FAKETIME_DONT_FAKE_MONOTONIC", "1".to_string()),
+    ]
+}
+
+/// Leases are timed on the metadata store's clock: a broker whose clock
+/// runs 30 s ahead (of a 2 s lease) neither sees the others' leases as
+/// expired nor has its own seen as lasting 30 s too long; the cluster
+/// stays balanced and stable, and a dead broker's partitions still move
+/// after its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_are_timed_on_the_stores_clock_not_the_brokers() {
+    const TOPIC: &str = "skewed";
+    let cluster = Cluster::new();
+    let ahead = shifted_clock("+30s");
+    let ahead: Vec<(&str, &str)> = ahead.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut brokers = [
+        cluster.start(1),
+        cluster.start_env(2, &[], &ahead),
+        cluster.start(3),
+    ];
+    brokers[0].create_topic(TOPIC, 6).await;
+    balanced_over(&brokers[0].addr, TOPIC, &[1, 2, 3], 6).await;
+    // Stable: over 3 s (15 heartbeats and lease renewals), every broker
+    // describes the same leaders.
+    let settled = leaders(&brokers[0].addr, TOPIC).expect("leaders");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    for b in &brokers {
+        assert_eq!(
+            leaders(&b.addr, TOPIC).expect("leaders"),
+            settled,
+            "leaders as broker at {} describes them, 3 s later",
+            b.addr
+        );
+    }
+    // The broker with the normal clock dies: its partitions move after its
+    // lease, to the others, the one 30 s ahead included.
+    brokers[0].kill9();
+    let moved = balanced_over(&brokers[1].addr, TOPIC, &[2, 3], 6).await;
+    eprintln!(
+        "a broker's partitions moved {moved:?} after its kill -9, a survivor's clock 30 s ahead"
+    );
+    assert!(
+        brokers[1].log(1).contains("leases follow the store"),
+        "the broker 30 s ahead warned about its clock"
+    );
 }

@@ -46,6 +46,17 @@ pub(super) async fn renew(client: &Client, b: &BrokerRecord) -> Result<bool> {
     Ok(updated > 0)
 }
 
+/// The server's clock (not the transaction's start time).
+pub(super) async fn clock_ms(client: &Client) -> Result<i64> {
+    let row = client
+        .query_one(
+            "SELECT (EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT",
+            &[],
+        )
+        .await?;
+    Ok(row.try_get(0)?)
+}
+
 pub(super) async fn live(client: &Client, now_ms: i64) -> Result<Vec<BrokerRecord>> {
     let rows = client
         .query(

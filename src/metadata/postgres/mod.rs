@@ -316,6 +316,11 @@ impl MetadataStore for PostgresStore {
         cluster::live(&client, now_ms).await
     }
 
+    async fn clock_ms(&self) -> Result<i64> {
+        let client = self.client().await?;
+        cluster::clock_ms(&client).await
+    }
+
     async fn try_controller(
         &self,
         node_id: i32,
