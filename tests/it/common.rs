@@ -13,6 +13,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::producer::FutureProducer;
+use rdkafka::types::RDKafkaErrorCode;
 use rdkafka::{Offset, TopicPartitionList};
 use tempfile::TempDir;
 
@@ -378,6 +379,13 @@ pub fn consume_until_end(addr: &str, topic: &str, partition: i32, from: Offset) 
         match consumer.poll(Duration::from_millis(200)) {
             None => continue,
             Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            // librdkafka reports a lost connection and reconnects by
+            // itself, as a user's consumer rides over it; a broker that is
+            // gone shows as the deadline above (and in its log's tail).
+            Some(Err(rdkafka::error::KafkaError::MessageConsumption(
+                code
+                @ (RDKafkaErrorCode::AllBrokersDown | RDKafkaErrorCode::BrokerTransportFailure),
+            ))) => eprintln!("{addr}: {code} while reading {topic}/{partition}; retrying"),
             Some(Err(e)) => panic!("consume error: {e}"),
             Some(Ok(m)) => {
                 use rdkafka::message::Headers;
