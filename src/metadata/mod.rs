@@ -13,6 +13,7 @@
 //!   move is never a write outage for the partitions that did not move).
 //! - A commit that returned `Ok` is durable (survives a machine crash).
 
+mod coordination;
 pub mod postgres;
 mod rows;
 pub mod sqlite;
@@ -26,17 +27,6 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use thiserror::Error;
 use uuid::Uuid;
-
-/// A group's membership as its coordinator stored it: `state` is the
-/// coordinator's encoding, opaque to the store; `(coordinator_epoch, seq)`
-/// orders the writes (the epoch of the `__consumer_offsets` partition the
-/// coordinator led, then its own sequence).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GroupStateRow {
-    pub coordinator_epoch: i32,
-    pub seq: i64,
-    pub state: Vec<u8>,
-}
 
 /// A topic's immutable identity; object keys are built from it, never from names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -109,6 +99,7 @@ pub struct ChunkRecord {
     pub index_len: u64,
 }
 
+pub use coordination::{BrokerRecord, GroupStateRow, LeaderMove};
 #[cfg(test)]
 pub(crate) use rows::test_chunk;
 
@@ -296,30 +287,6 @@ pub fn leader_of(leaders: &[i32], partition: i32) -> i32 {
     }
 }
 
-/// A broker's registration: where clients reach it, and its lease.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerRecord {
-    pub node_id: i32,
-    /// The process (random per start): a restarted node takes its id over.
-    pub boot: String,
-    pub host: String,
-    pub port: i32,
-    pub rack: Option<String>,
-    pub lease_until_ms: i64,
-    /// Stopping: the controller moves its partitions away.
-    pub draining: bool,
-}
-
-/// A leadership move the controller computed from `(from, epoch)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct LeaderMove {
-    pub topic_id: TopicId,
-    pub partition: i32,
-    pub from: i32,
-    pub epoch: i32,
-    pub to: i32,
-}
-
 /// Everything one flushed object adds to the log.
 #[derive(Debug, Clone)]
 pub struct ObjectCommit {
@@ -417,12 +384,7 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// The store's clock, in milliseconds since the Unix epoch. Leases are
     /// timed on it, so brokers whose clocks disagree still agree on who is
     /// live. An embedded store shares its broker's clock.
-    async fn clock_ms(&self) -> Result<i64> {
-        Ok(std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-            .unwrap_or(0))
-    }
+    async fn clock_ms(&self) -> Result<i64>;
     /// Takes or renews the controller lease for `(node_id, boot)` until
     /// `lease_until_ms`: succeeds if it is free, expired at `now_ms`, held
     /// by this process, or held by an earlier process of the same node.

@@ -528,6 +528,11 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
+    async fn clock_ms(&self) -> Result<i64> {
+        // Embedded: the store's clock is this broker's.
+        Ok(now_ms())
+    }
+
     async fn group_state(&self, group: &str) -> Result<Option<GroupStateRow>> {
         let group = group.to_string();
         self.with_reader(move |conn| groups::state(conn, &group))
