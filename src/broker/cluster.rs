@@ -352,8 +352,37 @@ pub async fn sync(broker: &Arc<Broker>) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The topic named `name`: as this broker knows it or, when it was created
+/// through another broker since this one last followed the store
+/// ([`sync`]), as the store has it (known here from then on), so that a
+/// client asking for it here right after its creation finds it; `None` if
+/// it does not exist.
+pub async fn sync_named(broker: &Broker, name: &str) -> anyhow::Result<Option<Arc<TopicState>>> {
+    if let Some(topic) = broker.catalog.by_name(name) {
+        return Ok(Some(topic));
+    }
+    let _guard = broker.admin_lock.lock().await;
+    sync_named_locked(broker, name).await
+}
+
+/// [`sync_named`] for a caller holding the broker's `admin_lock`.
+pub async fn sync_named_locked(
+    broker: &Broker,
+    name: &str,
+) -> anyhow::Result<Option<Arc<TopicState>>> {
+    if let Some(topic) = broker.catalog.by_name(name) {
+        return Ok(Some(topic));
+    }
+    let Some(record) = broker.metadata.topic_by_name(name).await? else {
+        return Ok(None);
+    };
+    let stored = broker.metadata.partitions(record.id).await?;
+    sync_topic(broker, record, stored).await?;
+    Ok(broker.catalog.by_name(name))
+}
+
 async fn sync_topic(
-    broker: &Arc<Broker>,
+    broker: &Broker,
     record: TopicRecord,
     stored: Vec<PartitionRecord>,
 ) -> anyhow::Result<()> {

@@ -142,7 +142,7 @@ pub async fn dispatch(
             let request = decode(&mut frame)?;
             encode(
                 &meta,
-                &handlers::describe_configs::handle(broker, version, request),
+                &handlers::describe_configs::handle(broker, version, request).await,
             )?
         }
         ApiKey::ListOffsets => {

@@ -193,9 +193,7 @@ pub async fn set_topic_configs(
     configs: BTreeMap<String, String>,
 ) -> Result<(), TopicError> {
     let _guard = broker.admin_lock.lock().await;
-    let Some(topic) = broker.catalog.by_name(name) else {
-        return Err(unknown_topic(name));
-    };
+    let topic = known_topic(broker, name).await?;
     broker
         .metadata
         .set_topic_configs(topic.record.id, configs.clone())
@@ -209,6 +207,32 @@ pub async fn set_topic_configs(
     });
     tracing::info!(topic = name, "topic configs changed");
     Ok(())
+}
+
+/// The topic named `name`, from the catalog or, when it was created through
+/// another broker since this one last followed the store, from the store;
+/// UNKNOWN_TOPIC_OR_PARTITION if it does not exist.
+pub async fn find_topic(broker: &Broker, name: &str) -> Result<Arc<TopicState>, TopicError> {
+    found(name, super::cluster::sync_named(broker, name).await)
+}
+
+/// [`find_topic`] for a caller holding `admin_lock`.
+async fn known_topic(broker: &Broker, name: &str) -> Result<Arc<TopicState>, TopicError> {
+    found(name, super::cluster::sync_named_locked(broker, name).await)
+}
+
+fn found(
+    name: &str,
+    lookup: anyhow::Result<Option<Arc<TopicState>>>,
+) -> Result<Arc<TopicState>, TopicError> {
+    match lookup {
+        Ok(Some(topic)) => Ok(topic),
+        Ok(None) => Err(unknown_topic(name)),
+        Err(e) => Err(TopicError::new(
+            ResponseError::UnknownServerError,
+            format!("cannot read topic '{name}' from the metadata store: {e}"),
+        )),
+    }
 }
 
 fn unknown_topic(name: &str) -> TopicError {
@@ -226,9 +250,7 @@ pub async fn add_partitions(
     validate_only: bool,
 ) -> Result<(), TopicError> {
     let _guard = broker.admin_lock.lock().await;
-    let Some(topic) = broker.catalog.by_name(name) else {
-        return Err(unknown_topic(name));
-    };
+    let topic = known_topic(broker, name).await?;
     if is_internal(name) {
         return Err(internal_topic_error(name));
     }

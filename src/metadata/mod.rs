@@ -349,6 +349,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Records a compacted partition's clean offset (never moves it down).
     async fn set_clean_offset(&self, id: TopicId, partition: i32, offset: i64) -> Result<()>;
     async fn list_topics(&self) -> Result<Vec<TopicRecord>>;
+    /// The topic named `name`, if it exists.
+    async fn topic_by_name(&self, name: &str) -> Result<Option<TopicRecord>>;
     async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>>;
     async fn chunks(&self, id: TopicId, partition: i32) -> Result<Vec<ChunkRecord>> {
         self.chunks_from(id, partition, i64::MIN).await

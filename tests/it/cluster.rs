@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::ClientConfig;
 use rdkafka::Offset;
+use rdkafka::admin::{AdminOptions, ResourceSpecifier};
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
@@ -788,6 +789,55 @@ fn consume_values(consumer: &BaseConsumer, want: usize) -> BTreeMap<i32, Vec<(i6
     got
 }
 
+/// A topic created through one broker is described by every other broker
+/// at once, not only after it next follows the store (a heartbeat later):
+/// an admin tool that creates through one address and describes through
+/// another (a load balancer) never sees "unknown topic".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_created_through_one_broker_is_known_at_once_by_the_others() {
+    let cluster = Cluster::new();
+    let brokers = [cluster.start(1), cluster.start(2)];
+    let both: BTreeSet<i32> = [1, 2].into();
+    eventually(
+        Duration::from_secs(20),
+        || {
+            brokers
+                .iter()
+                .all(|b| leaders(&b.addr, "not-yet").is_ok_and(|(_, live)| live == both))
+        },
+        || "both brokers register".to_string(),
+    )
+    .await;
+    for round in 0..5 {
+        let (create, ask) = (&brokers[round % 2], &brokers[(round + 1) % 2]);
+        let topic = format!("created-{round}");
+        create.create_topic(&topic, 4).await;
+        let (described, _) = leaders(&ask.addr, &topic).expect("metadata");
+        assert_eq!(
+            described.keys().copied().collect::<Vec<_>>(),
+            vec![0, 1, 2, 3],
+            "{topic} as the other broker describes it right after its creation"
+        );
+        assert!(
+            described.values().all(|leader| both.contains(leader)),
+            "every partition of {topic} has a live leader: {described:?}"
+        );
+        // Its configs too (kafka-topics --describe, kafka-configs).
+        let topic = format!("configured-{round}");
+        create.create_topic(&topic, 1).await;
+        let configs = ask
+            .admin()
+            .describe_configs(&[ResourceSpecifier::Topic(&topic)], &AdminOptions::new())
+            .await
+            .expect("DescribeConfigs");
+        let config = configs[0].as_ref().expect("the topic's configs");
+        assert!(
+            config.get("cleanup.policy").is_some(),
+            "{topic}'s configs as the other broker describes them: {config:?}"
+        );
+    }
+}
+
 /// KIP-392: a consumer in zone-2 reads the partitions led by the brokers
 /// of zones 0 and 1 from the zone-2 broker, which serves them from the
 /// object store (sealed every 200 ms meanwhile, so its view follows
@@ -903,7 +953,10 @@ async fn leases_are_timed_on_the_stores_clock_not_the_brokers() {
         cluster.start(3),
     ];
     brokers[0].create_topic(TOPIC, 6).await;
-    balanced_over(&brokers[0].addr, TOPIC, &[1, 2, 3], 6).await;
+    // Every broker follows the store within a heartbeat.
+    for b in &brokers {
+        balanced_over(&b.addr, TOPIC, &[1, 2, 3], 6).await;
+    }
     // Stable: watched over 3 s (15 heartbeats and lease renewals), every
     // broker describes the same leaders throughout.
     let settled = leaders(&brokers[0].addr, TOPIC).expect("leaders");

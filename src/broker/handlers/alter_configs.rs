@@ -21,7 +21,7 @@ use kafka_protocol::messages::{
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::broker::topic_configs::{ConfigType, lookup, validate_configs};
-use crate::broker::topics::{TopicError, set_topic_configs};
+use crate::broker::topics::{TopicError, find_topic, set_topic_configs};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -37,22 +37,15 @@ fn invalid_request(message: impl Into<String>) -> TopicError {
 }
 
 /// Refuses what is not a topic; returns the topic's current overrides.
-fn current_overrides(
+/// A topic created through another broker since this one last followed the
+/// store is found there.
+async fn current_overrides(
     broker: &Broker,
     resource_type: i8,
     name: &str,
 ) -> Result<BTreeMap<String, String>, TopicError> {
     match resource_type {
-        RESOURCE_TOPIC => broker
-            .catalog
-            .by_name(name)
-            .map(|topic| topic.record.configs.clone())
-            .ok_or_else(|| {
-                TopicError::new(
-                    ResponseError::UnknownTopicOrPartition,
-                    format!("topic '{name}' does not exist"),
-                )
-            }),
+        RESOURCE_TOPIC => Ok(find_topic(broker, name).await?.record.configs.clone()),
         RESOURCE_BROKER | RESOURCE_BROKER_LOGGER => Err(invalid_request(
             "broker configs are static in Strata: set them in its config file, \
              environment or flags and restart",
@@ -158,7 +151,7 @@ pub async fn incremental(
     for resource in request.resources {
         let name = resource.resource_name.to_string();
         let outcome = async {
-            let mut configs = current_overrides(broker, resource.resource_type, &name)?;
+            let mut configs = current_overrides(broker, resource.resource_type, &name).await?;
             if let Some(dup) = duplicates(resource.configs.iter().map(|c| &*c.name)) {
                 return Err(invalid_request(format!("config {dup} appears twice")));
             }
@@ -193,7 +186,7 @@ pub async fn legacy(broker: &Arc<Broker>, request: AlterConfigsRequest) -> Alter
     for resource in request.resources {
         let name = resource.resource_name.to_string();
         let outcome = async {
-            current_overrides(broker, resource.resource_type, &name)?;
+            current_overrides(broker, resource.resource_type, &name).await?;
             if let Some(dup) = duplicates(resource.configs.iter().map(|c| &*c.name)) {
                 return Err(invalid_request(format!("config {dup} appears twice")));
             }

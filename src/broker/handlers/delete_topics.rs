@@ -33,7 +33,22 @@ pub async fn handle(
     let mut results = Vec::with_capacity(targets.len());
     for (name, id) in targets {
         let topic = match &name {
-            Some(name) => broker.catalog.by_name(name),
+            // Created through another broker since this one last
+            // followed the store: found there.
+            Some(name) => match crate::broker::cluster::sync_named(broker, name).await {
+                Ok(topic) => topic,
+                Err(error) => {
+                    results.push(
+                        DeletableTopicResult::default()
+                            .with_name(Some(name.clone()))
+                            .with_error_code(ResponseError::UnknownServerError.code())
+                            .with_error_message((version >= 5).then(|| {
+                                str_bytes(format!("cannot read the metadata store: {error}"))
+                            })),
+                    );
+                    continue;
+                }
+            },
             None => broker.catalog.by_id(TopicId(id)),
         };
         let mut result = DeletableTopicResult::default().with_name(name.clone());

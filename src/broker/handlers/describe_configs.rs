@@ -112,7 +112,7 @@ fn broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
     ]
 }
 
-pub fn handle(
+pub async fn handle(
     broker: &Arc<Broker>,
     version: i16,
     request: DescribeConfigsRequest,
@@ -124,7 +124,14 @@ pub fn handle(
             .with_resource_type(resource.resource_type)
             .with_resource_name(resource.resource_name.clone());
         let configs = match resource.resource_type {
-            RESOURCE_TOPIC => match broker.catalog.by_name(&name) {
+            // A topic created through another broker since this one last
+            // followed the store is found there.
+            RESOURCE_TOPIC => match crate::broker::cluster::sync_named(broker, &name)
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, topic = %name, "cannot look the topic up in the metadata store");
+                    broker.catalog.by_name(&name)
+                }) {
                 Some(topic) => effective(broker, &topic.record.configs)
                     .into_iter()
                     .map(|(def, value, is_override)| {

@@ -156,6 +156,19 @@ async fn lookup_or_create(
     if let Err(e) = validate_topic_name(&name) {
         return topic_error(Some(name), uuid::Uuid::nil(), e.code);
     }
+    // Created through another broker since this one last followed the store.
+    match crate::broker::cluster::sync_named(broker, &name).await {
+        Ok(Some(topic)) => return describe(live, version, &topic),
+        Ok(None) => {}
+        Err(error) => {
+            tracing::warn!(%error, topic = %name.as_str(), "cannot look the topic up in the metadata store");
+            return topic_error(
+                Some(name),
+                uuid::Uuid::nil(),
+                ResponseError::LeaderNotAvailable,
+            );
+        }
+    }
     if !auto_create {
         return topic_error(
             Some(name),

@@ -227,6 +227,11 @@ impl MetadataStore for PostgresStore {
         topics::list(&client).await
     }
 
+    async fn topic_by_name(&self, name: &str) -> Result<Option<TopicRecord>> {
+        let client = self.client().await?;
+        topics::by_name(&client, name).await
+    }
+
     async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>> {
         let client = self.client().await?;
         topics::partitions(&client, id).await

@@ -176,10 +176,24 @@ pub(super) async fn advance_log_start(
 }
 
 pub(super) async fn list(client: &impl GenericClient) -> Result<Vec<TopicRecord>> {
+    select(client, None).await
+}
+
+/// The topic named `name`, if any.
+pub(super) async fn by_name(
+    client: &impl GenericClient,
+    name: &str,
+) -> Result<Option<TopicRecord>> {
+    Ok(select(client, Some(name)).await?.pop())
+}
+
+/// Every topic, or only the one named `name`.
+async fn select(client: &impl GenericClient, name: Option<&str>) -> Result<Vec<TopicRecord>> {
     let rows = client
         .query(
-            "SELECT topic_id, name, partitions, configs FROM topics ORDER BY name",
-            &[],
+            "SELECT topic_id, name, partitions, configs FROM topics
+             WHERE $1::text IS NULL OR name = $1 ORDER BY name",
+            &[&name],
         )
         .await?;
     let mut topics = Vec::with_capacity(rows.len());

@@ -230,6 +230,12 @@ impl MetadataStore for SqliteStore {
         self.with_reader(topics::list).await
     }
 
+    async fn topic_by_name(&self, name: &str) -> Result<Option<TopicRecord>> {
+        let name = name.to_string();
+        self.with_reader(move |conn| topics::by_name(conn, &name))
+            .await
+    }
+
     async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>> {
         self.with_reader(move |conn| topics::partitions(conn, id))
             .await

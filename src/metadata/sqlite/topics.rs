@@ -177,9 +177,21 @@ pub(super) fn advance_log_start(
 
 /// Every topic, by name.
 pub(super) fn list(conn: &Connection) -> Result<Vec<TopicRecord>> {
-    let mut stmt =
-        conn.prepare("SELECT topic_id, name, partitions, configs FROM topics ORDER BY name")?;
-    let rows = stmt.query_map([], |r| {
+    select(conn, None)
+}
+
+/// The topic named `name`, if any.
+pub(super) fn by_name(conn: &Connection, name: &str) -> Result<Option<TopicRecord>> {
+    Ok(select(conn, Some(name))?.pop())
+}
+
+/// Every topic, or only the one named `name`.
+fn select(conn: &Connection, name: Option<&str>) -> Result<Vec<TopicRecord>> {
+    let mut stmt = conn.prepare(
+        "SELECT topic_id, name, partitions, configs FROM topics
+         WHERE ?1 IS NULL OR name = ?1 ORDER BY name",
+    )?;
+    let rows = stmt.query_map(params![name], |r| {
         Ok((
             r.get::<_, String>(0)?,
             r.get::<_, String>(1)?,
