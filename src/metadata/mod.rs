@@ -268,6 +268,12 @@ pub struct TransactionRecord {
     /// When the ongoing transaction started (-1: none yet).
     pub start_ms: i64,
     pub updated_ms: i64,
+    /// The coordinator epoch of the broker that writes the record (the
+    /// leader epoch of the id's `__consumer_offsets` partition there; -1:
+    /// none). A write under an older epoch than the stored one is refused
+    /// as [`MetadataError::Fenced`]: a coordinator that lost the id (paused,
+    /// or slow to learn the move) cannot undo its successor's decisions.
+    pub coordinator_epoch: i32,
 }
 
 /// A stored producer state with the partition it belongs to.
@@ -529,20 +535,25 @@ pub trait MetadataStore: Send + Sync + 'static {
         &self,
         only: Option<String>,
     ) -> Result<Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>>;
-    /// Stores a transactional id's record (insert or replace).
+    /// Stores a transactional id's record (insert or replace), unless the
+    /// stored one was written under a newer coordinator epoch (`Fenced`).
     async fn put_transaction(&self, record: TransactionRecord) -> Result<()>;
     /// Stores offsets of `group` that the transactional id's ongoing
     /// transaction will commit (TxnOffsetCommit); partitions of deleted
-    /// topics are skipped.
+    /// topics are skipped. `Fenced` if the id's record was written under a
+    /// newer coordinator epoch than `coordinator_epoch`.
     async fn put_txn_offsets(
         &self,
         transactional_id: &str,
         group: &str,
+        coordinator_epoch: i32,
         offsets: Vec<CommittedOffset>,
     ) -> Result<()>;
     /// ONE transaction: stores `record` (completed) and, if `commit`, makes
     /// the transaction's pending offsets their groups' committed offsets;
-    /// the pending offsets are gone afterwards either way.
+    /// the pending offsets are gone afterwards either way. Nothing of it
+    /// is done if the stored record is of a newer coordinator epoch
+    /// (`Fenced`).
     async fn complete_transaction(&self, record: TransactionRecord, commit: bool) -> Result<()>;
     /// Forgets transactional ids (expired) and their pending offsets.
     async fn delete_transactions(&self, ids: Vec<String>) -> Result<()>;

@@ -64,6 +64,12 @@ impl TxnCoordinator {
                 if !self.reload(&mut entry).await? {
                     continue; // gone from the store: looked up again
                 }
+                // Claimed under this epoch at once: a coordinator that lost
+                // the id can no longer overwrite it, nor commit its offsets.
+                if entry.record.coordinator_epoch != epoch {
+                    entry.record.coordinator_epoch = epoch;
+                    self.store(&entry.record).await?;
+                }
                 entry.epoch = epoch;
             }
             return Ok(Some(entry));

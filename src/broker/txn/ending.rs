@@ -171,9 +171,14 @@ impl TxnCoordinator {
         self.metadata
             .complete_transaction(done.clone(), commit)
             .await
-            .map_err(|e| {
-                tracing::warn!(transactional_id = %done.transactional_id, error = %e, "cannot store the end of a transaction; it stays prepared");
-                ResponseError::ConcurrentTransactions
+            .map_err(|e| match e {
+                crate::metadata::MetadataError::Fenced(_) => {
+                    super::stored_error(&done.transactional_id, "the end of a transaction", e)
+                }
+                e => {
+                    tracing::warn!(transactional_id = %done.transactional_id, error = %e, "cannot store the end of a transaction; it stays prepared");
+                    ResponseError::ConcurrentTransactions
+                }
             })?;
         self.clear_pending(entry);
         entry.pending.clear();

@@ -156,6 +156,22 @@ pub struct TxnCoordinator {
 /// Kafka's error for a producer id that does not match the transactional id's.
 const WRONG_PRODUCER: ResponseError = ResponseError::InvalidProducerIdMapping;
 
+/// The answer to a failed write of `what` of a transactional id: a write
+/// the store fenced (another broker took the id over under a newer
+/// coordinator epoch) sends the client to look the coordinator up again.
+fn stored_error(
+    transactional_id: &str,
+    what: &str,
+    error: crate::metadata::MetadataError,
+) -> ResponseError {
+    if let crate::metadata::MetadataError::Fenced(reason) = &error {
+        tracing::info!(transactional_id, %reason, "not storing {what}: another broker coordinates the id now");
+        return ResponseError::NotCoordinator;
+    }
+    tracing::warn!(transactional_id, %error, "cannot store {what}");
+    ResponseError::CoordinatorNotAvailable
+}
+
 /// The epoch a bump moves to, if the producer id has one left. A producer
 /// uses epochs up to `i16::MAX - 1`; markers may be written at `i16::MAX`
 /// (`for_markers`), after which the id is replaced (as Kafka does).
@@ -265,6 +281,8 @@ impl TxnCoordinator {
                                 tracing::warn!(error = %e, "cannot allocate a producer id");
                                 ResponseError::CoordinatorNotAvailable
                             })?;
+                        let coordinator_epoch =
+                            broker.coordinator_epoch(transactional_id).unwrap_or(-1);
                         let record = TransactionRecord {
                             transactional_id: transactional_id.to_string(),
                             producer_id,
@@ -277,6 +295,7 @@ impl TxnCoordinator {
                             groups: Vec::new(),
                             start_ms: -1,
                             updated_ms: now_ms(),
+                            coordinator_epoch,
                         };
                         self.store(&record).await?;
                         let entry = Arc::new(tokio::sync::Mutex::new(TxnEntry {
@@ -284,7 +303,7 @@ impl TxnCoordinator {
                             pending: Vec::new(),
                             open: None,
                             removed: false,
-                            epoch: broker.coordinator_epoch(transactional_id).unwrap_or(-1),
+                            epoch: coordinator_epoch,
                         }));
                         self.entries
                             .lock()
@@ -367,10 +386,7 @@ impl TxnCoordinator {
         self.metadata
             .put_transaction(record.clone())
             .await
-            .map_err(|e| {
-                tracing::warn!(transactional_id = %record.transactional_id, error = %e, "cannot store transaction state");
-                ResponseError::CoordinatorNotAvailable
-            })?;
+            .map_err(|e| stored_error(&record.transactional_id, "transaction state", e))?;
         self.note_epoch(record);
         Ok(())
     }
@@ -572,12 +588,14 @@ impl TxnCoordinator {
             return Err(ResponseError::InvalidTxnState);
         }
         self.metadata
-            .put_txn_offsets(transactional_id, group, offsets.clone())
+            .put_txn_offsets(
+                transactional_id,
+                group,
+                entry.record.coordinator_epoch,
+                offsets.clone(),
+            )
             .await
-            .map_err(|e| {
-                tracing::warn!(transactional_id, error = %e, "cannot store transactional offsets");
-                ResponseError::CoordinatorNotAvailable
-            })?;
+            .map_err(|e| stored_error(transactional_id, "transactional offsets", e))?;
         for offset in offsets {
             entry.pending.retain(|(g, o)| {
                 !(g == group && o.topic_id == offset.topic_id && o.partition == offset.partition)

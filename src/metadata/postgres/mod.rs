@@ -552,10 +552,18 @@ impl MetadataStore for PostgresStore {
         &self,
         transactional_id: &str,
         group: &str,
+        coordinator_epoch: i32,
         offsets: Vec<CommittedOffset>,
     ) -> Result<()> {
         let mut client = self.client().await?;
-        transactions::put_offsets(&mut client, transactional_id, group, &offsets).await
+        transactions::put_offsets(
+            &mut client,
+            transactional_id,
+            group,
+            coordinator_epoch,
+            &offsets,
+        )
+        .await
     }
 
     async fn complete_transaction(&self, record: TransactionRecord, commit: bool) -> Result<()> {

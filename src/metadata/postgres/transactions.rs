@@ -18,8 +18,9 @@ pub(super) async fn upsert(client: &impl GenericClient, record: &TransactionReco
         .prepare_cached(
             "INSERT INTO transactions
                  (transactional_id, producer_id, producer_epoch, last_producer_id,
-                  last_producer_epoch, timeout_ms, state, partitions, groups, start_ms, updated_ms)
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                  last_producer_epoch, timeout_ms, state, partitions, groups, start_ms, updated_ms,
+                  coordinator_epoch)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
              ON CONFLICT (transactional_id) DO UPDATE SET
                  producer_id = excluded.producer_id,
                  producer_epoch = excluded.producer_epoch,
@@ -30,10 +31,12 @@ pub(super) async fn upsert(client: &impl GenericClient, record: &TransactionReco
                  partitions = excluded.partitions,
                  groups = excluded.groups,
                  start_ms = excluded.start_ms,
-                 updated_ms = excluded.updated_ms",
+                 updated_ms = excluded.updated_ms,
+                 coordinator_epoch = excluded.coordinator_epoch
+             WHERE transactions.coordinator_epoch <= excluded.coordinator_epoch",
         )
         .await?;
-    client
+    let written = client
         .execute(
             &stmt,
             &[
@@ -48,19 +51,69 @@ pub(super) async fn upsert(client: &impl GenericClient, record: &TransactionReco
                 &groups,
                 &record.start_ms,
                 &record.updated_ms,
+                &record.coordinator_epoch,
             ],
         )
         .await?;
+    if written == 0 {
+        return Err(fenced(client, &record.transactional_id, record.coordinator_epoch).await?);
+    }
     Ok(())
+}
+
+/// The refusal of a write under `epoch` to a transactional id whose row
+/// was written under a newer coordinator epoch.
+async fn fenced(
+    client: &impl GenericClient,
+    transactional_id: &str,
+    epoch: i32,
+) -> Result<MetadataError> {
+    let row = client
+        .query_one(
+            "SELECT coordinator_epoch FROM transactions WHERE transactional_id = $1",
+            &[&transactional_id],
+        )
+        .await?;
+    let stored: i32 = row.try_get(0)?;
+    Ok(MetadataError::Fenced(format!(
+        "transactional id {transactional_id} is coordinated at epoch {stored}, not {epoch}"
+    )))
+}
+
+/// Refuses (`Fenced`) a write under `epoch` when the id's row was written
+/// under a newer coordinator epoch; locks the row (`lock`: `SHARE` or
+/// `UPDATE`) until `tx` ends, so that the answer holds for its writes.
+async fn check_epoch(
+    tx: &impl GenericClient,
+    transactional_id: &str,
+    epoch: i32,
+    lock: &str,
+) -> Result<()> {
+    let row = tx
+        .query_opt(
+            &format!(
+                "SELECT coordinator_epoch FROM transactions WHERE transactional_id = $1 FOR {lock}"
+            ),
+            &[&transactional_id],
+        )
+        .await?;
+    match row {
+        Some(row) if row.try_get::<_, i32>(0)? > epoch => {
+            Err(fenced(tx, transactional_id, epoch).await?)
+        }
+        _ => Ok(()),
+    }
 }
 
 pub(super) async fn put_offsets(
     client: &mut Client,
     transactional_id: &str,
     group: &str,
+    coordinator_epoch: i32,
     offsets: &[CommittedOffset],
 ) -> Result<()> {
     let tx = client.transaction().await?;
+    check_epoch(&tx, transactional_id, coordinator_epoch, "SHARE").await?;
     let stmt = tx
         .prepare_cached(
             "INSERT INTO txn_offsets
@@ -103,6 +156,13 @@ pub(super) async fn complete(
     commit: bool,
 ) -> Result<()> {
     let tx = client.transaction().await?;
+    check_epoch(
+        &tx,
+        &record.transactional_id,
+        record.coordinator_epoch,
+        "UPDATE",
+    )
+    .await?;
     if commit {
         tx.execute(
             "INSERT INTO group_offsets
@@ -137,7 +197,7 @@ pub(super) async fn load(client: &Client, only: Option<&str>) -> Result<Loaded> 
         .query(
             "SELECT transactional_id, producer_id, producer_epoch, last_producer_id,
                     last_producer_epoch, timeout_ms, state, partitions, groups, start_ms,
-                    updated_ms
+                    updated_ms, coordinator_epoch
              FROM transactions WHERE $1::text IS NULL OR transactional_id = $1
              ORDER BY transactional_id",
             &[&only],
@@ -166,6 +226,7 @@ pub(super) async fn load(client: &Client, only: Option<&str>) -> Result<Loaded> 
                 groups,
                 start_ms: r.try_get(9)?,
                 updated_ms: r.try_get(10)?,
+                coordinator_epoch: r.try_get(11)?,
                 transactional_id: id,
             },
             Vec::new(),

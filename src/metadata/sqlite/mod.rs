@@ -585,11 +585,14 @@ impl MetadataStore for SqliteStore {
         &self,
         transactional_id: &str,
         group: &str,
+        coordinator_epoch: i32,
         offsets: Vec<CommittedOffset>,
     ) -> Result<()> {
         let (id, group) = (transactional_id.to_string(), group.to_string());
-        self.with_conn(move |conn| transactions::put_offsets(conn, &id, &group, &offsets))
-            .await
+        self.with_conn(move |conn| {
+            transactions::put_offsets(conn, &id, &group, coordinator_epoch, &offsets)
+        })
+        .await
     }
 
     async fn complete_transaction(&self, record: TransactionRecord, commit: bool) -> Result<()> {

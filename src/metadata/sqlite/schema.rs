@@ -10,7 +10,7 @@ use crate::metadata::{MetadataError, Result};
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9,
+    SCHEMA_V9, SCHEMA_V10,
 ];
 
 const SCHEMA_V1: &str = "
@@ -245,6 +245,12 @@ const SCHEMA_V9: &str = "
 ALTER TABLE groups ADD COLUMN coordinator_epoch INTEGER NOT NULL DEFAULT -1;
 ALTER TABLE groups ADD COLUMN state_seq INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE groups ADD COLUMN state BLOB;
+";
+
+/// The coordinator epoch a transactional id's row was written under: a
+/// coordinator that lost the id cannot overwrite its successor's writes.
+const SCHEMA_V10: &str = "
+ALTER TABLE transactions ADD COLUMN coordinator_epoch INTEGER NOT NULL DEFAULT -1;
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

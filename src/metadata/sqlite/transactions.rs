@@ -12,11 +12,13 @@ use crate::metadata::{
 fn upsert(tx: &Transaction<'_>, record: &TransactionRecord) -> Result<()> {
     let groups = serde_json::to_string(&record.groups)
         .map_err(|e| MetadataError::Backend(format!("encode transaction groups: {e}")))?;
-    tx.prepare_cached(
-        "INSERT INTO transactions
+    let written = tx
+        .prepare_cached(
+            "INSERT INTO transactions
              (transactional_id, producer_id, producer_epoch, last_producer_id,
-              last_producer_epoch, timeout_ms, state, partitions, groups, start_ms, updated_ms)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)
+              last_producer_epoch, timeout_ms, state, partitions, groups, start_ms, updated_ms,
+              coordinator_epoch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
          ON CONFLICT (transactional_id) DO UPDATE SET
              producer_id = excluded.producer_id,
              producer_epoch = excluded.producer_epoch,
@@ -27,22 +29,45 @@ fn upsert(tx: &Transaction<'_>, record: &TransactionRecord) -> Result<()> {
              partitions = excluded.partitions,
              groups = excluded.groups,
              start_ms = excluded.start_ms,
-             updated_ms = excluded.updated_ms",
-    )?
-    .execute(params![
-        record.transactional_id,
-        record.producer_id,
-        record.producer_epoch,
-        record.last_producer_id,
-        record.last_producer_epoch,
-        record.timeout_ms,
-        record.state as i64,
-        encode_partitions(&record.partitions)?,
-        groups,
-        record.start_ms,
-        record.updated_ms,
-    ])?;
+             updated_ms = excluded.updated_ms,
+             coordinator_epoch = excluded.coordinator_epoch
+         WHERE transactions.coordinator_epoch <= excluded.coordinator_epoch",
+        )?
+        .execute(params![
+            record.transactional_id,
+            record.producer_id,
+            record.producer_epoch,
+            record.last_producer_id,
+            record.last_producer_epoch,
+            record.timeout_ms,
+            record.state as i64,
+            encode_partitions(&record.partitions)?,
+            groups,
+            record.start_ms,
+            record.updated_ms,
+            record.coordinator_epoch,
+        ])?;
+    if written == 0 {
+        return Err(fenced(
+            tx,
+            &record.transactional_id,
+            record.coordinator_epoch,
+        )?);
+    }
     Ok(())
+}
+
+/// The refusal of a write under `epoch` to a transactional id whose row
+/// was written under a newer coordinator epoch.
+fn fenced(tx: &Transaction<'_>, transactional_id: &str, epoch: i32) -> Result<MetadataError> {
+    let stored: i32 = tx.query_row(
+        "SELECT coordinator_epoch FROM transactions WHERE transactional_id = ?1",
+        params![transactional_id],
+        |r| r.get(0),
+    )?;
+    Ok(MetadataError::Fenced(format!(
+        "transactional id {transactional_id} is coordinated at epoch {stored}, not {epoch}"
+    )))
 }
 
 pub(super) fn put(conn: &mut Connection, record: &TransactionRecord) -> Result<()> {
@@ -56,9 +81,19 @@ pub(super) fn put_offsets(
     conn: &mut Connection,
     transactional_id: &str,
     group: &str,
+    coordinator_epoch: i32,
     offsets: &[CommittedOffset],
 ) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let newer: bool = tx.query_row(
+        "SELECT EXISTS (SELECT 1 FROM transactions
+                        WHERE transactional_id = ?1 AND coordinator_epoch > ?2)",
+        params![transactional_id, coordinator_epoch],
+        |r| r.get(0),
+    )?;
+    if newer {
+        return Err(fenced(&tx, transactional_id, coordinator_epoch)?);
+    }
     {
         let mut stmt = tx.prepare_cached(
             "INSERT INTO txn_offsets
@@ -140,7 +175,8 @@ type Loaded = Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>;
 pub(super) fn load(conn: &Connection, only: Option<&str>) -> Result<Loaded> {
     let mut stmt = conn.prepare(
         "SELECT transactional_id, producer_id, producer_epoch, last_producer_id,
-                last_producer_epoch, timeout_ms, state, partitions, groups, start_ms, updated_ms
+                last_producer_epoch, timeout_ms, state, partitions, groups, start_ms, updated_ms,
+                coordinator_epoch
          FROM transactions WHERE ?1 IS NULL OR transactional_id = ?1
          ORDER BY transactional_id",
     )?;
@@ -157,12 +193,25 @@ pub(super) fn load(conn: &Connection, only: Option<&str>) -> Result<Loaded> {
             r.get::<_, String>(8)?,
             r.get::<_, i64>(9)?,
             r.get::<_, i64>(10)?,
+            r.get::<_, i32>(11)?,
         ))
     })?;
     let mut out = Vec::new();
     for row in rows {
-        let (id, pid, epoch, last_pid, last_epoch, timeout, state, parts, groups, start, updated) =
-            row?;
+        let (
+            id,
+            pid,
+            epoch,
+            last_pid,
+            last_epoch,
+            timeout,
+            state,
+            parts,
+            groups,
+            start,
+            updated,
+            coordinator,
+        ) = row?;
         let state = TxnState::from_code(state).ok_or_else(|| {
             MetadataError::Backend(format!("corrupt state {state} of transaction '{id}'"))
         })?;
@@ -183,6 +232,7 @@ pub(super) fn load(conn: &Connection, only: Option<&str>) -> Result<Loaded> {
                 groups,
                 start_ms: start,
                 updated_ms: updated,
+                coordinator_epoch: coordinator,
             },
             Vec::new(),
         ));

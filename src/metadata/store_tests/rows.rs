@@ -11,6 +11,7 @@ on_every_backend!(
     group_state_is_ordered_by_coordinator_epoch,
     admin_changes_and_producer_state_are_stored,
     transaction_rows,
+    transaction_writes_are_fenced_by_coordinator_epoch,
 );
 
 async fn group_offsets_commit_fetch_and_expire(backend: TestBackend) {
@@ -271,6 +272,7 @@ async fn transaction_rows(backend: TestBackend) {
         groups: vec!["g".into()],
         start_ms: 5,
         updated_ms: 6,
+        coordinator_epoch: 4,
     };
     store.put_transaction(record.clone()).await.expect("put");
     let offset = |o: i64| CommittedOffset {
@@ -282,7 +284,7 @@ async fn transaction_rows(backend: TestBackend) {
         commit_ms: 7,
     };
     store
-        .put_txn_offsets("app", "g", vec![offset(11)])
+        .put_txn_offsets("app", "g", 4, vec![offset(11)])
         .await
         .expect("pending offsets");
     let loaded = store.transactions().await.expect("load");
@@ -310,7 +312,7 @@ async fn transaction_rows(backend: TestBackend) {
     // Abort: a pending offset is dropped.
     store.put_transaction(record.clone()).await.expect("put");
     store
-        .put_txn_offsets("app", "g", vec![offset(20)])
+        .put_txn_offsets("app", "g", 4, vec![offset(20)])
         .await
         .expect("pending offsets");
     store
@@ -374,4 +376,92 @@ async fn transaction_rows(backend: TestBackend) {
         .await
         .expect("delete");
     assert!(store.transactions().await.expect("load").is_empty());
+}
+
+/// A coordinator that lost a transactional id (its epoch is older than the
+/// one the stored record was written under) can neither overwrite the
+/// record, nor add pending offsets, nor complete the transaction; the
+/// newer coordinator can.
+async fn transaction_writes_are_fenced_by_coordinator_epoch(backend: TestBackend) {
+    use crate::metadata::{MetadataError, TransactionRecord, TxnState};
+    let store = backend.open().await;
+    let id = store
+        .create_topic("t", 1, BTreeMap::new(), vec![0])
+        .await
+        .expect("create")
+        .id;
+    let at = |coordinator_epoch, state| TransactionRecord {
+        transactional_id: "app".into(),
+        producer_id: 9,
+        producer_epoch: 3,
+        last_producer_id: -1,
+        last_producer_epoch: -1,
+        timeout_ms: 60_000,
+        state,
+        partitions: vec![(id, 0)],
+        groups: vec!["g".into()],
+        start_ms: 5,
+        updated_ms: 6,
+        coordinator_epoch,
+    };
+    let offset = |o: i64| CommittedOffset {
+        topic_id: id,
+        partition: 0,
+        offset: o,
+        leader_epoch: 0,
+        metadata: None,
+        commit_ms: 7,
+    };
+    let fenced = |result: crate::metadata::Result<()>, what: &str| match result {
+        Err(MetadataError::Fenced(reason)) => assert!(reason.contains("epoch 5"), "{reason}"),
+        other => panic!("{what} under an older coordinator epoch: {other:?}"),
+    };
+    // Written at 2, taken over at 5 (the new coordinator's first write).
+    store
+        .put_transaction(at(2, TxnState::Ongoing))
+        .await
+        .expect("put");
+    store
+        .put_transaction(at(5, TxnState::Ongoing))
+        .await
+        .expect("claim");
+    store
+        .put_txn_offsets("app", "g", 5, vec![offset(11)])
+        .await
+        .expect("pending offsets");
+    // The old coordinator (epoch 2) comes back.
+    fenced(
+        store.put_transaction(at(2, TxnState::PrepareAbort)).await,
+        "a record",
+    );
+    fenced(
+        store.put_txn_offsets("app", "g", 2, vec![offset(99)]).await,
+        "pending offsets",
+    );
+    fenced(
+        store
+            .complete_transaction(at(2, TxnState::CompleteAbort), false)
+            .await,
+        "the end of the transaction",
+    );
+    let loaded = store.transactions().await.expect("load");
+    assert_eq!(loaded[0].0, at(5, TxnState::Ongoing), "record unchanged");
+    assert_eq!(
+        loaded[0].1,
+        vec![("g".to_string(), offset(11))],
+        "pending offsets unchanged"
+    );
+    // The new coordinator commits.
+    store
+        .complete_transaction(at(5, TxnState::CompleteCommit), true)
+        .await
+        .expect("complete");
+    assert_eq!(
+        store.fetch_offsets("g").await.expect("fetch"),
+        vec![offset(11)]
+    );
+    assert_eq!(
+        store.transactions().await.expect("load")[0].0.state,
+        TxnState::CompleteCommit
+    );
 }
