@@ -8,7 +8,7 @@ use kafka_protocol::messages::{DeleteTopicsRequest, DeleteTopicsResponse, TopicN
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::broker::topics::delete_topic;
+use crate::broker::topics::{TopicError, delete_topic, find_topic};
 use crate::metadata::TopicId;
 
 pub async fn handle(
@@ -32,41 +32,28 @@ pub async fn handle(
     };
     let mut results = Vec::with_capacity(targets.len());
     for (name, id) in targets {
+        // By name, a topic created through another broker since this one
+        // last followed the store is found there.
         let topic = match &name {
-            // Created through another broker since this one last
-            // followed the store: found there.
-            Some(name) => match crate::broker::cluster::sync_named(broker, name).await {
-                Ok(topic) => topic,
-                Err(error) => {
-                    results.push(
-                        DeletableTopicResult::default()
-                            .with_name(Some(name.clone()))
-                            .with_error_code(ResponseError::UnknownServerError.code())
-                            .with_error_message((version >= 5).then(|| {
-                                str_bytes(format!("cannot read the metadata store: {error}"))
-                            })),
-                    );
-                    continue;
-                }
-            },
-            None => broker.catalog.by_id(TopicId(id)),
+            Some(name) => find_topic(broker, name).await,
+            None => broker.catalog.by_id(TopicId(id)).ok_or_else(|| {
+                TopicError::new(ResponseError::UnknownTopicId, "topic does not exist")
+            }),
         };
         let mut result = DeletableTopicResult::default().with_name(name.clone());
         if version >= 6 {
             result = result.with_topic_id(id);
         }
-        let Some(topic) = topic else {
-            let code = if name.is_none() {
-                ResponseError::UnknownTopicId
-            } else {
-                ResponseError::UnknownTopicOrPartition
-            };
-            results.push(
-                result
-                    .with_error_code(code.code())
-                    .with_error_message((version >= 5).then(|| str_bytes("topic does not exist"))),
-            );
-            continue;
+        let topic = match topic {
+            Ok(topic) => topic,
+            Err(error) => {
+                results.push(
+                    result
+                        .with_error_code(error.code.code())
+                        .with_error_message((version >= 5).then(|| str_bytes(error.message))),
+                );
+                continue;
+            }
         };
         result = result.with_name(Some(TopicName(str_bytes(topic.record.name.clone()))));
         if version >= 6 {

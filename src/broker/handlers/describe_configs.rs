@@ -13,6 +13,7 @@ use kafka_protocol::messages::{DescribeConfigsRequest, DescribeConfigsResponse};
 use super::str_bytes;
 use crate::broker::Broker;
 use crate::broker::topic_configs::{ConfigType, effective};
+use crate::broker::topics::find_topic;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -126,13 +127,8 @@ pub async fn handle(
         let configs = match resource.resource_type {
             // A topic created through another broker since this one last
             // followed the store is found there.
-            RESOURCE_TOPIC => match crate::broker::cluster::sync_named(broker, &name)
-                .await
-                .unwrap_or_else(|error| {
-                    tracing::warn!(%error, topic = %name, "cannot look the topic up in the metadata store");
-                    broker.catalog.by_name(&name)
-                }) {
-                Some(topic) => effective(broker, &topic.record.configs)
+            RESOURCE_TOPIC => match find_topic(broker, &name).await {
+                Ok(topic) => effective(broker, &topic.record.configs)
                     .into_iter()
                     .map(|(def, value, is_override)| {
                         let default = def.default_value(broker);
@@ -159,12 +155,10 @@ pub async fn handle(
                         described.with_synonyms(synonyms)
                     })
                     .collect::<Vec<_>>(),
-                None => {
+                Err(error) => {
                     results.push(
-                        base.with_error_code(ResponseError::UnknownTopicOrPartition.code())
-                            .with_error_message(Some(str_bytes(format!(
-                                "topic '{name}' does not exist"
-                            )))),
+                        base.with_error_code(error.code.code())
+                            .with_error_message(Some(str_bytes(error.message))),
                     );
                     continue;
                 }

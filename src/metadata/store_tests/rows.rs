@@ -249,6 +249,29 @@ async fn admin_changes_and_producer_state_are_stored(backend: TestBackend) {
     assert_eq!(store.expire_producers(i64::MAX).await.expect("expire"), 0);
 }
 
+/// Transactional id "app" with an ongoing or ended transaction in
+/// partition 0 of `topic` committing offsets of group "g".
+fn txn_record(
+    topic: crate::metadata::TopicId,
+    coordinator_epoch: i32,
+    state: crate::metadata::TxnState,
+) -> crate::metadata::TransactionRecord {
+    crate::metadata::TransactionRecord {
+        transactional_id: "app".into(),
+        producer_id: 9,
+        producer_epoch: 3,
+        last_producer_id: 9,
+        last_producer_epoch: 2,
+        timeout_ms: 60_000,
+        state,
+        partitions: vec![(topic, 0)],
+        groups: vec!["g".into()],
+        start_ms: 5,
+        updated_ms: 6,
+        coordinator_epoch,
+    }
+}
+
 /// Transaction records and their pending offsets round-trip; completing a
 /// commit moves the offsets to the group, an abort drops them; aborted
 /// ranges come with a chunk and go with the log start.
@@ -260,20 +283,7 @@ async fn transaction_rows(backend: TestBackend) {
         .await
         .expect("create")
         .id;
-    let record = TransactionRecord {
-        transactional_id: "app".into(),
-        producer_id: 9,
-        producer_epoch: 3,
-        last_producer_id: 9,
-        last_producer_epoch: 2,
-        timeout_ms: 60_000,
-        state: TxnState::Ongoing,
-        partitions: vec![(id, 0)],
-        groups: vec!["g".into()],
-        start_ms: 5,
-        updated_ms: 6,
-        coordinator_epoch: 4,
-    };
+    let record = txn_record(id, 4, TxnState::Ongoing);
     store.put_transaction(record.clone()).await.expect("put");
     let offset = |o: i64| CommittedOffset {
         topic_id: id,
@@ -383,27 +393,14 @@ async fn transaction_rows(backend: TestBackend) {
 /// record, nor add pending offsets, nor complete the transaction; the
 /// newer coordinator can.
 async fn transaction_writes_are_fenced_by_coordinator_epoch(backend: TestBackend) {
-    use crate::metadata::{MetadataError, TransactionRecord, TxnState};
+    use crate::metadata::{MetadataError, TxnState};
     let store = backend.open().await;
     let id = store
         .create_topic("t", 1, BTreeMap::new(), vec![0])
         .await
         .expect("create")
         .id;
-    let at = |coordinator_epoch, state| TransactionRecord {
-        transactional_id: "app".into(),
-        producer_id: 9,
-        producer_epoch: 3,
-        last_producer_id: -1,
-        last_producer_epoch: -1,
-        timeout_ms: 60_000,
-        state,
-        partitions: vec![(id, 0)],
-        groups: vec!["g".into()],
-        start_ms: 5,
-        updated_ms: 6,
-        coordinator_epoch,
-    };
+    let at = |coordinator_epoch, state| txn_record(id, coordinator_epoch, state);
     let offset = |o: i64| CommittedOffset {
         topic_id: id,
         partition: 0,
