@@ -140,7 +140,11 @@ impl Broker {
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
-        let metadata = metadata::open(&config.metadata_url()).await?;
+        let metadata = metadata::open(
+            &config.metadata_url(),
+            Duration::from_millis(config.metadata_timeout_ms),
+        )
+        .await?;
         let cluster_id = metadata.cluster_id().await?;
         let storage = ObjectStorage::open(&config.object_store_url(), &config.s3)?;
         let cache = Arc::new(
@@ -289,7 +293,13 @@ impl Broker {
             orphan_grace: Duration::from_secs(broker.config.gc.orphan_grace_secs),
             delete_grace: Duration::from_secs(broker.config.gc.delete_grace_secs),
             controller: Arc::clone(&broker.cluster.controller),
+            unnamed_grace: Duration::from_secs(broker.config.gc.unnamed_grace_secs),
+            list_interval: Duration::from_secs(broker.config.gc.list_interval_secs.max(1)),
         };
+        // Live keys are renewed four times per grace period (at most a
+        // minute apart), so another broker's collector never dooms them.
+        let renew_every = (Duration::from_secs(broker.config.gc.orphan_grace_secs) / 4)
+            .clamp(Duration::from_millis(100), Duration::from_secs(60));
         let seal = &broker.config.seal;
         let sealer = Sealer {
             storage: broker.storage.clone(),
@@ -323,6 +333,7 @@ impl Broker {
         let sweep_every = Duration::from_secs(broker.config.gc.sweep_interval_secs.max(1));
         let mut tasks = vec![
             tokio::spawn(writer.run(flusher_shutdown.clone())),
+            tokio::spawn(Arc::clone(&collector.intents).run_renewal(renew_every, shutdown.clone())),
             tokio::spawn(collector.run(sweep_every, shutdown.clone())),
             tokio::spawn(sealer.run(shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.groups).run(shutdown.clone())),

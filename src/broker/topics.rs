@@ -143,6 +143,9 @@ pub async fn create_topic(
             MetadataError::TopicExists(_) => {
                 TopicError::new(ResponseError::TopicAlreadyExists, e.to_string())
             }
+            MetadataError::Unavailable(_) => {
+                TopicError::new(ResponseError::RequestTimedOut, e.to_string())
+            }
             other => TopicError::new(ResponseError::UnknownServerError, other.to_string()),
         })?;
     let commits = crate::storage::partition::topic_commits();

@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Partitions of auto-created topics [default: 1].
     #[arg(long, env = "STRATA_DEFAULT_PARTITIONS", value_name = "N")]
     pub default_partitions: Option<i32>,
+    /// Bound of every PostgreSQL metadata call, in milliseconds; a call past
+    /// it fails its request with a retriable error [default: 15000].
+    #[arg(long, env = "STRATA_METADATA_TIMEOUT_MS", value_name = "MS")]
+    pub metadata_timeout_ms: Option<u64>,
     /// Grace period before an uncommitted object is deleted, in seconds [default: 600].
     #[arg(long, env = "STRATA_GC_ORPHAN_GRACE_SECS", value_name = "SECS")]
     pub gc_orphan_grace_secs: Option<u64>,
@@ -63,6 +67,15 @@ pub struct ServeArgs {
     /// Time between garbage collection sweeps, in seconds [default: 60].
     #[arg(long, env = "STRATA_GC_SWEEP_INTERVAL_SECS", value_name = "SECS")]
     pub gc_sweep_interval_secs: Option<u64>,
+    /// Objects under wal/, seg/ and shr/ that no metadata row or upload
+    /// intent names are deleted once last written this long ago, in seconds
+    /// [default: 86400].
+    #[arg(long, env = "STRATA_GC_UNNAMED_GRACE_SECS", value_name = "SECS")]
+    pub gc_unnamed_grace_secs: Option<u64>,
+    /// Time between passes that list the bucket for objects nothing names,
+    /// in seconds [default: 3600].
+    #[arg(long, env = "STRATA_GC_LIST_INTERVAL_SECS", value_name = "SECS")]
+    pub gc_list_interval_secs: Option<u64>,
     /// Seal write-ahead objects into per-partition segments at least this
     /// often (and whenever seal.cycle_bytes of them are pending) [default: 30000].
     #[arg(long, env = "STRATA_SEAL_INTERVAL_MS", value_name = "MS")]
@@ -112,9 +125,12 @@ impl ServeArgs {
         set!(self.wal_max_inflight_flushes => wal.max_inflight_flushes);
         set!(self.auto_create_topics => kafka.auto_create_topics);
         set!(self.default_partitions => kafka.default_partitions);
+        set!(self.metadata_timeout_ms => metadata_timeout_ms);
         set!(self.gc_orphan_grace_secs => gc.orphan_grace_secs);
         set!(self.gc_delete_grace_secs => gc.delete_grace_secs);
         set!(self.gc_sweep_interval_secs => gc.sweep_interval_secs);
+        set!(self.gc_unnamed_grace_secs => gc.unnamed_grace_secs);
+        set!(self.gc_list_interval_secs => gc.list_interval_secs);
         set!(self.seal_interval_ms => seal.interval_ms);
         set!(self.seal_cycle_bytes => seal.cycle_bytes);
         set!(self.seal_own_segment_bytes => seal.own_segment_bytes);

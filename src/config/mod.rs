@@ -44,6 +44,10 @@ pub struct Config {
     /// `sqlite:///path/to/file.db` or `postgres://user:password@host:port/db`;
     /// default `sqlite://<data_dir>/metadata.db`.
     pub metadata: Option<String>,
+    /// Bound of every call to a PostgreSQL metadata store, in milliseconds:
+    /// from waiting for a connection to the last row. A call past it fails
+    /// the request behind it with a retriable error.
+    pub metadata_timeout_ms: u64,
     /// This broker's node id in Metadata responses.
     pub node_id: i32,
     /// Address of the HTTP endpoints (`/health`, `/metrics`); off when unset.
@@ -67,6 +71,7 @@ impl Default for Config {
             advertised_addr: None,
             object_store: None,
             metadata: None,
+            metadata_timeout_ms: 15_000,
             node_id: 0,
             http_addr: None,
             s3: S3Config::default(),
@@ -307,6 +312,12 @@ impl Config {
         }
         if self.wal.flush_bytes == 0 {
             return invalid("wal.flush_bytes", "must be greater than 0");
+        }
+        if !(100..=3_600_000).contains(&self.metadata_timeout_ms) {
+            return invalid(
+                "metadata_timeout_ms",
+                "must be between 100 and 3600000 (an hour)",
+            );
         }
         if self.cluster.heartbeat_interval_ms == 0 {
             return invalid("cluster.heartbeat_interval_ms", "must be greater than 0");

@@ -46,14 +46,22 @@ impl Default for ClusterConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct GcConfig {
-    /// An upload intent younger than this is left alone (its PUT and
-    /// commit may be under way in another process).
+    /// An upload intent renewed within this time is left alone (its PUT
+    /// and commit may be under way in another process); a live broker
+    /// renews its own every quarter of it (at most every minute).
     pub orphan_grace_secs: u64,
     /// A retired object is deleted this long after its last chunk moved
     /// away, so reads that looked it up just before still find it.
     pub delete_grace_secs: u64,
     /// Interval between sweeps; one sweep also runs at startup.
     pub sweep_interval_secs: u64,
+    /// The listing pass deletes objects under `wal/`, `seg/` and `shr/`
+    /// that no object row and no upload intent names, once last written
+    /// this long ago (the backstop against leaks of any cause).
+    pub unnamed_grace_secs: u64,
+    /// Interval between listing passes (each lists the bucket's Strata
+    /// keys once, a page at a time).
+    pub list_interval_secs: u64,
 }
 
 impl Default for GcConfig {
@@ -62,6 +70,8 @@ impl Default for GcConfig {
             orphan_grace_secs: 600,
             delete_grace_secs: 120,
             sweep_interval_secs: 60,
+            unnamed_grace_secs: 86_400,
+            list_interval_secs: 3_600,
         }
     }
 }

@@ -23,6 +23,7 @@ pub(crate) mod store_tests;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use thiserror::Error;
@@ -48,6 +49,10 @@ pub enum MetadataError {
     Fenced(String),
     #[error("metadata store: {0}")]
     Backend(String),
+    /// The store did not answer within the call's bound, or its connection
+    /// broke; the call may or may not have taken effect. Retriable.
+    #[error("metadata store unavailable: {0}")]
+    Unavailable(String),
     /// The store aborted the transaction for a conflict with a concurrent
     /// one (PostgreSQL: deadlock or serialization failure); nothing of it
     /// took effect, and running it again is safe.
@@ -155,12 +160,24 @@ pub struct SealedObject {
     pub chunks: Vec<SealedChunk>,
 }
 
+/// Which upload intents the collector may doom: those not renewed for
+/// `grace_ms` on the store's clock, and every intent of an earlier process
+/// of `node` (owner `<node>:...` other than `current`; fenced when this one
+/// started) whatever its age.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StaleIntents {
+    pub grace_ms: i64,
+    pub node: i32,
+    pub current: String,
+}
+
 /// An upload intent: a key recorded before its object's PUT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UploadIntent {
     pub key: String,
     /// The writer: `<node id>:<boot id>`.
     pub owner: String,
+    /// When it was recorded or last renewed (the store's clock).
     pub created_ms: i64,
 }
 
@@ -387,7 +404,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn renew_lease(&self, record: BrokerRecord) -> Result<bool>;
     /// Removes this process's registration (a clean stop).
     async fn deregister_broker(&self, node_id: i32, boot: &str) -> Result<()>;
-    /// Brokers whose lease runs past `now_ms`, by node id.
+    /// Brokers whose lease runs past now, by node id. `now_ms` (here and
+    /// below) is the store's clock as the broker last measured it; a store
+    /// with a clock of its own (PostgreSQL) reads that clock instead, in
+    /// the same statement.
     async fn live_brokers(&self, now_ms: i64) -> Result<Vec<BrokerRecord>>;
     /// The store's clock, in milliseconds since the Unix epoch. Leases are
     /// timed on it, so brokers whose clocks disagree still agree on who is
@@ -418,27 +438,32 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Records a flushed object (see the module header for the guarantees).
     async fn commit_object(&self, commit: ObjectCommit) -> Result<Vec<ChunkOutcome>>;
     /// Records upload intents for `keys`, written by `owner`, before their
-    /// PUTs. A commit of an object needs its intent (and removes it).
+    /// PUTs, aged from now on the store's clock. A commit of an object
+    /// needs its intent (and removes it).
     async fn record_intents(&self, owner: &str, keys: Vec<String>) -> Result<()>;
-    /// Intents recorded before `before_ms`, and those of any owner named
-    /// `<node>:...` other than `current` (earlier processes of this node,
-    /// fenced when it started) whatever their age; oldest first, at most
-    /// `limit`.
-    async fn stale_intents(
-        &self,
-        before_ms: i64,
-        node: i32,
-        current: &str,
-        limit: usize,
-    ) -> Result<Vec<UploadIntent>>;
-    /// Of `keys`, those whose object is not committed: their intents are
-    /// doomed in the same transaction (no commit of them can land any more),
-    /// so the caller may delete the objects, then `forget_intents`.
-    async fn doom_uncommitted(&self, keys: Vec<String>) -> Result<Vec<String>>;
+    /// Restarts the age of `owner`'s intents for `keys` (those still
+    /// recorded and not doomed) from now on the store's clock: a live
+    /// writer renews its reserved and in-flight keys well within the
+    /// grace period, so the collector never dooms them however long they
+    /// wait for use. Returns how many were renewed.
+    async fn renew_intents(&self, owner: &str, keys: Vec<String>) -> Result<usize>;
+    /// Intents that `stale` selects, oldest first, at most `limit`.
+    async fn stale_intents(&self, stale: StaleIntents, limit: usize) -> Result<Vec<UploadIntent>>;
+    /// Of `keys`, those whose object is not committed and whose intent
+    /// `stale` still selects (its owner may have renewed it since it was
+    /// listed): those intents are doomed in the same transaction (no
+    /// commit of them can land any more), so the caller may delete the
+    /// objects, then `forget_intents`. Intents of committed objects are
+    /// forgotten.
+    async fn doom_uncommitted(&self, keys: Vec<String>, stale: StaleIntents)
+    -> Result<Vec<String>>;
     async fn forget_intents(&self, keys: Vec<String>) -> Result<()>;
-    /// Objects that no chunk has referenced since before `before_ms`, at
-    /// most `limit`.
-    async fn retired_objects(&self, before_ms: i64, limit: usize) -> Result<Vec<String>>;
+    /// Of `keys`, those that neither an object row nor an upload intent
+    /// (live or doomed) names: objects nothing accounts for.
+    async fn unnamed_objects(&self, keys: Vec<String>) -> Result<Vec<String>>;
+    /// Objects that no chunk has referenced for `grace_ms` on the store's
+    /// clock, at most `limit`.
+    async fn retired_objects(&self, grace_ms: i64, limit: usize) -> Result<Vec<String>>;
     /// Forgets retired objects (deleted from the object store by the caller).
     async fn forget_objects(&self, keys: Vec<String>) -> Result<()>;
     /// Committed write-ahead objects not sealed yet that hold chunks of
@@ -569,13 +594,15 @@ const URL_FORMS: &str = "sqlite://PATH or postgres://USER:PASSWORD@HOST:PORT/DAT
 
 /// Opens the store named by a metadata URL (`sqlite://PATH` or
 /// `postgres://...`), migrating its schema to this build's.
-pub async fn open(url: &str) -> anyhow::Result<Arc<dyn MetadataStore>> {
+pub async fn open(url: &str, call_timeout: Duration) -> anyhow::Result<Arc<dyn MetadataStore>> {
     if let Some(path) = url.strip_prefix("sqlite://") {
         let store = sqlite::SqliteStore::open(std::path::Path::new(path)).await?;
         return Ok(Arc::new(store));
     }
     if is_postgres(url) {
-        return Ok(Arc::new(postgres::PostgresStore::open(url).await?));
+        return Ok(Arc::new(
+            postgres::PostgresStore::open(url, call_timeout).await?,
+        ));
     }
     anyhow::bail!("unsupported metadata URL '{url}': expected {URL_FORMS}")
 }

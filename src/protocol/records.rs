@@ -233,12 +233,47 @@ pub fn inflated_records(batch: &[u8]) -> Result<Cow<'_, [u8]>, BatchError> {
     records_region(batch)
 }
 
+/// What a topic asks of each produced record beyond its structure.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecordRules {
+    /// Compacted topics (`cleanup.policy=compact`): every record has a key.
+    pub require_keys: bool,
+    /// `message.timestamp.type=CreateTime` topics: the window
+    /// `[earliest, latest]` (ms) each record's timestamp must fall in
+    /// (`message.timestamp.before.max.ms` / `after.max.ms` around now). A
+    /// record without a timestamp (-1) is exempt, as in Kafka.
+    pub timestamp_window: Option<(i64, i64)>,
+}
+
+/// Why one record was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecordFault {
+    MissingKey,
+    TimestampOutOfRange,
+}
+
+/// A record refused by `RecordRules` (KIP-467): its index within its batch
+/// and why, for the produce response's `record_errors`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordError {
+    pub batch_index: i32,
+    pub fault: RecordFault,
+    pub message: String,
+}
+
 /// Validates the records of every batch in `records` as Kafka does for
-/// produced batches: offset deltas 0, 1, 2, ... and a matching record count;
-/// with `require_keys` (compacted topics), no record without a key.
-pub fn validate_records(records: &[u8], require_keys: bool) -> Result<(), BatchError> {
+/// produced batches: offset deltas 0, 1, 2, ... and a matching record count
+/// (a batch that breaks these is corrupt: `Err`); then `rules`, record by
+/// record: the records that break them are returned (every one of them, as
+/// Kafka lists them), and their batch must be refused whole.
+pub fn validate_records(
+    records: &[u8],
+    rules: RecordRules,
+) -> Result<Vec<RecordError>, BatchError> {
+    let mut refused = Vec::new();
     for (pos, header) in super::batch::iter_batches(records) {
         let batch = &records[pos..pos + header.total_len() as usize];
+        let base_timestamp = header.base_timestamp();
         let mut next = 0i32;
         let mut problem = None;
         for_each_record(batch, |record| {
@@ -249,12 +284,30 @@ pub fn validate_records(records: &[u8], require_keys: bool) -> Result<(), BatchE
                 ));
                 return false;
             }
-            if require_keys && record.key.is_none() {
-                problem = Some(format!(
-                    "record {next} has no key; a compacted topic (cleanup.policy=compact) \
-                     accepts only records with a key"
-                ));
-                return false;
+            if rules.require_keys && record.key.is_none() {
+                refused.push(RecordError {
+                    batch_index: next,
+                    fault: RecordFault::MissingKey,
+                    message: format!(
+                        "record {next} has no key; a compacted topic (cleanup.policy=compact) \
+                         accepts only records with a key"
+                    ),
+                });
+            }
+            let timestamp = base_timestamp.saturating_add(record.timestamp_delta);
+            if let Some((earliest, latest)) = rules.timestamp_window
+                && base_timestamp != -1
+                && !(earliest..=latest).contains(&timestamp)
+            {
+                refused.push(RecordError {
+                    batch_index: next,
+                    fault: RecordFault::TimestampOutOfRange,
+                    message: format!(
+                        "timestamp {timestamp} of record {next} is out of range: it must be \
+                         within [{earliest}, {latest}] (message.timestamp.before.max.ms and \
+                         message.timestamp.after.max.ms around the broker's time)"
+                    ),
+                });
             }
             next += 1;
             true
@@ -263,7 +316,7 @@ pub fn validate_records(records: &[u8], require_keys: bool) -> Result<(), BatchE
             return Err(BatchError::Records(problem));
         }
     }
-    Ok(())
+    Ok(refused)
 }
 
 /// One record with its key, value and headers, borrowed from the batch (or
@@ -363,7 +416,29 @@ mod tests {
                 "{codec:?}"
             );
             assert_eq!(deltas[4].1, 4, "{codec:?}: timestamps are base + delta");
-            validate_records(&batch, true).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+            let rules = RecordRules {
+                require_keys: true,
+                timestamp_window: Some((1_000, 1_004)),
+            };
+            let refused =
+                validate_records(&batch, rules).unwrap_or_else(|e| panic!("{codec:?}: {e}"));
+            assert!(refused.is_empty(), "{codec:?}: {refused:?}");
+            // Timestamps 1000..=1004: the last two past a window ending at 1002.
+            let narrow = RecordRules {
+                timestamp_window: Some((0, 1_002)),
+                ..rules
+            };
+            let refused = validate_records(&batch, narrow).expect("structure is fine");
+            assert_eq!(
+                refused.iter().map(|r| r.batch_index).collect::<Vec<_>>(),
+                vec![3, 4],
+                "{codec:?}"
+            );
+            assert!(
+                refused
+                    .iter()
+                    .all(|r| r.fault == RecordFault::TimestampOutOfRange)
+            );
         }
     }
 
@@ -380,7 +455,7 @@ mod tests {
         let len = (batch.len() - 12) as i32;
         batch[8..12].copy_from_slice(&len.to_be_bytes());
         assert!(
-            validate_records(&batch, false).is_err(),
+            validate_records(&batch, RecordRules::default()).is_err(),
             "offset delta 5 in a one-record batch"
         );
         // A header that claims many more records than there are.

@@ -5,9 +5,15 @@
 //! - a key stays *live* from its reservation until its commit is decided
 //!   (committed, failed, or given up); the collector skips live keys of this
 //!   process whatever their age;
-//! - keys of other owners (earlier processes of this node, fenced at start)
-//!   are collected once older than the grace period; a commit needs its
-//!   intent, and the collector dooms an intent before deleting its object.
+//! - an intent ages from its last renewal on the store's clock, and this
+//!   process renews its live keys every `renew_interval` (a fraction of the
+//!   grace period): another broker's collector never dooms a key that a
+//!   live, quiet broker reserved long ago and has not used yet;
+//! - keys nobody renews any more (a dead process's, a key whose commit
+//!   failed) are collected once older than the grace period, and those of
+//!   earlier processes of this node (fenced at start) at any age; a commit
+//!   needs its intent, and the collector dooms an intent before deleting
+//!   its object.
 //!
 //! Write-ahead keys are reserved in batches ahead of use (one metadata
 //! transaction per `WAL_BATCH` flushes), so the write path does not pay a
@@ -16,13 +22,17 @@
 use std::collections::{HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use object_store::path::Path;
+use tokio_util::sync::CancellationToken;
 
 use super::paths;
 use crate::metadata::{MetadataStore, Result};
 
 const WAL_BATCH: usize = 64;
+/// Keys renewed per metadata statement.
+const RENEW_BATCH: usize = 1_000;
 
 pub struct Intents {
     owner: String,
@@ -77,6 +87,38 @@ impl Intents {
     fn release(&self, key: &str) {
         if let Ok(mut live) = self.live.lock() {
             live.remove(key);
+        }
+    }
+
+    /// Restarts the age of every live key of this process in the store.
+    pub async fn renew(&self) -> Result<usize> {
+        let live: Vec<String> = match self.live.lock() {
+            Ok(live) => live.iter().cloned().collect(),
+            Err(_) => return Ok(0),
+        };
+        let mut renewed = 0;
+        for keys in live.chunks(RENEW_BATCH) {
+            renewed += self
+                .metadata
+                .renew_intents(&self.owner, keys.to_vec())
+                .await?;
+        }
+        Ok(renewed)
+    }
+
+    /// Renews the live keys every `interval` until `shutdown`. A renewal
+    /// that fails (the store unreachable) is retried at the next tick; a
+    /// key left unrenewed past the grace period may be doomed, and then its
+    /// commit fails (a retriable error for its producers), never lands.
+    pub async fn run_renewal(self: Arc<Self>, interval: Duration, shutdown: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(interval) => {}
+                _ = shutdown.cancelled() => return,
+            }
+            if let Err(error) = self.renew().await {
+                tracing::warn!(%error, "cannot renew this broker's upload intents; will retry");
+            }
         }
     }
 

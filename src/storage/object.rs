@@ -1,11 +1,23 @@
 //! The object store as the rest of the broker sees it: `put`, ranged `get`,
-//! `delete`, `list`, each passing through two layers:
+//! `delete`, `list`, each passing through these layers:
 //!
-//! 1. retry: timeouts, 5xx, 503 SlowDown and connection errors are retried
-//!    with exponential backoff and full jitter, up to a bounded number of
-//!    attempts; errors that retrying cannot fix (not found, denied, invalid)
-//!    return at once;
-//! 2. metrics: requests, errors, bytes and latency per operation.
+//! 1. retry (S3): object_store's own, which decides by type what is worth
+//!    another attempt: 5xx (503 SlowDown among them), 429 and 408 statuses,
+//!    connection and transport errors, and timeouts of idempotent requests
+//!    (every Strata key is written once, so a PUT is idempotent). Attempts
+//!    back off exponentially with jitter, within a budget of
+//!    `RETRY_ATTEMPTS` and `RETRY_BUDGET` of time; errors that retrying
+//!    cannot fix (not found, denied, invalid) return at once;
+//! 2. deadline: every call, its retries included, ends within a time that
+//!    fits its size (`deadline_for`: a base plus the bytes at a floor
+//!    rate), so a large segment upload gets the time it needs and a stuck
+//!    small one fails in seconds rather than minutes; a call past its
+//!    deadline fails as `Unavailable`;
+//! 3. metrics: requests, errors, bytes and latency per operation, and the
+//!    attempts that failed transiently (counted at the HTTP client).
+//!
+//! What a failure means for the caller is its `StorageErrorKind`, decided
+//! from object_store's error variants, never from their text.
 //!
 //! The embedded store is `LocalFileSystem` with fsync on: a `put` that
 //! returned has its file and directory entry on disk.
@@ -17,12 +29,15 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::TryStreamExt;
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::client::{
+    HttpClient, HttpConnector, HttpError, HttpRequest, HttpResponse, HttpService, ReqwestConnector,
+};
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::{
-    ClientConfigKey, ObjectMeta, ObjectStore, ObjectStoreExt, PutPayload, RetryConfig,
+    BackoffConfig, ClientConfigKey, ClientOptions, ObjectMeta, ObjectStore, ObjectStoreExt,
+    PutPayload, RetryConfig,
 };
-use rand::Rng;
 use thiserror::Error;
 
 use super::metrics::{ObjectStoreMetrics, OpMetrics};
@@ -31,7 +46,8 @@ use crate::config::S3Config;
 /// What the caller should do about a failed object-store call.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StorageErrorKind {
-    /// Transient; already retried as often as the policy allows.
+    /// Transient; already retried as often as the budget allows, or out of
+    /// time. Trying again later may succeed.
     Unavailable,
     NotFound,
     /// Configuration or permission problem; retrying will not help.
@@ -48,54 +64,95 @@ pub struct StorageError {
     pub source: object_store::Error,
 }
 
-#[derive(Debug, Clone)]
-pub struct RetryPolicy {
-    pub max_attempts: u32,
-    pub base_delay: Duration,
-    pub max_delay: Duration,
-}
+/// Attempts of one S3 request at most (the first included).
+pub const RETRY_ATTEMPTS: usize = 10;
+/// No new attempt starts this long after a request's first.
+pub const RETRY_BUDGET: Duration = Duration::from_secs(20);
+/// Every call gets this long, plus its bytes at `DEADLINE_FLOOR_RATE`.
+pub const DEADLINE_BASE: Duration = Duration::from_secs(20);
+/// The slowest transfer rate (bytes per second) a call is given time for.
+pub const DEADLINE_FLOOR_RATE: u64 = 2 * 1024 * 1024;
+/// One HTTP request's own limit: the deadline of the largest call the
+/// broker makes (a segment of a few hundred MiB); calls are cut by their
+/// own, smaller deadlines first.
+const REQUEST_CEILING: &str = "300s";
 
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self {
-            max_attempts: 10,
-            base_delay: Duration::from_millis(20),
-            max_delay: Duration::from_secs(2),
-        }
-    }
-}
-
-impl RetryPolicy {
-    /// Full-jitter exponential backoff before attempt `attempt + 1`.
-    fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32.checked_shl(attempt.min(16)).unwrap_or(u32::MAX));
-        let cap = exp.min(self.max_delay);
-        let millis = cap.as_millis().max(1) as u64;
-        Duration::from_millis(rand::rng().random_range(0..=millis))
-    }
+/// How long a call moving `bytes` may take, retries included.
+pub fn deadline_for(bytes: u64) -> Duration {
+    DEADLINE_BASE + Duration::from_millis(bytes.saturating_mul(1_000) / DEADLINE_FLOOR_RATE)
 }
 
 fn classify(err: &object_store::Error) -> StorageErrorKind {
     use object_store::Error as E;
     match err {
         E::NotFound { .. } => StorageErrorKind::NotFound,
-        E::Generic { source, .. } => {
-            let text = source.to_string();
-            // The HTTP client reports 4xx as "Client error with status 4xx".
-            // Throttling (429) and request timeouts (408) are worth retrying.
-            let client_error = text.contains("Client error with status 4")
-                && !text.contains("status 408")
-                && !text.contains("status 429");
-            if client_error {
-                StorageErrorKind::Invalid
-            } else {
-                StorageErrorKind::Unavailable
+        // What is left once the retry layer gave up on a transient failure
+        // (a status or transport error), or a status it does not retry (a
+        // 400): the store is not usable now.
+        E::Generic { .. } | E::JoinError { .. } => StorageErrorKind::Unavailable,
+        E::PermissionDenied { .. }
+        | E::Unauthenticated { .. }
+        | E::InvalidPath { .. }
+        | E::NotSupported { .. }
+        | E::NotImplemented { .. }
+        | E::UnknownConfigurationKey { .. }
+        | E::AlreadyExists { .. }
+        | E::Precondition { .. }
+        | E::NotModified { .. } => StorageErrorKind::Invalid,
+        _ => StorageErrorKind::Unavailable,
+    }
+}
+
+/// The HTTP client under the S3 store: reqwest's, counting the attempts
+/// that failed transiently (what object_store's retry layer retries) per
+/// operation.
+#[derive(Debug)]
+struct CountingConnector {
+    metrics: Arc<ObjectStoreMetrics>,
+}
+
+impl HttpConnector for CountingConnector {
+    fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        Ok(HttpClient::new(CountingClient {
+            inner: ReqwestConnector::default().connect(options)?,
+            metrics: Arc::clone(&self.metrics),
+        }))
+    }
+}
+
+#[derive(Debug)]
+struct CountingClient {
+    inner: HttpClient,
+    metrics: Arc<ObjectStoreMetrics>,
+}
+
+#[async_trait::async_trait]
+impl HttpService for CountingClient {
+    async fn call(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let op = match request.method().as_str() {
+            "PUT" => &self.metrics.put,
+            "DELETE" | "POST" => &self.metrics.delete,
+            _ if request
+                .uri()
+                .query()
+                .is_some_and(|q| q.contains("list-type")) =>
+            {
+                &self.metrics.list
             }
+            _ => &self.metrics.get,
+        };
+        let response = self.inner.execute(request).await;
+        let transient = match &response {
+            Ok(response) => {
+                let status = response.status();
+                status.is_server_error() || matches!(status.as_u16(), 408 | 429)
+            }
+            Err(_) => true,
+        };
+        if transient {
+            op.record_retry();
         }
-        E::JoinError { .. } => StorageErrorKind::Unavailable,
-        _ => StorageErrorKind::Invalid,
+        response
     }
 }
 
@@ -103,7 +160,6 @@ fn classify(err: &object_store::Error) -> StorageErrorKind {
 #[derive(Clone)]
 pub struct ObjectStorage {
     inner: Arc<dyn ObjectStore>,
-    retry: RetryPolicy,
     metrics: Arc<ObjectStoreMetrics>,
     description: String,
     /// The embedded store's directory.
@@ -139,20 +195,31 @@ impl ObjectStorage {
             if let Some(path_style) = s3.path_style {
                 builder = builder.with_virtual_hosted_style_request(!path_style);
             }
-            // Our own retry layer decides; the client's would double it.
-            let no_retry = RetryConfig {
-                max_retries: 0,
-                ..RetryConfig::default()
+            let retry = RetryConfig {
+                backoff: BackoffConfig {
+                    init_backoff: Duration::from_millis(20),
+                    max_backoff: Duration::from_secs(2),
+                    base: 2.0,
+                },
+                max_retries: RETRY_ATTEMPTS - 1,
+                retry_timeout: RETRY_BUDGET,
             };
+            let metrics = Arc::new(ObjectStoreMetrics::default());
             // Set timeouts key by key: `with_client_options` would replace the
             // options (allow_http among them) taken from flags and AWS_* vars.
             let store = builder
-                .with_retry(no_retry)
+                .with_retry(retry)
+                .with_http_connector(CountingConnector {
+                    metrics: Arc::clone(&metrics),
+                })
                 .with_config(
                     AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),
                     "5s",
                 )
-                .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), "30s")
+                .with_config(
+                    AmazonS3ConfigKey::Client(ClientConfigKey::Timeout),
+                    REQUEST_CEILING,
+                )
                 .build()
                 .map_err(|e| anyhow::anyhow!("cannot configure S3 store for '{url}': {e}"))?;
             let inner: Arc<dyn ObjectStore> = if prefix.trim_matches('/').is_empty() {
@@ -163,7 +230,10 @@ impl ObjectStorage {
                     prefix.trim_matches('/'),
                 ))
             };
-            return Ok(Self::new(inner, format!("s3://{rest}")));
+            return Ok(Self {
+                metrics,
+                ..Self::new(inner, format!("s3://{rest}"))
+            });
         }
         let dir = url.strip_prefix("file://").unwrap_or(url);
         if dir.contains("://") {
@@ -185,7 +255,6 @@ impl ObjectStorage {
     pub fn new(inner: Arc<dyn ObjectStore>, description: String) -> Self {
         Self {
             inner,
-            retry: RetryPolicy::default(),
             metrics: Arc::new(ObjectStoreMetrics::default()),
             description,
             local_root: None,
@@ -205,43 +274,33 @@ impl ObjectStorage {
         &self.metrics
     }
 
-    /// Runs `call` through the retry and metrics layers.
-    async fn layered<T, F, Fut>(
+    /// Runs `call` (object_store retries within it) under the deadline
+    /// for `size` bytes, recording it in `metrics`.
+    async fn layered<T>(
         &self,
         op: &'static str,
         key: &str,
+        size: u64,
         metrics: &OpMetrics,
         bytes_of: impl Fn(&T) -> u64,
-        mut call: F,
-    ) -> Result<T, StorageError>
-    where
-        F: FnMut() -> Fut,
-        Fut: std::future::Future<Output = object_store::Result<T>>,
-    {
-        let mut attempt = 0u32;
-        loop {
-            let started = Instant::now();
-            let result = call().await;
-            metrics.record(started.elapsed(), result.as_ref().map(&bytes_of).ok());
-            match result {
-                Ok(value) => return Ok(value),
-                Err(source) => {
-                    let kind = classify(&source);
-                    attempt += 1;
-                    if kind != StorageErrorKind::Unavailable || attempt >= self.retry.max_attempts {
-                        return Err(StorageError {
-                            kind,
-                            op,
-                            key: key.to_string(),
-                            source,
-                        });
-                    }
-                    metrics.record_retry();
-                    tracing::debug!(op, key, attempt, error = %source, "retrying object store call");
-                    tokio::time::sleep(self.retry.delay(attempt)).await;
-                }
-            }
-        }
+        call: impl std::future::Future<Output = object_store::Result<T>>,
+    ) -> Result<T, StorageError> {
+        let started = Instant::now();
+        let deadline = deadline_for(size);
+        let result = match tokio::time::timeout(deadline, call).await {
+            Ok(result) => result,
+            Err(_) => Err(object_store::Error::Generic {
+                store: "strata",
+                source: format!("no answer within the call's deadline of {deadline:?}").into(),
+            }),
+        };
+        metrics.record(started.elapsed(), result.as_ref().map(&bytes_of).ok());
+        result.map_err(|source| StorageError {
+            kind: classify(&source),
+            op,
+            key: key.to_string(),
+            source,
+        })
     }
 
     pub async fn put(&self, key: &Path, data: Bytes) -> Result<(), StorageError> {
@@ -249,9 +308,10 @@ impl ObjectStorage {
         self.layered(
             "put",
             key.as_ref(),
+            len,
             &self.metrics.put,
             |_| len,
-            || self.inner.put(key, PutPayload::from_bytes(data.clone())),
+            self.inner.put(key, PutPayload::from_bytes(data)),
         )
         .await
         .map(|_| ())
@@ -263,12 +323,11 @@ impl ObjectStorage {
         self.layered(
             "put",
             key.as_ref(),
+            len,
             &self.metrics.put,
             |_| len,
-            || {
-                self.inner
-                    .put(key, parts.iter().cloned().collect::<PutPayload>())
-            },
+            self.inner
+                .put(key, parts.into_iter().collect::<PutPayload>()),
         )
         .await
         .map(|_| ())
@@ -278,9 +337,10 @@ impl ObjectStorage {
         self.layered(
             "get",
             key.as_ref(),
+            range.end.saturating_sub(range.start),
             &self.metrics.get,
             |b: &Bytes| b.len() as u64,
-            || self.inner.get_range(key, range.clone()),
+            self.inner.get_range(key, range),
         )
         .await
     }
@@ -290,9 +350,10 @@ impl ObjectStorage {
             .layered(
                 "delete",
                 key.as_ref(),
+                0,
                 &self.metrics.delete,
                 |_| 0,
-                || self.inner.delete(key),
+                self.inner.delete(key),
             )
             .await;
         match result {
@@ -338,16 +399,74 @@ impl ObjectStorage {
         Ok(())
     }
 
+    /// Lists the objects under `prefix` a page of `page` at a time, so a
+    /// bucket of any size is walked in bounded memory (S3 lists 1,000 keys
+    /// per request). A failed page ends the walk with its error.
+    pub fn list_pages(&self, prefix: &str, page: usize) -> ListPages<'_> {
+        let prefix_path = Path::from(prefix);
+        ListPages {
+            stream: self.inner.list(Some(&prefix_path)),
+            page: page.max(1),
+            metrics: &self.metrics.list,
+            prefix: prefix.to_string(),
+            done: false,
+        }
+    }
+
     pub async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>, StorageError> {
         let prefix_path = Path::from(prefix);
         self.layered(
             "list",
             prefix,
+            0,
             &self.metrics.list,
             |v: &Vec<ObjectMeta>| v.len() as u64,
-            || self.inner.list(Some(&prefix_path)).try_collect::<Vec<_>>(),
+            self.inner.list(Some(&prefix_path)).try_collect::<Vec<_>>(),
         )
         .await
+    }
+}
+
+/// A walk over the objects under a prefix (`ObjectStorage::list_pages`).
+pub struct ListPages<'a> {
+    stream: futures::stream::BoxStream<'static, object_store::Result<ObjectMeta>>,
+    page: usize,
+    metrics: &'a OpMetrics,
+    prefix: String,
+    /// The stream ended (it must not be polled again) or failed.
+    done: bool,
+}
+
+impl ListPages<'_> {
+    /// The next page of objects, or `None` when the walk is done.
+    pub async fn next_page(&mut self) -> Result<Option<Vec<ObjectMeta>>, StorageError> {
+        if self.done {
+            return Ok(None);
+        }
+        let started = Instant::now();
+        let mut page = Vec::with_capacity(self.page.min(1_024));
+        while page.len() < self.page {
+            match self.stream.try_next().await {
+                Ok(Some(meta)) => page.push(meta),
+                Ok(None) => {
+                    self.done = true;
+                    break;
+                }
+                Err(source) => {
+                    self.done = true;
+                    self.metrics.record(started.elapsed(), None);
+                    return Err(StorageError {
+                        kind: classify(&source),
+                        op: "list",
+                        key: self.prefix.clone(),
+                        source,
+                    });
+                }
+            }
+        }
+        self.metrics
+            .record(started.elapsed(), Some(page.len() as u64));
+        Ok((!page.is_empty()).then_some(page))
     }
 }
 
@@ -356,89 +475,190 @@ mod tests {
     use super::*;
 
     #[test]
-    fn backoff_is_bounded() {
-        let policy = RetryPolicy::default();
-        for attempt in 0..40 {
-            assert!(policy.delay(attempt) <= policy.max_delay);
-        }
+    fn deadlines_fit_the_size_of_the_call() {
+        assert_eq!(deadline_for(0), DEADLINE_BASE);
+        // A 64 MiB segment gets 32 s more than an empty call at 2 MiB/s.
+        assert_eq!(
+            deadline_for(64 << 20),
+            DEADLINE_BASE + Duration::from_secs(32)
+        );
+        assert!(deadline_for(u64::MAX) > deadline_for(1 << 40));
     }
 
-    fn generic(message: &str) -> object_store::Error {
-        object_store::Error::Generic {
-            store: "test",
-            source: message.to_string().into(),
-        }
+    #[test]
+    fn failures_are_classified_by_their_type() {
+        use object_store::Error as E;
+        let source = || -> Box<dyn std::error::Error + Send + Sync> { "x".into() };
+        let kind = |e| classify(&e);
+        assert_eq!(
+            kind(E::NotFound {
+                path: "k".into(),
+                source: source()
+            }),
+            StorageErrorKind::NotFound
+        );
+        assert_eq!(
+            kind(E::PermissionDenied {
+                path: "k".into(),
+                source: source()
+            }),
+            StorageErrorKind::Invalid
+        );
+        // Whatever its text says: a generic failure is what the retry layer
+        // gave up on.
+        assert_eq!(
+            kind(E::Generic {
+                store: "S3",
+                source: "Client error with status 403".into()
+            }),
+            StorageErrorKind::Unavailable
+        );
+    }
+
+    /// An S3 endpoint on this machine that answers each PUT with the next
+    /// status of `statuses` (the last one from then on), counting requests.
+    async fn flaky_s3(statuses: Vec<u16>) -> (String, Arc<std::sync::atomic::AtomicUsize>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let seen = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let counter = Arc::clone(&seen);
+        tokio::spawn(async move {
+            while let Ok((mut socket, _)) = listener.accept().await {
+                let n = counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let status = statuses[n.min(statuses.len() - 1)];
+                tokio::spawn(async move {
+                    // Read the head and the body it announces, then answer
+                    // and close (one request per connection).
+                    let mut got = Vec::new();
+                    let mut buf = [0u8; 4096];
+                    loop {
+                        let Ok(read) = socket.read(&mut buf).await else {
+                            return;
+                        };
+                        if read == 0 {
+                            return;
+                        }
+                        got.extend_from_slice(&buf[..read]);
+                        let text = String::from_utf8_lossy(&got).to_lowercase();
+                        if let Some(end) = text.find("\r\n\r\n") {
+                            let length = text
+                                .lines()
+                                .find_map(|l| l.strip_prefix("content-length:"))
+                                .and_then(|v| v.trim().parse::<usize>().ok())
+                                .unwrap_or(0);
+                            if got.len() >= end + 4 + length {
+                                break;
+                            }
+                        }
+                    }
+                    let reason = if status == 200 {
+                        "OK"
+                    } else {
+                        "Service Unavailable"
+                    };
+                    let body = if status == 200 {
+                        ""
+                    } else {
+                        "<Error><Code>SlowDown</Code></Error>"
+                    };
+                    let answer = format!(
+                        "HTTP/1.1 {status} {reason}\r\ncontent-length: {}\r\nconnection: close\r\netag: \"e\"\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                    let _ = socket.shutdown().await;
+                });
+            }
+        });
+        (format!("http://{addr}"), seen)
+    }
+
+    fn s3_at(endpoint: &str) -> ObjectStorage {
+        ObjectStorage::open(
+            "s3://bucket/prefix",
+            &S3Config {
+                endpoint: Some(endpoint.to_string()),
+                region: Some("us-east-1".into()),
+                access_key_id: Some("k".into()),
+                secret_access_key: Some("s".into()),
+                allow_http: Some(true),
+                path_style: Some(true),
+            },
+        )
+        .expect("open")
     }
 
     #[tokio::test]
-    async fn transient_errors_are_retried_and_permanent_ones_are_not() {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let mut store =
-            ObjectStorage::open(&dir.path().display().to_string(), &S3Config::default())
-                .expect("open");
-        store.retry.base_delay = Duration::from_millis(1);
-        let metrics = OpMetrics::default();
-        // Two 503 SlowDown answers, then success.
-        let calls = std::sync::atomic::AtomicU32::new(0);
-        let result = store
-            .layered("put", "k", &metrics, |_: &u32| 0, || {
-                let n = calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                async move {
-                    if n < 2 {
-                        Err(generic("Server returned non-2xx status code: 503 Service Unavailable: SlowDown"))
-                    } else {
-                        Ok(n)
-                    }
-                }
-            })
-            .await;
-        assert_eq!(result.expect("succeeds on the third attempt"), 2);
-        assert_eq!(metrics.retries(), 2);
-        assert_eq!(metrics.requests(), 3);
-        assert_eq!(metrics.errors(), 2);
-        // A 403 is not retried.
-        let calls = std::sync::atomic::AtomicU32::new(0);
+    async fn slow_down_answers_are_retried_and_denials_are_not() {
+        // Two 503 SlowDown answers, then success: one call, three attempts.
+        let (endpoint, seen) = flaky_s3(vec![503, 503, 200]).await;
+        let store = s3_at(&endpoint);
+        store
+            .put(&Path::from("wal/a"), Bytes::from_static(b"data"))
+            .await
+            .expect("succeeds on the third attempt");
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 3);
+        assert_eq!(store.metrics().put.retries(), 2);
+        assert_eq!(store.metrics().put.requests(), 1);
+        assert_eq!(store.metrics().put.errors(), 0);
+        // A 403 is not retried, and says so.
+        let (endpoint, seen) = flaky_s3(vec![403]).await;
+        let store = s3_at(&endpoint);
         let denied = store
-            .layered(
-                "get",
-                "k",
-                &metrics,
-                |_: &u32| 0,
-                || {
-                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    async {
-                        Err::<u32, _>(generic(
-                            "Client error with status 403 Forbidden: AccessDenied",
-                        ))
-                    }
-                },
-            )
+            .put(&Path::from("wal/b"), Bytes::from_static(b"data"))
             .await
             .expect_err("denied");
         assert_eq!(denied.kind, StorageErrorKind::Invalid);
-        assert_eq!(calls.load(std::sync::atomic::Ordering::SeqCst), 1);
-        // Throttling (429) keeps being retried until the attempts run out.
-        let calls = std::sync::atomic::AtomicU32::new(0);
-        let throttled = store
+        assert_eq!(seen.load(std::sync::atomic::Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_ends_at_its_deadline() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectStorage::open(&dir.path().display().to_string(), &S3Config::default())
+            .expect("open");
+        let metrics = OpMetrics::default();
+        let stuck = store
             .layered(
-                "get",
+                "put",
                 "k",
+                1 << 20,
                 &metrics,
-                |_: &u32| 0,
-                || {
-                    calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                    async {
-                        Err::<u32, _>(generic("Client error with status 429 Too Many Requests"))
-                    }
-                },
+                |_: &()| 0,
+                std::future::pending::<object_store::Result<()>>(),
             )
             .await
-            .expect_err("gives up");
-        assert_eq!(throttled.kind, StorageErrorKind::Unavailable);
-        assert_eq!(
-            calls.load(std::sync::atomic::Ordering::SeqCst),
-            store.retry.max_attempts
-        );
+            .expect_err("out of time");
+        assert_eq!(stuck.kind, StorageErrorKind::Unavailable);
+        assert!(stuck.to_string().contains("deadline"), "{stuck}");
+        assert_eq!(metrics.errors(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_listing_walks_in_pages_to_its_end() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectStorage::open(&dir.path().display().to_string(), &S3Config::default())
+            .expect("open");
+        for i in 0..5 {
+            store
+                .put(
+                    &Path::from(format!("wal/{i}.wal")),
+                    Bytes::from_static(b"x"),
+                )
+                .await
+                .expect("put");
+        }
+        let mut pages = store.list_pages("wal", 2);
+        let mut sizes = Vec::new();
+        while let Some(page) = pages.next_page().await.expect("page") {
+            sizes.push(page.len());
+        }
+        assert_eq!(sizes, [2, 2, 1]);
+        // Done stays done (the stream underneath is not polled again).
+        assert!(pages.next_page().await.expect("after the end").is_none());
     }
 
     #[tokio::test]

@@ -21,8 +21,8 @@ use crate::groups::{Counting, Member, Seen, member, partitioned};
 use crate::s3::{S3Server, start_s3};
 
 pub(crate) struct Cluster {
-    s3: S3Server,
-    metadata: String,
+    pub(crate) s3: S3Server,
+    pub(crate) metadata: String,
 }
 
 impl Cluster {
@@ -134,7 +134,7 @@ pub(crate) async fn balanced_over(
 
 /// Produces `prefix-<n>` values round robin over the partitions until
 /// stopped; every acknowledged `(partition, offset, value)` is recorded.
-fn start_producer(
+pub(crate) fn start_producer(
     bootstrap: String,
     topic: &'static str,
     partitions: i32,
@@ -186,11 +186,11 @@ fn start_producer(
     })
 }
 
-type Acks = Arc<Mutex<Vec<(i32, i64, String)>>>;
+pub(crate) type Acks = Arc<Mutex<Vec<(i32, i64, String)>>>;
 
 /// Waits until `count` more records are acknowledged than now: the
 /// producers are making progress.
-async fn more_acks(acked: &Acks, count: usize) {
+pub(crate) async fn more_acks(acked: &Acks, count: usize) {
     let so_far = || acked.lock().expect("acks").len();
     let before = so_far();
     eventually(
@@ -203,7 +203,12 @@ async fn more_acks(acked: &Acks, count: usize) {
 
 /// Every acknowledged record is in its partition at its offset, once;
 /// every partition's offsets are dense.
-fn check_every_ack(addr: &str, topic: &str, partitions: i32, acked: &[(i32, i64, String)]) {
+pub(crate) fn check_every_ack(
+    addr: &str,
+    topic: &str,
+    partitions: i32,
+    acked: &[(i32, i64, String)],
+) {
     let mut stored: BTreeMap<(i32, i64), String> = BTreeMap::new();
     let mut values = BTreeSet::new();
     for partition in 0..partitions {
@@ -650,10 +655,10 @@ async fn the_compose_topology_runs_as_processes() {
 
 /// A PostgreSQL server of its own (the shared test server serves every
 /// other test at once), stopped on drop.
-struct OwnPostgres {
-    dir: tempfile::TempDir,
+pub(crate) struct OwnPostgres {
+    pub(crate) dir: tempfile::TempDir,
     port: u16,
-    url: String,
+    pub(crate) url: String,
 }
 
 impl OwnPostgres {
@@ -675,7 +680,7 @@ impl OwnPostgres {
         out
     }
 
-    fn start() -> Self {
+    pub(crate) fn start() -> Self {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = crate::common::free_port();
         let out = Self::script(dir.path(), port, &["start"]);
@@ -684,7 +689,7 @@ impl OwnPostgres {
     }
 
     /// Stops the server, waits `secs`, starts it again.
-    fn restart(&self, secs: u32) {
+    pub(crate) fn restart(&self, secs: u32) {
         Self::script(self.dir.path(), self.port, &["restart", &secs.to_string()]);
     }
 }

@@ -554,7 +554,7 @@ pub fn fresh_postgres_url() -> String {
 
 /// Runs `sql` with psql on `url` (its `options` parameter sets the
 /// schema); rows split on tabs.
-fn psql(url: &str, sql: &str) -> Vec<Vec<String>> {
+pub fn psql(url: &str, sql: &str) -> Vec<Vec<String>> {
     let out = Command::new("psql")
         .args([
             "-X",

@@ -9,6 +9,7 @@ pub(crate) mod bad_input;
 mod cleanup;
 mod cli;
 pub(crate) mod cluster;
+mod cluster_faults;
 mod cluster_txn;
 mod common;
 mod compat;

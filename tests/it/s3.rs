@@ -83,6 +83,38 @@ for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=p
     }
 }
 
+impl S3Server {
+    /// Writes `body` at `key` in `bucket` over the S3 API.
+    pub(crate) fn put(&self, bucket: &str, key: &str, body: &str) {
+        const SCRIPT: &str = r#"
+import sys
+import boto3
+endpoint, key, secret, bucket, name, body = sys.argv[1:7]
+s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
+                  aws_secret_access_key=secret, region_name="us-east-1")
+s3.put_object(Bucket=bucket, Key=name, Body=body.encode())
+"#;
+        let out = Command::new("python3")
+            .args([
+                "-c",
+                SCRIPT,
+                &self.endpoint,
+                ACCESS_KEY,
+                SECRET_KEY,
+                bucket,
+                key,
+                body,
+            ])
+            .output()
+            .expect("python3 with boto3 (the test venv has it)");
+        assert!(
+            out.status.success(),
+            "put s3://{bucket}/{key}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 impl Drop for S3Server {
     fn drop(&mut self) {
         let _ = self.child.kill();

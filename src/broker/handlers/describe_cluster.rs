@@ -1,6 +1,8 @@
-//! DescribeCluster: the cluster id, this broker as the only broker and as
-//! the controller (single node). With no authorizer every cluster operation
-//! is allowed, so the authorized operations, when asked for, are all of them.
+//! DescribeCluster: the cluster id and every live broker (as Metadata lists
+//! them, with their racks); the broker asked is the controller as far as
+//! clients are concerned (any broker takes admin requests). With no
+//! authorizer every cluster operation is allowed, so the authorized
+//! operations, when asked for, are all of them.
 
 use kafka_protocol::error::ResponseError;
 use kafka_protocol::messages::describe_cluster_response::DescribeClusterBroker;
@@ -42,13 +44,20 @@ pub fn handle(
     } else {
         i32::MIN
     };
+    let brokers = broker
+        .cluster
+        .live()
+        .into_iter()
+        .map(|b| {
+            DescribeClusterBroker::default()
+                .with_broker_id(BrokerId(b.node_id))
+                .with_host(str_bytes(b.host))
+                .with_port(b.port)
+                .with_rack(b.rack.map(str_bytes))
+        })
+        .collect();
     response
         .with_controller_id(BrokerId(broker.node_id))
-        .with_brokers(vec![
-            DescribeClusterBroker::default()
-                .with_broker_id(BrokerId(broker.node_id))
-                .with_host(str_bytes(broker.advertised_host.clone()))
-                .with_port(broker.advertised_port),
-        ])
+        .with_brokers(brokers)
         .with_cluster_authorized_operations(operations)
 }

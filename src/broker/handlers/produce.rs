@@ -10,7 +10,9 @@ use bytes::BytesMut;
 use futures::FutureExt;
 use futures::future::BoxFuture;
 use kafka_protocol::error::ResponseError;
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    BatchIndexAndErrorMessage, PartitionProduceResponse, TopicProduceResponse,
+};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
 
 use super::str_bytes;
@@ -18,13 +20,16 @@ use crate::broker::Broker;
 use crate::broker::topics::{internal_topic_error, is_internal, max_message_bytes};
 use crate::metadata::TopicId;
 use crate::protocol::batch::{BatchError, set_log_append_time, validate_produce_batches};
-use crate::protocol::records::validate_records;
+use crate::protocol::records::{RecordError, RecordFault, RecordRules, validate_records};
 use crate::storage::catalog::TopicState;
 use crate::storage::producers::SequenceError;
 use crate::storage::wal::{AppendError, AppendTicket};
 
 enum Outcome {
     Failed(ResponseError, String),
+    /// Records of the batch broke the topic's rules (KIP-467): the batch is
+    /// refused whole and the response names each record.
+    RecordsRefused(ResponseError, String, Vec<RecordError>),
     Pending(AppendTicket),
 }
 
@@ -66,6 +71,38 @@ fn now_ms() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// What `topic` asks of each record: a key on compacted topics; on
+/// CreateTime topics a timestamp within `message.timestamp.before.max.ms`
+/// before and `message.timestamp.after.max.ms` after the broker's time.
+fn record_rules(broker: &Broker, topic: &TopicState) -> RecordRules {
+    let configs = &topic.record.configs;
+    let value = |name: &str| -> Option<String> {
+        configs.get(name).cloned().or_else(|| {
+            crate::broker::topic_configs::lookup(name).map(|def| def.default_value(broker))
+        })
+    };
+    let require_keys =
+        value("cleanup.policy").is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"));
+    let create_time = value("message.timestamp.type").as_deref() != Some("LogAppendTime");
+    let bound = |name: &str| {
+        value(name)
+            .and_then(|v| v.trim().parse::<i64>().ok())
+            .unwrap_or(i64::MAX)
+            .max(0)
+    };
+    let now = now_ms();
+    let timestamp_window = create_time.then(|| {
+        (
+            now.saturating_sub(bound("message.timestamp.before.max.ms")),
+            now.saturating_add(bound("message.timestamp.after.max.ms")),
+        )
+    });
+    RecordRules {
+        require_keys,
+        timestamp_window,
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -129,23 +166,39 @@ async fn append_partition(
         Err(e) => return failed(batch_error(&e), e.to_string()),
     };
     // The records themselves, as Kafka checks them: counts and offset deltas
-    // (inflating compressed batches, off the async workers).
-    // A compacted topic takes only records with a key.
-    let require_keys = topic
-        .record
-        .configs
-        .get("cleanup.policy")
-        .is_some_and(|p| p.split(',').any(|p| p.trim() == "compact"));
+    // (inflating compressed batches, off the async workers), then the
+    // topic's rules record by record.
+    let rules = record_rules(broker, topic);
     let checked = if summary.compressed {
         let records = records.clone();
-        tokio::task::spawn_blocking(move || validate_records(&records, require_keys))
+        tokio::task::spawn_blocking(move || validate_records(&records, rules))
             .await
             .unwrap_or_else(|e| Err(BatchError::Records(format!("validation task failed: {e}"))))
     } else {
-        validate_records(&records, require_keys)
+        validate_records(&records, rules)
     };
-    if let Err(e) = checked {
-        return failed(batch_error(&e), e.to_string());
+    let refused = match checked {
+        Ok(refused) => refused,
+        Err(e) => return failed(batch_error(&e), e.to_string()),
+    };
+    if let Some(first) = refused.first() {
+        // As Kafka: INVALID_TIMESTAMP if any record's timestamp is out of
+        // range, else INVALID_RECORD; the message is the first record's.
+        let code = if refused
+            .iter()
+            .any(|r| r.fault == RecordFault::TimestampOutOfRange)
+        {
+            ResponseError::InvalidTimestamp
+        } else {
+            ResponseError::InvalidRecord
+        };
+        let message = first.message.clone();
+        return PartitionOutcome {
+            index,
+            outcome: Outcome::RecordsRefused(code, message, refused),
+            log_append_time: -1,
+            log_start_offset: -1,
+        };
     }
     if summary.any_control {
         return failed(
@@ -350,7 +403,9 @@ pub async fn prepare(
     if acks == 0 {
         for (name, _, outcomes) in &topics {
             for p in outcomes {
-                if let Outcome::Failed(code, message) = &p.outcome {
+                if let Outcome::Failed(code, message) | Outcome::RecordsRefused(code, message, _) =
+                    &p.outcome
+                {
                     return Err(format!(
                         "acks=0 produce to {}-{} failed ({code:?}): {message}",
                         &**name, p.index
@@ -373,6 +428,23 @@ pub async fn prepare(
                         .with_log_start_offset(-1);
                     let result = match p.outcome {
                         Outcome::Failed(code, message) => Err((code, message)),
+                        Outcome::RecordsRefused(code, message, refused) => {
+                            if version >= 8 {
+                                response = response.with_record_errors(
+                                    refused
+                                        .into_iter()
+                                        .map(|r| {
+                                            BatchIndexAndErrorMessage::default()
+                                                .with_batch_index(r.batch_index)
+                                                .with_batch_index_error_message(Some(str_bytes(
+                                                    r.message,
+                                                )))
+                                        })
+                                        .collect(),
+                                );
+                            }
+                            Err((code, message))
+                        }
                         Outcome::Pending(ticket) => ticket
                             .committed()
                             .await

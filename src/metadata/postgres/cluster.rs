@@ -1,7 +1,7 @@
 //! Cluster rows in PostgreSQL: broker registrations and leases, the
 //! controller lease, leadership moves.
 
-use super::{Client, producers, tid};
+use super::{Client, STORE_NOW_MS, producers, tid};
 use crate::metadata::{AbortedTxn, BrokerRecord, LeaderMove, ProducerStateRecord, Result, TopicId};
 
 pub(super) async fn register(client: &Client, b: &BrokerRecord) -> Result<()> {
@@ -57,12 +57,15 @@ pub(super) async fn clock_ms(client: &Client) -> Result<i64> {
     Ok(row.try_get(0)?)
 }
 
-pub(super) async fn live(client: &Client, now_ms: i64) -> Result<Vec<BrokerRecord>> {
+/// Brokers whose lease has not run out on the server's clock.
+pub(super) async fn live(client: &Client) -> Result<Vec<BrokerRecord>> {
     let rows = client
         .query(
-            "SELECT node_id, boot, host, port, rack, lease_until_ms, draining FROM brokers
-             WHERE lease_until_ms > $1 ORDER BY node_id",
-            &[&now_ms],
+            &format!(
+                "SELECT node_id, boot, host, port, rack, lease_until_ms, draining FROM brokers
+                 WHERE lease_until_ms > {STORE_NOW_MS} ORDER BY node_id"
+            ),
+            &[],
         )
         .await?;
     rows.iter()
@@ -80,20 +83,23 @@ pub(super) async fn live(client: &Client, now_ms: i64) -> Result<Vec<BrokerRecor
         .collect()
 }
 
+/// Takes or renews the controller lease; whether a lease held by another
+/// broker has run out is judged on the server's clock.
 pub(super) async fn try_controller(
     client: &Client,
     node_id: i32,
     boot: &str,
-    now_ms: i64,
     lease_until_ms: i64,
 ) -> Result<bool> {
     let taken = client
         .execute(
-            "INSERT INTO controller (id, node_id, boot, lease_until_ms) VALUES (0, $1, $2, $4)
-             ON CONFLICT (id) DO UPDATE SET node_id = excluded.node_id, boot = excluded.boot,
-                 lease_until_ms = excluded.lease_until_ms
-             WHERE controller.lease_until_ms <= $3 OR controller.node_id = $1",
-            &[&node_id, &boot, &now_ms, &lease_until_ms],
+            &format!(
+                "INSERT INTO controller (id, node_id, boot, lease_until_ms) VALUES (0, $1, $2, $3)
+                 ON CONFLICT (id) DO UPDATE SET node_id = excluded.node_id, boot = excluded.boot,
+                     lease_until_ms = excluded.lease_until_ms
+                 WHERE controller.lease_until_ms <= {STORE_NOW_MS} OR controller.node_id = $1"
+            ),
+            &[&node_id, &boot, &lease_until_ms],
         )
         .await?;
     Ok(taken > 0)
@@ -103,17 +109,18 @@ pub(super) async fn move_leaders(
     client: &mut Client,
     node_id: i32,
     boot: &str,
-    now_ms: i64,
     moves: &[LeaderMove],
 ) -> Result<Vec<bool>> {
     let tx = client.transaction().await?;
     // The controller row stays locked until the moves commit: a controller
-    // that lost its lease meanwhile cannot move anything.
+    // whose lease ran out on the server's clock cannot move anything.
     let holds = tx
         .query_opt(
-            "SELECT 1 FROM controller WHERE id = 0 AND node_id = $1 AND boot = $2
-               AND lease_until_ms > $3 FOR UPDATE",
-            &[&node_id, &boot, &now_ms],
+            &format!(
+                "SELECT 1 FROM controller WHERE id = 0 AND node_id = $1 AND boot = $2
+                   AND lease_until_ms > {STORE_NOW_MS} FOR UPDATE"
+            ),
+            &[&node_id, &boot],
         )
         .await?;
     if holds.is_none() {

@@ -9,12 +9,26 @@
 //!
 //! The schema is versioned by the files in `migrations/`, applied in order
 //! at open under an advisory lock (brokers starting together migrate once).
+//!
+//! Every call is bounded by `call_timeout`, from waiting for a pooled
+//! connection to the last row: a database that stops answering (a
+//! failover, a dropped NAT entry, a frozen server) fails the call with
+//! `MetadataError::Unavailable` (a retriable Kafka error for the request
+//! behind it) instead of stalling the commit pipeline. The connection of a
+//! call that ran out of time is closed, never handed to another call; the
+//! server also ends statements that run past the bound (`statement_timeout`),
+//! and TCP keepalives find a peer that vanished. An abandoned commit may
+//! still land on the server: the write path learns that from the store
+//! (its next commit is fenced and catches up), so nothing is lost or
+//! written twice.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use async_trait::async_trait;
-use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
 use tokio_postgres::NoTls;
 use uuid::Uuid;
 
@@ -29,7 +43,7 @@ mod transactions;
 use super::{
     AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
     LeaderMove, MetadataError, MetadataStore, ObjectCommit, PartitionProducerState,
-    PartitionRecord, ProducerStateRecord, Result, SealedObject, TopicId, TopicRecord,
+    PartitionRecord, ProducerStateRecord, Result, SealedObject, StaleIntents, TopicId, TopicRecord,
     TransactionRecord, UnsealedObjects, UploadIntent,
 };
 
@@ -39,9 +53,24 @@ const POOL_SIZE: usize = 8;
 
 pub struct PostgresStore {
     pool: Pool,
+    call_timeout: Duration,
+}
+
+/// The bound of a call when none is configured.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(15);
+
+tokio::task_local! {
+    /// Set by `bounded` for the call it runs: raised when the call ran out
+    /// of time, so the connection it held is closed rather than pooled.
+    static ABANDONED: Arc<AtomicBool>;
 }
 
 pub(super) use crate::metadata::sqlite::now_ms;
+
+/// The server's clock in milliseconds, as SQL (not the transaction's start
+/// time): what leases, intents and retirements are aged on, so brokers
+/// whose clocks disagree still agree.
+pub(super) const STORE_NOW_MS: &str = "(EXTRACT(EPOCH FROM clock_timestamp()) * 1000)::BIGINT";
 
 pub(super) use crate::metadata::rows::parse_topic_id;
 
@@ -53,7 +82,39 @@ pub(super) fn tid(id: TopicId) -> String {
     id.0.to_string()
 }
 
-type Client = deadpool_postgres::Object;
+/// A pooled connection, held by one call. If that call is abandoned (it
+/// ran out of time mid-statement), the connection's state is unknown and
+/// it may be stuck on a dead peer: it is closed instead of returned.
+pub(super) struct Client {
+    object: Option<deadpool_postgres::Object>,
+    abandoned: Option<Arc<AtomicBool>>,
+}
+
+impl std::ops::Deref for Client {
+    type Target = deadpool_postgres::Object;
+    fn deref(&self) -> &Self::Target {
+        self.object.as_ref().expect("present until dropped")
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        self.object.as_mut().expect("present until dropped")
+    }
+}
+
+impl Drop for Client {
+    fn drop(&mut self) {
+        let abandoned = self
+            .abandoned
+            .as_ref()
+            .is_some_and(|a| a.load(Ordering::Acquire));
+        if abandoned && let Some(object) = self.object.take() {
+            // Detached from the pool: dropping it closes the connection.
+            drop(deadpool_postgres::Object::take(object));
+        }
+    }
+}
 
 /// The first column of each row, as text.
 pub(super) fn strings(rows: &[tokio_postgres::Row]) -> Result<Vec<String>> {
@@ -65,8 +126,8 @@ pub(super) fn strings(rows: &[tokio_postgres::Row]) -> Result<Vec<String>> {
 impl PostgresStore {
     /// Connects to `url` (`postgres://user:password@host:port/database`)
     /// and brings the schema up to date.
-    pub async fn open(url: &str) -> Result<Self> {
-        let store = Self::connect(url, false)?;
+    pub async fn open(url: &str, call_timeout: Duration) -> Result<Self> {
+        let store = Self::connect(url, false, call_timeout)?;
         let mut client = store.client().await?;
         schema::migrate(&mut client).await?;
         Ok(store)
@@ -76,13 +137,13 @@ impl PostgresStore {
     /// session is read-only, nothing is migrated, and the schema must be
     /// this build's version.
     pub async fn open_read_only(url: &str) -> Result<Self> {
-        let store = Self::connect(url, true)?;
+        let store = Self::connect(url, true, DEFAULT_CALL_TIMEOUT)?;
         let client = store.client().await?;
         schema::check_current(&client).await?;
         Ok(store)
     }
 
-    fn connect(url: &str, read_only: bool) -> Result<Self> {
+    fn connect(url: &str, read_only: bool, call_timeout: Duration) -> Result<Self> {
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             MetadataError::Backend(format!(
                 "invalid PostgreSQL URL (expected postgres://user:password@host:port/database): {e}"
@@ -91,36 +152,89 @@ impl PostgresStore {
         if config.get_application_name().is_none() {
             config.application_name("strata");
         }
+        let call_timeout = call_timeout.max(Duration::from_millis(100));
         if config.get_connect_timeout().is_none() {
-            config.connect_timeout(std::time::Duration::from_secs(10));
+            config.connect_timeout(call_timeout.min(Duration::from_secs(10)));
         }
+        // A peer that vanished without a FIN (a failover, a NAT entry
+        // dropped) is found by keepalive probes instead of never.
+        config
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3);
+        // The server gives up a statement (or a lock wait) past the call's
+        // bound too, so it does not go on holding locks for a call the
+        // broker has abandoned. Kept with any options of the URL (a
+        // search_path, say).
+        let mut options = format!(
+            "-c statement_timeout={ms} -c lock_timeout={ms}",
+            ms = call_timeout.as_millis()
+        );
         if read_only {
-            // Kept with any options of the URL (a search_path, say).
-            let options = match config.get_options() {
-                Some(given) => format!("{given} -c default_transaction_read_only=on"),
-                None => "-c default_transaction_read_only=on".to_string(),
-            };
-            config.options(&options);
+            options.push_str(" -c default_transaction_read_only=on");
         }
+        if let Some(given) = config.get_options() {
+            options = format!("{given} {options}");
+        }
+        config.options(&options);
         let manager = Manager::from_config(
             config,
             NoTls,
             ManagerConfig {
+                // Connections of abandoned calls are closed (`Client`), so
+                // a pooled one is known good without a round trip.
                 recycling_method: RecyclingMethod::Fast,
             },
         );
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
+            .runtime(Runtime::Tokio1)
+            .wait_timeout(Some(call_timeout))
+            .create_timeout(Some(call_timeout))
+            .recycle_timeout(Some(call_timeout))
             .build()
             .map_err(|e| MetadataError::Backend(format!("postgres pool: {e}")))?;
-        Ok(Self { pool })
+        Ok(Self { pool, call_timeout })
     }
 
     async fn client(&self) -> Result<Client> {
-        self.pool
-            .get()
-            .await
-            .map_err(|e| MetadataError::Backend(format!("postgres connection: {e}")))
+        let object = self.pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Timeout(_) => MetadataError::Unavailable(format!(
+                "no PostgreSQL connection within {} ms: {e}",
+                self.call_timeout.as_millis()
+            )),
+            other => MetadataError::Unavailable(format!("postgres connection: {other}")),
+        })?;
+        Ok(Client {
+            object: Some(object),
+            abandoned: ABANDONED.try_with(Arc::clone).ok(),
+        })
+    }
+
+    /// Runs one store call within `call_timeout`: past it the call is
+    /// abandoned (its connection closed, see `Client`) and fails with
+    /// `Unavailable`.
+    async fn bounded<T>(
+        &self,
+        call: &'static str,
+        work: impl std::future::Future<Output = Result<T>>,
+    ) -> Result<T> {
+        let abandoned = Arc::new(AtomicBool::new(false));
+        let work = ABANDONED.scope(Arc::clone(&abandoned), work);
+        tokio::pin!(work);
+        tokio::select! {
+            biased;
+            result = &mut work => result,
+            _ = tokio::time::sleep(self.call_timeout) => {
+                // Raised before `work` (and the connection it holds) drops.
+                abandoned.store(true, Ordering::Release);
+                Err(MetadataError::Unavailable(format!(
+                    "PostgreSQL did not answer {call} within {} ms",
+                    self.call_timeout.as_millis()
+                )))
+            }
+        }
     }
 }
 
@@ -136,7 +250,18 @@ impl From<tokio_postgres::Error> for MetadataError {
             {
                 MetadataError::Conflict(format!("postgres: {}", db.message()))
             }
+            Some(db)
+                if *db.code() == SqlState::QUERY_CANCELED
+                    || *db.code() == SqlState::LOCK_NOT_AVAILABLE =>
+            {
+                // statement_timeout / lock_timeout: the call's bound.
+                MetadataError::Unavailable(format!("postgres: {}", db.message()))
+            }
             Some(db) => MetadataError::Backend(format!("postgres: {}", db.message())),
+            // No answer from the server: the connection broke or closed.
+            None if e.is_closed() || e.to_string().contains("connection") => {
+                MetadataError::Unavailable(format!("postgres: {e}"))
+            }
             None => MetadataError::Backend(format!("postgres: {e}")),
         }
     }
@@ -145,18 +270,21 @@ impl From<tokio_postgres::Error> for MetadataError {
 #[async_trait]
 impl MetadataStore for PostgresStore {
     async fn cluster_id(&self) -> Result<String> {
-        let client = self.client().await?;
-        let id = Uuid::new_v4().simple().to_string();
-        client
-            .execute(
-                "INSERT INTO cluster (id, cluster_id) VALUES (0, $1) ON CONFLICT (id) DO NOTHING",
-                &[&id],
-            )
-            .await?;
-        let row = client
-            .query_one("SELECT cluster_id FROM cluster WHERE id = 0", &[])
-            .await?;
-        Ok(row.try_get(0)?)
+        self.bounded("cluster_id", async move {
+            let client = self.client().await?;
+            let id = Uuid::new_v4().simple().to_string();
+            client
+                .execute(
+                    "INSERT INTO cluster (id, cluster_id) VALUES (0, $1) ON CONFLICT (id) DO NOTHING",
+                    &[&id],
+                )
+                .await?;
+            let row = client
+                .query_one("SELECT cluster_id FROM cluster WHERE id = 0", &[])
+                .await?;
+            Ok(row.try_get(0)?)
+        })
+        .await
     }
 
     async fn create_topic(
@@ -166,13 +294,19 @@ impl MetadataStore for PostgresStore {
         configs: BTreeMap<String, String>,
         leaders: Vec<i32>,
     ) -> Result<TopicRecord> {
-        let mut client = self.client().await?;
-        topics::create(&mut client, name, partitions, configs, &leaders).await
+        self.bounded("create_topic", async move {
+            let mut client = self.client().await?;
+            topics::create(&mut client, name, partitions, configs, &leaders).await
+        })
+        .await
     }
 
     async fn delete_topic(&self, id: TopicId) -> Result<()> {
-        let mut client = self.client().await?;
-        topics::delete(&mut client, id).await
+        self.bounded("delete_topic", async move {
+            let mut client = self.client().await?;
+            topics::delete(&mut client, id).await
+        })
+        .await
     }
 
     async fn set_topic_configs(
@@ -180,19 +314,22 @@ impl MetadataStore for PostgresStore {
         id: TopicId,
         configs: BTreeMap<String, String>,
     ) -> Result<()> {
-        let configs_json = serde_json::to_string(&configs)
-            .map_err(|e| MetadataError::Backend(format!("encode configs: {e}")))?;
-        let client = self.client().await?;
-        let updated = client
-            .execute(
-                "UPDATE topics SET configs = $1 WHERE topic_id = $2",
-                &[&configs_json, &tid(id)],
-            )
-            .await?;
-        if updated == 0 {
-            return Err(MetadataError::UnknownTopic(id.to_string()));
-        }
-        Ok(())
+        self.bounded("set_topic_configs", async move {
+            let configs_json = serde_json::to_string(&configs)
+                .map_err(|e| MetadataError::Backend(format!("encode configs: {e}")))?;
+            let client = self.client().await?;
+            let updated = client
+                .execute(
+                    "UPDATE topics SET configs = $1 WHERE topic_id = $2",
+                    &[&configs_json, &tid(id)],
+                )
+                .await?;
+            if updated == 0 {
+                return Err(MetadataError::UnknownTopic(id.to_string()));
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn add_partitions(
@@ -201,40 +338,58 @@ impl MetadataStore for PostgresStore {
         partitions: i32,
         leaders: Vec<i32>,
     ) -> Result<Vec<PartitionRecord>> {
-        let mut client = self.client().await?;
-        topics::add_partitions(&mut client, id, partitions, &leaders).await
+        self.bounded("add_partitions", async move {
+            let mut client = self.client().await?;
+            topics::add_partitions(&mut client, id, partitions, &leaders).await
+        })
+        .await
     }
 
     async fn advance_log_start(&self, id: TopicId, partition: i32, offset: i64) -> Result<i64> {
-        let mut client = self.client().await?;
-        topics::advance_log_start(&mut client, id, partition, offset).await
+        self.bounded("advance_log_start", async move {
+            let mut client = self.client().await?;
+            topics::advance_log_start(&mut client, id, partition, offset).await
+        })
+        .await
     }
 
     async fn set_clean_offset(&self, id: TopicId, partition: i32, offset: i64) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE partitions SET clean_offset = GREATEST(clean_offset, $1)
-                 WHERE topic_id = $2 AND partition = $3",
-                &[&offset, &tid(id), &partition],
-            )
-            .await?;
-        Ok(())
+        self.bounded("set_clean_offset", async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "UPDATE partitions SET clean_offset = GREATEST(clean_offset, $1)
+                     WHERE topic_id = $2 AND partition = $3",
+                    &[&offset, &tid(id), &partition],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn list_topics(&self) -> Result<Vec<TopicRecord>> {
-        let client = self.client().await?;
-        topics::list(&client).await
+        self.bounded("list_topics", async move {
+            let client = self.client().await?;
+            topics::list(&*client).await
+        })
+        .await
     }
 
     async fn topic_by_name(&self, name: &str) -> Result<Option<TopicRecord>> {
-        let client = self.client().await?;
-        topics::by_name(&client, name).await
+        self.bounded("topic_by_name", async move {
+            let client = self.client().await?;
+            topics::by_name(&*client, name).await
+        })
+        .await
     }
 
     async fn partitions(&self, id: TopicId) -> Result<Vec<PartitionRecord>> {
-        let client = self.client().await?;
-        topics::partitions(&client, id).await
+        self.bounded("partitions", async move {
+            let client = self.client().await?;
+            topics::partitions(&*client, id).await
+        })
+        .await
     }
 
     async fn chunks_from(
@@ -243,47 +398,56 @@ impl MetadataStore for PostgresStore {
         partition: i32,
         from: i64,
     ) -> Result<Vec<ChunkRecord>> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(
-                "SELECT c.base_offset, c.last_offset, c.max_timestamp, c.object_key, o.size,
-                        c.byte_start, c.byte_len, c.index_len
-                 FROM chunks c JOIN objects o ON o.object_key = c.object_key
-                 WHERE c.topic_id = $1 AND c.partition = $2 AND c.last_offset >= $3
-                 ORDER BY c.base_offset",
-            )
-            .await?;
-        let rows = client.query(&stmt, &[&tid(id), &partition, &from]).await?;
-        rows.iter()
-            .map(|r| {
-                Ok(ChunkRecord {
-                    base_offset: r.try_get(0)?,
-                    last_offset: r.try_get(1)?,
-                    max_timestamp: r.try_get(2)?,
-                    object_key: Arc::from(r.try_get::<_, &str>(3)?),
-                    object_size: r.try_get::<_, i64>(4)?.max(0) as u64,
-                    byte_start: r.try_get::<_, i64>(5)?.max(0) as u64,
-                    byte_len: r.try_get::<_, i64>(6)?.max(0) as u64,
-                    index_len: r.try_get::<_, i64>(7)?.max(0) as u64,
+        self.bounded("chunks_from", async move {
+            let client = self.client().await?;
+            let stmt = client
+                .prepare_cached(
+                    "SELECT c.base_offset, c.last_offset, c.max_timestamp, c.object_key, o.size,
+                            c.byte_start, c.byte_len, c.index_len
+                     FROM chunks c JOIN objects o ON o.object_key = c.object_key
+                     WHERE c.topic_id = $1 AND c.partition = $2 AND c.last_offset >= $3
+                     ORDER BY c.base_offset",
+                )
+                .await?;
+            let rows = client.query(&stmt, &[&tid(id), &partition, &from]).await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(ChunkRecord {
+                        base_offset: r.try_get(0)?,
+                        last_offset: r.try_get(1)?,
+                        max_timestamp: r.try_get(2)?,
+                        object_key: Arc::from(r.try_get::<_, &str>(3)?),
+                        object_size: r.try_get::<_, i64>(4)?.max(0) as u64,
+                        byte_start: r.try_get::<_, i64>(5)?.max(0) as u64,
+                        byte_len: r.try_get::<_, i64>(6)?.max(0) as u64,
+                        index_len: r.try_get::<_, i64>(7)?.max(0) as u64,
+                    })
                 })
-            })
-            .collect()
+                .collect()
+        })
+        .await
     }
 
     async fn claim_own_partitions(&self, node_id: i32) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "UPDATE partitions SET leader_epoch = leader_epoch + 1 WHERE leader_id = $1",
-                &[&node_id],
-            )
-            .await?;
-        Ok(())
+        self.bounded("claim_own_partitions", async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "UPDATE partitions SET leader_epoch = leader_epoch + 1 WHERE leader_id = $1",
+                    &[&node_id],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn all_partitions(&self) -> Result<Vec<(TopicId, PartitionRecord)>> {
-        let client = self.client().await?;
-        topics::all_partitions(&client).await
+        self.bounded("all_partitions", async move {
+            let client = self.client().await?;
+            topics::all_partitions(&*client).await
+        })
+        .await
     }
 
     async fn partition_state(
@@ -291,134 +455,186 @@ impl MetadataStore for PostgresStore {
         id: TopicId,
         partition: i32,
     ) -> Result<(Vec<ProducerStateRecord>, Vec<AbortedTxn>)> {
-        let client = self.client().await?;
-        cluster::partition_state(&client, id, partition).await
+        self.bounded("partition_state", async move {
+            let client = self.client().await?;
+            cluster::partition_state(&client, id, partition).await
+        })
+        .await
     }
 
     async fn register_broker(&self, record: BrokerRecord) -> Result<()> {
-        let client = self.client().await?;
-        cluster::register(&client, &record).await
+        self.bounded("register_broker", async move {
+            let client = self.client().await?;
+            cluster::register(&client, &record).await
+        })
+        .await
     }
 
     async fn renew_lease(&self, record: BrokerRecord) -> Result<bool> {
-        let client = self.client().await?;
-        cluster::renew(&client, &record).await
+        self.bounded("renew_lease", async move {
+            let client = self.client().await?;
+            cluster::renew(&client, &record).await
+        })
+        .await
     }
 
     async fn deregister_broker(&self, node_id: i32, boot: &str) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM brokers WHERE node_id = $1 AND boot = $2",
-                &[&node_id, &boot],
-            )
-            .await?;
-        Ok(())
+        self.bounded("deregister_broker", async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM brokers WHERE node_id = $1 AND boot = $2",
+                    &[&node_id, &boot],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
-    async fn live_brokers(&self, now_ms: i64) -> Result<Vec<BrokerRecord>> {
-        let client = self.client().await?;
-        cluster::live(&client, now_ms).await
+    async fn live_brokers(&self, _now_ms: i64) -> Result<Vec<BrokerRecord>> {
+        self.bounded("live_brokers", async move {
+            let client = self.client().await?;
+            cluster::live(&client).await
+        })
+        .await
     }
 
     async fn clock_ms(&self) -> Result<i64> {
-        let client = self.client().await?;
-        cluster::clock_ms(&client).await
+        self.bounded("clock_ms", async move {
+            let client = self.client().await?;
+            cluster::clock_ms(&client).await
+        })
+        .await
     }
 
     async fn try_controller(
         &self,
         node_id: i32,
         boot: &str,
-        now_ms: i64,
+        _now_ms: i64,
         lease_until_ms: i64,
     ) -> Result<bool> {
-        let client = self.client().await?;
-        cluster::try_controller(&client, node_id, boot, now_ms, lease_until_ms).await
+        self.bounded("try_controller", async move {
+            let client = self.client().await?;
+            cluster::try_controller(&client, node_id, boot, lease_until_ms).await
+        })
+        .await
     }
 
     async fn move_leaders(
         &self,
         node_id: i32,
         boot: &str,
-        now_ms: i64,
+        _now_ms: i64,
         moves: Vec<LeaderMove>,
     ) -> Result<Vec<bool>> {
-        let mut client = self.client().await?;
-        cluster::move_leaders(&mut client, node_id, boot, now_ms, &moves).await
+        self.bounded("move_leaders", async move {
+            let mut client = self.client().await?;
+            cluster::move_leaders(&mut client, node_id, boot, &moves).await
+        })
+        .await
     }
 
     async fn commit_object(&self, commit: ObjectCommit) -> Result<Vec<ChunkOutcome>> {
-        let mut client = self.client().await?;
-        // Partition rows are locked in one order by every transaction that
-        // locks several, so a conflict is not expected; if the server
-        // aborts one anyway, nothing of it happened and it runs again.
-        let mut attempt = 0;
-        loop {
-            match objects::commit_object(&mut client, &commit).await {
-                Err(MetadataError::Conflict(why)) if attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
-                    tracing::warn!(%why, attempt, "commit aborted by a conflict; running it again");
+        self.bounded("commit_object", async move {
+            let mut client = self.client().await?;
+            // Partition rows are locked in one order by every transaction that
+            // locks several, so a conflict is not expected; if the server
+            // aborts one anyway, nothing of it happened and it runs again.
+            let mut attempt = 0;
+            loop {
+                match objects::commit_object(&mut client, &commit).await {
+                    Err(MetadataError::Conflict(why)) if attempt < CONFLICT_RETRIES => {
+                        attempt += 1;
+                        tracing::warn!(%why, attempt, "commit aborted by a conflict; running it again");
+                    }
+                    other => return other,
                 }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     async fn record_intents(&self, owner: &str, keys: Vec<String>) -> Result<()> {
-        let client = self.client().await?;
-        objects::record_intents(&client, owner, &keys).await
+        self.bounded("record_intents", async move {
+            let client = self.client().await?;
+            objects::record_intents(&client, owner, &keys).await
+        })
+        .await
     }
 
-    async fn stale_intents(
+    async fn renew_intents(&self, owner: &str, keys: Vec<String>) -> Result<usize> {
+        self.bounded("renew_intents", async move {
+            let client = self.client().await?;
+            objects::renew_intents(&client, owner, &keys).await
+        })
+        .await
+    }
+
+    async fn stale_intents(&self, stale: StaleIntents, limit: usize) -> Result<Vec<UploadIntent>> {
+        self.bounded("stale_intents", async move {
+            let client = self.client().await?;
+            objects::stale_intents(&client, &stale, limit).await
+        })
+        .await
+    }
+
+    async fn doom_uncommitted(
         &self,
-        before_ms: i64,
-        node: i32,
-        current: &str,
-        limit: usize,
-    ) -> Result<Vec<UploadIntent>> {
-        let client = self.client().await?;
-        objects::stale_intents(&client, before_ms, node, current, limit).await
-    }
-
-    async fn doom_uncommitted(&self, keys: Vec<String>) -> Result<Vec<String>> {
-        let mut client = self.client().await?;
-        objects::doom_uncommitted(&mut client, &keys).await
+        keys: Vec<String>,
+        stale: StaleIntents,
+    ) -> Result<Vec<String>> {
+        self.bounded("doom_uncommitted", async move {
+            let mut client = self.client().await?;
+            objects::doom_uncommitted(&mut client, &keys, &stale).await
+        })
+        .await
     }
 
     async fn forget_intents(&self, keys: Vec<String>) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM object_intents WHERE object_key = ANY($1)",
-                &[&keys],
-            )
-            .await?;
-        Ok(())
+        self.bounded("forget_intents", async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM object_intents WHERE object_key = ANY($1)",
+                    &[&keys],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
-    async fn retired_objects(&self, before_ms: i64, limit: usize) -> Result<Vec<String>> {
-        let client = self.client().await?;
-        let rows = client
-            .query(
-                "SELECT object_key FROM objects WHERE retired_ms IS NOT NULL AND retired_ms < $1
-                 ORDER BY retired_ms LIMIT $2",
-                &[&before_ms, &(limit as i64)],
-            )
-            .await?;
-        strings(&rows)
+    async fn unnamed_objects(&self, keys: Vec<String>) -> Result<Vec<String>> {
+        self.bounded("unnamed_objects", async move {
+            let client = self.client().await?;
+            objects::unnamed_objects(&client, &keys).await
+        })
+        .await
+    }
+
+    async fn retired_objects(&self, grace_ms: i64, limit: usize) -> Result<Vec<String>> {
+        self.bounded("retired_objects", async move {
+            let client = self.client().await?;
+            objects::retired_objects(&client, grace_ms, limit).await
+        })
+        .await
     }
 
     async fn forget_objects(&self, keys: Vec<String>) -> Result<()> {
-        let client = self.client().await?;
-        client
-            .execute(
-                "DELETE FROM objects
-                 WHERE object_key = ANY($1) AND retired_ms IS NOT NULL AND refs <= 0",
-                &[&keys],
-            )
-            .await?;
-        Ok(())
+        self.bounded("forget_objects", async move {
+            let client = self.client().await?;
+            client
+                .execute(
+                    "DELETE FROM objects
+                     WHERE object_key = ANY($1) AND retired_ms IS NOT NULL AND refs <= 0",
+                    &[&keys],
+                )
+                .await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn unsealed_objects(
@@ -427,8 +643,11 @@ impl MetadataStore for PostgresStore {
         max_bytes: u64,
         limit: usize,
     ) -> Result<UnsealedObjects> {
-        let client = self.client().await?;
-        objects::unsealed_objects(&client, leader, max_bytes, limit).await
+        self.bounded("unsealed_objects", async move {
+            let client = self.client().await?;
+            objects::unsealed_objects(&client, leader, max_bytes, limit).await
+        })
+        .await
     }
 
     async fn replace_chunks(
@@ -436,22 +655,28 @@ impl MetadataStore for PostgresStore {
         sealed: Vec<SealedObject>,
         retire_replaced: bool,
     ) -> Result<Vec<Vec<bool>>> {
-        let mut client = self.client().await?;
-        let mut attempt = 0;
-        loop {
-            match objects::replace_chunks(&mut client, &sealed, retire_replaced).await {
-                Err(MetadataError::Conflict(why)) if attempt < CONFLICT_RETRIES => {
-                    attempt += 1;
-                    tracing::warn!(%why, attempt, "swap aborted by a conflict; running it again");
+        self.bounded("replace_chunks", async move {
+            let mut client = self.client().await?;
+            let mut attempt = 0;
+            loop {
+                match objects::replace_chunks(&mut client, &sealed, retire_replaced).await {
+                    Err(MetadataError::Conflict(why)) if attempt < CONFLICT_RETRIES => {
+                        attempt += 1;
+                        tracing::warn!(%why, attempt, "swap aborted by a conflict; running it again");
+                    }
+                    other => return other,
                 }
-                other => return other,
             }
-        }
+        })
+        .await
     }
 
     async fn retire_unreferenced(&self, keys: Vec<String>) -> Result<()> {
-        let client = self.client().await?;
-        objects::retire_if_unreferenced(&client, &keys).await
+        self.bounded("retire_unreferenced", async move {
+            let client = self.client().await?;
+            objects::retire_if_unreferenced(&*client, &keys).await
+        })
+        .await
     }
 
     async fn commit_offsets(
@@ -459,33 +684,51 @@ impl MetadataStore for PostgresStore {
         group: &str,
         offsets: Vec<CommittedOffset>,
     ) -> Result<Vec<bool>> {
-        let mut client = self.client().await?;
-        groups::commit(&mut client, group, &offsets).await
+        self.bounded("commit_offsets", async move {
+            let mut client = self.client().await?;
+            groups::commit(&mut client, group, &offsets).await
+        })
+        .await
     }
 
     async fn fetch_offsets(&self, group: &str) -> Result<Vec<CommittedOffset>> {
-        let client = self.client().await?;
-        groups::fetch(&client, group).await
+        self.bounded("fetch_offsets", async move {
+            let client = self.client().await?;
+            groups::fetch(&client, group).await
+        })
+        .await
     }
 
     async fn delete_offsets(&self, group: &str, partitions: Vec<(TopicId, i32)>) -> Result<()> {
-        let mut client = self.client().await?;
-        groups::delete_partitions(&mut client, group, &partitions).await
+        self.bounded("delete_offsets", async move {
+            let mut client = self.client().await?;
+            groups::delete_partitions(&mut client, group, &partitions).await
+        })
+        .await
     }
 
     async fn delete_group(&self, group: &str) -> Result<()> {
-        let mut client = self.client().await?;
-        groups::delete_group(&mut client, group).await
+        self.bounded("delete_group", async move {
+            let mut client = self.client().await?;
+            groups::delete_group(&mut client, group).await
+        })
+        .await
     }
 
     async fn record_group(&self, group: &str, protocol_type: &str) -> Result<()> {
-        let client = self.client().await?;
-        groups::record(&client, group, protocol_type).await
+        self.bounded("record_group", async move {
+            let client = self.client().await?;
+            groups::record(&client, group, protocol_type).await
+        })
+        .await
     }
 
     async fn stored_groups(&self) -> Result<Vec<(String, String)>> {
-        let client = self.client().await?;
-        groups::stored(&client).await
+        self.bounded("stored_groups", async move {
+            let client = self.client().await?;
+            groups::stored(&*client).await
+        })
+        .await
     }
 
     async fn put_group_state(
@@ -494,58 +737,85 @@ impl MetadataStore for PostgresStore {
         protocol_type: &str,
         state: GroupStateRow,
     ) -> Result<bool> {
-        let client = self.client().await?;
-        groups::put_state(&client, group, protocol_type, &state).await
+        self.bounded("put_group_state", async move {
+            let client = self.client().await?;
+            groups::put_state(&client, group, protocol_type, &state).await
+        })
+        .await
     }
 
     async fn group_state(&self, group: &str) -> Result<Option<GroupStateRow>> {
-        let client = self.client().await?;
-        groups::state(&client, group).await
+        self.bounded("group_state", async move {
+            let client = self.client().await?;
+            groups::state(&client, group).await
+        })
+        .await
     }
 
     async fn expire_offsets(&self, before_ms: i64, active: Vec<String>) -> Result<usize> {
-        let mut client = self.client().await?;
-        groups::expire(&mut client, before_ms, &active).await
+        self.bounded("expire_offsets", async move {
+            let mut client = self.client().await?;
+            groups::expire(&mut client, before_ms, &active).await
+        })
+        .await
     }
 
     async fn allocate_producer_id(&self) -> Result<i64> {
-        let client = self.client().await?;
-        producers::allocate(&client).await
+        self.bounded("allocate_producer_id", async move {
+            let client = self.client().await?;
+            producers::allocate(&client).await
+        })
+        .await
     }
 
     async fn producer_id_issued(&self, producer_id: i64) -> Result<bool> {
-        let client = self.client().await?;
-        producers::issued(&client, producer_id).await
+        self.bounded("producer_id_issued", async move {
+            let client = self.client().await?;
+            producers::issued(&client, producer_id).await
+        })
+        .await
     }
 
     async fn producer_states(&self) -> Result<Vec<PartitionProducerState>> {
-        let client = self.client().await?;
-        producers::load_all(&client).await
+        self.bounded("producer_states", async move {
+            let client = self.client().await?;
+            producers::load_all(&client).await
+        })
+        .await
     }
 
     async fn expire_producers(&self, before_ms: i64) -> Result<usize> {
-        let client = self.client().await?;
-        let deleted = client
-            .execute(
-                // A producer with an open transaction stays until its marker.
-                "DELETE FROM producer_state WHERE last_append_ms < $1 AND txn_first_offset IS NULL",
-                &[&before_ms],
-            )
-            .await?;
-        Ok(deleted as usize)
+        self.bounded("expire_producers", async move {
+            let client = self.client().await?;
+            let deleted = client
+                .execute(
+                    // A producer with an open transaction stays until its marker.
+                    "DELETE FROM producer_state WHERE last_append_ms < $1 AND txn_first_offset IS NULL",
+                    &[&before_ms],
+                )
+                .await?;
+            Ok(deleted as usize)
+        })
+        .await
     }
 
     async fn transactions_of(
         &self,
         only: Option<String>,
     ) -> Result<Vec<(TransactionRecord, Vec<(String, CommittedOffset)>)>> {
-        let client = self.client().await?;
-        transactions::load(&client, only.as_deref()).await
+        self.bounded("transactions_of", async move {
+            let client = self.client().await?;
+            transactions::load(&client, only.as_deref()).await
+        })
+        .await
     }
 
     async fn put_transaction(&self, record: TransactionRecord) -> Result<()> {
-        let client = self.client().await?;
-        transactions::upsert(&client, &record).await
+        self.bounded("put_transaction", async move {
+            let client = self.client().await?;
+            transactions::upsert(&*client, &record).await
+        })
+        .await
     }
 
     async fn put_txn_offsets(
@@ -555,41 +825,53 @@ impl MetadataStore for PostgresStore {
         coordinator_epoch: i32,
         offsets: Vec<CommittedOffset>,
     ) -> Result<()> {
-        let mut client = self.client().await?;
-        transactions::put_offsets(
-            &mut client,
-            transactional_id,
-            group,
-            coordinator_epoch,
-            &offsets,
-        )
+        self.bounded("put_txn_offsets", async move {
+            let mut client = self.client().await?;
+            transactions::put_offsets(
+                &mut client,
+                transactional_id,
+                group,
+                coordinator_epoch,
+                &offsets,
+            )
+            .await
+        })
         .await
     }
 
     async fn complete_transaction(&self, record: TransactionRecord, commit: bool) -> Result<()> {
-        let mut client = self.client().await?;
-        transactions::complete(&mut client, &record, commit).await
+        self.bounded("complete_transaction", async move {
+            let mut client = self.client().await?;
+            transactions::complete(&mut client, &record, commit).await
+        })
+        .await
     }
 
     async fn delete_transactions(&self, ids: Vec<String>) -> Result<()> {
-        let mut client = self.client().await?;
-        let tx = client.transaction().await?;
-        tx.execute(
-            "DELETE FROM txn_offsets WHERE transactional_id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
-        tx.execute(
-            "DELETE FROM transactions WHERE transactional_id = ANY($1)",
-            &[&ids],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
+        self.bounded("delete_transactions", async move {
+            let mut client = self.client().await?;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "DELETE FROM txn_offsets WHERE transactional_id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+            tx.execute(
+                "DELETE FROM transactions WHERE transactional_id = ANY($1)",
+                &[&ids],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn aborted_txns(&self) -> Result<Vec<(TopicId, i32, AbortedTxn)>> {
-        let client = self.client().await?;
-        transactions::load_aborted(&client).await
+        self.bounded("aborted_txns", async move {
+            let client = self.client().await?;
+            transactions::load_aborted(&client).await
+        })
+        .await
     }
 }

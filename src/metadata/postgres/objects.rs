@@ -7,10 +7,10 @@ use std::sync::Arc;
 
 use deadpool_postgres::GenericClient;
 
-use super::{Client, now_ms, producers, strings, tid, transactions};
+use super::{Client, STORE_NOW_MS, now_ms, producers, strings, tid, transactions};
 use crate::metadata::{
-    ChunkOutcome, MetadataError, ObjectCommit, Result, SealedObject, TopicId, UnsealedObjects,
-    UploadIntent,
+    ChunkOutcome, MetadataError, ObjectCommit, Result, SealedObject, StaleIntents, TopicId,
+    UnsealedObjects, UploadIntent,
 };
 
 /// Removes the upload intent of an object being committed; fails if it is
@@ -37,12 +37,12 @@ pub(super) async fn retire_if_unreferenced(
         return Ok(());
     }
     let stmt = client
-        .prepare_cached(
-            "UPDATE objects SET retired_ms = $1
-             WHERE object_key = ANY($2) AND retired_ms IS NULL AND refs <= 0",
-        )
+        .prepare_cached(&format!(
+            "UPDATE objects SET retired_ms = {STORE_NOW_MS}
+             WHERE object_key = ANY($1) AND retired_ms IS NULL AND refs <= 0"
+        ))
         .await?;
-    client.execute(&stmt, &[&now_ms(), &keys]).await?;
+    client.execute(&stmt, &[&keys]).await?;
     Ok(())
 }
 
@@ -158,28 +158,59 @@ pub(super) async fn commit_object(
 pub(super) async fn record_intents(client: &Client, owner: &str, keys: &[String]) -> Result<()> {
     client
         .execute(
-            "INSERT INTO object_intents (object_key, owner, created_ms)
-             SELECT k, $2, $3 FROM unnest($1::TEXT[]) AS k",
-            &[&keys, &owner, &now_ms()],
+            &format!(
+                "INSERT INTO object_intents (object_key, owner, created_ms)
+                 SELECT k, $2, {STORE_NOW_MS} FROM unnest($1::TEXT[]) AS k"
+            ),
+            &[&keys, &owner],
         )
         .await?;
     Ok(())
 }
 
+pub(super) async fn renew_intents(client: &Client, owner: &str, keys: &[String]) -> Result<usize> {
+    let renewed = client
+        .execute(
+            &format!(
+                "UPDATE object_intents SET created_ms = {STORE_NOW_MS}
+                 WHERE object_key = ANY($1) AND owner = $2 AND NOT doomed"
+            ),
+            &[&keys, &owner],
+        )
+        .await?;
+    Ok(renewed as usize)
+}
+
+/// A grace in milliseconds that cannot overflow the server's arithmetic.
+fn grace(ms: i64) -> i64 {
+    ms.clamp(-(1 << 40), 1 << 50)
+}
+
+/// Whether an intent is stale (see `StaleIntents`), on the store's clock:
+/// parameters $1 the grace, $2 this node's owner prefix, $3 this process.
+fn stale_condition() -> String {
+    format!("(created_ms < {STORE_NOW_MS} - $1 OR (starts_with(owner, $2) AND owner <> $3))")
+}
+
 pub(super) async fn stale_intents(
     client: &Client,
-    before_ms: i64,
-    node: i32,
-    current: &str,
+    stale: &StaleIntents,
     limit: usize,
 ) -> Result<Vec<UploadIntent>> {
-    let prefix = format!("{node}:");
+    let prefix = format!("{}:", stale.node);
     let rows = client
         .query(
-            "SELECT object_key, owner, created_ms FROM object_intents
-             WHERE created_ms < $1 OR (starts_with(owner, $2) AND owner <> $3)
-             ORDER BY created_ms LIMIT $4",
-            &[&before_ms, &prefix, &current, &(limit as i64)],
+            &format!(
+                "SELECT object_key, owner, created_ms FROM object_intents
+                 WHERE {} ORDER BY created_ms LIMIT $4",
+                stale_condition()
+            ),
+            &[
+                &grace(stale.grace_ms),
+                &prefix,
+                &stale.current,
+                &(limit as i64),
+            ],
         )
         .await?;
     rows.iter()
@@ -193,7 +224,11 @@ pub(super) async fn stale_intents(
         .collect()
 }
 
-pub(super) async fn doom_uncommitted(client: &mut Client, keys: &[String]) -> Result<Vec<String>> {
+pub(super) async fn doom_uncommitted(
+    client: &mut Client,
+    keys: &[String],
+    stale: &StaleIntents,
+) -> Result<Vec<String>> {
     let tx = client.transaction().await?;
     // Committed objects' intents are stale bookkeeping only: forgotten.
     tx.execute(
@@ -202,18 +237,53 @@ pub(super) async fn doom_uncommitted(client: &mut Client, keys: &[String]) -> Re
         &[&keys],
     )
     .await?;
-    // The rest are doomed: no commit of them can land any more (the
-    // intent's row lock orders this against a commit taking it).
+    // The rest are doomed if still stale (their owner may have renewed
+    // them since they were listed): no commit of them can land any more
+    // (the intent's row lock orders this against a commit taking it).
+    let prefix = format!("{}:", stale.node);
     let doomed = strings(
         &tx.query(
-            "UPDATE object_intents SET doomed = TRUE WHERE object_key = ANY($1)
-             RETURNING object_key",
-            &[&keys],
+            &format!(
+                "UPDATE object_intents SET doomed = TRUE WHERE object_key = ANY($4) AND {}
+                 RETURNING object_key",
+                stale_condition()
+            ),
+            &[&grace(stale.grace_ms), &prefix, &stale.current, &keys],
         )
         .await?,
     )?;
     tx.commit().await?;
     Ok(doomed)
+}
+
+pub(super) async fn unnamed_objects(client: &Client, keys: &[String]) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            "SELECT k FROM unnest($1::TEXT[]) AS k
+             WHERE NOT EXISTS (SELECT 1 FROM objects o WHERE o.object_key = k)
+               AND NOT EXISTS (SELECT 1 FROM object_intents i WHERE i.object_key = k)",
+            &[&keys],
+        )
+        .await?;
+    strings(&rows)
+}
+
+pub(super) async fn retired_objects(
+    client: &Client,
+    grace_ms: i64,
+    limit: usize,
+) -> Result<Vec<String>> {
+    let rows = client
+        .query(
+            &format!(
+                "SELECT object_key FROM objects
+                 WHERE retired_ms IS NOT NULL AND retired_ms < {STORE_NOW_MS} - $1
+                 ORDER BY retired_ms LIMIT $2"
+            ),
+            &[&grace(grace_ms), &(limit as i64)],
+        )
+        .await?;
+    strings(&rows)
 }
 
 pub(super) async fn unsealed_objects(

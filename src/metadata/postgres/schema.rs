@@ -64,7 +64,7 @@ pub(super) async fn migrate(client: &mut Client) -> Result<()> {
 
 /// For a read-only open: the schema must be exactly this build's version.
 pub(super) async fn check_current(client: &Client) -> Result<()> {
-    let current = current_version(client).await?;
+    let current = current_version(&**client).await?;
     let latest = MIGRATIONS.len() as i64;
     if current == 0 {
         return Err(MetadataError::Backend(

@@ -24,7 +24,7 @@ mod transactions;
 use super::{
     AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
     LeaderMove, MetadataError, MetadataStore, ObjectCommit, PartitionProducerState,
-    PartitionRecord, ProducerStateRecord, Result, SealedObject, TopicId, TopicRecord,
+    PartitionRecord, ProducerStateRecord, Result, SealedObject, StaleIntents, TopicId, TopicRecord,
     TransactionRecord, UnsealedObjects, UploadIntent,
 };
 
@@ -325,20 +325,23 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
-    async fn stale_intents(
-        &self,
-        before_ms: i64,
-        node: i32,
-        current: &str,
-        limit: usize,
-    ) -> Result<Vec<UploadIntent>> {
-        let current = current.to_string();
-        self.with_reader(move |conn| objects::stale_intents(conn, before_ms, node, &current, limit))
+    async fn renew_intents(&self, owner: &str, keys: Vec<String>) -> Result<usize> {
+        let owner = owner.to_string();
+        self.with_conn(move |conn| objects::renew_intents(conn, &owner, &keys))
             .await
     }
 
-    async fn doom_uncommitted(&self, keys: Vec<String>) -> Result<Vec<String>> {
-        self.with_conn(move |conn| objects::doom_uncommitted(conn, &keys))
+    async fn stale_intents(&self, stale: StaleIntents, limit: usize) -> Result<Vec<UploadIntent>> {
+        self.with_reader(move |conn| objects::stale_intents(conn, &stale, limit))
+            .await
+    }
+
+    async fn doom_uncommitted(
+        &self,
+        keys: Vec<String>,
+        stale: StaleIntents,
+    ) -> Result<Vec<String>> {
+        self.with_conn(move |conn| objects::doom_uncommitted(conn, &keys, &stale))
             .await
     }
 
@@ -347,8 +350,13 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
-    async fn retired_objects(&self, before_ms: i64, limit: usize) -> Result<Vec<String>> {
-        self.with_reader(move |conn| objects::retired_objects(conn, before_ms, limit))
+    async fn unnamed_objects(&self, keys: Vec<String>) -> Result<Vec<String>> {
+        self.with_reader(move |conn| objects::unnamed_objects(conn, &keys))
+            .await
+    }
+
+    async fn retired_objects(&self, grace_ms: i64, limit: usize) -> Result<Vec<String>> {
+        self.with_reader(move |conn| objects::retired_objects(conn, grace_ms, limit))
             .await
     }
 

@@ -8,7 +8,8 @@ use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, 
 
 use super::now_ms;
 use crate::metadata::{
-    ChunkRecord, MetadataError, Result, SealedObject, TopicId, UnsealedObjects, UploadIntent,
+    ChunkRecord, MetadataError, Result, SealedObject, StaleIntents, TopicId, UnsealedObjects,
+    UploadIntent,
 };
 
 /// A partition's chunks whose last offset is at or after `from`, in order.
@@ -92,20 +93,46 @@ pub(super) fn record_intents(conn: &mut Connection, owner: &str, keys: &[String]
     Ok(())
 }
 
+/// Whether an intent is stale (see `StaleIntents`): parameters ?1 the
+/// oldest renewal still live, ?2 this node's owner prefix, ?3 this process.
+const STALE: &str = "(created_ms < ?1 OR (substr(owner, 1, length(?2)) = ?2 AND owner != ?3))";
+
+fn stale_params(stale: &StaleIntents) -> (i64, String, String) {
+    (
+        now_ms().saturating_sub(stale.grace_ms),
+        format!("{}:", stale.node),
+        stale.current.clone(),
+    )
+}
+
+pub(super) fn renew_intents(conn: &mut Connection, owner: &str, keys: &[String]) -> Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut renewed = 0;
+    {
+        let mut renew = tx.prepare_cached(
+            "UPDATE object_intents SET created_ms = ?1
+             WHERE object_key = ?2 AND owner = ?3 AND doomed = 0",
+        )?;
+        let now = now_ms();
+        for key in keys {
+            renewed += renew.execute(params![now, key, owner])?;
+        }
+    }
+    tx.commit()?;
+    Ok(renewed)
+}
+
 pub(super) fn stale_intents(
     conn: &Connection,
-    before_ms: i64,
-    node: i32,
-    current: &str,
+    stale: &StaleIntents,
     limit: usize,
 ) -> Result<Vec<UploadIntent>> {
-    let mut stmt = conn.prepare_cached(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT object_key, owner, created_ms FROM object_intents
-         WHERE created_ms < ?1 OR (substr(owner, 1, length(?2)) = ?2 AND owner != ?3)
-         ORDER BY created_ms LIMIT ?4",
-    )?;
-    let prefix = format!("{node}:");
-    let rows = stmt.query_map(params![before_ms, prefix, current, limit as i64], |r| {
+         WHERE {STALE} ORDER BY created_ms LIMIT ?4"
+    ))?;
+    let (before, prefix, current) = stale_params(stale);
+    let rows = stmt.query_map(params![before, prefix, current, limit as i64], |r| {
         Ok(UploadIntent {
             key: r.get(0)?,
             owner: r.get(1)?,
@@ -115,13 +142,19 @@ pub(super) fn stale_intents(
     Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
-pub(super) fn doom_uncommitted(conn: &mut Connection, keys: &[String]) -> Result<Vec<String>> {
+pub(super) fn doom_uncommitted(
+    conn: &mut Connection,
+    keys: &[String],
+    stale: &StaleIntents,
+) -> Result<Vec<String>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut doomed = Vec::new();
     {
+        let (before, prefix, current) = stale_params(stale);
         let mut committed = tx.prepare_cached("SELECT 1 FROM objects WHERE object_key = ?1")?;
-        let mut doom =
-            tx.prepare_cached("UPDATE object_intents SET doomed = 1 WHERE object_key = ?1")?;
+        let mut doom = tx.prepare_cached(&format!(
+            "UPDATE object_intents SET doomed = 1 WHERE object_key = ?4 AND {STALE}"
+        ))?;
         let mut forget = tx.prepare_cached("DELETE FROM object_intents WHERE object_key = ?1")?;
         for key in keys {
             let is_committed = committed
@@ -131,13 +164,27 @@ pub(super) fn doom_uncommitted(conn: &mut Connection, keys: &[String]) -> Result
             if is_committed {
                 // Committed: the intent is stale bookkeeping only.
                 forget.execute(params![key])?;
-            } else if doom.execute(params![key])? > 0 {
+            } else if doom.execute(params![before, prefix, current, key])? > 0 {
                 doomed.push(key.clone());
             }
         }
     }
     tx.commit()?;
     Ok(doomed)
+}
+
+pub(super) fn unnamed_objects(conn: &Connection, keys: &[String]) -> Result<Vec<String>> {
+    let mut named = conn.prepare_cached(
+        "SELECT EXISTS (SELECT 1 FROM objects WHERE object_key = ?1)
+             OR EXISTS (SELECT 1 FROM object_intents WHERE object_key = ?1)",
+    )?;
+    let mut unnamed = Vec::new();
+    for key in keys {
+        if !named.query_row(params![key], |r| r.get::<_, bool>(0))? {
+            unnamed.push(key.clone());
+        }
+    }
+    Ok(unnamed)
 }
 
 pub(super) fn forget_intents(conn: &mut Connection, keys: &[String]) -> Result<()> {
@@ -154,9 +201,10 @@ pub(super) fn forget_intents(conn: &mut Connection, keys: &[String]) -> Result<(
 
 pub(super) fn retired_objects(
     conn: &Connection,
-    before_ms: i64,
+    grace_ms: i64,
     limit: usize,
 ) -> Result<Vec<String>> {
+    let before_ms = now_ms().saturating_sub(grace_ms);
     let mut stmt = conn.prepare_cached(
         "SELECT object_key FROM objects WHERE retired_ms IS NOT NULL AND retired_ms < ?1
          ORDER BY retired_ms LIMIT ?2",

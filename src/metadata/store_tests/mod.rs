@@ -48,7 +48,7 @@ impl TestBackend {
                     .expect("open sqlite"),
             ),
             Self::Postgres(url) => Arc::new(
-                super::postgres::PostgresStore::open(url)
+                super::postgres::PostgresStore::open(url, super::postgres::DEFAULT_CALL_TIMEOUT)
                     .await
                     .expect("open postgres"),
             ),
@@ -75,6 +75,11 @@ macro_rules! on_every_backend {
 
 mod objects;
 mod rows;
+
+/// A grace (ms) that makes every row old: an hour ahead of the clock.
+pub(crate) const ALL: i64 = -3_600_000;
+/// A grace (ms) that makes no row old (about 41 days).
+pub(crate) const NONE: i64 = 3_600_000_000;
 
 pub(crate) fn chunk(base: i64, last: i64) -> ChunkRecord {
     ChunkRecord {

@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{TestBackend, chunk, wal_commit};
-use crate::metadata::{ChunkOutcome, ChunkRecord, MetadataError, UnsealedObjects};
+use super::{ALL, NONE, TestBackend, chunk, wal_commit};
+use crate::metadata::{ChunkOutcome, ChunkRecord, MetadataError, StaleIntents, UnsealedObjects};
 
 on_every_backend!(
     commit_is_fenced_per_partition,
@@ -44,7 +44,7 @@ async fn commit_is_fenced_per_partition(backend: TestBackend) {
         .await
         .expect("commit");
     assert_eq!(out, vec![ChunkOutcome::Fenced]);
-    assert_eq!(store.retired_objects(i64::MAX, 10).await.expect("r"), ["c"]);
+    assert_eq!(store.retired_objects(ALL, 10).await.expect("r"), ["c"]);
     let out = store
         .commit_object(commit("d", 1, 10, 12))
         .await
@@ -70,7 +70,7 @@ async fn commit_is_fenced_per_partition(backend: TestBackend) {
         ["b"]
     );
     store.delete_topic(topic.id).await.expect("delete");
-    let mut retired = store.retired_objects(i64::MAX, 10).await.expect("retired");
+    let mut retired = store.retired_objects(ALL, 10).await.expect("retired");
     retired.sort();
     assert_eq!(retired, ["a", "b", "c", "d"]);
 }
@@ -104,23 +104,57 @@ async fn intents_sealing_swap_and_retirement(backend: TestBackend) {
         .record_intents("0:0", vec!["old".into()])
         .await
         .expect("intent");
-    let young = store.stale_intents(0, 0, "0:1", 10).await.expect("stale");
+    let stale = |grace_ms| StaleIntents {
+        grace_ms,
+        node: 0,
+        current: "0:1".into(),
+    };
+    let young = store.stale_intents(stale(NONE), 10).await.expect("stale");
     assert_eq!(
         young.iter().map(|i| i.key.as_str()).collect::<Vec<_>>(),
         ["old"]
     );
-    let all = store
-        .stale_intents(i64::MAX, 0, "0:1", 10)
-        .await
-        .expect("stale");
+    let all = store.stale_intents(stale(ALL), 10).await.expect("stale");
     assert_eq!(
         all.len(),
         3,
         "s1, s2 and old (committed ones are gone): {all:?}"
     );
+    // What no row and no intent names: only "stray" (w1 has a row, s1 an
+    // intent).
+    assert_eq!(
+        store
+            .unnamed_objects(vec!["w1".into(), "s1".into(), "stray".into()])
+            .await
+            .expect("unnamed"),
+        ["stray"]
+    );
+    // A renewed intent is young again: not stale, and not doomed by a
+    // collector that listed it as stale before the renewal.
+    assert_eq!(
+        store
+            .renew_intents("0:1", vec!["s1".into(), "old".into()])
+            .await
+            .expect("renew"),
+        1,
+        "only the owner's own intents are renewed"
+    );
+    let after_renewal = store.stale_intents(stale(60_000), 10).await.expect("stale");
+    assert!(
+        after_renewal.iter().all(|i| i.key != "s1"),
+        "{after_renewal:?}"
+    );
+    assert!(
+        store
+            .doom_uncommitted(vec!["s1".into()], stale(60_000))
+            .await
+            .expect("doom")
+            .is_empty(),
+        "a renewed intent is not doomed"
+    );
     // Dooming forgets nothing committed, and a doomed intent fails its commit.
     let doomed = store
-        .doom_uncommitted(vec!["s2".into(), "old".into()])
+        .doom_uncommitted(vec!["s2".into(), "old".into()], stale(ALL))
         .await
         .expect("doom");
     assert_eq!(doomed, vec!["s2".to_string(), "old".to_string()]);
@@ -168,10 +202,7 @@ async fn intents_sealing_swap_and_retirement(backend: TestBackend) {
         .await
         .expect("swap");
     assert_eq!(applied, vec![vec![false]]);
-    assert_eq!(
-        store.retired_objects(i64::MAX, 10).await.expect("r"),
-        ["s1"]
-    );
+    assert_eq!(store.retired_objects(ALL, 10).await.expect("r"), ["s1"]);
     store
         .record_intents("0:1", vec!["s3".into()])
         .await
@@ -183,10 +214,7 @@ async fn intents_sealing_swap_and_retirement(backend: TestBackend) {
     assert_eq!(applied, vec![vec![true]]);
     // Replaced objects are left to `retire_unreferenced`, which retires
     // only those no chunk references any more.
-    assert_eq!(
-        store.retired_objects(i64::MAX, 10).await.expect("r"),
-        ["s1"]
-    );
+    assert_eq!(store.retired_objects(ALL, 10).await.expect("r"), ["s1"]);
     store
         .retire_unreferenced(vec!["w1".into(), "w2".into(), "w3".into()])
         .await
@@ -204,10 +232,10 @@ async fn intents_sealing_swap_and_retirement(backend: TestBackend) {
             .collect::<Vec<_>>(),
         [(0, 19, "s3", 20), (20, 29, "w3", 0)]
     );
-    let mut retired = store.retired_objects(i64::MAX, 10).await.expect("r");
+    let mut retired = store.retired_objects(ALL, 10).await.expect("r");
     retired.sort();
     assert_eq!(retired, ["s1", "w1", "w2"]);
-    assert!(store.retired_objects(0, 10).await.expect("r").is_empty());
+    assert!(store.retired_objects(NONE, 10).await.expect("r").is_empty());
     assert_eq!(
         store.unsealed_objects(0, 1 << 20, 10).await.expect("u"),
         UnsealedObjects {
@@ -219,7 +247,7 @@ async fn intents_sealing_swap_and_retirement(backend: TestBackend) {
         .forget_objects(vec!["w1".into(), "w3".into()])
         .await
         .expect("forget");
-    let mut retired = store.retired_objects(i64::MAX, 10).await.expect("r");
+    let mut retired = store.retired_objects(ALL, 10).await.expect("r");
     retired.sort();
     assert_eq!(retired, ["s1", "w2"], "w3 is referenced: not forgotten");
 }

@@ -1,0 +1,373 @@
+//! A cluster on PostgreSQL and MinIO when things go quiet or stop
+//! answering: a broker that flushes rarely keeps the object keys it
+//! reserved, nothing is left in the bucket that no metadata names, and a
+//! frozen PostgreSQL fails requests within the store's bound instead of
+//! stalling them, then recovers with every acknowledged record stored once.
+//! Also what a cluster describes of itself (DescribeCluster).
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::ClientConfig;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::cluster::{
+    Cluster, OwnPostgres, balanced_over, check_every_ack, more_acks, start_producer,
+};
+use crate::common::{TestBroker, consume_until_end, eventually, psql};
+use crate::s3::start_s3;
+
+/// The last lines of a broker's log (its first run).
+fn log_tail(broker: &TestBroker) -> String {
+    let log = broker.log(1);
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// Keys under the cluster's prefix in the bucket, relative to the prefix
+/// (as the metadata names them).
+fn bucket_keys(cluster: &Cluster) -> BTreeSet<String> {
+    ["wal/", "seg/", "shr/"]
+        .iter()
+        .flat_map(|p| cluster.s3.list("cluster", &format!("data/{p}")))
+        .filter_map(|k| k.strip_prefix("data/").map(str::to_string))
+        .collect()
+}
+
+/// Keys an object row or an upload intent names.
+fn named_keys(metadata: &str) -> BTreeSet<String> {
+    psql(
+        metadata,
+        "SELECT object_key FROM objects UNION SELECT object_key FROM object_intents",
+    )
+    .into_iter()
+    .filter_map(|row| row.into_iter().next())
+    .collect()
+}
+
+/// A producer that does not retry: a failed flush is a failed delivery.
+fn producer_without_retries(bootstrap: &str) -> FutureProducer {
+    ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("retries", "0")
+        .set("linger.ms", "0")
+        .set("message.timeout.ms", "30000")
+        .create()
+        .expect("producer")
+}
+
+/// Two brokers that each flush a few times a second, for five times the
+/// orphan grace: far fewer flushes than the keys each reserves at once, so
+/// the keys wait long past the grace. The controller's collector must not
+/// doom the other broker's reserved keys (they are renewed), so no flush
+/// fails; and every object in the bucket is named by a row or an intent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_broker_keeps_its_reserved_keys_and_leaks_no_object() {
+    const TOPIC: &str = "quiet";
+    let cluster = Cluster::new();
+    let gc = [
+        "--gc-orphan-grace-secs",
+        "3",
+        "--gc-sweep-interval-secs",
+        "1",
+    ];
+    let brokers = [cluster.start_with(1, &gc), cluster.start_with(2, &gc)];
+    brokers[0].create_topic(TOPIC, 4).await;
+    balanced_over(&brokers[0].addr, TOPIC, &[1, 2], 4).await;
+    let bootstrap = format!("{},{}", brokers[0].addr, brokers[1].addr);
+    let producer = producer_without_retries(&bootstrap);
+    let mut failed = Vec::new();
+    let rounds = 15;
+    for round in 0..rounds {
+        for partition in 0..4 {
+            let value = format!("r{round}-p{partition}");
+            let record = FutureRecord::<(), _>::to(TOPIC)
+                .partition(partition)
+                .payload(&value);
+            if let Err((error, _)) = producer.send(record, Duration::from_secs(30)).await {
+                failed.push(format!("{value}: {error}"));
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert!(
+        failed.is_empty(),
+        "{} of {} produces failed (a broker's reserved keys were doomed?): {failed:?}\n{}",
+        failed.len(),
+        rounds * 4,
+        brokers.iter().map(log_tail).collect::<Vec<_>>().join("\n")
+    );
+    for partition in 0..4 {
+        let stored = consume_until_end(
+            &brokers[1].addr,
+            TOPIC,
+            partition,
+            rdkafka::Offset::Beginning,
+        );
+        assert_eq!(stored.len(), rounds, "partition {partition}");
+    }
+    // What an operator would see in the logs: flushes failing for keys
+    // the collector doomed.
+    for broker in &brokers {
+        assert!(
+            !broker.log(1).contains("has no live upload intent"),
+            "a flush lost its reserved key to the collector:\n{}",
+            log_tail(broker)
+        );
+    }
+    let named = named_keys(&cluster.metadata);
+    let unnamed: Vec<String> = bucket_keys(&cluster)
+        .into_iter()
+        .filter(|k| !named.contains(k))
+        .collect();
+    assert!(
+        unnamed.is_empty(),
+        "objects in the bucket that no row or intent names (leaked): {unnamed:?}"
+    );
+}
+
+/// The listing pass deletes what nothing names under Strata's prefixes
+/// (once past its grace), and nothing else: not the brokers' own objects,
+/// not other keys in the bucket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_listing_pass_deletes_objects_nothing_names_and_only_those() {
+    const TOPIC: &str = "listed";
+    let cluster = Cluster::new();
+    let strays = [
+        "data/wal/ab/0000000000001-00000000000000ab.wal",
+        "data/seg/00000000-0000-0000-0000-000000000000/0/00000000000000000000-0000000000000001.seg",
+        "data/shr/cd/0000000000001-00000000000000cd.shr",
+    ];
+    let kept = ["data/exports/report.parquet", "elsewhere/wal/x.wal"];
+    for key in strays.iter().chain(&kept) {
+        cluster.s3.put("cluster", key, "left behind");
+    }
+    let broker = cluster.start_with(
+        1,
+        &[
+            "--gc-unnamed-grace-secs",
+            "2",
+            "--gc-list-interval-secs",
+            "1",
+            "--gc-sweep-interval-secs",
+            "1",
+        ],
+    );
+    broker.create_topic(TOPIC, 2).await;
+    let producer = producer_without_retries(&broker.addr);
+    for i in 0..20 {
+        let value = format!("v{i}");
+        let record = FutureRecord::<(), _>::to(TOPIC)
+            .partition(i % 2)
+            .payload(&value);
+        producer
+            .send(record, Duration::from_secs(30))
+            .await
+            .expect("delivered");
+    }
+    let gone = |key: &str| {
+        let (dir, _) = key.rsplit_once('/').expect("a key with a directory");
+        !cluster.s3.list("cluster", dir).iter().any(|k| k == key)
+    };
+    eventually(
+        Duration::from_secs(30),
+        || strays.iter().all(|k| gone(k)),
+        || {
+            format!(
+                "strays left: {:?}\n{}",
+                strays.iter().filter(|k| !gone(k)).collect::<Vec<_>>(),
+                log_tail(&broker)
+            )
+        },
+    )
+    .await;
+    // A few more passes over the brokers' own objects, older than the
+    // grace by now.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    for key in kept {
+        assert!(!gone(key), "{key} is not Strata's: it stays");
+    }
+    let in_bucket = bucket_keys(&cluster);
+    let committed: Vec<String> = psql(&cluster.metadata, "SELECT object_key FROM objects")
+        .into_iter()
+        .filter_map(|row| row.into_iter().next())
+        .collect();
+    assert!(!committed.is_empty());
+    for key in &committed {
+        assert!(
+            in_bucket.contains(key),
+            "{key} is named by a row, yet was deleted"
+        );
+    }
+}
+
+/// Stops (SIGSTOP) or resumes (SIGCONT) every process of a PostgreSQL
+/// server: the postmaster and its backends.
+fn signal_postgres(postgres: &OwnPostgres, signal: &str) {
+    let pid_file = postgres.dir.path().join("data/postmaster.pid");
+    let pid = std::fs::read_to_string(&pid_file)
+        .expect("postmaster.pid")
+        .lines()
+        .next()
+        .expect("pid line")
+        .trim()
+        .to_string();
+    for args in [vec![signal, "-P", &pid], vec![signal, &pid]] {
+        let cmd = if args.len() == 3 { "pkill" } else { "kill" };
+        let _ = std::process::Command::new(cmd).args(&args).status();
+    }
+}
+
+/// PostgreSQL frozen (its processes stopped, connections open and silent,
+/// as in a failover or a dropped NAT entry) for longer than the store's
+/// bound: a produce fails within the bound with a retriable error (not
+/// when the client gives up), the broker recovers once the database
+/// answers again, and every acknowledged record is stored once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn produce_fails_within_the_bound_while_postgresql_is_frozen_then_recovers() {
+    const TOPIC: &str = "frozen";
+    let postgres = OwnPostgres::start();
+    let s3 = start_s3(&["frozen"]);
+    let mut args = s3.broker_args("s3://frozen/data");
+    args.extend(
+        [
+            "--metadata",
+            &postgres.url,
+            "--metadata-timeout-ms",
+            "2000",
+            "--node-id",
+            "1",
+        ]
+        .map(String::from),
+    );
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let broker = TestBroker::start(&args);
+    broker.create_topic(TOPIC, 4).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(Mutex::new(Vec::new()));
+    let producer = start_producer(
+        broker.addr.clone(),
+        TOPIC,
+        4,
+        Arc::clone(&stop),
+        Arc::clone(&acked),
+    );
+    more_acks(&acked, 300).await;
+
+    signal_postgres(&postgres, "-STOP");
+    let frozen_at = Instant::now();
+    // A produce that cannot commit fails with the broker's retriable
+    // storage error; without a bound it would hang until the client's own
+    // timeout (10 s here, longer than the freeze lasts at that point).
+    let probe = ClientConfig::new()
+        .set("bootstrap.servers", &broker.addr)
+        .set("acks", "all")
+        .set("enable.idempotence", "false")
+        .set("retries", "0")
+        .set("message.timeout.ms", "10000")
+        .create::<FutureProducer>()
+        .expect("probe producer");
+    // Its metadata first (the broker answers Metadata from memory).
+    let _ = rdkafka::producer::Producer::client(&probe)
+        .fetch_metadata(Some(TOPIC), Duration::from_secs(5));
+    let outcome = probe
+        .send(
+            FutureRecord::<(), _>::to(TOPIC)
+                .partition(0)
+                .payload("during the freeze"),
+            Duration::from_secs(5),
+        )
+        .await;
+    let failed_after = frozen_at.elapsed();
+    // The freeze lasts 12 s in all.
+    tokio::time::sleep(Duration::from_secs(12).saturating_sub(frozen_at.elapsed())).await;
+    signal_postgres(&postgres, "-CONT");
+    match outcome {
+        Err((KafkaError::MessageProduction(code), _)) => assert!(
+            matches!(
+                code,
+                RDKafkaErrorCode::KafkaStorageError | RDKafkaErrorCode::NotLeaderForPartition
+            ),
+            "the broker's retriable error, not the client's timeout: {code:?} after {failed_after:?}\n{}",
+            log_tail(&broker)
+        ),
+        other => panic!(
+            "a produce during the freeze should fail with the broker's error within its bound; \
+             got {other:?} after {failed_after:?}\n{}",
+            log_tail(&broker)
+        ),
+    }
+    eprintln!("produce failed {failed_after:?} into the freeze (bound 2 s)");
+
+    // Recovered: acks flow again.
+    more_acks(&acked, 300).await;
+    stop.store(true, Ordering::Release);
+    let failed = producer.await.expect("producer task");
+    assert_eq!(
+        failed, 0,
+        "deliveries failed (retriable errors are retried)"
+    );
+    let acked = acked.lock().expect("acks").clone();
+    check_every_ack(&broker.addr, TOPIC, 4, &acked);
+    eprintln!(
+        "{} acknowledged records across the freeze, all stored once",
+        acked.len()
+    );
+}
+
+/// DescribeCluster lists every live broker with its rack, as Metadata
+/// does (confluent-kafka's `AdminClient.describe_cluster`), whichever
+/// broker is asked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn describe_cluster_lists_every_live_broker() {
+    crate::common::require_python_module("confluent_kafka");
+    let cluster = Cluster::new();
+    let brokers = [cluster.start(1), cluster.start(2), cluster.start(3)];
+    const SCRIPT: &str = r#"
+import sys
+from confluent_kafka.admin import AdminClient
+admin = AdminClient({"bootstrap.servers": sys.argv[1]})
+described = admin.describe_cluster(request_timeout=10).result()
+for node in sorted(described.nodes, key=lambda n: n.id):
+    print(node.id, node.host, node.port, node.rack)
+"#;
+    for broker in &brokers {
+        let want: Vec<String> = brokers
+            .iter()
+            .enumerate()
+            .map(|(i, b)| {
+                let node = i as i32 + 1;
+                let (host, port) = b.addr.rsplit_once(':').expect("host:port");
+                format!("{node} {host} {port} zone-{}", node % 3)
+            })
+            .collect();
+        let got = std::cell::RefCell::new(Vec::new());
+        eventually(
+            Duration::from_secs(20),
+            || {
+                let out = std::process::Command::new("python3")
+                    .args(["-c", SCRIPT, &broker.addr])
+                    .output()
+                    .expect("python3");
+                *got.borrow_mut() = String::from_utf8_lossy(&out.stdout)
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>();
+                *got.borrow() == want
+            },
+            || {
+                format!(
+                    "DescribeCluster through {}: {:?}, want {want:?}",
+                    broker.addr,
+                    got.borrow()
+                )
+            },
+        )
+        .await;
+    }
+}
