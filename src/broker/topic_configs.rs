@@ -225,14 +225,14 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         Long,
         "3600000",
         Valid::AtLeast(0),
-        false,
+        true,
     ),
     def(
         "message.timestamp.before.max.ms",
         Long,
         LONG_MAX,
         Valid::AtLeast(0),
-        false,
+        true,
     ),
     def(
         "message.timestamp.type",

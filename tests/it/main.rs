@@ -21,6 +21,7 @@ mod http;
 pub(crate) mod idempotence;
 mod polyglot;
 mod produce_consume;
+mod record_rules;
 mod s3;
 mod store;
 mod tiering;
