@@ -495,11 +495,19 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Retires those of these objects that no chunk references.
     async fn retire_unreferenced(&self, keys: Vec<String>) -> Result<()>;
 
-    /// Writes a group's offsets in one transaction. Returns, per offset,
-    /// whether it was written: false if its partition no longer exists (its
-    /// topic was deleted meanwhile).
-    async fn commit_offsets(&self, group: &str, offsets: Vec<CommittedOffset>)
-    -> Result<Vec<bool>>;
+    /// Writes a group's offsets in one transaction, as its coordinator at
+    /// `coordinator_epoch` (`None`: no epoch known, nothing to fence on).
+    /// Fails with `Fenced` if the group's stored state was written by a
+    /// later coordinator (this broker was deposed), so a deposed
+    /// coordinator cannot overwrite its successor's offsets. Returns, per
+    /// offset, whether it was written: false if its partition no longer
+    /// exists (its topic was deleted meanwhile).
+    async fn commit_offsets(
+        &self,
+        group: &str,
+        coordinator_epoch: Option<i32>,
+        offsets: Vec<CommittedOffset>,
+    ) -> Result<Vec<bool>>;
     async fn fetch_offsets(&self, group: &str) -> Result<Vec<CommittedOffset>>;
     async fn delete_offsets(&self, group: &str, partitions: Vec<(TopicId, i32)>) -> Result<()>;
     /// Removes a group's offsets and its record.

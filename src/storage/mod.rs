@@ -10,7 +10,9 @@
 //! - `sealer`: write-ahead objects rewritten by partition into segments;
 //! - `cleaner`: retention and log compaction (run by the sealer's task);
 //! - `segment`: the layout of sealed objects (sections, sparse index, footer);
-//! - `gc`: removal of orphan and retired objects, from the metadata store.
+//! - `gc`: removal of orphan and retired objects, from the metadata store,
+//!   and of objects nothing names, from a rare listing of the bucket;
+//! - `txn`: an ongoing transaction as the write path checks it.
 
 pub mod cache;
 pub mod catalog;
@@ -24,4 +26,5 @@ pub mod paths;
 pub mod producers;
 pub mod sealer;
 pub mod segment;
+pub mod txn;
 pub mod wal;

@@ -13,7 +13,7 @@ use kafka_protocol::messages::{OffsetCommitRequest, OffsetCommitResponse, TopicN
 
 use super::str_bytes;
 use crate::broker::Broker;
-use crate::metadata::CommittedOffset;
+use crate::metadata::{CommittedOffset, MetadataError};
 
 /// `(partition, error)` in request order; `None` once written.
 type PartitionAnswer = (i32, Option<ResponseError>);
@@ -87,7 +87,17 @@ pub async fn handle(broker: &Arc<Broker>, request: OffsetCommitRequest) -> Offse
     }
     let mut write_error = None;
     if !to_write.is_empty() {
-        match broker.metadata.commit_offsets(&group, to_write).await {
+        let epoch = broker.coordinator_epoch(&group);
+        match broker
+            .metadata
+            .commit_offsets(&group, epoch, to_write)
+            .await
+        {
+            Err(MetadataError::Fenced(why)) => {
+                // Another broker took the group over: the client finds it.
+                tracing::info!(%group, %why, "offset commit fenced");
+                write_error = Some(ResponseError::NotCoordinator);
+            }
             Err(error) => {
                 tracing::warn!(%group, %error, "offset commit failed");
                 write_error = Some(ResponseError::CoordinatorNotAvailable);

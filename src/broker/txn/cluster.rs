@@ -166,7 +166,7 @@ impl TxnCoordinator {
 
     /// Closes an open transaction view and stops Produce from seeing it.
     fn close_open(&self, open: &Arc<OpenTxn>) {
-        open.open.store(false, Ordering::Release);
+        open.close();
         if let Ok(mut ongoing) = self.ongoing.write()
             && ongoing
                 .get(&open.producer_id)
@@ -278,9 +278,7 @@ impl TxnCoordinator {
             .map_err(|_| unavailable("coordinator state poisoned".into()))?;
         let open = match ongoing.get(&producer_id) {
             Some(open) if open.epoch == epoch && open.is_open() => {
-                if let Ok(mut partitions) = open.partitions.write() {
-                    partitions.insert((topic.0, partition));
-                }
+                open.add_partitions([(topic.0, partition)]);
                 Arc::clone(open)
             }
             _ => {

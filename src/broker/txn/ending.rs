@@ -105,7 +105,7 @@ impl TxnCoordinator {
         }
         // From here on no batch of this transaction is accepted.
         if let Some(open) = entry.open.take() {
-            open.open.store(false, Ordering::Release);
+            open.close();
             if let Ok(mut ongoing) = self.ongoing.write()
                 && ongoing
                     .get(&open.producer_id)

@@ -41,7 +41,7 @@ mod init;
 mod produce;
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -49,6 +49,7 @@ use kafka_protocol::error::ResponseError;
 use tokio_util::sync::CancellationToken;
 
 use super::Broker;
+pub use crate::storage::txn::OpenTxn;
 use crate::metadata::{CommittedOffset, MetadataStore, TopicId, TransactionRecord, TxnState};
 
 fn now_ms() -> i64 {
@@ -75,39 +76,6 @@ pub struct TxnSettings {
     pub id_expiration_check_interval: Duration,
 }
 
-/// An ongoing transaction as Produce sees it.
-#[derive(Debug)]
-pub struct OpenTxn {
-    pub producer_id: i64,
-    pub epoch: i16,
-    partitions: RwLock<BTreeSet<(TopicId, i32)>>,
-    open: AtomicBool,
-}
-
-impl OpenTxn {
-    fn new(producer_id: i64, epoch: i16, partitions: &[(TopicId, i32)]) -> Arc<Self> {
-        Arc::new(Self {
-            producer_id,
-            epoch,
-            partitions: RwLock::new(partitions.iter().copied().collect()),
-            open: AtomicBool::new(true),
-        })
-    }
-
-    /// False from the moment the transaction starts ending: a batch that
-    /// finds it closed under the write buffer's lock is refused, one that
-    /// finds it open lands before the markers.
-    pub fn is_open(&self) -> bool {
-        self.open.load(Ordering::Acquire)
-    }
-
-    fn contains(&self, topic: TopicId, partition: i32) -> bool {
-        self.partitions
-            .read()
-            .map(|p| p.contains(&(topic, partition)))
-            .unwrap_or(false)
-    }
-}
 
 /// One transactional id: its stored record, its transaction's pending
 /// offsets (group -> offsets), and the view Produce checks.
@@ -360,9 +328,7 @@ impl TxnCoordinator {
             .filter(|o| o.producer_id == record.producer_id && o.epoch == record.producer_epoch);
         match current {
             Some(open) => {
-                if let Ok(mut partitions) = open.partitions.write() {
-                    partitions.extend(record.partitions.iter().copied());
-                }
+                open.add_partitions(record.partitions.iter().copied());
             }
             None => {
                 let open = OpenTxn::new(

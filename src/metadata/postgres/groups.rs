@@ -6,14 +6,33 @@ use std::collections::BTreeMap;
 use deadpool_postgres::GenericClient;
 
 use super::{Client, now_ms, parse_topic_id, strings, tid};
-use crate::metadata::{CommittedOffset, GroupStateRow, Result, TopicId};
+use crate::metadata::{CommittedOffset, GroupStateRow, MetadataError, Result, TopicId};
 
 pub(super) async fn commit(
     client: &mut Client,
     group: &str,
+    coordinator_epoch: Option<i32>,
     offsets: &[CommittedOffset],
 ) -> Result<Vec<bool>> {
     let tx = client.transaction().await?;
+    if let Some(epoch) = coordinator_epoch {
+        // The row lock orders this against a successor writing the group
+        // under its epoch: once it has, this coordinator writes nothing.
+        let stored = tx
+            .query_opt(
+                "SELECT coordinator_epoch FROM groups WHERE group_id = $1 FOR SHARE",
+                &[&group],
+            )
+            .await?;
+        if let Some(row) = stored {
+            let stored: i32 = row.try_get(0)?;
+            if stored > epoch {
+                return Err(MetadataError::Fenced(format!(
+                    "group {group} is coordinated at epoch {stored}, after this broker's {epoch}"
+                )));
+            }
+        }
+    }
     // Only for partitions that still exist: a topic deleted since the
     // request was checked fails its own partitions, not the request.
     let stmt = tx

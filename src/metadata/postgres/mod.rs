@@ -682,11 +682,12 @@ impl MetadataStore for PostgresStore {
     async fn commit_offsets(
         &self,
         group: &str,
+        coordinator_epoch: Option<i32>,
         offsets: Vec<CommittedOffset>,
     ) -> Result<Vec<bool>> {
         self.bounded("commit_offsets", async move {
             let mut client = self.client().await?;
-            groups::commit(&mut client, group, &offsets).await
+            groups::commit(&mut client, group, coordinator_epoch, &offsets).await
         })
         .await
     }

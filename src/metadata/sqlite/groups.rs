@@ -6,14 +6,29 @@ use std::collections::BTreeMap;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::{now_ms, parse_topic_id};
-use crate::metadata::{CommittedOffset, GroupStateRow, Result, TopicId};
+use crate::metadata::{CommittedOffset, GroupStateRow, MetadataError, Result, TopicId};
 
 pub(super) fn commit(
     conn: &mut Connection,
     group: &str,
+    coordinator_epoch: Option<i32>,
     offsets: &[CommittedOffset],
 ) -> Result<Vec<bool>> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(epoch) = coordinator_epoch {
+        let stored: Option<i32> = tx
+            .query_row(
+                "SELECT coordinator_epoch FROM groups WHERE group_id = ?1",
+                params![group],
+                |r| r.get(0),
+            )
+            .optional()?;
+        if let Some(stored) = stored.filter(|stored| *stored > epoch) {
+            return Err(MetadataError::Fenced(format!(
+                "group {group} is coordinated at epoch {stored}, after this broker's {epoch}"
+            )));
+        }
+    }
     let mut written = Vec::with_capacity(offsets.len());
     {
         // Only for partitions that still exist: a topic deleted since the

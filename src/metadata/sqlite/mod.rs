@@ -397,10 +397,11 @@ impl MetadataStore for SqliteStore {
     async fn commit_offsets(
         &self,
         group: &str,
+        coordinator_epoch: Option<i32>,
         offsets: Vec<CommittedOffset>,
     ) -> Result<Vec<bool>> {
         let group = group.to_string();
-        self.with_conn(move |conn| groups::commit(conn, &group, &offsets))
+        self.with_conn(move |conn| groups::commit(conn, &group, coordinator_epoch, &offsets))
             .await
     }
 

@@ -29,20 +29,20 @@ async fn group_offsets_commit_fetch_and_expire(backend: TestBackend) {
         commit_ms,
     };
     store
-        .commit_offsets("old", vec![offset(0, 5, 1_000), offset(1, 6, 1_000)])
+        .commit_offsets("old", None, vec![offset(0, 5, 1_000), offset(1, 6, 1_000)])
         .await
         .expect("commit");
     store
-        .commit_offsets("busy", vec![offset(0, 7, 1_000)])
+        .commit_offsets("busy", None, vec![offset(0, 7, 1_000)])
         .await
         .expect("commit");
     store
-        .commit_offsets("fresh", vec![offset(0, 8, 9_000)])
+        .commit_offsets("fresh", None, vec![offset(0, 8, 9_000)])
         .await
         .expect("commit");
     // A later commit overwrites, with its metadata.
     store
-        .commit_offsets("old", vec![offset(1, 9, 1_000)])
+        .commit_offsets("old", None, vec![offset(1, 9, 1_000)])
         .await
         .expect("commit");
     let old = store.fetch_offsets("old").await.expect("fetch");
@@ -118,6 +118,32 @@ async fn group_state_is_ordered_by_coordinator_epoch(backend: TestBackend) {
         store.group_state("g").await.expect("read"),
         Some(row(4, 1, "c"))
     );
+    // Offsets: the coordinator at epoch 4 commits; a deposed one (3) is
+    // fenced and writes nothing.
+    let topic = store
+        .create_topic("t", 1, std::collections::BTreeMap::new(), vec![0])
+        .await
+        .expect("create");
+    let offset = |offset| crate::metadata::CommittedOffset {
+        topic_id: topic.id,
+        partition: 0,
+        offset,
+        leader_epoch: 0,
+        metadata: None,
+        commit_ms: 0,
+    };
+    assert_eq!(
+        store
+            .commit_offsets("g", Some(4), vec![offset(10)])
+            .await
+            .expect("current coordinator"),
+        vec![true]
+    );
+    assert!(matches!(
+        store.commit_offsets("g", Some(3), vec![offset(99)]).await,
+        Err(crate::metadata::MetadataError::Fenced(_))
+    ));
+    assert_eq!(store.fetch_offsets("g").await.expect("fetch")[0].offset, 10);
     assert!(
         store
             .stored_groups()
@@ -241,7 +267,7 @@ async fn admin_changes_and_producer_state_are_stored(backend: TestBackend) {
         .expect("create");
     store.delete_topic(topic.id).await.expect("delete");
     let written = store
-        .commit_offsets("g", vec![offset(topic.id), offset(other.id)])
+        .commit_offsets("g", None, vec![offset(topic.id), offset(other.id)])
         .await
         .expect("commit offsets");
     assert_eq!(written, vec![false, true]);

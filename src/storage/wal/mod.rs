@@ -55,7 +55,7 @@ use super::object::ObjectStorage;
 use super::partition::PartitionLog;
 use super::producers::{self, SequenceCheck, SequenceError};
 use super::sealer::SealBacklog;
-use crate::broker::txn::OpenTxn;
+use crate::storage::txn::OpenTxn;
 use crate::metadata::{AbortedTxn, MetadataStore, ProducerStateRecord, TopicId};
 use crate::protocol::batch::{BatchesSummary, ProducerBatch, assign_offsets};
 
