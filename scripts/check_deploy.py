@@ -54,8 +54,21 @@ def compose(spec_path):
         all(str(e.get("STRATA_METADATA", "")).startswith("postgres://") for e in envs),
         "brokers' metadata must be PostgreSQL",
     )
+    built = [n for n, s in brokers.items() if "build" in s]
+    check(len(built) == 1, f"docker-compose.yml: the image is built once, by one broker: {built}")
+    images = {s.get("image") for s in brokers.values()}
+    check(len(images) == 1 and None not in images, f"brokers run one image: {images}")
     for name, service in brokers.items():
-        check("build" in service, f"{name}: built from the repository's Dockerfile")
+        check(
+            "build" in service or service.get("pull_policy") == "never",
+            f"{name}: runs the image built here (pull_policy: never), never a pulled one",
+        )
+        health = service.get("healthcheck", {}).get("test", [])
+        check(
+            health[:1] == ["CMD"],
+            f"{name}: the healthcheck runs a command (the image's /bin/sh is dash, no /dev/tcp)",
+        )
+        check("stop_grace_period" in service, f"{name}: stop_grace_period longer than a drain")
         addr = service.get("environment", {}).get("STRATA_ADVERTISED_ADDR", "")
         port = addr.rsplit(":", 1)[-1]
         published = [str(p).split(":")[0] for p in service.get("ports", [])]

@@ -1,9 +1,11 @@
 //! The `strata` command line: `serve` runs a broker; `export` reads a
-//! broker's stores directly; the other subcommands are Kafka clients
-//! (librdkafka) that work against any Kafka-compatible broker.
+//! broker's stores directly; `health` asks a broker's HTTP endpoint; the
+//! other subcommands are Kafka clients (librdkafka) that work against any
+//! Kafka-compatible broker.
 
 pub mod client;
 mod export;
+mod health;
 mod serve;
 mod store;
 
@@ -36,6 +38,9 @@ pub enum Command {
     /// Export a topic's sealed segments (Parquet), reading the broker's stores.
     #[command(subcommand)]
     Export(export::ExportCommand),
+    /// Check that a broker's HTTP endpoint reports it healthy (exit 0), for
+    /// container healthchecks.
+    Health(health::HealthArgs),
 }
 
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
@@ -47,5 +52,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Consume(args) => client::consume::run(args).await,
         Command::Bench(args) => client::bench::run(args).await,
         Command::Export(cmd) => export::run(cmd).await,
+        Command::Health(args) => health::run(args).await,
     }
 }

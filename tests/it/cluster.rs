@@ -564,6 +564,57 @@ fn compose_brokers() -> Vec<(String, BTreeMap<String, String>)> {
     parsed.into_iter().collect()
 }
 
+/// The healthcheck docker-compose.yml gives `service`, as Docker runs it:
+/// the argv of a `CMD` test, or `/bin/sh -c` with a `CMD-SHELL` one (the
+/// image's /bin/sh is Debian's dash, as this machine's is).
+fn compose_healthcheck(service: &str) -> Vec<String> {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml\n\
+             doc = yaml.safe_load(open(sys.argv[1]))\n\
+             print(json.dumps(doc['services'][sys.argv[2]]['healthcheck']['test']))",
+        ])
+        .arg(format!("{root}/docker-compose.yml"))
+        .arg(service)
+        .output()
+        .expect("python3 with PyYAML (the test venv has it)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let test: Vec<String> = serde_json::from_slice(&out.stdout).expect("json");
+    match test.first().map(String::as_str) {
+        Some("CMD") => test[1..].to_vec(),
+        Some("CMD-SHELL") => vec!["/bin/sh".into(), "-c".into(), test[1..].join(" ")],
+        other => panic!("{service}: healthcheck test {other:?} is neither CMD nor CMD-SHELL"),
+    }
+}
+
+/// Runs `service`'s healthcheck with `env` (the image's `strata` is on
+/// PATH there; here the one under test is); whether it passed.
+fn healthcheck_passes(service: &str, env: &[(String, String)]) -> bool {
+    let argv = compose_healthcheck(service);
+    let bin_dir = std::path::Path::new(crate::common::STRATA)
+        .parent()
+        .expect("the binary's directory");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .env("PATH", path)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
 /// docker-compose.yml's topology, run as processes: its three brokers with
 /// the environment it gives them, on PostgreSQL and a real S3 server (the
 /// hosts are this machine's), scraped like its Prometheus does.
@@ -575,6 +626,7 @@ async fn the_compose_topology_runs_as_processes() {
     let metadata = fresh_postgres_url();
     let mut running = Vec::new();
     let mut http = Vec::new();
+    let mut envs = Vec::new();
     for (service, compose_env) in &brokers {
         let port = crate::common::free_port();
         let mut env: Vec<(String, String)> = Vec::new();
@@ -594,9 +646,28 @@ async fn the_compose_topology_runs_as_processes() {
             compose_env["STRATA_OBJECT_STORE"].starts_with("s3://strata/"),
             "{service}: the bucket the compose file creates"
         );
-        let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        running.push(TestBroker::start_with_env(&[], &env));
+        let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        running.push(TestBroker::start_with_env(&[], &pairs));
         http.push(format!("127.0.0.1:{port}"));
+        envs.push((service.clone(), env));
+    }
+    // Each broker's healthcheck, exactly as the compose file states it,
+    // passes once it serves (and fails against nothing listening).
+    for (service, env) in &envs {
+        eventually(
+            Duration::from_secs(20),
+            || healthcheck_passes(service, env),
+            || format!("{service}: its compose healthcheck never passed"),
+        )
+        .await;
+        let nothing_there = [(
+            "STRATA_HTTP_ADDR".to_string(),
+            format!("127.0.0.1:{}", crate::common::free_port()),
+        )];
+        assert!(
+            !healthcheck_passes(service, &nothing_there),
+            "{service}: the healthcheck passes with no broker behind it"
+        );
     }
     running[0].create_topic("compose", 6).await;
     let nodes: Vec<i32> = brokers

@@ -43,12 +43,12 @@ fn incompressible(seed: usize, len: usize) -> Vec<u8> {
 /// Record `i` of the test, as the reader script prints it, but for its
 /// partition and offset (known once delivered).
 fn record_fields(i: usize) -> (Option<Vec<u8>>, Option<Vec<u8>>, Headers) {
-    let key = (i % 7 != 0).then(|| format!("key-{i}").into_bytes());
+    let key = (!i.is_multiple_of(7)).then(|| format!("key-{i}").into_bytes());
     // Tombstones, and one empty (not null) value.
     let value = match i % 11 {
         0 => None,
         5 => Some(Vec::new()),
-        _ if i % PARTITIONS as usize == 0 => Some(incompressible(i, 200)),
+        _ if i.is_multiple_of(PARTITIONS as usize) => Some(incompressible(i, 200)),
         _ => Some(format!("value-{i}-{}", "v".repeat(i % 20)).into_bytes()),
     };
     let headers = match i % 3 {

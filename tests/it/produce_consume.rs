@@ -15,7 +15,7 @@ use rdkafka::{ClientConfig, TopicPartitionList};
 use crate::common::{Consumed, TestBroker, consume_until_end, free_port, http_request};
 
 fn expected(i: usize) -> (Option<Vec<u8>>, Option<Vec<u8>>) {
-    let key = (i % 7 != 0).then(|| format!("key-{i}").into_bytes());
+    let key = (!i.is_multiple_of(7)).then(|| format!("key-{i}").into_bytes());
     // Every 11th record has a null value (a tombstone).
     let value = (i % 11 != 5).then(|| format!("value {i} {}", "x".repeat(i % 300)).into_bytes());
     (key, value)

@@ -140,10 +140,10 @@ async fn prepare_replicas(broker: &Broker, targets: &[Target]) {
             }
             log.touch_replica(now);
             let never = log.replica_synced_ms() == 0;
-            if never || offset > log.high_watermark() {
-                if let Err(error) = replicas::refresh_now(broker, log, never).await {
-                    tracing::warn!(partition = index, %error, "cannot read a partition led elsewhere from the store");
-                }
+            if (never || offset > log.high_watermark())
+                && let Err(error) = replicas::refresh_now(broker, log, never).await
+            {
+                tracing::warn!(partition = index, %error, "cannot read a partition led elsewhere from the store");
             }
         }
     }

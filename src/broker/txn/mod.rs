@@ -49,8 +49,8 @@ use kafka_protocol::error::ResponseError;
 use tokio_util::sync::CancellationToken;
 
 use super::Broker;
-pub use crate::storage::txn::OpenTxn;
 use crate::metadata::{CommittedOffset, MetadataStore, TopicId, TransactionRecord, TxnState};
+pub use crate::storage::txn::OpenTxn;
 
 fn now_ms() -> i64 {
     SystemTime::now()
@@ -75,7 +75,6 @@ pub struct TxnSettings {
     /// (`transaction.remove.expired.transaction.cleanup.interval.ms`).
     pub id_expiration_check_interval: Duration,
 }
-
 
 /// One transactional id: its stored record, its transaction's pending
 /// offsets (group -> offsets), and the view Produce checks.

@@ -83,10 +83,10 @@ impl PartitionLog {
                 index.insert(chunk.base_offset, chunk);
             }
         }
-        if view.full {
-            if let Ok(mut aborted) = self.aborted.lock() {
-                aborted.clear();
-            }
+        if view.full
+            && let Ok(mut aborted) = self.aborted.lock()
+        {
+            aborted.clear();
         }
         self.apply_aborted(&view.aborted);
         // Trims the index and aborted list below the start as well.

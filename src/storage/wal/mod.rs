@@ -55,9 +55,9 @@ use super::object::ObjectStorage;
 use super::partition::PartitionLog;
 use super::producers::{self, SequenceCheck, SequenceError};
 use super::sealer::SealBacklog;
-use crate::storage::txn::OpenTxn;
 use crate::metadata::{AbortedTxn, MetadataStore, ProducerStateRecord, TopicId};
 use crate::protocol::batch::{BatchesSummary, ProducerBatch, assign_offsets};
+use crate::storage::txn::OpenTxn;
 
 #[derive(Debug, Clone, Error)]
 pub enum AppendError {
