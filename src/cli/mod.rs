@@ -3,6 +3,7 @@
 //! other subcommands are Kafka clients (librdkafka) that work against any
 //! Kafka-compatible broker.
 
+mod backup;
 pub mod client;
 mod export;
 mod health;
@@ -38,6 +39,11 @@ pub enum Command {
     /// Export a topic's sealed segments (Parquet), reading the broker's stores.
     #[command(subcommand)]
     Export(export::ExportCommand),
+    /// Back the metadata store up (SQLite online, or pg_dump), holding every
+    /// object the backup names until it can be restored.
+    Backup(backup::BackupArgs),
+    /// Put a metadata backup back in place, with every broker stopped.
+    Restore(backup::RestoreArgs),
     /// Check that a broker's HTTP endpoint reports it healthy (exit 0), for
     /// container healthchecks.
     Health(health::HealthArgs),
@@ -53,5 +59,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => client::bench::run(args).await,
         Command::Export(cmd) => export::run(cmd).await,
         Command::Health(args) => health::run(args).await,
+        Command::Backup(args) => backup::backup(args).await,
+        Command::Restore(args) => backup::restore(args).await,
     }
 }

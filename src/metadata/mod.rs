@@ -462,8 +462,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// (live or doomed) names: objects nothing accounts for.
     async fn unnamed_objects(&self, keys: Vec<String>) -> Result<Vec<String>>;
     /// Objects that no chunk has referenced for `grace_ms` on the store's
-    /// clock, at most `limit`.
+    /// clock, and retired before every live backup hold was taken, at most
+    /// `limit`.
     async fn retired_objects(&self, grace_ms: i64, limit: usize) -> Result<Vec<String>>;
+    /// Takes a backup hold for `hold_ms`: until it runs out, no object
+    /// retired from now on is deleted, so a backup of this store taken
+    /// after this call finds every object it names when restored. Returns
+    /// the hold's id.
+    async fn add_backup_hold(&self, hold_ms: i64) -> Result<String>;
+    /// Forgets backup holds that ran out; returns how many.
+    async fn expire_backup_holds(&self) -> Result<usize>;
     /// Forgets retired objects (deleted from the object store by the caller).
     async fn forget_objects(&self, keys: Vec<String>) -> Result<()>;
     /// Committed write-ahead objects not sealed yet that hold chunks of

@@ -13,8 +13,9 @@
 //! - retired objects: committed objects that no chunk has referenced for the
 //!   delete grace period (sealed into segments, deleted topics, retention),
 //!   so a read that looked a chunk up just before it moved still finds its
-//!   bytes.
-//!
+//!   bytes; while a backup hold lives (`strata backup`), only those retired
+//!   before it was taken, so a metadata backup taken under the hold still
+//!   finds every object it names when restored;
 //! - unnamed objects, the backstop: a rare pass lists the bucket's
 //!   `wal/`, `seg/` and `shr/` keys page by page and deletes objects that
 //!   no object row and no upload intent names and that were last written
@@ -122,6 +123,10 @@ impl Collector {
             if !full || !progress {
                 break;
             }
+        }
+        let expired = self.metadata.expire_backup_holds().await?;
+        if expired > 0 {
+            tracing::info!(expired, "backup holds ran out");
         }
         loop {
             let retired = self

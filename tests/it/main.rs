@@ -22,6 +22,7 @@ pub(crate) mod idempotence;
 mod polyglot;
 mod produce_consume;
 mod record_rules;
+mod restore;
 mod s3;
 mod store;
 mod tiering;

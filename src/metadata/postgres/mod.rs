@@ -622,6 +622,22 @@ impl MetadataStore for PostgresStore {
         .await
     }
 
+    async fn add_backup_hold(&self, hold_ms: i64) -> Result<String> {
+        self.bounded("add_backup_hold", async move {
+            let client = self.client().await?;
+            objects::add_backup_hold(&client, hold_ms).await
+        })
+        .await
+    }
+
+    async fn expire_backup_holds(&self) -> Result<usize> {
+        self.bounded("expire_backup_holds", async move {
+            let client = self.client().await?;
+            objects::expire_backup_holds(&client).await
+        })
+        .await
+    }
+
     async fn forget_objects(&self, keys: Vec<String>) -> Result<()> {
         self.bounded("forget_objects", async move {
             let client = self.client().await?;

@@ -278,6 +278,8 @@ pub(super) async fn retired_objects(
             &format!(
                 "SELECT object_key FROM objects
                  WHERE retired_ms IS NOT NULL AND retired_ms < {STORE_NOW_MS} - $1
+                   AND NOT EXISTS (SELECT 1 FROM backup_holds h
+                       WHERE h.expires_ms > {STORE_NOW_MS} AND h.created_ms <= objects.retired_ms)
                  ORDER BY retired_ms LIMIT $2"
             ),
             &[&grace(grace_ms), &(limit as i64)],
@@ -437,4 +439,29 @@ pub(super) async fn replace_chunks(
     retire_if_unreferenced(&tx, &touched).await?;
     tx.commit().await?;
     Ok(applied)
+}
+
+/// Takes a backup hold for `hold_ms` from now (the server's clock).
+pub(super) async fn add_backup_hold(client: &Client, hold_ms: i64) -> Result<String> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    client
+        .execute(
+            &format!(
+                "INSERT INTO backup_holds (hold_id, created_ms, expires_ms)
+                 VALUES ($1, {STORE_NOW_MS}, {STORE_NOW_MS} + $2)"
+            ),
+            &[&id, &grace(hold_ms.max(0))],
+        )
+        .await?;
+    Ok(id)
+}
+
+pub(super) async fn expire_backup_holds(client: &Client) -> Result<usize> {
+    let n = client
+        .execute(
+            &format!("DELETE FROM backup_holds WHERE expires_ms <= {STORE_NOW_MS}"),
+            &[],
+        )
+        .await?;
+    Ok(n as usize)
 }

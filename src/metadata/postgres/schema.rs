@@ -12,6 +12,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_cluster.sql"),
     include_str!("migrations/0003_group_state.sql"),
     include_str!("migrations/0004_txn_coordinator_epoch.sql"),
+    include_str!("migrations/0005_backup_holds.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("strata" in ASCII).

@@ -360,6 +360,15 @@ impl MetadataStore for SqliteStore {
             .await
     }
 
+    async fn add_backup_hold(&self, hold_ms: i64) -> Result<String> {
+        self.with_conn(move |conn| objects::add_backup_hold(conn, hold_ms))
+            .await
+    }
+
+    async fn expire_backup_holds(&self) -> Result<usize> {
+        self.with_conn(objects::expire_backup_holds).await
+    }
+
     async fn forget_objects(&self, keys: Vec<String>) -> Result<()> {
         self.with_conn(move |conn| objects::forget_objects(conn, &keys))
             .await

@@ -204,12 +204,16 @@ pub(super) fn retired_objects(
     grace_ms: i64,
     limit: usize,
 ) -> Result<Vec<String>> {
-    let before_ms = now_ms().saturating_sub(grace_ms);
+    let now = now_ms();
+    let before_ms = now.saturating_sub(grace_ms);
+    // Nothing retired since the oldest live backup hold was taken.
     let mut stmt = conn.prepare_cached(
-        "SELECT object_key FROM objects WHERE retired_ms IS NOT NULL AND retired_ms < ?1
+        "SELECT object_key FROM objects WHERE retired_ms IS NOT NULL
+           AND retired_ms < MIN(?1, COALESCE(
+               (SELECT MIN(created_ms) FROM backup_holds WHERE expires_ms > ?3), ?1))
          ORDER BY retired_ms LIMIT ?2",
     )?;
-    let rows = stmt.query_map(params![before_ms, limit as i64], |r| r.get(0))?;
+    let rows = stmt.query_map(params![before_ms, limit as i64, now], |r| r.get(0))?;
     Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
 }
 
@@ -344,4 +348,23 @@ pub(super) fn replace_chunks(
     retire_if_unreferenced(&tx, touched.iter().map(|k| k.as_ref()))?;
     tx.commit()?;
     Ok(applied)
+}
+
+/// Takes a backup hold for `hold_ms` from now; returns its id.
+pub(super) fn add_backup_hold(conn: &mut Connection, hold_ms: i64) -> Result<String> {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    let now = now_ms();
+    conn.execute(
+        "INSERT INTO backup_holds (hold_id, created_ms, expires_ms) VALUES (?1, ?2, ?3)",
+        params![id, now, now.saturating_add(hold_ms.max(0))],
+    )?;
+    Ok(id)
+}
+
+/// Forgets holds that have run out; returns how many.
+pub(super) fn expire_backup_holds(conn: &mut Connection) -> Result<usize> {
+    Ok(conn.execute(
+        "DELETE FROM backup_holds WHERE expires_ms <= ?1",
+        params![now_ms()],
+    )?)
 }

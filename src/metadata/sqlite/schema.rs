@@ -10,7 +10,7 @@ use crate::metadata::{MetadataError, Result};
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11,
 ];
 
 const SCHEMA_V1: &str = "
@@ -251,6 +251,17 @@ ALTER TABLE groups ADD COLUMN state BLOB;
 /// coordinator that lost the id cannot overwrite its successor's writes.
 const SCHEMA_V10: &str = "
 ALTER TABLE transactions ADD COLUMN coordinator_epoch INTEGER NOT NULL DEFAULT -1;
+";
+
+/// v11: backup holds. While a hold lives, objects retired after it was
+/// taken are kept, so a metadata backup taken under it still finds every
+/// object it names when it is restored.
+const SCHEMA_V11: &str = "
+CREATE TABLE backup_holds (
+    hold_id TEXT PRIMARY KEY,
+    created_ms INTEGER NOT NULL,
+    expires_ms INTEGER NOT NULL
+);
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
