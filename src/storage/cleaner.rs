@@ -94,32 +94,43 @@ pub struct CleanReport {
 /// Where retention moves a partition's log start: past each leading chunk
 /// whose newest record is older than `retention.ms`, then past the oldest
 /// chunks as long as the rest still holds `retention.bytes`. `chunks` are
-/// the partition's chunks from its log start, in order.
+/// the partition's chunks from its log start, in order, `total_bytes` what
+/// they hold in all; they are walked only as far as retention goes (plus
+/// one), not through a long-retained partition's whole index.
 pub fn retention_start(
-    chunks: &[ChunkRecord],
+    chunks: &mut dyn Iterator<Item = &ChunkRecord>,
+    total_bytes: u64,
     log_start: i64,
     policy: &CleanupPolicy,
     now_ms: i64,
 ) -> i64 {
     let mut start = log_start;
-    let mut next = 0;
+    let mut chunks = chunks.peekable();
     if policy.retention_ms >= 0 {
         let horizon = now_ms.saturating_sub(policy.retention_ms);
-        while let Some(chunk) = chunks.get(next).filter(|c| c.max_timestamp < horizon) {
+        let mut size = total_bytes;
+        while let Some(chunk) = chunks.next_if(|c| c.max_timestamp < horizon) {
             start = start.max(chunk.last_offset + 1);
-            next += 1;
+            size = size.saturating_sub(chunk.byte_len);
         }
+        return by_size(&mut chunks, size, start, policy);
     }
-    if let Ok(limit) = u64::try_from(policy.retention_bytes) {
-        let mut size: u64 = chunks[next..].iter().map(|c| c.byte_len).sum();
-        while let Some(chunk) = chunks
-            .get(next)
-            .filter(|c| size.saturating_sub(c.byte_len) >= limit)
-        {
-            size -= chunk.byte_len;
-            start = start.max(chunk.last_offset + 1);
-            next += 1;
-        }
+    by_size(&mut chunks, total_bytes, start, policy)
+}
+
+/// The size part of `retention_start`: `size` is what `chunks` hold.
+fn by_size(
+    chunks: &mut std::iter::Peekable<&mut dyn Iterator<Item = &ChunkRecord>>,
+    mut size: u64,
+    mut start: i64,
+    policy: &CleanupPolicy,
+) -> i64 {
+    let Ok(limit) = u64::try_from(policy.retention_bytes) else {
+        return start;
+    };
+    while let Some(chunk) = chunks.next_if(|c| size.saturating_sub(c.byte_len) >= limit) {
+        size -= chunk.byte_len;
+        start = start.max(chunk.last_offset + 1);
     }
     start
 }
@@ -196,7 +207,11 @@ impl Sealer {
                 .filter(|l| l.leader_id() == self.node_id)
             {
                 let start = log.log_start_offset();
-                let target = retention_start(&log.chunks_in(start), start, &policy, now_ms);
+                let Some(target) = log.visit_chunks(start, |chunks, total_bytes| {
+                    retention_start(chunks, total_bytes, start, &policy, now_ms)
+                }) else {
+                    continue;
+                };
                 if target <= start {
                     continue;
                 }
@@ -254,13 +269,17 @@ impl Sealer {
             i64::MAX
         };
         let stable = log.last_stable_offset();
+        // Only the cleanable prefix is copied out of the index.
         let cleanable: Vec<ChunkRecord> = log
-            .chunks_in(log.log_start_offset())
-            .into_iter()
-            .take_while(|c| {
-                c.index_len > 0 && c.max_timestamp <= lag_horizon && c.last_offset < stable
+            .visit_chunks(log.log_start_offset(), |chunks, _| {
+                chunks
+                    .take_while(|c| {
+                        c.index_len > 0 && c.max_timestamp <= lag_horizon && c.last_offset < stable
+                    })
+                    .cloned()
+                    .collect()
             })
-            .collect();
+            .unwrap_or_default();
         // Aborted transactions' batches in the cleanable range.
         let aborted = log.aborted_between(
             cleanable.first().map_or(0, |c| c.base_offset),
@@ -463,17 +482,39 @@ mod tests {
             chunk(20, 29, 5_000, 100), // newer than the horizon: stops time retention
             chunk(30, 39, 1_500, 100),
         ];
+        let total: u64 = chunks.iter().map(|c| c.byte_len).sum();
         // Time: the first two are older than now - retention.
-        assert_eq!(retention_start(&chunks, 0, &policy(3_000, -1), 6_000), 20);
-        assert_eq!(retention_start(&chunks, 3, &policy(3_000, -1), 6_000), 20);
+        assert_eq!(
+            retention_start(&mut chunks.iter(), total, 0, &policy(3_000, -1), 6_000),
+            20
+        );
+        assert_eq!(
+            retention_start(&mut chunks.iter(), total, 3, &policy(3_000, -1), 6_000),
+            20
+        );
         // Forever and no limit: nothing.
-        assert_eq!(retention_start(&chunks, 3, &policy(-1, -1), 6_000), 3);
+        assert_eq!(
+            retention_start(&mut chunks.iter(), total, 3, &policy(-1, -1), 6_000),
+            3
+        );
         // Size: keep at least 250 bytes -> 300 kept, the first one goes.
-        assert_eq!(retention_start(&chunks, 0, &policy(-1, 250), 6_000), 10);
-        assert_eq!(retention_start(&chunks, 0, &policy(-1, 200), 6_000), 20);
-        assert_eq!(retention_start(&chunks, 0, &policy(-1, 0), 6_000), 40);
+        assert_eq!(
+            retention_start(&mut chunks.iter(), total, 0, &policy(-1, 250), 6_000),
+            10
+        );
+        assert_eq!(
+            retention_start(&mut chunks.iter(), total, 0, &policy(-1, 200), 6_000),
+            20
+        );
+        assert_eq!(
+            retention_start(&mut chunks.iter(), total, 0, &policy(-1, 0), 6_000),
+            40
+        );
         // Both: time takes two, size (100) one more.
-        assert_eq!(retention_start(&chunks, 0, &policy(3_000, 100), 6_000), 30);
+        assert_eq!(
+            retention_start(&mut chunks.iter(), total, 0, &policy(3_000, 100), 6_000),
+            30
+        );
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl PartitionLog {
                 for base in overlapped {
                     index.remove(&base);
                 }
-                index.insert(chunk.base_offset, chunk);
+                index.insert(chunk);
             }
         }
         if view.full

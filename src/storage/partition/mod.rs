@@ -11,11 +11,12 @@
 //! at or above the high watermark is ever readable.
 
 mod follow;
+mod index;
 mod read;
 
 pub use follow::StoreView;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -52,7 +53,7 @@ pub enum ReadError {
 pub struct PartitionLog {
     pub topic_id: TopicId,
     pub partition: i32,
-    index: RwLock<BTreeMap<i64, ChunkRecord>>,
+    index: RwLock<index::ChunkIndex>,
     log_start: AtomicI64,
     /// Compacted topics: offsets below this have been compacted once.
     clean_offset: AtomicI64,
@@ -107,7 +108,7 @@ impl PartitionLog {
         chunks: Vec<ChunkRecord>,
         topic_commits: Arc<watch::Sender<u64>>,
     ) -> Self {
-        let index = chunks.into_iter().map(|c| (c.base_offset, c)).collect();
+        let index = index::ChunkIndex::new(chunks);
         Self {
             topic_id,
             partition,
@@ -163,6 +164,14 @@ impl PartitionLog {
         }
         if let Ok(mut list) = self.aborted.lock() {
             for a in aborted {
+                // Markers come in offset order: almost always an append.
+                if list
+                    .back()
+                    .is_none_or(|last| last.last_offset < a.last_offset)
+                {
+                    list.push_back(*a);
+                    continue;
+                }
                 let at = list.partition_point(|x| x.last_offset < a.last_offset);
                 if list.get(at).map(|x| x.last_offset) != Some(a.last_offset) {
                     list.insert(at, *a);
@@ -261,7 +270,7 @@ impl PartitionLog {
                 .next_back()
                 .is_some_and(|(_, c)| c.last_offset >= chunk.base_offset);
             if !sealed {
-                index.insert(chunk.base_offset, chunk);
+                index.insert(chunk);
             }
         }
         self.high_watermark.send_replace(next);
@@ -286,8 +295,42 @@ impl PartitionLog {
             for base in replaced {
                 index.remove(&base);
             }
-            index.insert(chunk.base_offset, chunk);
+            index.insert(chunk);
         }
+    }
+
+    /// Runs `visit` over the chunks holding offsets from `from` on, in
+    /// order, with the bytes of the whole index, under the index's read
+    /// lock: nothing is copied, and `visit` stops where it likes (it must
+    /// not block). For background work over long-retained partitions,
+    /// which would otherwise copy a 100,000-chunk index per step.
+    pub fn visit_chunks<R>(
+        &self,
+        from: i64,
+        visit: impl FnOnce(&mut dyn Iterator<Item = &ChunkRecord>, u64) -> R,
+    ) -> Option<R> {
+        let index = self.index.read().ok()?;
+        let first = index
+            .range(..=from)
+            .next_back()
+            .map(|(base, _)| *base)
+            .unwrap_or(from);
+        let mut chunks = index.range(first..).map(|(_, c)| c);
+        Some(visit(&mut chunks, index.bytes()))
+    }
+
+    /// The base offset of the chunk `n` chunks before the one starting at
+    /// `base` (the first chunk's, if there are fewer).
+    pub fn base_before(&self, base: i64, n: usize) -> i64 {
+        let Ok(index) = self.index.read() else {
+            return base;
+        };
+        index
+            .range(..base)
+            .rev()
+            .take(n)
+            .last()
+            .map_or(base, |(b, _)| *b)
     }
 
     /// The chunks holding offsets from `from` on, in order.

@@ -22,28 +22,48 @@ const MAX_SMALL_CHUNKS: usize = 12;
 /// repeated); once a partition has more than `MAX_SMALL_CHUNKS` small
 /// chunks, its oldest 4 adjacent small ones are merged, so its rows stay
 /// bounded by its retained bytes over `target` plus a constant.
-fn mergeable(chunks: &[ChunkRecord], target: u64) -> Option<Vec<ChunkRecord>> {
+fn mergeable(
+    chunks: &mut dyn Iterator<Item = &ChunkRecord>,
+    target: u64,
+) -> Option<Vec<ChunkRecord>> {
     const FAN_IN: usize = 4;
     let small = |c: &ChunkRecord| c.index_len > 0 && c.byte_len < target;
-    let contiguous = |w: &[ChunkRecord]| {
-        w.windows(2)
-            .all(|p| p[0].last_offset + 1 == p[1].base_offset)
-    };
-    let by_tier = chunks.windows(FAN_IN).find(|w| {
-        w.iter()
-            .all(|c| small(c) && tier(c.byte_len) == tier(w[0].byte_len))
-            && contiguous(w)
-    });
-    if let Some(w) = by_tier {
-        return Some(w.to_vec());
+    // One pass, copying at most a window's chunks: the run of adjacent
+    // small chunks of one tier ending here, and of any tier.
+    let mut same_tier: Vec<&ChunkRecord> = Vec::with_capacity(FAN_IN);
+    let mut any_tier: Vec<&ChunkRecord> = Vec::with_capacity(FAN_IN);
+    let mut fallback: Option<Vec<ChunkRecord>> = None;
+    let mut small_count = 0;
+    for chunk in chunks {
+        if !small(chunk) {
+            same_tier.clear();
+            any_tier.clear();
+            continue;
+        }
+        small_count += 1;
+        let follows = |run: &[&ChunkRecord]| {
+            run.last()
+                .is_some_and(|last| last.last_offset + 1 == chunk.base_offset)
+        };
+        if !follows(&any_tier) {
+            any_tier.clear();
+        }
+        if !follows(&same_tier) || tier(same_tier[0].byte_len) != tier(chunk.byte_len) {
+            same_tier.clear();
+        }
+        same_tier.push(chunk);
+        if same_tier.len() == FAN_IN {
+            return Some(same_tier.into_iter().cloned().collect());
+        }
+        if any_tier.len() == FAN_IN {
+            any_tier.remove(0);
+        }
+        any_tier.push(chunk);
+        if any_tier.len() == FAN_IN && fallback.is_none() {
+            fallback = Some(any_tier.iter().map(|c| (*c).clone()).collect());
+        }
     }
-    if chunks.iter().filter(|c| small(c)).count() <= MAX_SMALL_CHUNKS {
-        return None;
-    }
-    chunks
-        .windows(FAN_IN)
-        .find(|w| w.iter().all(small) && contiguous(w))
-        .map(<[ChunkRecord]>::to_vec)
+    fallback.filter(|_| small_count > MAX_SMALL_CHUNKS)
 }
 
 impl Sealer {
@@ -71,7 +91,26 @@ impl Sealer {
                 .filter(|log| log.leader_id() == self.node_id && log.chunk_count() >= 4);
             for log in led {
                 // Until nothing is left to merge (each merge removes 3 rows).
-                while let Some(group) = mergeable(&log.chunks_in(log.log_start_offset()), target) {
+                // After a merge the search goes on from three chunks before
+                // it (everything older was searched and did not change),
+                // and once more from the start before giving up, so a cycle
+                // walks a long-retained partition's index about once, not
+                // once per merge, and copies none of it.
+                let start = log.log_start_offset();
+                let mut from = start;
+                loop {
+                    let found = log
+                        .visit_chunks(from, |chunks, _| mergeable(chunks, target))
+                        .flatten();
+                    let group = match found {
+                        Some(group) => group,
+                        None if from > start => {
+                            from = start;
+                            continue;
+                        }
+                        None => break,
+                    };
+                    from = log.base_before(group[0].base_offset, 3);
                     let mut parts = Vec::with_capacity(group.len());
                     for c in &group {
                         parts.push(self.read_chunk(c).await?);
@@ -116,7 +155,7 @@ mod tests {
             ..chunk(base, base, "s")
         };
         // Tiers: 64 KiB and 100 KiB are class 3, 300 KiB class 4.
-        let chunks = vec![
+        let chunks = [
             sized(0, 300 << 10, 40),
             sized(1, 64 << 10, 20),
             sized(2, 100 << 10, 20),
@@ -124,15 +163,15 @@ mod tests {
             sized(4, 64 << 10, 20),
             sized(5, 64 << 10, 0), // unsealed: never merged
         ];
-        let group = mergeable(&chunks, 1 << 20).expect("a group");
+        let group = mergeable(&mut chunks.iter(), 1 << 20).expect("a group");
         assert_eq!(
             group.iter().map(|c| c.base_offset).collect::<Vec<_>>(),
             [1, 2, 3, 4]
         );
         // At or above the target: final.
-        assert!(mergeable(&chunks, 64 << 10).is_none());
+        assert!(mergeable(&mut chunks.iter(), 64 << 10).is_none());
         assert!(
-            mergeable(&chunks[..4], 1 << 20).is_none(),
+            mergeable(&mut chunks[..4].iter(), 1 << 20).is_none(),
             "three of a class wait"
         );
     }
@@ -147,13 +186,16 @@ mod tests {
                 ..chunk(i, i, "s")
             })
             .collect();
-        assert!(mergeable(&chunks, 1 << 20).is_none(), "12 may stay");
+        assert!(
+            mergeable(&mut chunks.iter(), 1 << 20).is_none(),
+            "12 may stay"
+        );
         chunks.push(ChunkRecord {
             byte_len: 20 << 10,
             index_len: 20,
             ..chunk(12, 12, "s")
         });
-        let group = mergeable(&chunks, 1 << 20).expect("13 small chunks merge");
+        let group = mergeable(&mut chunks.iter(), 1 << 20).expect("13 small chunks merge");
         assert_eq!(
             group.iter().map(|c| c.base_offset).collect::<Vec<_>>(),
             [0, 1, 2, 3],
