@@ -21,6 +21,9 @@ pub struct RequestMetrics {
     replica_fetch_bytes: AtomicU64,
     /// Partition fetches answered with a preferred read replica (KIP-392).
     preferred_replica: AtomicU64,
+    /// Reads of the metadata store that fetches of partitions led
+    /// elsewhere made on demand (past the view, or its first load).
+    replica_store_reads: AtomicU64,
 }
 
 impl Default for RequestMetrics {
@@ -30,6 +33,7 @@ impl Default for RequestMetrics {
             fetches_waiting: AtomicU64::new(0),
             replica_fetch_bytes: AtomicU64::new(0),
             preferred_replica: AtomicU64::new(0),
+            replica_store_reads: AtomicU64::new(0),
         }
     }
 }
@@ -53,6 +57,10 @@ impl RequestMetrics {
     pub fn replica_fetched(&self, bytes: usize) {
         self.replica_fetch_bytes
             .fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+    /// Counts a read of the store for a partition led elsewhere.
+    pub fn replica_store_read(&self) {
+        self.replica_store_reads.fetch_add(1, Ordering::Relaxed);
     }
     /// Counts a partition fetch sent to a replica in the client's rack.
     pub fn preferred_replica_sent(&self) {
@@ -110,6 +118,13 @@ impl RequestMetrics {
             "counter",
             "Partition fetches told to fetch from a broker in the consumer's rack (KIP-392).",
             self.preferred_replica.load(Ordering::Relaxed),
+        );
+        render_value(
+            &mut out,
+            "strata_replica_store_reads_total",
+            "counter",
+            "Metadata store reads made on demand by fetches of partitions another broker leads.",
+            self.replica_store_reads.load(Ordering::Relaxed),
         );
         out
     }

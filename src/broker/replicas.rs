@@ -38,7 +38,18 @@ pub async fn refresh(
     force_full: bool,
 ) -> anyhow::Result<()> {
     let _one_at_a_time = log.replica_refresh_lock().await;
+    refresh_locked(broker, log, record, force_full).await
+}
+
+/// `refresh`, with the view's refresh lock held by the caller.
+async fn refresh_locked(
+    broker: &Broker,
+    log: &PartitionLog,
+    record: &PartitionRecord,
+    force_full: bool,
+) -> anyhow::Result<()> {
     let now = now_ms();
+    log.replica_checked(now);
     let synced = log.replica_synced_ms();
     let full = force_full || synced == 0 || now - synced >= FULL_SYNC_EVERY_MS;
     if !full
@@ -70,11 +81,28 @@ pub async fn refresh(
 
 /// Refreshes one partition before a read: its view was never loaded, the
 /// read asks past what this broker knows, or an object it named is gone.
+/// Reads past the view are coalesced: consumers asking past the high
+/// watermark on every fetch (a consumer ahead of this broker, a tail read
+/// right after the leader's commit) cause at most one store read per
+/// `cluster.replica_refresh_ms` per partition, shared by every fetch
+/// waiting on it; the fetches then long-poll as usual, and the background
+/// follow brings the new data.
 pub async fn refresh_now(
     broker: &Broker,
     log: &PartitionLog,
     force_full: bool,
 ) -> anyhow::Result<()> {
+    let coalesce = broker.config.cluster.replica_refresh_ms.max(1) as i64;
+    let fresh = || !force_full && now_ms() - log.replica_checked_ms() < coalesce;
+    if fresh() {
+        return Ok(());
+    }
+    // Fetches that found the view stale together wait here for one read.
+    let _one_at_a_time = log.replica_refresh_lock().await;
+    if fresh() {
+        return Ok(());
+    }
+    broker.requests.replica_store_read();
     let record = broker
         .metadata
         .partitions(log.topic_id)
@@ -82,7 +110,7 @@ pub async fn refresh_now(
         .into_iter()
         .find(|p| p.partition == log.partition)
         .ok_or_else(|| anyhow::anyhow!("partition {} is not in the store", log.partition))?;
-    refresh(broker, log, &record, force_full).await
+    refresh_locked(broker, log, &record, force_full).await
 }
 
 /// Keeps the views consumers read here fresh, one store read per topic

@@ -455,7 +455,7 @@ fn produce_errors_carry_kafka_codes() {
 }
 
 /// (error code, high watermark, records bytes) of a one-partition fetch.
-fn fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64) -> (i16, i64, usize) {
+pub(crate) fn fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64) -> (i16, i64, usize) {
     let request = FetchRequest::default()
         .with_max_wait_ms(10)
         .with_min_bytes(1)

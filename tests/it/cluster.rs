@@ -812,7 +812,7 @@ async fn writes_pause_and_resume_across_a_postgresql_restart() {
 }
 
 /// A counter from a broker's /metrics (0 when absent).
-fn metric(http: &str, name: &str) -> f64 {
+pub(crate) fn metric(http: &str, name: &str) -> f64 {
     let (status, body) = http_request(http, "GET", "/metrics");
     assert_eq!(status, 200, "{body}");
     body.lines()

@@ -371,3 +371,60 @@ for node in sorted(described.nodes, key=lambda n: n.id):
         .await;
     }
 }
+
+/// A consumer asking a broker for offsets past what it knows of a
+/// partition another broker leads (here: on every fetch, as fast as it
+/// can) costs at most one metadata store read per partition per
+/// `cluster.replica_refresh_ms` (250 ms), not one per fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fetches_past_a_replica_view_share_their_store_reads() {
+    const TOPIC: &str = "coalesced";
+    let cluster = Cluster::new();
+    let http = format!("127.0.0.1:{}", crate::common::free_port());
+    let brokers = [
+        cluster.start(1),
+        cluster.start_with(2, &["--http-addr", &http]),
+    ];
+    brokers[0].create_topic(TOPIC, 2).await;
+    balanced_over(&brokers[1].addr, TOPIC, &[1, 2], 2).await;
+    let (leaders, _) = crate::cluster::leaders(&brokers[1].addr, TOPIC).expect("metadata");
+    // The partition broker 1 leads, read through broker 2.
+    let partition = *leaders
+        .iter()
+        .find(|(_, leader)| **leader == 1)
+        .expect("broker 1 leads one")
+        .0;
+    let producer = producer_without_retries(&brokers[0].addr);
+    for i in 0..10 {
+        producer
+            .send(
+                FutureRecord::<(), _>::to(TOPIC)
+                    .partition(partition)
+                    .payload(&format!("v{i}")),
+                Duration::from_secs(30),
+            )
+            .await
+            .expect("delivered");
+    }
+    let mut raw = crate::bad_input::Raw::connect(&brokers[1]);
+    let (code, _, bytes) = crate::bad_input::fetch(&mut raw, TOPIC, partition, 0);
+    assert_eq!(code, 0);
+    assert!(bytes > 0, "the view loads and serves the records");
+    let before = crate::cluster::metric(&http, "strata_replica_store_reads_total");
+    let started = Instant::now();
+    let mut fetches = 0;
+    while started.elapsed() < Duration::from_millis(1_500) {
+        // Past the high watermark: this broker cannot know it is wrong
+        // without asking the store.
+        crate::bad_input::fetch(&mut raw, TOPIC, partition, 1_000);
+        fetches += 1;
+    }
+    let elapsed = started.elapsed();
+    let reads = crate::cluster::metric(&http, "strata_replica_store_reads_total") - before;
+    let allowed = (elapsed.as_millis() / 250) as f64 + 2.0;
+    assert!(
+        reads >= 1.0 && reads <= allowed,
+        "{reads} store reads for {fetches} fetches in {elapsed:?} (at most {allowed})"
+    );
+    eprintln!("{fetches} fetches past the view in {elapsed:?}: {reads} store reads");
+}

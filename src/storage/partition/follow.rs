@@ -18,6 +18,8 @@ pub(super) struct ReplicaView {
     last_read_ms: AtomicI64,
     /// When its whole index was last read from the store (0: never).
     synced_ms: AtomicI64,
+    /// When the store was last read for it, whole or not (0: never).
+    checked_ms: AtomicI64,
     /// One refresh at a time: two applied out of order could put a chunk
     /// row back that a newer one (sealed, merged) replaced.
     refreshing: tokio::sync::Mutex<()>,
@@ -51,6 +53,14 @@ impl PartitionLog {
     /// the view serves nothing).
     pub fn replica_synced_ms(&self) -> i64 {
         self.replica.synced_ms.load(Ordering::Acquire)
+    }
+    /// When the store was last read for this view (0: never).
+    pub fn replica_checked_ms(&self) -> i64 {
+        self.replica.checked_ms.load(Ordering::Acquire)
+    }
+    /// Notes a read of the store for this view.
+    pub fn replica_checked(&self, now_ms: i64) {
+        self.replica.checked_ms.fetch_max(now_ms, Ordering::AcqRel);
     }
     /// Held while a refresh reads the store and applies what it read.
     pub async fn replica_refresh_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
