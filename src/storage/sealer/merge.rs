@@ -22,7 +22,7 @@ const MAX_SMALL_CHUNKS: usize = 12;
 /// repeated); once a partition has more than `MAX_SMALL_CHUNKS` small
 /// chunks, its oldest 4 adjacent small ones are merged, so its rows stay
 /// bounded by its retained bytes over `target` plus a constant.
-fn mergeable(
+pub fn mergeable(
     chunks: &mut dyn Iterator<Item = &ChunkRecord>,
     target: u64,
 ) -> Option<Vec<ChunkRecord>> {

@@ -31,6 +31,7 @@
 //! whose swap did not happen are orphans the collector removes.
 
 mod merge;
+pub use merge::mergeable;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
