@@ -416,6 +416,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Takes or renews the controller lease for `(node_id, boot)` until
     /// `lease_until_ms`: succeeds if it is free, expired at `now_ms`, held
     /// by this process, or held by an earlier process of the same node.
+    /// PostgreSQL runs the lease for `lease_until_ms - now_ms` from its own
+    /// clock and judges it on that clock.
     async fn try_controller(
         &self,
         node_id: i32,

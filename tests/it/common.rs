@@ -107,7 +107,11 @@ impl TestBroker {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
             let text = self.log(self.starts);
-            if let Some(line) = text.lines().find(|l| l.starts_with("strata listening on ")) {
+            // Only a whole line: the log may be read mid-write.
+            if let Some(line) = text
+                .split_inclusive('\n')
+                .find(|l| l.starts_with("strata listening on ") && l.ends_with('\n'))
+            {
                 return line
                     .trim_start_matches("strata listening on ")
                     .trim()

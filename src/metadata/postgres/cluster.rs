@@ -83,23 +83,27 @@ pub(super) async fn live(client: &Client) -> Result<Vec<BrokerRecord>> {
         .collect()
 }
 
-/// Takes or renews the controller lease; whether a lease held by another
-/// broker has run out is judged on the server's clock.
+/// Takes or renews the controller lease for `lease_ms` from now, both on
+/// the server's clock: the lease's end and every check of it (here and in
+/// `move_leaders`) are the server's times, so a broker whose estimate of
+/// the server's clock is off (a slow round trip measured it) neither loses
+/// its moves nor keeps a lease that ran out.
 pub(super) async fn try_controller(
     client: &Client,
     node_id: i32,
     boot: &str,
-    lease_until_ms: i64,
+    lease_ms: i64,
 ) -> Result<bool> {
     let taken = client
         .execute(
             &format!(
-                "INSERT INTO controller (id, node_id, boot, lease_until_ms) VALUES (0, $1, $2, $3)
+                "INSERT INTO controller (id, node_id, boot, lease_until_ms)
+                 VALUES (0, $1, $2, {STORE_NOW_MS} + $3)
                  ON CONFLICT (id) DO UPDATE SET node_id = excluded.node_id, boot = excluded.boot,
                      lease_until_ms = excluded.lease_until_ms
                  WHERE controller.lease_until_ms <= {STORE_NOW_MS} OR controller.node_id = $1"
             ),
-            &[&node_id, &boot, &lease_until_ms],
+            &[&node_id, &boot, &lease_ms.max(0)],
         )
         .await?;
     Ok(taken > 0)

@@ -512,12 +512,14 @@ impl MetadataStore for PostgresStore {
         &self,
         node_id: i32,
         boot: &str,
-        _now_ms: i64,
+        now_ms: i64,
         lease_until_ms: i64,
     ) -> Result<bool> {
         self.bounded("try_controller", async move {
             let client = self.client().await?;
-            cluster::try_controller(&client, node_id, boot, lease_until_ms).await
+            // The lease's length; its end is set on the server's clock.
+            let lease_ms = lease_until_ms.saturating_sub(now_ms);
+            cluster::try_controller(&client, node_id, boot, lease_ms).await
         })
         .await
     }
