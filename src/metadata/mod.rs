@@ -404,10 +404,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn renew_lease(&self, record: BrokerRecord) -> Result<bool>;
     /// Removes this process's registration (a clean stop).
     async fn deregister_broker(&self, node_id: i32, boot: &str) -> Result<()>;
-    /// Brokers whose lease runs past now, by node id. `now_ms` (here and
-    /// below) is the store's clock as the broker last measured it; a store
-    /// with a clock of its own (PostgreSQL) reads that clock instead, in
-    /// the same statement.
+    /// Brokers whose lease runs past `now_ms`, by node id. `now_ms` (here
+    /// and below) is the store's clock as the broker last measured it.
     async fn live_brokers(&self, now_ms: i64) -> Result<Vec<BrokerRecord>>;
     /// The store's clock, in milliseconds since the Unix epoch. Leases are
     /// timed on it, so brokers whose clocks disagree still agree on who is

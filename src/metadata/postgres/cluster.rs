@@ -57,15 +57,16 @@ pub(super) async fn clock_ms(client: &Client) -> Result<i64> {
     Ok(row.try_get(0)?)
 }
 
-/// Brokers whose lease has not run out on the server's clock.
-pub(super) async fn live(client: &Client) -> Result<Vec<BrokerRecord>> {
+/// Brokers whose lease runs past `now_ms`: the reader's estimate of the
+/// server's clock, as each lease's end is the writer's estimate plus the
+/// session (see `broker::cluster`), so a bias that every broker's estimate
+/// shares under load cancels out.
+pub(super) async fn live(client: &Client, now_ms: i64) -> Result<Vec<BrokerRecord>> {
     let rows = client
         .query(
-            &format!(
-                "SELECT node_id, boot, host, port, rack, lease_until_ms, draining FROM brokers
-                 WHERE lease_until_ms > {STORE_NOW_MS} ORDER BY node_id"
-            ),
-            &[],
+            "SELECT node_id, boot, host, port, rack, lease_until_ms, draining FROM brokers
+             WHERE lease_until_ms > $1 ORDER BY node_id",
+            &[&now_ms],
         )
         .await?;
     rows.iter()

@@ -492,10 +492,10 @@ impl MetadataStore for PostgresStore {
         .await
     }
 
-    async fn live_brokers(&self, _now_ms: i64) -> Result<Vec<BrokerRecord>> {
+    async fn live_brokers(&self, now_ms: i64) -> Result<Vec<BrokerRecord>> {
         self.bounded("live_brokers", async move {
             let client = self.client().await?;
-            cluster::live(&client).await
+            cluster::live(&client, now_ms).await
         })
         .await
     }
