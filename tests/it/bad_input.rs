@@ -103,10 +103,29 @@ fn assert_serving(broker: &TestBroker) {
 }
 
 fn batch(values: &[&[u8]], compression: Compression) -> BytesMut {
-    let records: Vec<Record> = values
+    let records: Vec<(Option<Bytes>, i64, Bytes)> = values
         .iter()
         .enumerate()
-        .map(|(i, v)| Record {
+        .map(|(i, v)| {
+            (
+                None,
+                1_700_000_000_000 + i as i64,
+                Bytes::copy_from_slice(v),
+            )
+        })
+        .collect();
+    encode_batch(&records, compression)
+}
+
+/// One record batch (v2, CreateTime) of `(key, timestamp, value)` records.
+pub(crate) fn encode_batch(
+    records: &[(Option<Bytes>, i64, Bytes)],
+    compression: Compression,
+) -> BytesMut {
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (key, timestamp, value))| Record {
             transactional: false,
             control: false,
             delete_horizon: false,
@@ -118,9 +137,9 @@ fn batch(values: &[&[u8]], compression: Compression) -> BytesMut {
             // offset - sequence must stay constant for the encoder to keep
             // the records in one batch.
             sequence: i as i32,
-            timestamp: 1_700_000_000_000 + i as i64,
-            key: None,
-            value: Some(Bytes::copy_from_slice(v)),
+            timestamp: *timestamp,
+            key: key.clone(),
+            value: Some(value.clone()),
             headers: Default::default(),
         })
         .collect();

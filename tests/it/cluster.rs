@@ -797,6 +797,31 @@ async fn writes_pause_and_resume_across_a_postgresql_restart() {
     // Three seconds without the metadata store, under load.
     postgres.restart(3);
     more_acks(&acked, 300).await;
+    stop_and_check_every_ack(
+        producer,
+        &stop,
+        &acked,
+        &broker.addr,
+        TOPIC,
+        4,
+        "the restart",
+    )
+    .await;
+}
+
+/// Stops `producer` (started with `start_producer`), which must have had
+/// no failed delivery, then checks that every record it had acknowledged
+/// is stored once, in order (`what`: the fault it went through, for the
+/// log).
+pub(crate) async fn stop_and_check_every_ack(
+    producer: tokio::task::JoinHandle<usize>,
+    stop: &AtomicBool,
+    acked: &Acks,
+    addr: &str,
+    topic: &str,
+    partitions: i32,
+    what: &str,
+) {
     stop.store(true, Ordering::Release);
     let failed = producer.await.expect("producer task");
     assert_eq!(
@@ -804,9 +829,9 @@ async fn writes_pause_and_resume_across_a_postgresql_restart() {
         "deliveries failed (retriable errors are retried)"
     );
     let acked = acked.lock().expect("acks").clone();
-    check_every_ack(&broker.addr, TOPIC, 4, &acked);
+    check_every_ack(addr, topic, partitions, &acked);
     eprintln!(
-        "{} acknowledged records across the restart, all stored once",
+        "{} acknowledged records across {what}, all stored once",
         acked.len()
     );
 }

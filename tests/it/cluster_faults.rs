@@ -6,7 +6,7 @@
 //! Also what a cluster describes of itself (DescribeCluster).
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -15,7 +15,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::cluster::{
-    Cluster, OwnPostgres, balanced_over, check_every_ack, more_acks, start_producer,
+    Cluster, OwnPostgres, balanced_over, more_acks, start_producer, stop_and_check_every_ack,
 };
 use crate::common::{TestBroker, consume_until_end, eventually, psql};
 use crate::s3::start_s3;
@@ -306,18 +306,16 @@ async fn produce_fails_within_the_bound_while_postgresql_is_frozen_then_recovers
 
     // Recovered: acks flow again.
     more_acks(&acked, 300).await;
-    stop.store(true, Ordering::Release);
-    let failed = producer.await.expect("producer task");
-    assert_eq!(
-        failed, 0,
-        "deliveries failed (retriable errors are retried)"
-    );
-    let acked = acked.lock().expect("acks").clone();
-    check_every_ack(&broker.addr, TOPIC, 4, &acked);
-    eprintln!(
-        "{} acknowledged records across the freeze, all stored once",
-        acked.len()
-    );
+    stop_and_check_every_ack(
+        producer,
+        &stop,
+        &acked,
+        &broker.addr,
+        TOPIC,
+        4,
+        "the freeze",
+    )
+    .await;
 }
 
 /// DescribeCluster lists every live broker with its rack, as Metadata

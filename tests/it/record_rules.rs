@@ -7,13 +7,11 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::{ApiKey, ProduceResponse};
-use kafka_protocol::records::{
-    Compression, Record, RecordBatchEncoder, RecordEncodeOptions, TimestampType,
-};
+use kafka_protocol::records::Compression;
 
-use crate::bad_input::{Raw, create_topic, produce_request};
+use crate::bad_input::{Raw, create_topic, encode_batch, produce_request};
 use crate::common::TestBroker;
 
 const INVALID_TIMESTAMP: i16 = 32;
@@ -29,36 +27,18 @@ fn now_ms() -> i64 {
 
 /// One batch of `(key, timestamp)` records, compressed with `compression`.
 fn batch(records: &[(Option<&str>, i64)], compression: Compression) -> Bytes {
-    let records: Vec<Record> = records
+    let records: Vec<(Option<Bytes>, i64, Bytes)> = records
         .iter()
         .enumerate()
-        .map(|(i, (key, timestamp))| Record {
-            transactional: false,
-            control: false,
-            delete_horizon: false,
-            partition_leader_epoch: -1,
-            producer_id: -1,
-            producer_epoch: -1,
-            timestamp_type: TimestampType::Creation,
-            offset: i as i64,
-            sequence: i as i32,
-            timestamp: *timestamp,
-            key: key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
-            value: Some(Bytes::from(format!("value {i}"))),
-            headers: Default::default(),
+        .map(|(i, (key, timestamp))| {
+            (
+                key.map(|k| Bytes::copy_from_slice(k.as_bytes())),
+                *timestamp,
+                Bytes::from(format!("value {i}")),
+            )
         })
         .collect();
-    let mut buf = BytesMut::new();
-    RecordBatchEncoder::encode(
-        &mut buf,
-        records.iter(),
-        &RecordEncodeOptions {
-            version: 2,
-            compression,
-        },
-    )
-    .expect("encode");
-    buf.freeze()
+    encode_batch(&records, compression).freeze()
 }
 
 /// The partition's answer: error code, record errors (index, message) and

@@ -46,71 +46,53 @@ impl S3Server {
         .to_vec()
     }
 
+    /// Runs `body` (Python) with a boto3 client `s3` on this server and
+    /// `args` as `args`; its standard output (`what` names it on failure).
+    fn boto3(&self, body: &str, args: &[&str], what: &str) -> String {
+        let script = format!(
+            "import sys\nimport boto3\n\
+             s3 = boto3.client('s3', endpoint_url=sys.argv[1], aws_access_key_id=sys.argv[2],\n\
+             aws_secret_access_key=sys.argv[3], region_name='us-east-1')\n\
+             args = sys.argv[4:]\n{body}"
+        );
+        let out = Command::new("python3")
+            .args(["-c", &script, &self.endpoint, ACCESS_KEY, SECRET_KEY])
+            .args(args)
+            .output()
+            .expect("python3 with boto3 (the test venv has it)");
+        assert!(
+            out.status.success(),
+            "{what}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// Every key in `bucket` under `prefix`, listed over the S3 API (boto3
     /// from the test venv signs the requests).
     pub(crate) fn list(&self, bucket: &str, prefix: &str) -> Vec<String> {
-        const SCRIPT: &str = r#"
-import sys
-import boto3
-endpoint, key, secret, bucket, prefix = sys.argv[1:6]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
-                  aws_secret_access_key=secret, region_name="us-east-1")
-for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix):
-    for obj in page.get("Contents", []):
-        print(obj["Key"])
-"#;
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                SCRIPT,
-                &self.endpoint,
-                ACCESS_KEY,
-                SECRET_KEY,
-                bucket,
-                prefix,
-            ])
-            .output()
-            .expect("python3 with boto3 (the test venv has it)");
-        assert!(
-            out.status.success(),
-            "list s3://{bucket}/{prefix}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_string)
-            .collect()
+        const BODY: &str = "\
+for page in s3.get_paginator('list_objects_v2').paginate(Bucket=args[0], Prefix=args[1]):
+    for obj in page.get('Contents', []):
+        print(obj['Key'])
+";
+        self.boto3(
+            BODY,
+            &[bucket, prefix],
+            &format!("list s3://{bucket}/{prefix}"),
+        )
+        .lines()
+        .map(str::to_string)
+        .collect()
     }
-}
 
-impl S3Server {
     /// Writes `body` at `key` in `bucket` over the S3 API.
     pub(crate) fn put(&self, bucket: &str, key: &str, body: &str) {
-        const SCRIPT: &str = r#"
-import sys
-import boto3
-endpoint, key, secret, bucket, name, body = sys.argv[1:7]
-s3 = boto3.client("s3", endpoint_url=endpoint, aws_access_key_id=key,
-                  aws_secret_access_key=secret, region_name="us-east-1")
-s3.put_object(Bucket=bucket, Key=name, Body=body.encode())
-"#;
-        let out = Command::new("python3")
-            .args([
-                "-c",
-                SCRIPT,
-                &self.endpoint,
-                ACCESS_KEY,
-                SECRET_KEY,
-                bucket,
-                key,
-                body,
-            ])
-            .output()
-            .expect("python3 with boto3 (the test venv has it)");
-        assert!(
-            out.status.success(),
-            "put s3://{bucket}/{key}: {}",
-            String::from_utf8_lossy(&out.stderr)
+        const BODY: &str = "s3.put_object(Bucket=args[0], Key=args[1], Body=args[2].encode())\n";
+        self.boto3(
+            BODY,
+            &[bucket, key, body],
+            &format!("put s3://{bucket}/{key}"),
         );
     }
 }
