@@ -141,6 +141,10 @@ impl Membership {
             .collect()
     }
 
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Acquire)
+    }
+
     pub fn set_draining(&self) {
         self.draining.store(true, Ordering::Release);
     }
@@ -188,6 +192,9 @@ pub async fn run(broker: Arc<Broker>, shutdown: CancellationToken, fenced: Cance
         }
         match heartbeat(&broker).await {
             Ok(true) => {}
+            // A draining broker deregisters before its background tasks
+            // stop: its row is gone, nobody took its node id over.
+            Ok(false) if broker.cluster.is_draining() => return,
             Ok(false) => {
                 tracing::error!(
                     node_id = broker.node_id,

@@ -472,6 +472,9 @@ async fn drain(broker: &Arc<Broker>) {
         }
     }
     let membership = &broker.cluster;
+    // From here on a heartbeat that finds no row is this deregistration,
+    // not another process taking the node id over.
+    membership.set_draining();
     if let Err(error) = broker
         .metadata
         .deregister_broker(membership.node_id, &membership.boot)

@@ -94,6 +94,27 @@ fn leader_of(addr: &str, topic: &str, partition: i32) -> Option<i32> {
         .and_then(|(l, _)| l.get(&partition).copied())
 }
 
+/// Waits until `addr` lists `count` live brokers (its view of the
+/// cluster), so that a topic created through it is spread over all of them.
+pub(crate) async fn sees_brokers(addr: &str, count: usize) {
+    let listed = || {
+        let consumer: BaseConsumer = ClientConfig::new()
+            .set("bootstrap.servers", addr)
+            .create()
+            .expect("client");
+        consumer
+            .fetch_metadata(None, Duration::from_secs(5))
+            .map(|m| m.brokers().len())
+            .unwrap_or(0)
+    };
+    eventually(
+        Duration::from_secs(20),
+        || listed() == count,
+        || format!("{addr} lists {} brokers, not {count}", listed()),
+    )
+    .await;
+}
+
 /// Partitions led per broker.
 pub(crate) fn load(leaders: &BTreeMap<i32, i32>) -> BTreeMap<i32, usize> {
     let mut load = BTreeMap::new();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use rdkafka::producer::Producer;
 
-use crate::cluster::{Cluster, balanced_over, coordinator, leaders, load};
+use crate::cluster::{Cluster, balanced_over, coordinator, leaders, load, sees_brokers};
 use crate::common::TestBroker;
 use crate::transactions::{
     KillOnDrop, T, copied_in_order, copier_input, java_classpath, last_progress, read_all, runtime,
@@ -42,6 +42,7 @@ fn transactions_span_partitions_led_by_every_broker() {
     let cluster = Cluster::new();
     let brokers: Vec<TestBroker> = (0..3).map(|n| cluster.start(n)).collect();
     let rt = runtime();
+    rt.block_on(sees_brokers(&brokers[0].addr, 3));
     rt.block_on(brokers[0].create_topic("spread", PARTITIONS));
     rt.block_on(balanced_over(
         &brokers[1].addr,
@@ -104,6 +105,10 @@ fn an_exactly_once_copier_survives_its_coordinators_broker_dying() {
     let cluster = Cluster::new();
     let mut brokers: Vec<TestBroker> = (0..3).map(|n| cluster.start(n)).collect();
     let rt = runtime();
+    // Both topics spread over all three from their creation: leadership
+    // is balanced over all partitions of all topics, not per topic, so a
+    // topic created while one broker was not seen yet could stay uneven.
+    rt.block_on(sees_brokers(&brokers[0].addr, 3));
     rt.block_on(brokers[0].create_topic("copy-in", PARTITIONS));
     rt.block_on(brokers[0].create_topic("copy-out", PARTITIONS));
     rt.block_on(balanced_over(
