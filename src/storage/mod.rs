@@ -3,7 +3,8 @@
 //! - `wal`: the write buffer and group commit (the durability point);
 //! - `partition` / `catalog`: the committed log of each partition in memory;
 //! - `cache`: block cache over the object store (foyer, memory + disk);
-//! - `object`: the object store behind retry and metrics layers;
+//! - `object`: the object store behind retry, deadline and metrics layers
+//!   (`object_client`: its HTTP client, counting retried attempts);
 //! - `paths`: every object key, built in one place;
 //! - `producers`: idempotent producer state and Kafka's sequence rules;
 //! - `intents`: upload intents recorded before every PUT;
@@ -21,6 +22,7 @@ pub mod gc;
 pub mod intents;
 pub mod metrics;
 pub mod object;
+mod object_client;
 pub mod partition;
 pub mod paths;
 pub mod producers;

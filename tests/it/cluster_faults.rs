@@ -147,9 +147,12 @@ async fn the_listing_pass_deletes_objects_nothing_names_and_only_those() {
     for key in strays.iter().chain(&kept) {
         cluster.s3.put("cluster", key, "left behind");
     }
+    let http = format!("127.0.0.1:{}", crate::common::free_port());
     let broker = cluster.start_with(
         1,
         &[
+            "--http-addr",
+            &http,
             "--gc-unnamed-grace-secs",
             "2",
             "--gc-list-interval-secs",
@@ -186,9 +189,21 @@ async fn the_listing_pass_deletes_objects_nothing_names_and_only_those() {
         },
     )
     .await;
-    // A few more passes over the brokers' own objects, older than the
-    // grace by now.
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // Two more passes (a LIST per prefix each) over the brokers' own
+    // objects, older than the grace by now.
+    const LISTS: &str = "strata_object_store_requests_total{op=\"list\"}";
+    let lists = crate::cluster::metric(&http, LISTS);
+    eventually(
+        Duration::from_secs(30),
+        || crate::cluster::metric(&http, LISTS) >= lists + 6.0,
+        || {
+            format!(
+                "no more listing passes: {}",
+                crate::cluster::metric(&http, LISTS)
+            )
+        },
+    )
+    .await;
     for key in kept {
         assert!(!gone(key), "{key} is not Strata's: it stays");
     }

@@ -110,6 +110,9 @@ async fn wait_sealed_and_swept(rows: impl Fn(&str) -> Vec<Vec<String>>, before_m
         },
     )
     .await;
+    // What is awaited here is something that must not happen (the hold
+    // keeps the objects): give the collector three sweeps past the grace
+    // (1 s each) to do it if it would.
     tokio::time::sleep(Duration::from_secs(4)).await;
 }
 
