@@ -20,10 +20,11 @@ RUN apt-get update \
 COPY --from=build /src/target/release/strata /usr/local/bin/strata
 USER strata
 WORKDIR /var/lib/strata
-# Kafka protocol, HTTP (/health, /metrics).
+# Kafka protocol, HTTP (/health, /metrics). The Kafka listener defaults to
+# PLAINTEXT://0.0.0.0:9092; set STRATA_KAFKA_ADDR or STRATA_LISTENERS to
+# change it.
 EXPOSE 9092 9644
 ENV STRATA_DATA_DIR=/var/lib/strata \
-    STRATA_KAFKA_ADDR=0.0.0.0:9092 \
     STRATA_HTTP_ADDR=0.0.0.0:9644
 ENTRYPOINT ["/usr/local/bin/strata"]
 CMD ["serve"]

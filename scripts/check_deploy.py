@@ -69,10 +69,27 @@ def compose(spec_path):
             f"{name}: the healthcheck runs a command (the image's /bin/sh is dash, no /dev/tcp)",
         )
         check("stop_grace_period" in service, f"{name}: stop_grace_period longer than a drain")
-        addr = service.get("environment", {}).get("STRATA_ADVERTISED_ADDR", "")
-        port = addr.rsplit(":", 1)[-1]
+        env = {**doc["x-strata"]["environment"], **service.get("environment", {})}
+        advertised = dict(
+            entry.split("://", 1)
+            for entry in env.get("STRATA_ADVERTISED_LISTENERS", "").split(",")
+            if "://" in entry
+        )
+        external = advertised.get("EXTERNAL", "")
         published = [str(p).split(":")[0] for p in service.get("ports", [])]
-        check(port in published, f"{name}: advertised port {port} is not published")
+        check(
+            external.startswith("localhost:") and external.rsplit(":", 1)[-1] in published,
+            f"{name}: its EXTERNAL listener ({external}) must be published on the host",
+        )
+        internal = advertised.get("INTERNAL", "")
+        check(
+            internal.startswith(f"{name}:"),
+            f"{name}: its INTERNAL listener must advertise its service name, not {internal}",
+        )
+        check(
+            env.get("STRATA_INTER_BROKER_LISTENER_NAME") == "INTERNAL",
+            f"{name}: brokers must reach each other on the INTERNAL listener",
+        )
     with open("deploy/prometheus.yml") as f:
         prometheus = yaml.safe_load(f)
     targets = {

@@ -25,8 +25,8 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::Broker;
 use super::dispatch::{Dispatched, dispatch};
+use super::{Broker, Listener};
 use crate::protocol::frame::{check_frame_size, decode_request_header};
 
 /// A response on its way to the writer, in request order.
@@ -37,13 +37,25 @@ struct Pending {
     received: Instant,
 }
 
+/// Who is on a connection, and which listener it came through.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub peer: std::net::SocketAddr,
+    pub listener: Arc<Listener>,
+}
+
 /// Longest time between a frame's size prefix and its last byte.
 const FRAME_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
-pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: CancellationToken) {
+pub async fn accept_loop(
+    broker: Arc<Broker>,
+    socket: TcpListener,
+    listener: Arc<Listener>,
+    shutdown: CancellationToken,
+) {
     loop {
         let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
+            accepted = socket.accept() => accepted,
             _ = shutdown.cancelled() => return,
         };
         match accepted {
@@ -52,8 +64,12 @@ pub async fn accept_loop(broker: Arc<Broker>, listener: TcpListener, shutdown: C
                 let readers = broker.readers.clone();
                 let broker = Arc::clone(&broker);
                 let shutdown = shutdown.clone();
+                let session = Session {
+                    peer,
+                    listener: Arc::clone(&listener),
+                };
                 readers.spawn(async move {
-                    if let Err(reason) = serve(broker, stream, peer, shutdown).await {
+                    if let Err(reason) = serve(broker, stream, session, shutdown).await {
                         tracing::debug!(%peer, %reason, "connection closed");
                     }
                 });
@@ -90,7 +106,7 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
 async fn serve(
     broker: Arc<Broker>,
     stream: TcpStream,
-    peer: std::net::SocketAddr,
+    session: Session,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
     let (read_half, mut write_half) = stream.into_split();
@@ -160,7 +176,7 @@ async fn serve(
             Err(e) => break Err(e.to_string()),
         };
         let api = request.api_key;
-        let response = match dispatch(&broker, request, peer).await {
+        let response = match dispatch(&broker, request, &session).await {
             Ok(Dispatched::Response(bytes)) => tokio::spawn(async move { Ok(bytes) }),
             Ok(Dispatched::Deferred(future)) => tokio::spawn(future),
             Ok(Dispatched::NoResponse) => {

@@ -8,7 +8,6 @@
 //! unknown API key, a body that does not decode) closes the connection, as
 //! Kafka does.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -18,6 +17,7 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use super::Broker;
+use super::connection::Session;
 use super::handlers;
 use crate::protocol::frame::{RequestFrame, encode_response};
 use crate::protocol::versions::is_supported;
@@ -60,8 +60,10 @@ fn encode<M: Encodable + HeaderVersion>(meta: &ResponseMeta, body: &M) -> Result
 pub async fn dispatch(
     broker: &Arc<Broker>,
     mut frame: RequestFrame,
-    peer: SocketAddr,
+    session: &Session,
 ) -> Result<Dispatched, String> {
+    let peer = session.peer;
+    let listener = session.listener.name.as_str();
     let api = frame.api_key;
     let version = frame.api_version;
     let meta = ResponseMeta {
@@ -121,7 +123,7 @@ pub async fn dispatch(
             let request = decode(&mut frame)?;
             encode(
                 &meta,
-                &handlers::metadata::handle(broker, version, request).await,
+                &handlers::metadata::handle(broker, listener, version, request).await,
             )?
         }
         ApiKey::CreateTopics => {
@@ -180,7 +182,7 @@ pub async fn dispatch(
             let request = decode(&mut frame)?;
             encode(
                 &meta,
-                &handlers::find_coordinator::handle(broker, version, request).await,
+                &handlers::find_coordinator::handle(broker, listener, version, request).await,
             )?
         }
         ApiKey::JoinGroup => {
@@ -388,7 +390,7 @@ pub async fn dispatch(
             let request = decode(&mut frame)?;
             encode(
                 &meta,
-                &handlers::describe_cluster::handle(broker, version, request),
+                &handlers::describe_cluster::handle(broker, listener, version, request),
             )?
         }
         ApiKey::OffsetForLeaderEpoch => {

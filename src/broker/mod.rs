@@ -45,8 +45,10 @@ pub struct Broker {
     pub node_id: i32,
     /// This broker's registration and its view of the cluster.
     pub cluster: Arc<cluster::Membership>,
-    pub advertised_host: String,
-    pub advertised_port: i32,
+    /// The listeners this broker serves, as configured.
+    pub listeners: Vec<Arc<Listener>>,
+    /// The listener other brokers reach this one on.
+    pub inter_broker_listener: String,
     pub metadata: Arc<dyn MetadataStore>,
     pub storage: ObjectStorage,
     pub cache: Arc<BlockCache>,
@@ -67,6 +69,16 @@ pub struct Broker {
     pub readers: TaskTracker,
     /// Connection writer tasks (responses in request order).
     pub responders: TaskTracker,
+}
+
+/// A listener this broker serves: what clients connected to it are told.
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub protocol: crate::config::SecurityProtocol,
+    pub local_addr: SocketAddr,
+    pub advertised_host: String,
+    pub advertised_port: i32,
 }
 
 /// A running broker; dropping it does not stop it, `shutdown` does.
@@ -155,21 +167,51 @@ impl Broker {
             )
             .await?,
         );
-        let listener = TcpListener::bind(config.kafka_addr)
-            .await
-            .with_context(|| format!("cannot listen on {}", config.kafka_addr))?;
-        let local_addr = listener.local_addr()?;
-        let (advertised_host, mut advertised_port) = config.advertised();
-        if config.advertised_addr.is_none() {
+        let specs = config.listeners()?;
+        let inter_broker_listener = config.inter_broker_listener(&specs)?;
+        let mut sockets = Vec::with_capacity(specs.len());
+        for spec in &specs {
+            let bind = spec.bind_addr();
+            let socket = TcpListener::bind(&bind)
+                .await
+                .with_context(|| format!("cannot listen on {bind} (listener {})", spec.name))?;
+            let local_addr = socket.local_addr()?;
             // Port 0 binds an ephemeral port; advertise the real one.
-            advertised_port = i32::from(local_addr.port());
+            let (host, port) = spec.advertised_for(local_addr);
+            let listener = Arc::new(Listener {
+                name: spec.name.clone(),
+                protocol: spec.protocol,
+                local_addr,
+                advertised_host: host,
+                advertised_port: i32::from(port),
+            });
+            sockets.push((socket, listener));
         }
+        let listeners: Vec<Arc<Listener>> = sockets.iter().map(|(_, l)| Arc::clone(l)).collect();
+        let local_addr = listeners
+            .first()
+            .map(|l| l.local_addr)
+            .context("no listener configured")?;
+        let endpoints: Vec<crate::metadata::Endpoint> = listeners
+            .iter()
+            .map(|l| crate::metadata::Endpoint {
+                listener: l.name.clone(),
+                host: l.advertised_host.clone(),
+                port: l.advertised_port,
+            })
+            .collect();
+        let inter_broker = endpoints
+            .iter()
+            .find(|e| e.listener == inter_broker_listener)
+            .cloned()
+            .context("the inter-broker listener is not one of the listeners")?;
         // Register with a lease; bumping the epochs of the partitions this
         // node leads fences any earlier process still holding the old ones.
         let membership = Arc::new(cluster::Membership::new(
             config.node_id,
-            advertised_host.clone(),
-            advertised_port,
+            inter_broker.host,
+            inter_broker.port,
+            endpoints,
             config.cluster.rack.clone(),
             Duration::from_millis(config.cluster.heartbeat_interval_ms),
             Duration::from_millis(config.cluster.session_timeout_ms),
@@ -256,8 +298,8 @@ impl Broker {
             node_id: config.node_id,
             cluster: membership,
             cluster_id,
-            advertised_host,
-            advertised_port,
+            listeners,
+            inter_broker_listener,
             metadata: Arc::clone(&metadata),
             storage: storage.clone(),
             cache,
@@ -345,12 +387,15 @@ impl Broker {
             )),
             tokio::spawn(replicas::run(Arc::clone(&broker), shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.txn).run(Arc::clone(&broker), shutdown.clone())),
-            tokio::spawn(connection::accept_loop(
+        ];
+        for (socket, listener) in sockets {
+            tasks.push(tokio::spawn(connection::accept_loop(
                 Arc::clone(&broker),
+                socket,
                 listener,
                 shutdown.clone(),
-            )),
-        ];
+            )));
+        }
         if let Some(addr) = broker.config.http_addr {
             let (bound, task) =
                 crate::http::serve(Arc::clone(&broker), addr, shutdown.clone()).await?;
@@ -390,6 +435,21 @@ impl Broker {
             .live()
             .into_iter()
             .find(|b| b.node_id == leader)
+    }
+
+    /// Live brokers as clients of `listener` reach them: each one's
+    /// address on that listener; brokers without it are left out (as
+    /// Kafka leaves them out of Metadata).
+    pub fn live_on(&self, listener: &str) -> Vec<crate::metadata::BrokerRecord> {
+        self.cluster
+            .live()
+            .into_iter()
+            .filter_map(|mut b| {
+                let (host, port) = b.endpoint(listener).map(|(h, p)| (h.to_string(), p))?;
+                (b.host, b.port) = (host, port);
+                Some(b)
+            })
+            .collect()
     }
 
     /// The coordinator epoch of `key` here: the leader epoch of the

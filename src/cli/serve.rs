@@ -14,12 +14,39 @@ use crate::config::Config;
 pub struct ServeArgs {
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Address of the Kafka listener [default: 0.0.0.0:9092].
+    /// Address of a single Kafka listener named PLAINTEXT (shorthand for
+    /// --listeners) [default: 0.0.0.0:9092].
     #[arg(long, env = "STRATA_KAFKA_ADDR", value_name = "HOST:PORT")]
     pub kafka_addr: Option<SocketAddr>,
-    /// Address given to clients [default: the listener address, 127.0.0.1 for 0.0.0.0].
+    /// Address given to clients of that listener [default: the listener
+    /// address, 127.0.0.1 for 0.0.0.0].
     #[arg(long, env = "STRATA_ADVERTISED_ADDR", value_name = "HOST:PORT")]
     pub advertised_addr: Option<String>,
+    /// Kafka listeners, each opened at once (Kafka's `listeners`), for
+    /// example INTERNAL://0.0.0.0:9092,EXTERNAL://0.0.0.0:19092.
+    #[arg(long, env = "STRATA_LISTENERS", value_name = "NAME://HOST:PORT,...")]
+    pub listeners: Option<String>,
+    /// What clients of each listener are told (Kafka's
+    /// `advertised.listeners`) [default: each listener's address].
+    #[arg(
+        long,
+        env = "STRATA_ADVERTISED_LISTENERS",
+        value_name = "NAME://HOST:PORT,..."
+    )]
+    pub advertised_listeners: Option<String>,
+    /// Security protocol of each listener (Kafka's
+    /// `listener.security.protocol.map`) [default: PLAINTEXT:PLAINTEXT,
+    /// SSL:SSL, SASL_PLAINTEXT:SASL_PLAINTEXT, SASL_SSL:SASL_SSL].
+    #[arg(
+        long,
+        env = "STRATA_LISTENER_SECURITY_PROTOCOL_MAP",
+        value_name = "NAME:PROTOCOL,..."
+    )]
+    pub listener_security_protocol_map: Option<String>,
+    /// The listener brokers reach each other on (Kafka's
+    /// `inter.broker.listener.name`) [default: PLAINTEXT, or the only listener].
+    #[arg(long, env = "STRATA_INTER_BROKER_LISTENER_NAME", value_name = "NAME")]
+    pub inter_broker_listener_name: Option<String>,
     /// Address for HTTP /health and /metrics (Prometheus) [default: off].
     #[arg(long, env = "STRATA_HTTP_ADDR", value_name = "HOST:PORT")]
     pub http_addr: Option<SocketAddr>,
@@ -113,8 +140,12 @@ impl ServeArgs {
                 }
             };
         }
-        set!(self.kafka_addr => kafka_addr);
+        set!(self.kafka_addr.map(Some) => kafka_addr);
         set!(self.advertised_addr.map(Some) => advertised_addr);
+        set!(self.listeners.map(Some) => listeners);
+        set!(self.advertised_listeners.map(Some) => advertised_listeners);
+        set!(self.listener_security_protocol_map.map(Some) => listener_security_protocol_map);
+        set!(self.inter_broker_listener_name.map(Some) => inter_broker_listener_name);
         set!(self.node_id => node_id);
         set!(self.rack.map(Some) => cluster.rack);
         set!(self.heartbeat_interval_ms => cluster.heartbeat_interval_ms);
@@ -147,7 +178,19 @@ pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let running = Broker::start(config)
         .await
         .context("cannot start the broker")?;
-    // Tests and scripts wait for this line to know the port.
+    for listener in &running.broker.listeners {
+        eprintln!(
+            "strata listener {} on {} advertised as {}",
+            listener.name,
+            listener.local_addr,
+            crate::config::join_host_port(
+                &listener.advertised_host,
+                u16::try_from(listener.advertised_port).unwrap_or(0)
+            )
+        );
+    }
+    // Tests and scripts wait for this line (after the listeners' lines)
+    // to know the port.
     eprintln!("strata listening on {}", running.local_addr);
     let fenced = running.fenced_token();
     tokio::select! {

@@ -10,7 +10,10 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
+mod listeners;
 mod sections;
+
+pub use listeners::{ListenerSpec, SecurityProtocol, join_host_port, split_host_port};
 
 #[derive(Debug, Error)]
 pub enum ConfigError {
@@ -34,11 +37,23 @@ pub enum ConfigError {
 pub struct Config {
     /// Directory holding all local state: objects (embedded store), metadata, cache.
     pub data_dir: PathBuf,
-    /// Address the Kafka listener binds.
-    pub kafka_addr: SocketAddr,
-    /// `host:port` given to clients in Metadata; defaults to `kafka_addr`
-    /// (with `0.0.0.0` replaced by `127.0.0.1`).
+    /// Address of a single Kafka listener named PLAINTEXT (shorthand for
+    /// `listeners`); default `0.0.0.0:9092`.
+    pub kafka_addr: Option<SocketAddr>,
+    /// `host:port` given to clients of that listener; defaults to
+    /// `kafka_addr` (with `0.0.0.0` replaced by `127.0.0.1`).
     pub advertised_addr: Option<String>,
+    /// Kafka's `listeners`: `NAME://HOST:PORT,...`, each opened at once.
+    pub listeners: Option<String>,
+    /// Kafka's `advertised.listeners`: `NAME://HOST:PORT,...`, what clients
+    /// of each listener are told (a listener not named here advertises its
+    /// bind address).
+    pub advertised_listeners: Option<String>,
+    /// Kafka's `listener.security.protocol.map`: `NAME:PROTOCOL,...`.
+    pub listener_security_protocol_map: Option<String>,
+    /// Kafka's `inter.broker.listener.name`: the listener brokers use to
+    /// reach each other.
+    pub inter_broker_listener_name: Option<String>,
     /// `file:///path`, a plain path, or `s3://bucket/prefix`; default `<data_dir>/objects`.
     pub object_store: Option<String>,
     /// `sqlite:///path/to/file.db` or `postgres://user:password@host:port/db`;
@@ -67,8 +82,12 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             data_dir: PathBuf::from("./data"),
-            kafka_addr: "0.0.0.0:9092".parse().expect("literal address"),
+            kafka_addr: None,
             advertised_addr: None,
+            listeners: None,
+            advertised_listeners: None,
+            listener_security_protocol_map: None,
+            inter_broker_listener_name: None,
             object_store: None,
             metadata: None,
             metadata_timeout_ms: 15_000,
@@ -278,22 +297,6 @@ impl Config {
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("metadata.db").display()))
     }
 
-    /// The `host:port` advertised to clients.
-    pub fn advertised(&self) -> (String, i32) {
-        if let Some(addr) = &self.advertised_addr
-            && let Some((host, port)) = addr.rsplit_once(':')
-            && let Ok(port) = port.parse::<u16>()
-        {
-            return (host.trim_matches(['[', ']']).to_string(), i32::from(port));
-        }
-        let ip = if self.kafka_addr.ip().is_unspecified() {
-            "127.0.0.1".to_string()
-        } else {
-            self.kafka_addr.ip().to_string()
-        };
-        (ip, i32::from(self.kafka_addr.port()))
-    }
-
     /// Checks values that would make the broker misbehave rather than fail.
     pub fn validate(&self) -> Result<(), ConfigError> {
         let invalid = |key, message: &str| {
@@ -302,14 +305,8 @@ impl Config {
                 message: message.to_string(),
             })
         };
-        if let Some(addr) = &self.advertised_addr
-            && addr
-                .rsplit_once(':')
-                .and_then(|(_, p)| p.parse::<u16>().ok())
-                .is_none()
-        {
-            return invalid("advertised_addr", "expected HOST:PORT");
-        }
+        let listeners = self.listeners()?;
+        self.inter_broker_listener(&listeners)?;
         if self.wal.flush_bytes == 0 {
             return invalid("wal.flush_bytes", "must be greater than 0");
         }
@@ -451,16 +448,5 @@ mod tests {
         cfg.object_store = None;
         cfg.wal.flush_interval_ms = Some(25);
         assert_eq!(ms(&cfg), 25, "an explicit value wins on the embedded store");
-    }
-
-    #[test]
-    fn advertised_defaults_to_loopback_for_wildcard() {
-        let cfg = Config::default();
-        assert_eq!(cfg.advertised(), ("127.0.0.1".to_string(), 9092));
-        let cfg = Config {
-            advertised_addr: Some("broker.example:19092".into()),
-            ..Config::default()
-        };
-        assert_eq!(cfg.advertised(), ("broker.example".to_string(), 19092));
     }
 }

@@ -104,7 +104,7 @@ pub struct ChunkRecord {
     pub index_len: u64,
 }
 
-pub use coordination::{BrokerRecord, GroupStateRow, LeaderMove};
+pub use coordination::{BrokerRecord, Endpoint, GroupStateRow, LeaderMove};
 #[cfg(test)]
 pub(crate) use rows::test_chunk;
 

@@ -27,7 +27,11 @@ pub struct Raw {
 
 impl Raw {
     pub fn connect(broker: &TestBroker) -> Self {
-        let stream = TcpStream::connect(&broker.addr).expect("connect");
+        Self::connect_to(&broker.addr)
+    }
+
+    pub fn connect_to(addr: &str) -> Self {
+        let stream = TcpStream::connect(addr).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(15)))
             .expect("timeout");

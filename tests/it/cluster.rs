@@ -637,28 +637,48 @@ fn healthcheck_passes(service: &str, env: &[(String, String)]) -> bool {
 }
 
 /// docker-compose.yml's topology, run as processes: its three brokers with
-/// the environment it gives them, on PostgreSQL and a real S3 server (the
-/// hosts are this machine's), scraped like its Prometheus does.
+/// the environment it gives them, unmodified but for the addresses of
+/// PostgreSQL and the S3 server (this test's own), on PostgreSQL and a real
+/// S3 server, scraped like its Prometheus does. Each broker resolves names
+/// as in its container: the services' names are this machine, and
+/// `localhost` (the container itself) reaches no other broker. So brokers
+/// reach each other only through their INTERNAL listener (`strata-N`),
+/// clients on the host through EXTERNAL (`localhost:1909N`), and a
+/// transaction over partitions led by all three brokers commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_compose_topology_runs_as_processes() {
     let brokers = compose_brokers();
     assert_eq!(brokers.len(), 3, "{brokers:?}");
     let s3 = start_s3(&["strata"]);
     let metadata = fresh_postgres_url();
+    let hosts_dir = tempfile::tempdir().expect("tempdir");
+    let hosts = hosts_dir.path().join("hosts");
+    let services: Vec<&str> = brokers.iter().map(|(s, _)| s.as_str()).collect();
+    std::fs::write(
+        &hosts,
+        format!(
+            "127.0.0.1 {} postgres minio\n192.0.2.1 localhost\n",
+            services.join(" ")
+        ),
+    )
+    .expect("hosts file");
+    let listener = |env: &BTreeMap<String, String>, key: &str, name: &str| -> String {
+        env[key]
+            .split(',')
+            .find_map(|e| e.strip_prefix(&format!("{name}://")))
+            .unwrap_or_else(|| panic!("{key} has no {name} listener: {}", env[key]))
+            .to_string()
+    };
     let mut running = Vec::new();
     let mut http = Vec::new();
     let mut envs = Vec::new();
     for (service, compose_env) in &brokers {
-        let port = crate::common::free_port();
         let mut env: Vec<(String, String)> = Vec::new();
         for (key, value) in compose_env {
             let value = match key.as_str() {
-                // Their hosts: compose's service names, here this machine.
+                // The services this test runs itself, on ports of its own.
                 "STRATA_METADATA" => metadata.clone(),
                 "STRATA_S3_ENDPOINT" => s3.endpoint.clone(),
-                "STRATA_HTTP_ADDR" => format!("127.0.0.1:{port}"),
-                // The test harness picks the Kafka port.
-                "STRATA_KAFKA_ADDR" | "STRATA_ADVERTISED_ADDR" => continue,
                 _ => value.clone(),
             };
             env.push((key.clone(), value));
@@ -667,8 +687,19 @@ async fn the_compose_topology_runs_as_processes() {
             compose_env["STRATA_OBJECT_STORE"].starts_with("s3://strata/"),
             "{service}: the bucket the compose file creates"
         );
+        assert!(
+            compose_env["STRATA_METADATA"].contains("@postgres:")
+                && compose_env["STRATA_S3_ENDPOINT"].contains("//minio:"),
+            "{service}: the compose file's own PostgreSQL and MinIO"
+        );
         let pairs: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-        running.push(TestBroker::start_with_env(&[], &pairs));
+        let broker = TestBroker::start_as_service(&pairs, &hosts, "EXTERNAL");
+        let external = listener(compose_env, "STRATA_ADVERTISED_LISTENERS", "EXTERNAL");
+        assert_eq!(broker.addr, external, "{service}: clients on the host");
+        running.push(broker);
+        let (_, port) = compose_env["STRATA_HTTP_ADDR"]
+            .rsplit_once(':')
+            .expect("HOST:PORT");
         http.push(format!("127.0.0.1:{port}"));
         envs.push((service.clone(), env));
     }
@@ -690,13 +721,15 @@ async fn the_compose_topology_runs_as_processes() {
             "{service}: the healthcheck passes with no broker behind it"
         );
     }
+    sees_brokers(&running[0].addr, 3).await;
     running[0].create_topic("compose", 6).await;
     let nodes: Vec<i32> = brokers
         .iter()
         .map(|(_, env)| env["STRATA_NODE_ID"].parse().expect("node id"))
         .collect();
     balanced_over(&running[1].addr, "compose", &nodes, 6).await;
-    // Racks as the compose file sets them.
+    // A client of each listener is told that listener's addresses (and
+    // racks as the compose file sets them).
     let consumer: BaseConsumer = ClientConfig::new()
         .set("bootstrap.servers", &running[2].addr)
         .create()
@@ -704,7 +737,52 @@ async fn the_compose_topology_runs_as_processes() {
     let described = consumer
         .fetch_metadata(Some("compose"), Duration::from_secs(10))
         .expect("metadata");
-    assert_eq!(described.brokers().len(), 3);
+    let told: BTreeSet<String> = described
+        .brokers()
+        .iter()
+        .map(|b| format!("{}:{}", b.host(), b.port()))
+        .collect();
+    let external: BTreeSet<String> = brokers
+        .iter()
+        .map(|(_, env)| listener(env, "STRATA_ADVERTISED_LISTENERS", "EXTERNAL"))
+        .collect();
+    assert_eq!(
+        told, external,
+        "EXTERNAL clients are told EXTERNAL addresses"
+    );
+    let internal: BTreeSet<String> = brokers
+        .iter()
+        .map(|(_, env)| listener(env, "STRATA_ADVERTISED_LISTENERS", "INTERNAL"))
+        .collect();
+    let (_, internal_port) = listener(&brokers[0].1, "STRATA_LISTENERS", "INTERNAL")
+        .rsplit_once(':')
+        .map(|(h, p)| (h.to_string(), p.to_string()))
+        .expect("HOST:PORT");
+    let mut raw = crate::bad_input::Raw::connect_to(&format!("127.0.0.1:{internal_port}"));
+    let answer: kafka_protocol::messages::MetadataResponse = raw.call(
+        kafka_protocol::messages::ApiKey::Metadata,
+        12,
+        &kafka_protocol::messages::MetadataRequest::default(),
+    );
+    let told: BTreeSet<String> = answer
+        .brokers
+        .iter()
+        .map(|b| format!("{}:{}", b.host.as_str(), b.port))
+        .collect();
+    assert_eq!(
+        told, internal,
+        "INTERNAL clients are told INTERNAL addresses"
+    );
+    let racks: BTreeSet<Option<String>> = answer
+        .brokers
+        .iter()
+        .map(|b| b.rack.as_ref().map(|r| r.to_string()))
+        .collect();
+    let configured: BTreeSet<Option<String>> = brokers
+        .iter()
+        .map(|(_, env)| env.get("STRATA_RACK").cloned())
+        .collect();
+    assert_eq!(racks, configured);
     // Produce through one broker, read through another.
     let producer: FutureProducer = ClientConfig::new()
         .set("bootstrap.servers", &running[0].addr)
@@ -727,6 +805,10 @@ async fn the_compose_topology_runs_as_processes() {
             consume_until_end(&running[1].addr, "compose", partition, Offset::Beginning).len();
     }
     assert_eq!(consumed, 60);
+    // Transactions over partitions led by all three brokers: the
+    // coordinator's markers and the leaders' checks with the coordinator
+    // go between brokers, over INTERNAL.
+    tokio::task::block_in_place(|| compose_transactions(&running));
     // What Prometheus scrapes.
     let mut led = 0;
     for addr in &http {
@@ -743,6 +825,44 @@ async fn the_compose_topology_runs_as_processes() {
         led >= 6,
         "every partition of 'compose' is led somewhere: {led}"
     );
+}
+
+/// Commits three transactions and aborts one over the six partitions of
+/// 'compose' (led by three brokers); read_committed consumers of another
+/// broker see exactly the committed records.
+fn compose_transactions(running: &[TestBroker]) {
+    use crate::transactions::{T, read_all, send, txn_producer, values};
+    use rdkafka::producer::Producer;
+    let before: Vec<usize> = (0..6)
+        .map(|p| read_all(&running[1], "compose", p, "read_committed").len())
+        .collect();
+    let producer = txn_producer(&running[2], "compose-txn", &[]);
+    let mut expected: Vec<Vec<String>> = vec![Vec::new(); 6];
+    for round in 0..4 {
+        producer.begin_transaction().expect("begin");
+        for p in 0..6 {
+            let batch = values(&format!("t{round}-p{p}"), 3);
+            send(&producer, "compose", p, &batch);
+            if round != 2 {
+                expected[p as usize].extend(batch);
+            }
+        }
+        if round == 2 {
+            producer.abort_transaction(T).expect("abort");
+        } else {
+            producer
+                .commit_transaction(T)
+                .expect("commit across brokers");
+        }
+    }
+    for p in 0..6 {
+        let read = read_all(&running[0], "compose", p, "read_committed");
+        assert_eq!(
+            read[before[p as usize]..],
+            expected[p as usize],
+            "partition {p}: the committed records only, in order"
+        );
+    }
 }
 
 /// A PostgreSQL server of its own (the shared test server serves every

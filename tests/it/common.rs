@@ -30,7 +30,19 @@ pub struct TestBroker {
     envs: Vec<(String, String)>,
     starts: usize,
     listen_on: Option<String>,
+    /// Set for a broker run as a compose service: see `start_as_service`.
+    service: Option<Service>,
     _tmp: Option<TempDir>,
+}
+
+/// A broker run as a container would run it: its listeners are its own
+/// settings (no `--kafka-addr`), and it resolves host names through a
+/// hosts file of its own (a private mount namespace binds it over
+/// /etc/hosts), as a container resolves compose's service names.
+struct Service {
+    hosts: PathBuf,
+    /// The listener whose advertised address tests connect to.
+    client_listener: String,
 }
 
 impl TestBroker {
@@ -72,6 +84,35 @@ impl TestBroker {
                 .collect(),
             starts: 0,
             listen_on: None,
+            service: None,
+            _tmp: Some(tmp),
+        };
+        broker.spawn();
+        broker
+    }
+
+    /// A broker with `envs` as its whole configuration (listeners included),
+    /// resolving names through `hosts`; `addr` is the advertised address
+    /// of its `client_listener`. Needs `unshare` (util-linux) and mount
+    /// namespaces, which root has (else user namespaces).
+    pub fn start_as_service(envs: &[(&str, &str)], hosts: &Path, client_listener: &str) -> Self {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let mut broker = TestBroker {
+            child: None,
+            addr: String::new(),
+            data_dir: tmp.path().to_path_buf(),
+            postgres: None,
+            args: Vec::new(),
+            envs: envs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            starts: 0,
+            listen_on: None,
+            service: Some(Service {
+                hosts: hosts.to_path_buf(),
+                client_listener: client_listener.to_string(),
+            }),
             _tmp: Some(tmp),
         };
         broker.spawn();
@@ -85,13 +126,36 @@ impl TestBroker {
     fn spawn(&mut self) {
         self.starts += 1;
         let log = File::create(self.log_path(self.starts)).expect("log file");
-        let mut cmd = Command::new(STRATA);
-        cmd.arg("serve")
-            .arg("--data-dir")
-            .arg(&self.data_dir)
-            .arg("--kafka-addr")
-            .arg(self.listen_on.as_deref().unwrap_or("127.0.0.1:0"))
-            .args(&self.args)
+        let mut cmd = match &self.service {
+            None => Command::new(STRATA),
+            Some(service) => {
+                // `unshare` execs the shell, which binds the hosts file and
+                // execs the broker: the child's pid is the broker's.
+                let root = Command::new("id")
+                    .arg("-u")
+                    .output()
+                    .is_ok_and(|o| o.stdout.starts_with(b"0\n"));
+                let mut cmd = Command::new("unshare");
+                if !root {
+                    cmd.args(["--user", "--map-root-user"]);
+                }
+                cmd.args([
+                    "--mount",
+                    "sh",
+                    "-c",
+                    "mount --bind \"$0\" /etc/hosts && exec \"$@\"",
+                ])
+                .arg(&service.hosts)
+                .arg(STRATA);
+                cmd
+            }
+        };
+        cmd.arg("serve").arg("--data-dir").arg(&self.data_dir);
+        if self.service.is_none() {
+            cmd.arg("--kafka-addr")
+                .arg(self.listen_on.as_deref().unwrap_or("127.0.0.1:0"));
+        }
+        cmd.args(&self.args)
             .env("RUST_LOG", "info,strata=debug")
             .env_remove("STRATA_CONFIG")
             .stdout(Stdio::null())
@@ -101,6 +165,17 @@ impl TestBroker {
         }
         self.child = Some(cmd.spawn().expect("spawn strata"));
         self.addr = self.wait_for_listen();
+        if let Some(service) = &self.service {
+            let prefix = format!("strata listener {} on ", service.client_listener);
+            let text = self.log(self.starts);
+            self.addr = text
+                .lines()
+                .find(|l| l.starts_with(&prefix))
+                .and_then(|l| l.split(" advertised as ").nth(1))
+                .unwrap_or_else(|| panic!("no {prefix}... line:\n{text}"))
+                .trim()
+                .to_string();
+        }
     }
 
     fn wait_for_listen(&mut self) -> String {

@@ -24,6 +24,7 @@ fn all_cluster_operations() -> i32 {
 
 pub fn handle(
     broker: &Broker,
+    listener: &str,
     version: i16,
     request: DescribeClusterRequest,
 ) -> DescribeClusterResponse {
@@ -45,8 +46,7 @@ pub fn handle(
         i32::MIN
     };
     let brokers = broker
-        .cluster
-        .live()
+        .live_on(listener)
         .into_iter()
         .map(|b| {
             DescribeClusterBroker::default()

@@ -14,6 +14,7 @@ use super::str_bytes;
 use crate::broker::Broker;
 use crate::broker::topic_configs::{ConfigType, effective};
 use crate::broker::topics::find_topic;
+use crate::config::join_host_port;
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
@@ -45,11 +46,24 @@ fn synonym(name: &str, value: String, source: i8) -> DescribeConfigsSynonym {
 
 fn broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
     let k = &broker.config.kafka;
-    let (host, port) = (&broker.advertised_host, broker.advertised_port);
+    let joined = |f: &dyn Fn(&crate::broker::Listener) -> String| {
+        broker
+            .listeners
+            .iter()
+            .map(|l| f(l))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let advertised = joined(&|l| {
+        let port = u16::try_from(l.advertised_port).unwrap_or(0);
+        format!("{}://{}", l.name, join_host_port(&l.advertised_host, port))
+    });
+    let listeners = joined(&|l| format!("{}://{}", l.name, l.local_addr));
+    let protocols = joined(&|l| format!("{}:{}", l.name, l.protocol.name()));
     vec![
         entry(
             "advertised.listeners",
-            format!("PLAINTEXT://{host}:{port}"),
+            advertised,
             ConfigType::String,
             SOURCE_STATIC_BROKER,
             true,
@@ -71,6 +85,27 @@ fn broker_configs(broker: &Broker) -> Vec<DescribeConfigsResourceResult> {
         entry(
             "delete.topic.enable",
             k.delete_topic_enable.to_string(),
+            ConfigType::String,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
+            "inter.broker.listener.name",
+            broker.inter_broker_listener.clone(),
+            ConfigType::String,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
+            "listener.security.protocol.map",
+            protocols,
+            ConfigType::String,
+            SOURCE_STATIC_BROKER,
+            true,
+        ),
+        entry(
+            "listeners",
+            listeners,
             ConfigType::String,
             SOURCE_STATIC_BROKER,
             true,

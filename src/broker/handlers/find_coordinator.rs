@@ -18,6 +18,7 @@ type Found = (BrokerId, StrBytes, i32);
 
 fn lookup(
     broker: &Broker,
+    listener: &str,
     key_type: i8,
     key: &str,
 ) -> Result<Found, (ResponseError, &'static str)> {
@@ -39,17 +40,28 @@ fn lookup(
             ));
         }
     }
-    match broker.coordinator_for(key) {
-        Some(b) => Ok((BrokerId(b.node_id), str_bytes(b.host), b.port)),
-        None => Err((
+    let Some(coordinator) = broker.coordinator_for(key) else {
+        return Err((
             ResponseError::CoordinatorNotAvailable,
             "the coordinator is moving; retry",
+        ));
+    };
+    match coordinator.endpoint(listener) {
+        Some((host, port)) => Ok((
+            BrokerId(coordinator.node_id),
+            str_bytes(host.to_string()),
+            port,
+        )),
+        None => Err((
+            ResponseError::CoordinatorNotAvailable,
+            "the coordinator has no listener of the name this connection uses",
         )),
     }
 }
 
 pub async fn handle(
     broker: &Broker,
+    listener: &str,
     version: i16,
     request: FindCoordinatorRequest,
 ) -> FindCoordinatorResponse {
@@ -61,7 +73,7 @@ pub async fn handle(
             .coordinator_keys
             .into_iter()
             .map(|key| {
-                let found = lookup(broker, request.key_type, &key);
+                let found = lookup(broker, listener, request.key_type, &key);
                 let entry = Coordinator::default().with_key(StrBytes::from_string(key.to_string()));
                 match found {
                     Ok((node, host, port)) => {
@@ -82,7 +94,7 @@ pub async fn handle(
     } else {
         KEY_GROUP
     };
-    match lookup(broker, key_type, &request.key) {
+    match lookup(broker, listener, key_type, &request.key) {
         Ok((node, host, port)) => FindCoordinatorResponse::default()
             .with_node_id(node)
             .with_host(host)

@@ -76,12 +76,15 @@ fn topic_error(
         .with_error_code(code.code())
 }
 
+/// `listener`: the one the request came through; brokers are described by
+/// their address on it.
 pub async fn handle(
     broker: &Arc<Broker>,
+    listener: &str,
     version: i16,
     request: MetadataRequest,
 ) -> MetadataResponse {
-    let live = broker.cluster.live();
+    let live = broker.live_on(listener);
     let auto_create = broker.config.kafka.auto_create_topics
         && (version < 4 || request.allow_auto_topic_creation);
     let topics = match request.topics {

@@ -2,16 +2,19 @@
 //! controller lease, leadership moves.
 
 use super::{Client, STORE_NOW_MS, producers, tid};
+use crate::metadata::coordination::{decode_endpoints, encode_endpoints};
 use crate::metadata::{AbortedTxn, BrokerRecord, LeaderMove, ProducerStateRecord, Result, TopicId};
 
 pub(super) async fn register(client: &Client, b: &BrokerRecord) -> Result<()> {
     client
         .execute(
-            "INSERT INTO brokers (node_id, boot, host, port, rack, lease_until_ms, draining)
-             VALUES ($1, $2, $3, $4, $5, $6, $7)
+            "INSERT INTO brokers (node_id, boot, host, port, rack, lease_until_ms, draining,
+                 endpoints)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
              ON CONFLICT (node_id) DO UPDATE SET boot = excluded.boot, host = excluded.host,
                  port = excluded.port, rack = excluded.rack,
-                 lease_until_ms = excluded.lease_until_ms, draining = excluded.draining",
+                 lease_until_ms = excluded.lease_until_ms, draining = excluded.draining,
+                 endpoints = excluded.endpoints",
             &[
                 &b.node_id,
                 &b.boot,
@@ -20,6 +23,7 @@ pub(super) async fn register(client: &Client, b: &BrokerRecord) -> Result<()> {
                 &b.rack,
                 &b.lease_until_ms,
                 &b.draining,
+                &encode_endpoints(&b.endpoints),
             ],
         )
         .await?;
@@ -30,7 +34,7 @@ pub(super) async fn renew(client: &Client, b: &BrokerRecord) -> Result<bool> {
     let updated = client
         .execute(
             "UPDATE brokers SET lease_until_ms = $3, draining = $4, host = $5, port = $6,
-                 rack = $7
+                 rack = $7, endpoints = $8
              WHERE node_id = $1 AND boot = $2",
             &[
                 &b.node_id,
@@ -40,6 +44,7 @@ pub(super) async fn renew(client: &Client, b: &BrokerRecord) -> Result<bool> {
                 &b.host,
                 &b.port,
                 &b.rack,
+                &encode_endpoints(&b.endpoints),
             ],
         )
         .await?;
@@ -64,7 +69,8 @@ pub(super) async fn clock_ms(client: &Client) -> Result<i64> {
 pub(super) async fn live(client: &Client, now_ms: i64) -> Result<Vec<BrokerRecord>> {
     let rows = client
         .query(
-            "SELECT node_id, boot, host, port, rack, lease_until_ms, draining FROM brokers
+            "SELECT node_id, boot, host, port, rack, lease_until_ms, draining, endpoints
+             FROM brokers
              WHERE lease_until_ms > $1 ORDER BY node_id",
             &[&now_ms],
         )
@@ -79,6 +85,7 @@ pub(super) async fn live(client: &Client, now_ms: i64) -> Result<Vec<BrokerRecor
                 rack: r.try_get(4)?,
                 lease_until_ms: r.try_get(5)?,
                 draining: r.try_get(6)?,
+                endpoints: decode_endpoints(r.try_get::<_, &str>(7)?),
             })
         })
         .collect()

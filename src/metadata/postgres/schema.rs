@@ -13,6 +13,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_group_state.sql"),
     include_str!("migrations/0004_txn_coordinator_epoch.sql"),
     include_str!("migrations/0005_backup_holds.sql"),
+    include_str!("migrations/0006_listener_endpoints.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("strata" in ASCII).

@@ -5,15 +5,18 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use super::producers;
+use crate::metadata::coordination::{decode_endpoints, encode_endpoints};
 use crate::metadata::{AbortedTxn, BrokerRecord, LeaderMove, ProducerStateRecord, Result, TopicId};
 
 pub(super) fn register(conn: &Connection, b: &BrokerRecord) -> Result<()> {
     conn.execute(
-        "INSERT INTO brokers (node_id, boot, host, port, rack, lease_until_ms, draining)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+        "INSERT INTO brokers (node_id, boot, host, port, rack, lease_until_ms, draining,
+                 endpoints)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
          ON CONFLICT (node_id) DO UPDATE SET boot = excluded.boot, host = excluded.host,
              port = excluded.port, rack = excluded.rack,
-             lease_until_ms = excluded.lease_until_ms, draining = excluded.draining",
+             lease_until_ms = excluded.lease_until_ms, draining = excluded.draining,
+                 endpoints = excluded.endpoints",
         params![
             b.node_id,
             b.boot,
@@ -21,7 +24,8 @@ pub(super) fn register(conn: &Connection, b: &BrokerRecord) -> Result<()> {
             b.port,
             b.rack,
             b.lease_until_ms,
-            b.draining
+            b.draining,
+            encode_endpoints(&b.endpoints)
         ],
     )?;
     Ok(())
@@ -29,7 +33,7 @@ pub(super) fn register(conn: &Connection, b: &BrokerRecord) -> Result<()> {
 
 pub(super) fn renew(conn: &Connection, b: &BrokerRecord) -> Result<bool> {
     let updated = conn.execute(
-        "UPDATE brokers SET lease_until_ms = ?3, draining = ?4, host = ?5, port = ?6, rack = ?7
+        "UPDATE brokers SET lease_until_ms = ?3, draining = ?4, host = ?5, port = ?6, rack = ?7, endpoints = ?8
          WHERE node_id = ?1 AND boot = ?2",
         params![
             b.node_id,
@@ -38,7 +42,8 @@ pub(super) fn renew(conn: &Connection, b: &BrokerRecord) -> Result<bool> {
             b.draining,
             b.host,
             b.port,
-            b.rack
+            b.rack,
+            encode_endpoints(&b.endpoints)
         ],
     )?;
     Ok(updated > 0)
@@ -46,7 +51,8 @@ pub(super) fn renew(conn: &Connection, b: &BrokerRecord) -> Result<bool> {
 
 pub(super) fn live(conn: &Connection, now_ms: i64) -> Result<Vec<BrokerRecord>> {
     let mut stmt = conn.prepare_cached(
-        "SELECT node_id, boot, host, port, rack, lease_until_ms, draining FROM brokers
+        "SELECT node_id, boot, host, port, rack, lease_until_ms, draining, endpoints
+             FROM brokers
          WHERE lease_until_ms > ?1 ORDER BY node_id",
     )?;
     let rows = stmt.query_map(params![now_ms], |r| {
@@ -58,6 +64,7 @@ pub(super) fn live(conn: &Connection, now_ms: i64) -> Result<Vec<BrokerRecord>> 
             rack: r.get(4)?,
             lease_until_ms: r.get(5)?,
             draining: r.get(6)?,
+            endpoints: decode_endpoints(&r.get::<_, String>(7)?),
         })
     })?;
     Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)

@@ -10,7 +10,7 @@ use crate::metadata::{MetadataError, Result};
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12,
 ];
 
 const SCHEMA_V1: &str = "
@@ -262,6 +262,12 @@ CREATE TABLE backup_holds (
     created_ms INTEGER NOT NULL,
     expires_ms INTEGER NOT NULL
 );
+";
+
+/// v12: the advertised address of each of a broker's listeners
+/// (`NAME://host:port,...`); `host`/`port` stay its inter-broker one.
+const SCHEMA_V12: &str = "
+ALTER TABLE brokers ADD COLUMN endpoints TEXT NOT NULL DEFAULT '';
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {
