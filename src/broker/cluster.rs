@@ -468,7 +468,13 @@ pub async fn load_partition(
     commits: &Arc<tokio::sync::watch::Sender<u64>>,
 ) -> anyhow::Result<Arc<PartitionLog>> {
     let chunks = metadata.chunks(topic, p.partition).await?;
-    let (producers, aborted) = metadata.partition_state(topic, p.partition).await?;
+    let (producers, aborted) = metadata
+        .partition_state(
+            topic,
+            p.partition,
+            crate::storage::partition::aborted_window(),
+        )
+        .await?;
     let log = PartitionLog::new(
         topic,
         p.partition,
@@ -480,7 +486,7 @@ pub async fn load_partition(
     );
     log.set_clean_offset(p.clean_offset);
     log.apply_producers(&producers);
-    log.apply_aborted(&aborted);
+    log.load_aborted(&aborted);
     log.set_leader(p.leader_id, p.leader_epoch);
     Ok(Arc::new(log))
 }

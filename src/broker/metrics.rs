@@ -24,6 +24,9 @@ pub struct RequestMetrics {
     /// Reads of the metadata store that fetches of partitions led
     /// elsewhere made on demand (past the view, or its first load).
     replica_store_reads: AtomicU64,
+    /// read_committed fetches that read aborted transactions older than
+    /// the ones kept in memory from the store.
+    aborted_store_reads: AtomicU64,
 }
 
 impl Default for RequestMetrics {
@@ -34,6 +37,7 @@ impl Default for RequestMetrics {
             replica_fetch_bytes: AtomicU64::new(0),
             preferred_replica: AtomicU64::new(0),
             replica_store_reads: AtomicU64::new(0),
+            aborted_store_reads: AtomicU64::new(0),
         }
     }
 }
@@ -61,6 +65,10 @@ impl RequestMetrics {
     /// Counts a read of the store for a partition led elsewhere.
     pub fn replica_store_read(&self) {
         self.replica_store_reads.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a read of aborted transactions from the store.
+    pub fn aborted_store_read(&self) {
+        self.aborted_store_reads.fetch_add(1, Ordering::Relaxed);
     }
     /// Counts a partition fetch sent to a replica in the client's rack.
     pub fn preferred_replica_sent(&self) {
@@ -125,6 +133,13 @@ impl RequestMetrics {
             "counter",
             "Metadata store reads made on demand by fetches of partitions another broker leads.",
             self.replica_store_reads.load(Ordering::Relaxed),
+        );
+        render_value(
+            &mut out,
+            "strata_aborted_txns_store_reads_total",
+            "counter",
+            "read_committed partition fetches that read aborted transactions older than those kept in memory from the metadata store.",
+            self.aborted_store_reads.load(Ordering::Relaxed),
         );
         out
     }

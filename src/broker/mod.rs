@@ -35,7 +35,7 @@ use crate::storage::cleaner::CleanerSettings;
 use crate::storage::gc::Collector;
 use crate::storage::intents::Intents;
 use crate::storage::object::ObjectStorage;
-use crate::storage::partition::PartitionLog;
+use crate::storage::partition::{PartitionLog, aborted_window, set_aborted_window};
 use crate::storage::sealer::{SealBacklog, Sealer, SealerConfig};
 use crate::storage::wal::{FlushSettings, WalWriter};
 
@@ -149,6 +149,7 @@ impl RunningBroker {
 impl Broker {
     pub async fn start(config: Config) -> anyhow::Result<RunningBroker> {
         config.validate()?;
+        set_aborted_window(config.cache.aborted_txns_per_partition);
         std::fs::create_dir_all(&config.data_dir).with_context(|| {
             format!("cannot create data directory {}", config.data_dir.display())
         })?;
@@ -250,12 +251,16 @@ impl Broker {
                 log.apply_producers(std::slice::from_ref(&stored.state));
             }
         }
-        for (topic_id, partition, aborted) in metadata.aborted_txns().await? {
-            if let Some(log) = catalog
-                .by_id(topic_id)
-                .and_then(|topic| topic.partition(partition).cloned())
-            {
-                log.apply_aborted(std::slice::from_ref(&aborted));
+        // The newest aborted transactions of each partition this broker
+        // leads (older ones are read from the store when a read reaches them).
+        for topic in catalog.all() {
+            for log in &topic.partitions {
+                if log.leader_id() == config.node_id {
+                    let newest = metadata
+                        .recent_aborted(log.topic_id, log.partition, aborted_window())
+                        .await?;
+                    log.load_aborted(&newest);
+                }
             }
         }
         let kafka = &config.kafka;

@@ -65,7 +65,11 @@ async fn refresh_locked(
         .await?;
     let (producers, aborted) = broker
         .metadata
-        .partition_state(log.topic_id, log.partition)
+        .partition_state(
+            log.topic_id,
+            log.partition,
+            crate::storage::partition::aborted_window(),
+        )
         .await?;
     log.follow(StoreView {
         full,

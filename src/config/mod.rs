@@ -164,6 +164,9 @@ pub struct CacheConfig {
     /// Sealed chunks are read in windows of this size from their start: one
     /// GET each on a miss, the next one fetched ahead of the reader.
     pub read_ahead_bytes: usize,
+    /// Aborted transactions each partition keeps in memory (the newest);
+    /// read_committed reads of older data read theirs from the metadata store.
+    pub aborted_txns_per_partition: usize,
 }
 
 impl Default for CacheConfig {
@@ -173,6 +176,7 @@ impl Default for CacheConfig {
             disk_bytes: 1024 * 1024 * 1024,
             block_bytes: 1024 * 1024,
             read_ahead_bytes: 4 * 1024 * 1024,
+            aborted_txns_per_partition: crate::storage::partition::DEFAULT_ABORTED_WINDOW,
         }
     }
 }
@@ -357,6 +361,9 @@ impl Config {
                 "cache.read_ahead_bytes",
                 "must be between 4096 and 268435456",
             );
+        }
+        if self.cache.aborted_txns_per_partition < 1 {
+            return invalid("cache.aborted_txns_per_partition", "must be at least 1");
         }
         if self.kafka.default_partitions < 1 {
             return invalid("kafka.default_partitions", "must be at least 1");

@@ -390,11 +390,44 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn all_partitions(&self) -> Result<Vec<(TopicId, PartitionRecord)>>;
     /// A partition's stored idempotent producer states and aborted
     /// transactions (loaded when a broker takes the partition over).
+    /// (at most the newest `aborted_limit` of them, in marker order).
     async fn partition_state(
         &self,
         id: TopicId,
         partition: i32,
+        aborted_limit: usize,
     ) -> Result<(Vec<ProducerStateRecord>, Vec<AbortedTxn>)>;
+
+    /// A partition's newest `limit` aborted transactions, in marker order.
+    async fn recent_aborted(
+        &self,
+        id: TopicId,
+        partition: i32,
+        limit: usize,
+    ) -> Result<Vec<AbortedTxn>>;
+
+    /// A partition's aborted transactions that may hold records in
+    /// `from..to` (marker at or after `from`, first offset before `to`),
+    /// in marker order, at most `limit`.
+    async fn aborted_range(
+        &self,
+        id: TopicId,
+        partition: i32,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<AbortedTxn>>;
+
+    /// Forgets a partition's aborted transactions whose markers are below
+    /// `below`, but those whose marker offsets are in `keep`: compaction
+    /// removed the others' records, so no read needs them.
+    async fn forget_aborted(
+        &self,
+        id: TopicId,
+        partition: i32,
+        below: i64,
+        keep: Vec<i64>,
+    ) -> Result<()>;
 
     /// Registers this process as broker `record.node_id` with a lease,
     /// taking the node id over from any earlier process of it.

@@ -360,6 +360,7 @@ mod tests {
             disk_bytes: 64 << 20,
             block_bytes: 4096,
             read_ahead_bytes: 8192,
+            ..CacheConfig::default()
         };
         let cache = BlockCache::open(&config, &dir.path().join("cache"), storage.clone())
             .await

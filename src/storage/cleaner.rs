@@ -281,10 +281,13 @@ impl Sealer {
             })
             .unwrap_or_default();
         // Aborted transactions' batches in the cleanable range.
-        let aborted = log.aborted_between(
+        let (aborted, _) = super::partition::aborted_in(
+            log,
+            self.metadata.as_ref(),
             cleanable.first().map_or(0, |c| c.base_offset),
             cleanable.last().map_or(0, |c| c.last_offset + 1),
-        );
+        )
+        .await?;
         let is_aborted = |header: &crate::protocol::batch::BatchHeader<'_>| {
             super::partition::is_aborted_batch(header, &aborted)
         };
@@ -341,14 +344,31 @@ impl Sealer {
         let mut group: Vec<ChunkRecord> = Vec::new();
         let mut parts: Vec<Bytes> = Vec::new();
         let mut out_bytes = 0u64;
-        let mut last_batch: Option<Bytes> = None;
+        // The group's last batch, and the marker of its aborted
+        // transaction if it is one's.
+        let mut last_batch: Option<(Bytes, Option<i64>)> = None;
+        // Markers of aborted transactions whose records stay (a chunk's
+        // last batch kept so that it is not empty): their entries stay.
+        let mut kept_aborted: Vec<i64> = Vec::new();
         let mut removed = 0u64;
         let mut swap_report = SealReport::default();
         for (i, chunk) in range.into_iter().enumerate() {
             let data = self.read_chunk(&chunk).await?;
             for (at, header) in iter_batches(&data) {
                 let raw = data.slice(at..at + header.total_len() as usize);
-                last_batch = Some(raw.clone());
+                let marker = if is_aborted(&header) {
+                    aborted
+                        .iter()
+                        .find(|a| {
+                            a.producer_id == header.producer_id()
+                                && a.first_offset <= header.base_offset()
+                                && header.base_offset() < a.last_offset
+                        })
+                        .map(|a| a.last_offset)
+                } else {
+                    None
+                };
+                last_batch = Some((raw.clone(), marker));
                 if header.is_control() || header.base_offset() > end {
                     out_bytes += raw.len() as u64;
                     parts.push(raw);
@@ -391,10 +411,11 @@ impl Sealer {
             }
             // A chunk never ends up empty: keep its last batch as it was.
             if parts.is_empty()
-                && let Some(batch) = last_batch.take()
+                && let Some((batch, marker)) = last_batch.take()
             {
                 out_bytes += batch.len() as u64;
                 parts.push(batch);
+                kept_aborted.extend(marker);
             }
             let (base, last) = (
                 group.first().map_or(0, |c| c.base_offset),
@@ -432,6 +453,13 @@ impl Sealer {
             .set_clean_offset(log.topic_id, log.partition, end + 1)
             .await?;
         log.set_clean_offset(end + 1);
+        // Aborted transactions wholly below the clean offset have no
+        // records left (this pass removed them), so reads no longer need
+        // them: the list of a compacted partition does not grow forever.
+        self.metadata
+            .forget_aborted(log.topic_id, log.partition, end + 1, kept_aborted.clone())
+            .await?;
+        log.forget_aborted(end + 1, &kept_aborted);
         report.partitions_compacted += 1;
         report.records_removed += removed;
         tracing::debug!(

@@ -901,6 +901,66 @@ fn compaction_keeps_committed_values_over_aborted_updates() {
         !uncommitted.contains(&"v2-aborted".to_string()),
         "aborted records are removed by compaction: {uncommitted:?}"
     );
+    // Nor is the aborted transaction remembered once its records are gone
+    // (else a compacted partition's list of them grows forever).
+    let deadline = Instant::now() + T;
+    while broker.metadata_rows("SELECT COUNT(*) FROM aborted_txns")[0][0] != "0" {
+        assert!(
+            Instant::now() < deadline,
+            "the aborted transaction below the clean offset is still stored"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let now = latest(&broker);
+    for (key, value) in &expected {
+        assert_eq!(&now[key].1, value, "{key}: still the committed value");
+    }
+}
+
+/// A partition keeps only its newest aborted transactions in memory
+/// (`cache.aborted_txns_per_partition`, here 3); a read_committed read of
+/// older data reads the older ones from the store, before and after a
+/// restart, and still sees committed records only.
+#[test]
+fn aborted_transactions_past_the_memory_window_are_read_from_the_store() {
+    let http = format!("127.0.0.1:{}", crate::common::free_port());
+    let mut broker = TestBroker::start_configured(
+        "[cache]\naborted_txns_per_partition = 3\n",
+        &["--http-addr", &http],
+    );
+    let rt = runtime();
+    rt.block_on(broker.create_topic("kept", 1));
+    let producer = txn_producer(&broker, "windowed", &[]);
+    let mut expected = Vec::new();
+    for round in 0..12 {
+        producer.begin_transaction().expect("begin");
+        let batch = values(&format!("r{round}"), 3);
+        send(&producer, "kept", 0, &batch);
+        if round % 2 == 1 {
+            producer.abort_transaction(T).expect("abort");
+        } else {
+            producer.commit_transaction(T).expect("commit");
+            expected.extend(batch);
+        }
+    }
+    drop(producer);
+    assert_eq!(
+        broker.metadata_rows("SELECT COUNT(*) FROM aborted_txns")[0][0],
+        "6",
+        "every aborted transaction is stored"
+    );
+    let store_reads = || crate::cluster::metric(&http, "strata_aborted_txns_store_reads_total");
+    assert_eq!(store_reads(), 0.0);
+    assert_eq!(read_all(&broker, "kept", 0, "read_committed"), expected);
+    assert!(store_reads() > 0.0, "the oldest ones came from the store");
+    broker.restart();
+    assert_eq!(
+        read_all(&broker, "kept", 0, "read_committed"),
+        expected,
+        "after a restart, which loads the newest three"
+    );
+    assert!(store_reads() > 0.0);
+    assert_eq!(read_all(&broker, "kept", 0, "read_uncommitted").len(), 36);
 }
 
 /// KIP-890 on raw frames. Part 1: a transactional batch for a partition not

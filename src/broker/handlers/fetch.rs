@@ -315,8 +315,32 @@ async fn read_once(
                         let end = crate::protocol::batch::iter_batches(&records)
                             .last()
                             .map_or(offset, |(_, h)| h.last_offset() + 1);
+                        let aborted = match crate::storage::partition::aborted_in(
+                            log,
+                            broker.metadata.as_ref(),
+                            offset,
+                            end,
+                        )
+                        .await
+                        {
+                            Ok((aborted, from_store)) => {
+                                if from_store {
+                                    broker.requests.aborted_store_read();
+                                }
+                                aborted
+                            }
+                            Err(error) => {
+                                // Without them aborted records would pass
+                                // as committed: the client retries.
+                                tracing::warn!(%error, "cannot read aborted transactions");
+                                any_error = true;
+                                data.error_code = ResponseError::KafkaStorageError.code();
+                                partitions.push(data);
+                                continue;
+                            }
+                        };
                         data.aborted_transactions = Some(
-                            log.aborted_between(offset, end)
+                            aborted
                                 .into_iter()
                                 .map(|a| {
                                     let mut t = AbortedTransaction::default();

@@ -162,24 +162,9 @@ pub(super) async fn partition_state(
     client: &Client,
     id: TopicId,
     partition: i32,
+    aborted_limit: usize,
 ) -> Result<(Vec<ProducerStateRecord>, Vec<AbortedTxn>)> {
     let producers = producers::load_partition(client, id, partition).await?;
-    let rows = client
-        .query(
-            "SELECT producer_id, first_offset, last_offset FROM aborted_txns
-             WHERE topic_id = $1 AND partition = $2 ORDER BY last_offset",
-            &[&tid(id), &partition],
-        )
-        .await?;
-    let aborted = rows
-        .iter()
-        .map(|r| {
-            Ok(AbortedTxn {
-                producer_id: r.try_get(0)?,
-                first_offset: r.try_get(1)?,
-                last_offset: r.try_get(2)?,
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
+    let aborted = super::transactions::recent_aborted(client, id, partition, aborted_limit).await?;
     Ok((producers, aborted))
 }

@@ -265,10 +265,53 @@ impl MetadataStore for PostgresStore {
         &self,
         id: TopicId,
         partition: i32,
+        aborted_limit: usize,
     ) -> Result<(Vec<ProducerStateRecord>, Vec<AbortedTxn>)> {
         self.bounded("partition_state", async move {
             let client = self.client().await?;
-            cluster::partition_state(&client, id, partition).await
+            cluster::partition_state(&client, id, partition, aborted_limit).await
+        })
+        .await
+    }
+
+    async fn recent_aborted(
+        &self,
+        id: TopicId,
+        partition: i32,
+        limit: usize,
+    ) -> Result<Vec<AbortedTxn>> {
+        self.bounded("recent_aborted", async move {
+            let client = self.client().await?;
+            transactions::recent_aborted(&client, id, partition, limit).await
+        })
+        .await
+    }
+
+    async fn aborted_range(
+        &self,
+        id: TopicId,
+        partition: i32,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<AbortedTxn>> {
+        self.bounded("aborted_range", async move {
+            let client = self.client().await?;
+            transactions::aborted_range(&client, id, partition, from, to, limit).await
+        })
+        .await
+    }
+
+    async fn forget_aborted(
+        &self,
+        id: TopicId,
+        partition: i32,
+        below: i64,
+        keep: Vec<i64>,
+    ) -> Result<()> {
+        self.bounded("forget_aborted", async move {
+            let client = self.client().await?;
+            transactions::forget_aborted(&client, id, partition, below, &keep).await
         })
         .await
     }

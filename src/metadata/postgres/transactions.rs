@@ -283,6 +283,76 @@ pub(super) async fn insert_aborted(
     Ok(())
 }
 
+fn aborted_rows(rows: &[tokio_postgres::Row]) -> Result<Vec<AbortedTxn>> {
+    rows.iter()
+        .map(|r| {
+            Ok(AbortedTxn {
+                producer_id: r.try_get(0)?,
+                first_offset: r.try_get(1)?,
+                last_offset: r.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn recent_aborted(
+    client: &Client,
+    id: TopicId,
+    partition: i32,
+    limit: usize,
+) -> Result<Vec<AbortedTxn>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "SELECT producer_id, first_offset, last_offset FROM aborted_txns
+             WHERE topic_id = $1 AND partition = $2 ORDER BY last_offset DESC LIMIT $3",
+            &[&tid(id), &partition, &limit],
+        )
+        .await?;
+    let mut aborted = aborted_rows(&rows)?;
+    aborted.reverse();
+    Ok(aborted)
+}
+
+pub(super) async fn aborted_range(
+    client: &Client,
+    id: TopicId,
+    partition: i32,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<AbortedTxn>> {
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = client
+        .query(
+            "SELECT producer_id, first_offset, last_offset FROM aborted_txns
+             WHERE topic_id = $1 AND partition = $2 AND last_offset >= $3 AND first_offset < $4
+             ORDER BY last_offset LIMIT $5",
+            &[&tid(id), &partition, &from, &to, &limit],
+        )
+        .await?;
+    aborted_rows(&rows)
+}
+
+pub(super) async fn forget_aborted(
+    client: &Client,
+    id: TopicId,
+    partition: i32,
+    below: i64,
+    keep: &[i64],
+) -> Result<()> {
+    let keep: Vec<i64> = keep.iter().copied().filter(|k| *k < below).collect();
+    client
+        .execute(
+            "DELETE FROM aborted_txns
+             WHERE topic_id = $1 AND partition = $2 AND last_offset < $3
+               AND NOT (last_offset = ANY($4))",
+            &[&tid(id), &partition, &below, &keep],
+        )
+        .await?;
+    Ok(())
+}
+
 pub(super) async fn load_aborted(client: &Client) -> Result<Vec<(TopicId, i32, AbortedTxn)>> {
     let rows = client
         .query(

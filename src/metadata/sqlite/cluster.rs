@@ -133,20 +133,9 @@ pub(super) fn partition_state(
     conn: &Connection,
     id: TopicId,
     partition: i32,
+    aborted_limit: usize,
 ) -> Result<(Vec<ProducerStateRecord>, Vec<AbortedTxn>)> {
     let producers = producers::load_partition(conn, id, partition)?;
-    let mut stmt = conn.prepare_cached(
-        "SELECT producer_id, first_offset, last_offset FROM aborted_txns
-         WHERE topic_id = ?1 AND partition = ?2 ORDER BY last_offset",
-    )?;
-    let aborted = stmt
-        .query_map(params![id.0.to_string(), partition], |r| {
-            Ok(AbortedTxn {
-                producer_id: r.get(0)?,
-                first_offset: r.get(1)?,
-                last_offset: r.get(2)?,
-            })
-        })?
-        .collect::<std::result::Result<Vec<_>, _>>()?;
+    let aborted = super::transactions::recent_aborted(conn, id, partition, aborted_limit)?;
     Ok((producers, aborted))
 }

@@ -171,8 +171,44 @@ impl MetadataStore for SqliteStore {
         &self,
         id: TopicId,
         partition: i32,
+        aborted_limit: usize,
     ) -> Result<(Vec<ProducerStateRecord>, Vec<AbortedTxn>)> {
-        self.with_reader(move |conn| cluster::partition_state(conn, id, partition))
+        self.with_reader(move |conn| cluster::partition_state(conn, id, partition, aborted_limit))
+            .await
+    }
+
+    async fn recent_aborted(
+        &self,
+        id: TopicId,
+        partition: i32,
+        limit: usize,
+    ) -> Result<Vec<AbortedTxn>> {
+        self.with_reader(move |conn| transactions::recent_aborted(conn, id, partition, limit))
+            .await
+    }
+
+    async fn aborted_range(
+        &self,
+        id: TopicId,
+        partition: i32,
+        from: i64,
+        to: i64,
+        limit: usize,
+    ) -> Result<Vec<AbortedTxn>> {
+        self.with_reader(move |conn| {
+            transactions::aborted_range(conn, id, partition, from, to, limit)
+        })
+        .await
+    }
+
+    async fn forget_aborted(
+        &self,
+        id: TopicId,
+        partition: i32,
+        below: i64,
+        keep: Vec<i64>,
+    ) -> Result<()> {
+        self.with_conn(move |conn| transactions::forget_aborted(conn, id, partition, below, &keep))
             .await
     }
 

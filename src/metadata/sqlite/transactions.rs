@@ -313,6 +313,81 @@ pub(super) fn trim_aborted(
     Ok(())
 }
 
+fn aborted_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AbortedTxn> {
+    Ok(AbortedTxn {
+        producer_id: r.get(0)?,
+        first_offset: r.get(1)?,
+        last_offset: r.get(2)?,
+    })
+}
+
+pub(super) fn recent_aborted(
+    conn: &Connection,
+    id: TopicId,
+    partition: i32,
+    limit: usize,
+) -> Result<Vec<AbortedTxn>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT producer_id, first_offset, last_offset FROM aborted_txns
+         WHERE topic_id = ?1 AND partition = ?2 ORDER BY last_offset DESC LIMIT ?3",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let mut rows = stmt
+        .query_map(params![id.0.to_string(), partition, limit], aborted_row)?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    rows.reverse();
+    Ok(rows)
+}
+
+pub(super) fn aborted_range(
+    conn: &Connection,
+    id: TopicId,
+    partition: i32,
+    from: i64,
+    to: i64,
+    limit: usize,
+) -> Result<Vec<AbortedTxn>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT producer_id, first_offset, last_offset FROM aborted_txns
+         WHERE topic_id = ?1 AND partition = ?2 AND last_offset >= ?3 AND first_offset < ?4
+         ORDER BY last_offset LIMIT ?5",
+    )?;
+    let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+    let rows = stmt
+        .query_map(
+            params![id.0.to_string(), partition, from, to, limit],
+            aborted_row,
+        )?
+        .collect::<std::result::Result<Vec<_>, _>>()?;
+    Ok(rows)
+}
+
+pub(super) fn forget_aborted(
+    conn: &mut Connection,
+    id: TopicId,
+    partition: i32,
+    below: i64,
+    keep: &[i64],
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "DELETE FROM aborted_txns
+             WHERE topic_id = ?1 AND partition = ?2 AND last_offset < ?3 AND last_offset > ?4",
+        )?;
+        // Between the kept markers, so each statement is one range.
+        let mut bounds: Vec<i64> = keep.iter().copied().filter(|k| *k < below).collect();
+        bounds.sort_unstable();
+        let mut low = i64::MIN;
+        for high in bounds.into_iter().chain(std::iter::once(below)) {
+            stmt.execute(params![id.0.to_string(), partition, high, low])?;
+            low = high;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
 pub(super) fn load_aborted(conn: &Connection) -> Result<Vec<(TopicId, i32, AbortedTxn)>> {
     let mut stmt = conn.prepare(
         "SELECT topic_id, partition, producer_id, first_offset, last_offset

@@ -12,7 +12,74 @@ on_every_backend!(
     admin_changes_and_producer_state_are_stored,
     transaction_rows,
     transaction_writes_are_fenced_by_coordinator_epoch,
+    aborted_transactions_are_read_by_range_and_forgotten,
 );
+
+/// What a partition's aborted transactions are read and forgotten by:
+/// the newest ones (memory's window), a range (a read below the window),
+/// and those compaction left without records.
+async fn aborted_transactions_are_read_by_range_and_forgotten(backend: TestBackend) {
+    use crate::metadata::AbortedTxn;
+    let store = backend.open().await;
+    let id = store
+        .create_topic("t", 1, BTreeMap::new(), vec![0])
+        .await
+        .expect("create")
+        .id;
+    let txn = |marker: i64| AbortedTxn {
+        producer_id: marker,
+        first_offset: marker - 5,
+        last_offset: marker,
+    };
+    store
+        .record_intents("0:1", vec!["w1".into()])
+        .await
+        .expect("intent");
+    store
+        .commit_object(ObjectCommit {
+            object_key: "w1".into(),
+            object_size: 100,
+            chunks: vec![ChunkCommit {
+                topic_id: id,
+                partition: 0,
+                leader_epoch: 0,
+                chunk: ChunkRecord {
+                    object_key: Arc::from("w1"),
+                    ..chunk(0, 99)
+                },
+                producers: Vec::new(),
+                aborted: [10, 20, 30, 40, 50].map(txn).to_vec(),
+            }],
+        })
+        .await
+        .expect("commit");
+    let markers = |list: Vec<AbortedTxn>| list.iter().map(|a| a.last_offset).collect::<Vec<_>>();
+    let recent = store.recent_aborted(id, 0, 2).await.expect("recent");
+    assert_eq!(markers(recent), vec![40, 50], "the newest, in marker order");
+    let (_, newest) = store.partition_state(id, 0, 3).await.expect("state");
+    assert_eq!(markers(newest), vec![30, 40, 50]);
+    let range = store
+        .aborted_range(id, 0, 25, 45, 100)
+        .await
+        .expect("range");
+    assert_eq!(
+        markers(range),
+        vec![30, 40],
+        "marker >= 25, first offset < 45"
+    );
+    let limited = store.aborted_range(id, 0, 0, 100, 2).await.expect("range");
+    assert_eq!(markers(limited), vec![10, 20]);
+    store
+        .forget_aborted(id, 0, 45, vec![20])
+        .await
+        .expect("forget");
+    let left = store.recent_aborted(id, 0, 100).await.expect("recent");
+    assert_eq!(
+        markers(left),
+        vec![20, 50],
+        "below 45 only the kept one stays"
+    );
+}
 
 async fn group_offsets_commit_fetch_and_expire(backend: TestBackend) {
     let store = backend.open().await;

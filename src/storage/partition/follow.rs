@@ -93,12 +93,11 @@ impl PartitionLog {
                 index.insert(chunk);
             }
         }
-        if view.full
-            && let Ok(mut aborted) = self.aborted.lock()
-        {
-            aborted.clear();
+        if view.full {
+            self.load_aborted(&view.aborted);
+        } else {
+            self.apply_aborted(&view.aborted);
         }
-        self.apply_aborted(&view.aborted);
         // Trims the index and aborted list below the start as well.
         self.advance_log_start(view.log_start);
         if let (Ok(mut producers), Ok(mut open)) = (self.producers.lock(), self.open_txns.lock()) {
@@ -133,7 +132,7 @@ impl PartitionLog {
             index.clear();
         }
         if let Ok(mut aborted) = self.aborted.lock() {
-            aborted.clear();
+            *aborted = super::AbortedList::default();
         }
         if let Ok(mut producers) = self.producers.lock() {
             producers.clear();

@@ -17,7 +17,7 @@ mod read;
 pub use follow::StoreView;
 
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 
 use thiserror::Error;
@@ -38,6 +38,87 @@ pub fn is_aborted_batch(
                 && a.first_offset <= header.base_offset()
                 && header.base_offset() < a.last_offset
         })
+}
+
+/// Aborted transactions kept in memory per partition (`cache.aborted_txns_per_partition`):
+/// the newest ones; reads below them ask the store. One value per process.
+static ABORTED_WINDOW: AtomicUsize = AtomicUsize::new(DEFAULT_ABORTED_WINDOW);
+pub const DEFAULT_ABORTED_WINDOW: usize = 4096;
+
+/// Sets how many aborted transactions each partition keeps in memory.
+pub fn set_aborted_window(entries: usize) {
+    ABORTED_WINDOW.store(entries.max(1), Ordering::Release);
+}
+
+pub fn aborted_window() -> usize {
+    ABORTED_WINDOW.load(Ordering::Acquire)
+}
+
+/// A partition's aborted transactions in memory, by their markers'
+/// offsets: the newest `aborted_window()` of those within the log.
+#[derive(Debug)]
+struct AbortedList {
+    entries: VecDeque<AbortedTxn>,
+    /// Markers below this may be in the store only (`i64::MIN`: every
+    /// aborted transaction of the log is in memory).
+    paged_below: i64,
+}
+
+impl Default for AbortedList {
+    fn default() -> Self {
+        Self {
+            entries: VecDeque::new(),
+            paged_below: i64::MIN,
+        }
+    }
+}
+
+impl AbortedList {
+    fn insert(&mut self, a: AbortedTxn) {
+        if a.last_offset < self.paged_below {
+            return; // older than the window: the store has it
+        }
+        let list = &mut self.entries;
+        // Markers come in offset order: almost always an append.
+        if list
+            .back()
+            .is_none_or(|last| last.last_offset < a.last_offset)
+        {
+            list.push_back(a);
+        } else {
+            let at = list.partition_point(|x| x.last_offset < a.last_offset);
+            if list.get(at).map(|x| x.last_offset) != Some(a.last_offset) {
+                list.insert(at, a);
+            }
+        }
+        let window = aborted_window();
+        while list.len() > window {
+            if let Some(oldest) = list.pop_front() {
+                self.paged_below = self.paged_below.max(oldest.last_offset + 1);
+            }
+        }
+    }
+}
+
+/// Most aborted transactions one read asks the store for (a sanity bound:
+/// only those overlapping the records read are asked for).
+const ABORTED_READ_LIMIT: usize = 1_000_000;
+
+/// `log.aborted_between(from, to)`, reading the store when the range
+/// reaches below the ones in memory; `.1` says whether it did.
+pub async fn aborted_in(
+    log: &PartitionLog,
+    metadata: &dyn crate::metadata::MetadataStore,
+    from: i64,
+    to: i64,
+) -> Result<(Vec<AbortedTxn>, bool), crate::metadata::MetadataError> {
+    if let Some(aborted) = log.aborted_between(from, to) {
+        return Ok((aborted, false));
+    }
+    let aborted = metadata
+        .aborted_range(log.topic_id, log.partition, from, to, ABORTED_READ_LIMIT)
+        .await?;
+    Ok((aborted, true))
 }
 
 #[derive(Debug, Error)]
@@ -75,8 +156,8 @@ pub struct PartitionLog {
     /// Open transactions' `(first offset, producer id)`: the last stable
     /// offset is the first of them (or the high watermark).
     open_txns: Mutex<BTreeSet<(i64, i64)>>,
-    /// Aborted transactions within the log, by their markers' offsets.
-    aborted: Mutex<VecDeque<AbortedTxn>>,
+    /// Aborted transactions within the log (the newest, see `AbortedList`).
+    aborted: Mutex<AbortedList>,
     /// Reads served here while another broker leads the partition.
     replica: follow::ReplicaView,
 }
@@ -144,17 +225,24 @@ impl PartitionLog {
         first_open.map_or(hw, |first| first.min(hw))
     }
     /// Aborted transactions that may hold records in `from..to` (their
-    /// marker is at or after `from`, their first offset before `to`).
-    pub fn aborted_between(&self, from: i64, to: i64) -> Vec<AbortedTxn> {
+    /// marker is at or after `from`, their first offset before `to`), or
+    /// `None` when some of them may be older than the ones in memory: then
+    /// `aborted_in` reads them from the store.
+    pub fn aborted_between(&self, from: i64, to: i64) -> Option<Vec<AbortedTxn>> {
         let Ok(aborted) = self.aborted.lock() else {
-            return Vec::new();
+            return Some(Vec::new());
         };
-        let start = aborted.partition_point(|a| a.last_offset < from);
-        aborted
-            .range(start..)
-            .filter(|a| a.first_offset < to)
-            .copied()
-            .collect()
+        if from < aborted.paged_below {
+            return None;
+        }
+        let list = &aborted.entries;
+        let start = list.partition_point(|a| a.last_offset < from);
+        Some(
+            list.range(start..)
+                .filter(|a| a.first_offset < to)
+                .copied()
+                .collect(),
+        )
     }
     /// Records aborted transactions (committed with their markers, or
     /// loaded at start), before the commit that makes them readable.
@@ -164,19 +252,31 @@ impl PartitionLog {
         }
         if let Ok(mut list) = self.aborted.lock() {
             for a in aborted {
-                // Markers come in offset order: almost always an append.
-                if list
-                    .back()
-                    .is_none_or(|last| last.last_offset < a.last_offset)
-                {
-                    list.push_back(*a);
-                    continue;
-                }
-                let at = list.partition_point(|x| x.last_offset < a.last_offset);
-                if list.get(at).map(|x| x.last_offset) != Some(a.last_offset) {
-                    list.insert(at, *a);
-                }
+                list.insert(*a);
             }
+        }
+    }
+    /// Replaces the aborted transactions in memory with `newest`, the
+    /// newest `aborted_window()` ones the store holds (fewer: all of them).
+    pub fn load_aborted(&self, newest: &[AbortedTxn]) {
+        if let Ok(mut list) = self.aborted.lock() {
+            *list = AbortedList::default();
+            if newest.len() >= aborted_window()
+                && let Some(first) = newest.first()
+            {
+                list.paged_below = first.last_offset;
+            }
+            for a in newest {
+                list.insert(*a);
+            }
+        }
+    }
+    /// Forgets aborted transactions whose markers are below `below` but
+    /// those in `keep` (compaction removed the others' records).
+    pub fn forget_aborted(&self, below: i64, keep: &[i64]) {
+        if let Ok(mut list) = self.aborted.lock() {
+            list.entries
+                .retain(|a| a.last_offset >= below || keep.contains(&a.last_offset));
         }
     }
     pub fn log_start_offset(&self) -> i64 {
@@ -222,8 +322,12 @@ impl PartitionLog {
         }
         drop(index);
         if let Ok(mut aborted) = self.aborted.lock() {
-            while aborted.front().is_some_and(|a| a.last_offset < start) {
-                aborted.pop_front();
+            while aborted
+                .entries
+                .front()
+                .is_some_and(|a| a.last_offset < start)
+            {
+                aborted.entries.pop_front();
             }
         }
     }

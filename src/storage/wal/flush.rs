@@ -355,7 +355,11 @@ impl WalWriter {
                 let chunks = self.metadata.chunks(log.topic_id, log.partition).await?;
                 let (producers, aborted) = self
                     .metadata
-                    .partition_state(log.topic_id, log.partition)
+                    .partition_state(
+                        log.topic_id,
+                        log.partition,
+                        crate::storage::partition::aborted_window(),
+                    )
                     .await?;
                 Ok::<_, crate::metadata::MetadataError>((chunks, producers, aborted))
             };
