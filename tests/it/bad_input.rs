@@ -91,6 +91,20 @@ impl Raw {
         Resp::decode(&mut response, version).expect("response body")
     }
 
+    /// Sends a request without waiting for its response (pipelining).
+    pub fn send<Req: Encodable>(&mut self, api: ApiKey, version: i16, body: &Req) {
+        let frame = self.frame(api, version, body);
+        self.send_raw(&frame);
+    }
+
+    /// Reads the next response, of a request sent with `send`.
+    pub fn receive<Resp: Decodable + HeaderVersion>(&mut self, api: ApiKey, version: i16) -> Resp {
+        let mut response = self.read_frame().expect("a response");
+        ResponseHeader::decode(&mut response, api.response_header_version(version))
+            .expect("response header");
+        Resp::decode(&mut response, version).expect("response body")
+    }
+
     /// True once the broker closed the connection (EOF or reset).
     fn is_closed(&mut self) -> bool {
         let mut byte = [0u8; 1];

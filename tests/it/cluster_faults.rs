@@ -2,8 +2,10 @@
 //! answering: a broker that flushes rarely keeps the object keys it
 //! reserved, nothing is left in the bucket that no metadata names, and a
 //! frozen PostgreSQL fails requests within the store's bound instead of
-//! stalling them, then recovers with every acknowledged record stored once.
-//! Also what a cluster describes of itself (DescribeCluster).
+//! stalling them, then recovers with every acknowledged record stored once;
+//! a group coordinator deposed while frozen cannot overwrite its
+//! successor's offsets. Also what a cluster describes of itself
+//! (DescribeCluster).
 
 use std::collections::BTreeSet;
 use std::sync::atomic::AtomicBool;
@@ -440,4 +442,195 @@ async fn fetches_past_a_replica_view_share_their_store_reads() {
         "{reads} store reads for {fetches} fetches in {elapsed:?} (at most {allowed})"
     );
     eprintln!("{fetches} fetches past the view in {elapsed:?}: {reads} store reads");
+}
+
+/// A classic group member's OffsetCommit (v7) of `offset` for partition 0.
+fn member_commit(
+    group: &str,
+    member: &str,
+    generation: i32,
+    topic: &str,
+    offset: i64,
+) -> kafka_protocol::messages::OffsetCommitRequest {
+    use kafka_protocol::messages::offset_commit_request::{
+        OffsetCommitRequestPartition, OffsetCommitRequestTopic,
+    };
+    use kafka_protocol::messages::{GroupId, OffsetCommitRequest, TopicName};
+    use kafka_protocol::protocol::StrBytes;
+    OffsetCommitRequest::default()
+        .with_group_id(GroupId(StrBytes::from_string(group.into())))
+        .with_member_id(StrBytes::from_string(member.into()))
+        .with_generation_id_or_member_epoch(generation)
+        .with_topics(vec![
+            OffsetCommitRequestTopic::default()
+                .with_name(TopicName(StrBytes::from_string(topic.into())))
+                .with_partitions(vec![
+                    OffsetCommitRequestPartition::default()
+                        .with_partition_index(0)
+                        .with_committed_offset(offset),
+                ]),
+        ])
+}
+
+fn commit_code(response: &kafka_protocol::messages::OffsetCommitResponse) -> i16 {
+    response.topics[0].partitions[0].error_code
+}
+
+/// A coordinator deposed while frozen (SIGSTOP past its lease) cannot
+/// write a group's offsets once its successor has taken the group over:
+/// commits already queued on its socket when it wakes, processed before it
+/// learns it lost the group, are refused by the store (NOT_COORDINATOR),
+/// and the successor's offset stands.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deposed_coordinator_cannot_overwrite_its_successors_offsets() {
+    use kafka_protocol::messages::join_group_request::JoinGroupRequestProtocol;
+    use kafka_protocol::messages::sync_group_request::SyncGroupRequestAssignment;
+    use kafka_protocol::messages::{
+        ApiKey, GroupId, HeartbeatRequest, HeartbeatResponse, JoinGroupRequest, JoinGroupResponse,
+        OffsetCommitResponse, SyncGroupRequest, SyncGroupResponse,
+    };
+    use kafka_protocol::protocol::StrBytes;
+    const GROUP: &str = "deposed";
+    const TOPIC: &str = "deposed-in";
+    const QUEUED: usize = 20;
+    let cluster = Cluster::new();
+    let brokers = [cluster.start(1), cluster.start(2)];
+    crate::cluster::sees_brokers(&brokers[0].addr, 2).await;
+    brokers[0].create_topic(TOPIC, 1).await;
+    // Both brokers name the same coordinator for the group.
+    eventually(
+        Duration::from_secs(20),
+        || {
+            let named: BTreeSet<Result<i32, i16>> = brokers
+                .iter()
+                .map(|b| crate::cluster::coordinator(b, GROUP, 0))
+                .collect();
+            named.len() == 1 && named.iter().all(Result::is_ok)
+        },
+        || "brokers disagree on the coordinator".into(),
+    )
+    .await;
+    let old_node = crate::cluster::coordinator(&brokers[0], GROUP, 0).expect("a coordinator");
+    let (old, successor) = if old_node == 1 {
+        (&brokers[0], &brokers[1])
+    } else {
+        (&brokers[1], &brokers[0])
+    };
+    // One member joins through the coordinator (classic protocol, long
+    // session so it outlives the freeze) and commits offset 5.
+    let mut to_old = crate::bad_input::Raw::connect(old);
+    let join: JoinGroupResponse = to_old.call(
+        ApiKey::JoinGroup,
+        3,
+        &JoinGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+            .with_session_timeout_ms(60_000)
+            .with_rebalance_timeout_ms(60_000)
+            .with_protocol_type(StrBytes::from_static_str("consumer"))
+            .with_protocols(vec![
+                JoinGroupRequestProtocol::default()
+                    .with_name(StrBytes::from_static_str("range"))
+                    .with_metadata(bytes::Bytes::from_static(b"\0\0\0\0\0\0")),
+            ]),
+    );
+    assert_eq!(join.error_code, 0, "join");
+    let member = join.member_id.to_string();
+    let generation = join.generation_id;
+    let sync: SyncGroupResponse = to_old.call(
+        ApiKey::SyncGroup,
+        3,
+        &SyncGroupRequest::default()
+            .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+            .with_generation_id(generation)
+            .with_member_id(join.member_id.clone())
+            .with_assignments(vec![
+                SyncGroupRequestAssignment::default()
+                    .with_member_id(join.member_id.clone())
+                    .with_assignment(bytes::Bytes::from_static(b"\0\0\0\0\0\0\0\0")),
+            ]),
+    );
+    assert_eq!(sync.error_code, 0, "sync");
+    let committed: OffsetCommitResponse = to_old.call(
+        ApiKey::OffsetCommit,
+        7,
+        &member_commit(GROUP, &member, generation, TOPIC, 5),
+    );
+    assert_eq!(commit_code(&committed), 0, "the coordinator's own commit");
+
+    // The coordinator freezes past its lease; the other broker takes the
+    // group over (its __consumer_offsets partition) and the member goes on
+    // there: its heartbeat makes the successor store the group under its
+    // epoch, then it commits offset 10.
+    let pid = old.pid().to_string();
+    let signal = |sig: &str| {
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid])
+            .status()
+            .expect("kill");
+        assert!(status.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let successor_node = if old_node == 1 { 2 } else { 1 };
+    eventually(
+        Duration::from_secs(20),
+        || crate::cluster::coordinator(successor, GROUP, 0) == Ok(successor_node),
+        || "the group's coordination did not move".into(),
+    )
+    .await;
+    let mut to_successor = crate::bad_input::Raw::connect(successor);
+    let heartbeat = HeartbeatRequest::default()
+        .with_group_id(GroupId(StrBytes::from_static_str(GROUP)))
+        .with_generation_id(generation)
+        .with_member_id(StrBytes::from_string(member.clone()));
+    let epoch_of_group = || {
+        psql(
+            &cluster.metadata,
+            &format!("SELECT coordinator_epoch FROM groups WHERE group_id = '{GROUP}'"),
+        )[0][0]
+            .parse::<i32>()
+            .expect("an epoch")
+    };
+    let old_epoch = epoch_of_group();
+    eventually(
+        Duration::from_secs(20),
+        || {
+            let beat: HeartbeatResponse = to_successor.call(ApiKey::Heartbeat, 3, &heartbeat);
+            beat.error_code == 0 && epoch_of_group() > old_epoch
+        },
+        || "the successor did not take the group over".into(),
+    )
+    .await;
+    let committed: OffsetCommitResponse = to_successor.call(
+        ApiKey::OffsetCommit,
+        7,
+        &member_commit(GROUP, &member, generation, TOPIC, 10),
+    );
+    assert_eq!(commit_code(&committed), 0, "the successor's commit");
+
+    // Commits of offset 3 wait on the frozen coordinator's socket; it
+    // wakes and handles them, at first still believing it coordinates.
+    for _ in 0..QUEUED {
+        to_old.send(
+            ApiKey::OffsetCommit,
+            7,
+            &member_commit(GROUP, &member, generation, TOPIC, 3),
+        );
+    }
+    signal("-CONT");
+    let codes: Vec<i16> = (0..QUEUED)
+        .map(|_| commit_code(&to_old.receive::<OffsetCommitResponse>(ApiKey::OffsetCommit, 7)))
+        .collect();
+    assert!(
+        codes.iter().all(|code| *code == 16),
+        "every commit of the deposed coordinator is refused with NOT_COORDINATOR: {codes:?}"
+    );
+    let stored = psql(
+        &cluster.metadata,
+        &format!("SELECT committed_offset FROM group_offsets WHERE group_id = '{GROUP}'"),
+    );
+    assert_eq!(
+        stored,
+        vec![vec!["10".to_string()]],
+        "the successor's offset stands"
+    );
 }
