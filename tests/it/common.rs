@@ -72,6 +72,29 @@ impl TestBroker {
         if let Some(url) = &postgres {
             args.extend(["--metadata".to_string(), url.clone()]);
         }
+        Self::spawned(tmp, postgres, args, envs, None)
+    }
+
+    /// A broker with `envs` as its whole configuration (listeners included),
+    /// resolving names through `hosts`; `addr` is the advertised address
+    /// of its `client_listener`. Needs `unshare` (util-linux) and mount
+    /// namespaces, which root has (else user namespaces).
+    pub fn start_as_service(envs: &[(&str, &str)], hosts: &Path, client_listener: &str) -> Self {
+        let service = Service {
+            hosts: hosts.to_path_buf(),
+            client_listener: client_listener.to_string(),
+        };
+        let tmp = tempfile::tempdir().expect("tempdir");
+        Self::spawned(tmp, None, Vec::new(), envs, Some(service))
+    }
+
+    fn spawned(
+        tmp: TempDir,
+        postgres: Option<String>,
+        args: Vec<String>,
+        envs: &[(&str, &str)],
+        service: Option<Service>,
+    ) -> Self {
         let mut broker = TestBroker {
             child: None,
             addr: String::new(),
@@ -84,35 +107,7 @@ impl TestBroker {
                 .collect(),
             starts: 0,
             listen_on: None,
-            service: None,
-            _tmp: Some(tmp),
-        };
-        broker.spawn();
-        broker
-    }
-
-    /// A broker with `envs` as its whole configuration (listeners included),
-    /// resolving names through `hosts`; `addr` is the advertised address
-    /// of its `client_listener`. Needs `unshare` (util-linux) and mount
-    /// namespaces, which root has (else user namespaces).
-    pub fn start_as_service(envs: &[(&str, &str)], hosts: &Path, client_listener: &str) -> Self {
-        let tmp = tempfile::tempdir().expect("tempdir");
-        let mut broker = TestBroker {
-            child: None,
-            addr: String::new(),
-            data_dir: tmp.path().to_path_buf(),
-            postgres: None,
-            args: Vec::new(),
-            envs: envs
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
-            starts: 0,
-            listen_on: None,
-            service: Some(Service {
-                hosts: hosts.to_path_buf(),
-                client_listener: client_listener.to_string(),
-            }),
+            service,
             _tmp: Some(tmp),
         };
         broker.spawn();

@@ -15,6 +15,37 @@ on_every_backend!(
     aborted_transactions_are_read_by_range_and_forgotten,
 );
 
+/// Commits `chunk` of partition 0 in object "w1" with `aborted`.
+async fn commit_chunk(
+    store: &dyn crate::metadata::MetadataStore,
+    id: crate::metadata::TopicId,
+    chunk: ChunkRecord,
+    aborted: Vec<crate::metadata::AbortedTxn>,
+) {
+    store
+        .record_intents("0:1", vec!["w1".into()])
+        .await
+        .expect("intent");
+    store
+        .commit_object(ObjectCommit {
+            object_key: "w1".into(),
+            object_size: 100,
+            chunks: vec![ChunkCommit {
+                topic_id: id,
+                partition: 0,
+                leader_epoch: 0,
+                chunk: ChunkRecord {
+                    object_key: Arc::from("w1"),
+                    ..chunk
+                },
+                producers: Vec::new(),
+                aborted,
+            }],
+        })
+        .await
+        .expect("commit");
+}
+
 /// What a partition's aborted transactions are read and forgotten by:
 /// the newest ones (memory's window), a range (a read below the window),
 /// and those compaction left without records.
@@ -31,28 +62,13 @@ async fn aborted_transactions_are_read_by_range_and_forgotten(backend: TestBacke
         first_offset: marker - 5,
         last_offset: marker,
     };
-    store
-        .record_intents("0:1", vec!["w1".into()])
-        .await
-        .expect("intent");
-    store
-        .commit_object(ObjectCommit {
-            object_key: "w1".into(),
-            object_size: 100,
-            chunks: vec![ChunkCommit {
-                topic_id: id,
-                partition: 0,
-                leader_epoch: 0,
-                chunk: ChunkRecord {
-                    object_key: Arc::from("w1"),
-                    ..chunk(0, 99)
-                },
-                producers: Vec::new(),
-                aborted: [10, 20, 30, 40, 50].map(txn).to_vec(),
-            }],
-        })
-        .await
-        .expect("commit");
+    commit_chunk(
+        store.as_ref(),
+        id,
+        chunk(0, 99),
+        [10, 20, 30, 40, 50].map(txn).to_vec(),
+    )
+    .await;
     let markers = |list: Vec<AbortedTxn>| list.iter().map(|a| a.last_offset).collect::<Vec<_>>();
     let recent = store.recent_aborted(id, 0, 2).await.expect("recent");
     assert_eq!(markers(recent), vec![40, 50], "the newest, in marker order");
@@ -434,32 +450,17 @@ async fn transaction_rows(backend: TestBackend) {
     );
 
     // Aborted ranges come with a chunk, go with the log start.
-    store
-        .record_intents("0:1", vec!["w1".into()])
-        .await
-        .expect("intent");
-    store
-        .commit_object(ObjectCommit {
-            object_key: "w1".into(),
-            object_size: 100,
-            chunks: vec![ChunkCommit {
-                topic_id: id,
-                partition: 0,
-                leader_epoch: 0,
-                chunk: ChunkRecord {
-                    object_key: Arc::from("w1"),
-                    ..chunk(0, 39)
-                },
-                producers: Vec::new(),
-                aborted: vec![AbortedTxn {
-                    producer_id: 9,
-                    first_offset: 31,
-                    last_offset: 35,
-                }],
-            }],
-        })
-        .await
-        .expect("commit");
+    commit_chunk(
+        store.as_ref(),
+        id,
+        chunk(0, 39),
+        vec![AbortedTxn {
+            producer_id: 9,
+            first_offset: 31,
+            last_offset: 35,
+        }],
+    )
+    .await;
     assert_eq!(
         store.aborted_txns().await.expect("aborted"),
         vec![(
