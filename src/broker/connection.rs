@@ -19,14 +19,17 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::{Dispatched, dispatch};
+use super::security::principal::ANONYMOUS;
+use super::security::sasl::{Authenticator, PRE_AUTH_MAX_FRAME_BYTES, Step};
 use super::{Broker, Listener};
+use crate::config::SecurityProtocol;
 use crate::protocol::frame::{check_frame_size, decode_request_header};
 
 /// A response on its way to the writer, in request order.
@@ -42,7 +45,12 @@ struct Pending {
 pub struct Session {
     pub peer: std::net::SocketAddr,
     pub listener: Arc<Listener>,
+    /// `User:NAME` (Kafka's form); `User:ANONYMOUS` when unauthenticated.
+    pub principal: Arc<str>,
 }
+
+/// Longest time a TLS handshake may take.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Longest time between a frame's size prefix and its last byte.
 const FRAME_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
@@ -64,12 +72,21 @@ pub async fn accept_loop(
                 let readers = broker.readers.clone();
                 let broker = Arc::clone(&broker);
                 let shutdown = shutdown.clone();
-                let session = Session {
-                    peer,
-                    listener: Arc::clone(&listener),
-                };
+                let listener = Arc::clone(&listener);
                 readers.spawn(async move {
-                    if let Err(reason) = serve(broker, stream, session, shutdown).await {
+                    let result = match listener.protocol {
+                        SecurityProtocol::Plaintext | SecurityProtocol::SaslPlaintext => {
+                            let session = Session {
+                                peer,
+                                listener,
+                                principal: Arc::from(ANONYMOUS),
+                            };
+                            let (read_half, write_half) = stream.into_split();
+                            serve(broker, read_half, write_half, session, shutdown).await
+                        }
+                        _ => serve_tls(broker, stream, peer, listener, shutdown).await,
+                    };
+                    if let Err(reason) = result {
                         tracing::debug!(%peer, %reason, "connection closed");
                     }
                 });
@@ -103,15 +120,75 @@ async fn read_frame<R: AsyncReadExt + Unpin>(
     Ok(buf.freeze())
 }
 
-async fn serve(
+/// A connection to an SSL listener: the TLS handshake (bounded), the
+/// principal from the client's certificate, then requests as on any.
+async fn serve_tls(
     broker: Arc<Broker>,
     stream: TcpStream,
-    session: Session,
+    peer: std::net::SocketAddr,
+    listener: Arc<Listener>,
     shutdown: CancellationToken,
 ) -> Result<(), String> {
-    let (read_half, mut write_half) = stream.into_split();
+    let Some(tls) = broker.tls.clone() else {
+        return Err(format!(
+            "listener {} has no TLS configuration",
+            listener.name
+        ));
+    };
+    let handshake = tokio::select! {
+        done = tokio::time::timeout(HANDSHAKE_TIMEOUT, tls.acceptor().accept(stream)) => done,
+        _ = shutdown.cancelled() => return Ok(()),
+    };
+    let stream = match handshake {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(error)) => {
+            broker.requests.authentication_failed();
+            return Err(format!("TLS handshake failed: {error}"));
+        }
+        Err(_) => {
+            broker.requests.authentication_failed();
+            return Err(format!(
+                "TLS handshake not done within {HANDSHAKE_TIMEOUT:?}"
+            ));
+        }
+    };
+    let principal = match tls.principal(stream.get_ref().1.peer_certificates()) {
+        Ok(principal) => principal,
+        Err(reason) => {
+            broker.requests.authentication_failed();
+            tracing::info!(%peer, %reason, "client certificate refused");
+            return Err(reason);
+        }
+    };
+    let session = Session {
+        peer,
+        listener,
+        principal: Arc::from(principal),
+    };
+    tracing::debug!(%peer, principal = %session.principal, listener = %session.listener.name, "TLS connection authenticated");
+    let (read_half, write_half) = tokio::io::split(stream);
+    serve(broker, read_half, write_half, session, shutdown).await
+}
+
+async fn serve<R, W>(
+    broker: Arc<Broker>,
+    read_half: R,
+    mut write_half: W,
+    mut session: Session,
+    shutdown: CancellationToken,
+) -> Result<(), String>
+where
+    R: AsyncRead + Send + Unpin + 'static,
+    W: AsyncWrite + Send + Unpin + 'static,
+{
     let mut reader = BufReader::with_capacity(64 * 1024, read_half);
-    let max_frame = broker.config.kafka.max_frame_bytes;
+    // SASL listeners: the exchange comes first (see security::sasl).
+    let mut sasl = matches!(
+        session.listener.protocol,
+        SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+    )
+    .then(|| Authenticator::new(Arc::clone(&broker.sasl_mechanisms)));
+    let mut failed_authentication = None;
     let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.kafka.max_inflight_per_connection);
     let metrics_broker = Arc::clone(&broker);
     let writer = broker.responders.spawn(async move {
@@ -140,6 +217,12 @@ async fn serve(
             Ok(size) => size,
             Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => break Ok(()),
             Err(e) => break Err(format!("read failed: {e}")),
+        };
+        let authenticating = sasl.as_ref().is_some_and(|a| !a.is_done());
+        let max_frame = if authenticating {
+            PRE_AUTH_MAX_FRAME_BYTES
+        } else {
+            broker.config.kafka.max_frame_bytes
         };
         let size = match check_frame_size(size, max_frame) {
             Ok(size) => size,
@@ -176,6 +259,38 @@ async fn serve(
             Err(e) => break Err(e.to_string()),
         };
         let api = request.api_key;
+        if let Some(auth) = sasl.as_mut().filter(|a| !a.is_done())
+            && api != ApiKey::ApiVersions
+        {
+            let (bytes, close) = match auth.handle(&broker, request).await {
+                Step::Answer(bytes) => (bytes, None),
+                Step::Authenticated(bytes, principal) => {
+                    tracing::debug!(peer = %session.peer, %principal, listener = %session.listener.name, "SASL authenticated");
+                    session.principal = Arc::from(principal);
+                    (bytes, None)
+                }
+                Step::Failed(bytes, reason) => (bytes, Some(reason)),
+                Step::Close(reason) => {
+                    broker.requests.authentication_failed();
+                    break Err(reason);
+                }
+            };
+            let pending = Pending {
+                response: tokio::spawn(async move { Ok(bytes) }),
+                api,
+                received,
+            };
+            if tx.send(pending).await.is_err() {
+                break Err("writer stopped".into());
+            }
+            if let Some(reason) = close {
+                // The answer goes out, then the connection closes.
+                broker.requests.authentication_failed();
+                failed_authentication = Some(reason);
+                break Ok(());
+            }
+            continue;
+        }
         let response = match dispatch(&broker, request, &session).await {
             Ok(Dispatched::Response(bytes)) => tokio::spawn(async move { Ok(bytes) }),
             Ok(Dispatched::Deferred(future)) => tokio::spawn(future),
@@ -195,6 +310,10 @@ async fn serve(
         }
     };
     drop(tx);
+    let result = match failed_authentication {
+        Some(reason) => Err(format!("authentication failed: {reason}")),
+        None => result,
+    };
     if shutdown.is_cancelled() {
         // Shutting down: the writer task goes on writing the responses due
         // (they may wait for the final flush, which waits for this reader).

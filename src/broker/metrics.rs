@@ -27,6 +27,9 @@ pub struct RequestMetrics {
     /// read_committed fetches that read aborted transactions older than
     /// the ones kept in memory from the store.
     aborted_store_reads: AtomicU64,
+    /// Connections refused while authenticating (TLS handshake, client
+    /// certificate).
+    authentication_failures: AtomicU64,
 }
 
 impl Default for RequestMetrics {
@@ -38,6 +41,7 @@ impl Default for RequestMetrics {
             preferred_replica: AtomicU64::new(0),
             replica_store_reads: AtomicU64::new(0),
             aborted_store_reads: AtomicU64::new(0),
+            authentication_failures: AtomicU64::new(0),
         }
     }
 }
@@ -69,6 +73,10 @@ impl RequestMetrics {
     /// Counts a read of aborted transactions from the store.
     pub fn aborted_store_read(&self) {
         self.aborted_store_reads.fetch_add(1, Ordering::Relaxed);
+    }
+    /// Counts a connection refused while authenticating.
+    pub fn authentication_failed(&self) {
+        self.authentication_failures.fetch_add(1, Ordering::Relaxed);
     }
     /// Counts a partition fetch sent to a replica in the client's rack.
     pub fn preferred_replica_sent(&self) {
@@ -140,6 +148,13 @@ impl RequestMetrics {
             "counter",
             "read_committed partition fetches that read aborted transactions older than those kept in memory from the metadata store.",
             self.aborted_store_reads.load(Ordering::Relaxed),
+        );
+        render_value(
+            &mut out,
+            "strata_authentication_failures_total",
+            "counter",
+            "Connections refused while authenticating (failed TLS handshake, refused client certificate).",
+            self.authentication_failures.load(Ordering::Relaxed),
         );
         out
     }

@@ -13,6 +13,7 @@ mod handlers;
 pub mod metrics;
 pub mod peers;
 pub mod replicas;
+pub mod security;
 pub mod topic_configs;
 pub mod topics;
 pub mod txn;
@@ -49,6 +50,10 @@ pub struct Broker {
     pub listeners: Vec<Arc<Listener>>,
     /// The listener other brokers reach this one on.
     pub inter_broker_listener: String,
+    /// TLS of the SSL listeners (`None` without one).
+    pub tls: Option<Arc<security::tls::TlsServer>>,
+    /// SASL mechanisms the SASL listeners offer (`sasl.enabled_mechanisms`).
+    pub sasl_mechanisms: Arc<[String]>,
     pub metadata: Arc<dyn MetadataStore>,
     pub storage: ObjectStorage,
     pub cache: Arc<BlockCache>,
@@ -159,6 +164,11 @@ impl Broker {
         )
         .await?;
         let cluster_id = metadata.cluster_id().await?;
+        if let (Some(user), Some(password)) =
+            (&config.sasl.bootstrap_user, &config.sasl.bootstrap_password)
+        {
+            security::scram::bootstrap_user(metadata.as_ref(), user, password).await?;
+        }
         let storage = ObjectStorage::open(&config.object_store_url(), &config.s3)?;
         let cache = Arc::new(
             BlockCache::open(
@@ -170,6 +180,16 @@ impl Broker {
         );
         let specs = config.listeners()?;
         let inter_broker_listener = config.inter_broker_listener(&specs)?;
+        let tls = if specs.iter().any(|s| {
+            matches!(
+                s.protocol,
+                crate::config::SecurityProtocol::Ssl | crate::config::SecurityProtocol::SaslSsl
+            )
+        }) {
+            Some(security::tls::TlsServer::load(&config.tls)?)
+        } else {
+            None
+        };
         let mut sockets = Vec::with_capacity(specs.len());
         for spec in &specs {
             let bind = spec.bind_addr();
@@ -299,12 +319,21 @@ impl Broker {
             Arc::clone(&seal_backlog),
         );
         let (catalog, node_id) = (Arc::new(catalog), config.node_id);
+        // Other brokers are reached over TLS when the inter-broker listener is SSL.
+        let peer_tls = tls.clone().filter(|_| {
+            specs.iter().any(|s| {
+                s.name == inter_broker_listener
+                    && s.protocol == crate::config::SecurityProtocol::Ssl
+            })
+        });
         let broker = Arc::new(Broker {
             node_id: config.node_id,
             cluster: membership,
             cluster_id,
             listeners,
             inter_broker_listener,
+            tls,
+            sasl_mechanisms: config.sasl.mechanisms().into(),
             metadata: Arc::clone(&metadata),
             storage: storage.clone(),
             cache,
@@ -318,7 +347,7 @@ impl Broker {
             txn,
             admin_lock: tokio::sync::Mutex::new(()),
             requests: metrics::RequestMetrics::default(),
-            peers: peers::Peers::new(config.node_id),
+            peers: peers::Peers::new(config.node_id, peer_tls),
             readers: TaskTracker::new(),
             responders: TaskTracker::new(),
             request_memory: tokio::sync::Semaphore::new(
@@ -393,6 +422,9 @@ impl Broker {
             tokio::spawn(replicas::run(Arc::clone(&broker), shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.txn).run(Arc::clone(&broker), shutdown.clone())),
         ];
+        if let Some(tls) = &broker.tls {
+            tasks.push(tokio::spawn(Arc::clone(tls).run_reload(shutdown.clone())));
+        }
         for (socket, listener) in sockets {
             tasks.push(tokio::spawn(connection::accept_loop(
                 Arc::clone(&broker),

@@ -20,8 +20,10 @@ use anyhow::Context;
 use bytes::{Buf, BufMut, BytesMut};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+
+use super::security::tls::TlsServer;
 
 use crate::metadata::BrokerRecord;
 
@@ -34,7 +36,11 @@ const TIMEOUT: Duration = Duration::from_secs(15);
 /// Requests to one peer in flight at once, at most.
 const CONNECTIONS_PER_PEER: usize = 8;
 
-type Connection = std::sync::Arc<tokio::sync::Mutex<Option<TcpStream>>>;
+/// A connection to a peer: TCP, or TLS over it.
+trait Stream: AsyncRead + AsyncWrite + Send + Unpin {}
+impl<T: AsyncRead + AsyncWrite + Send + Unpin> Stream for T {}
+
+type Connection = std::sync::Arc<tokio::sync::Mutex<Option<Box<dyn Stream>>>>;
 
 /// A peer's connections, and a counter spreading waiting requests over
 /// them when all are busy.
@@ -42,15 +48,19 @@ type Pool = (Vec<Connection>, usize);
 
 pub struct Peers {
     client_id: String,
+    /// Set when the inter-broker listener is SSL: peers are reached over
+    /// TLS, trusting `tls.ca_file` and presenting this broker's certificate.
+    tls: Option<std::sync::Arc<TlsServer>>,
     /// By peer (node id and address).
     connections: Mutex<HashMap<(i32, String), Pool>>,
     correlation: AtomicI32,
 }
 
 impl Peers {
-    pub fn new(node_id: i32) -> Self {
+    pub fn new(node_id: i32, tls: Option<std::sync::Arc<TlsServer>>) -> Self {
         Self {
             client_id: format!("strata-broker-{node_id}"),
+            tls,
             connections: Mutex::default(),
             correlation: AtomicI32::new(0),
         }
@@ -96,7 +106,7 @@ impl Peers {
         };
         let result = tokio::time::timeout(
             TIMEOUT,
-            self.exchange(&mut connection, &addr, version, request),
+            self.exchange(&mut connection, &peer.host, &addr, version, request),
         )
         .await
         .unwrap_or_else(|_| Err(anyhow::anyhow!("no answer in {TIMEOUT:?}")));
@@ -108,7 +118,8 @@ impl Peers {
 
     async fn exchange<R>(
         &self,
-        connection: &mut Option<TcpStream>,
+        connection: &mut Option<Box<dyn Stream>>,
+        host: &str,
         addr: &str,
         version: i16,
         request: &R,
@@ -119,7 +130,17 @@ impl Peers {
         if connection.is_none() {
             let stream = TcpStream::connect(addr).await?;
             stream.set_nodelay(true)?;
-            *connection = Some(stream);
+            *connection = Some(match &self.tls {
+                None => Box::new(stream),
+                Some(tls) => {
+                    let connector = tls.connector().context(
+                        "the inter-broker listener is SSL: set tls.ca_file to trust the other brokers' certificates",
+                    )?;
+                    let name = rustls::pki_types::ServerName::try_from(host.to_string())
+                        .with_context(|| format!("'{host}' is not a TLS server name"))?;
+                    Box::new(connector.connect(name, stream).await?)
+                }
+            });
         }
         let Some(stream) = connection.as_mut() else {
             anyhow::bail!("no connection");

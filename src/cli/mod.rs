@@ -9,6 +9,7 @@ mod export;
 mod health;
 mod serve;
 mod store;
+mod user;
 
 use clap::{Parser, Subcommand};
 
@@ -44,6 +45,9 @@ pub enum Command {
     Backup(backup::BackupArgs),
     /// Put a metadata backup back in place, with every broker stopped.
     Restore(backup::RestoreArgs),
+    /// Add, delete and list SCRAM users in the metadata store.
+    #[command(subcommand)]
+    User(user::UserCommand),
     /// Check that a broker's HTTP endpoint reports it healthy (exit 0), for
     /// container healthchecks.
     Health(health::HealthArgs),
@@ -59,6 +63,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(args) => client::bench::run(args).await,
         Command::Export(cmd) => export::run(cmd).await,
         Command::Health(args) => health::run(args).await,
+        Command::User(cmd) => user::run(cmd).await,
         Command::Backup(args) => backup::backup(args).await,
         Command::Restore(args) => backup::restore(args).await,
     }

@@ -47,6 +47,41 @@ pub struct ServeArgs {
     /// `inter.broker.listener.name`) [default: PLAINTEXT, or the only listener].
     #[arg(long, env = "STRATA_INTER_BROKER_LISTENER_NAME", value_name = "NAME")]
     pub inter_broker_listener_name: Option<String>,
+    /// TLS certificate chain of the SSL listeners, leaf first (PEM).
+    #[arg(long, env = "STRATA_TLS_CERT_FILE", value_name = "PATH")]
+    pub tls_cert_file: Option<std::path::PathBuf>,
+    /// Private key of that certificate (PEM).
+    #[arg(long, env = "STRATA_TLS_KEY_FILE", value_name = "PATH")]
+    pub tls_key_file: Option<std::path::PathBuf>,
+    /// CA certificates client certificates (and other brokers'
+    /// certificates) must chain to (PEM).
+    #[arg(long, env = "STRATA_TLS_CA_FILE", value_name = "PATH")]
+    pub tls_ca_file: Option<std::path::PathBuf>,
+    /// Kafka's `ssl.client.auth`: none, requested or required [default: none].
+    #[arg(long, env = "STRATA_TLS_CLIENT_AUTH", value_name = "MODE")]
+    pub tls_client_auth: Option<String>,
+    /// Kafka's `ssl.principal.mapping.rules` [default: DEFAULT].
+    #[arg(long, env = "STRATA_TLS_PRINCIPAL_MAPPING_RULES", value_name = "RULES")]
+    pub tls_principal_mapping_rules: Option<String>,
+    /// How often the TLS files are checked for changes [default: 5000].
+    #[arg(long, env = "STRATA_TLS_RELOAD_INTERVAL_MS", value_name = "MS")]
+    pub tls_reload_interval_ms: Option<u64>,
+    /// SASL mechanisms of the SASL listeners (`sasl.enabled.mechanisms`)
+    /// [default: SCRAM-SHA-256,SCRAM-SHA-512; PLAIN may be added].
+    #[arg(long, env = "STRATA_SASL_ENABLED_MECHANISMS", value_name = "LIST")]
+    pub sasl_enabled_mechanisms: Option<String>,
+    /// A user created at start (SCRAM-SHA-256 and -512) if it has no
+    /// credentials yet, with --sasl-bootstrap-password: the first admin.
+    #[arg(long, env = "STRATA_SASL_BOOTSTRAP_USER", value_name = "NAME")]
+    pub sasl_bootstrap_user: Option<String>,
+    /// The bootstrap user's password (prefer the environment variable).
+    #[arg(
+        long,
+        env = "STRATA_SASL_BOOTSTRAP_PASSWORD",
+        value_name = "PASSWORD",
+        hide_env_values = true
+    )]
+    pub sasl_bootstrap_password: Option<String>,
     /// Address for HTTP /health and /metrics (Prometheus) [default: off].
     #[arg(long, env = "STRATA_HTTP_ADDR", value_name = "HOST:PORT")]
     pub http_addr: Option<SocketAddr>,
@@ -146,6 +181,15 @@ impl ServeArgs {
         set!(self.advertised_listeners.map(Some) => advertised_listeners);
         set!(self.listener_security_protocol_map.map(Some) => listener_security_protocol_map);
         set!(self.inter_broker_listener_name.map(Some) => inter_broker_listener_name);
+        set!(self.tls_cert_file.map(Some) => tls.cert_file);
+        set!(self.tls_key_file.map(Some) => tls.key_file);
+        set!(self.tls_ca_file.map(Some) => tls.ca_file);
+        set!(self.tls_client_auth => tls.client_auth);
+        set!(self.tls_principal_mapping_rules => tls.principal_mapping_rules);
+        set!(self.tls_reload_interval_ms => tls.reload_interval_ms);
+        set!(self.sasl_enabled_mechanisms => sasl.enabled_mechanisms);
+        set!(self.sasl_bootstrap_user.map(Some) => sasl.bootstrap_user);
+        set!(self.sasl_bootstrap_password.map(Some) => sasl.bootstrap_password);
         set!(self.node_id => node_id);
         set!(self.rack.map(Some) => cluster.rack);
         set!(self.heartbeat_interval_ms => cluster.heartbeat_interval_ms);

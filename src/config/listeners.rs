@@ -227,18 +227,6 @@ impl Config {
                 spec.advertised = Some((host, port));
             }
         }
-        for spec in &specs {
-            if spec.protocol != SecurityProtocol::Plaintext {
-                return Err(ConfigError::Invalid {
-                    key: "listener_security_protocol_map",
-                    message: format!(
-                        "listener {} uses {}, which this version does not support yet (only PLAINTEXT)",
-                        spec.name,
-                        spec.protocol.name()
-                    ),
-                });
-            }
-        }
         Ok(specs)
     }
 
@@ -281,29 +269,45 @@ impl Config {
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        if let Some(name) = &self.inter_broker_listener_name {
+        let chosen = if let Some(name) = &self.inter_broker_listener_name {
             let name = name.trim().to_ascii_uppercase();
-            if !specs.iter().any(|s| s.name == name) {
-                return Err(ConfigError::Invalid {
+            specs
+                .iter()
+                .find(|s| s.name == name)
+                .ok_or_else(|| ConfigError::Invalid {
                     key: "inter_broker_listener_name",
                     message: format!("{name} is not one of listeners ({})", names()),
-                });
+                })?
+        } else if let Some(spec) = specs.iter().find(|s| s.name == "PLAINTEXT") {
+            spec
+        } else {
+            match specs {
+                [only] => only,
+                _ => {
+                    return Err(ConfigError::Invalid {
+                        key: "inter_broker_listener_name",
+                        message: format!(
+                            "several listeners ({}) and none named PLAINTEXT: say which one brokers use",
+                            names()
+                        ),
+                    });
+                }
             }
-            return Ok(name);
-        }
-        if let Some(spec) = specs.iter().find(|s| s.name == "PLAINTEXT") {
-            return Ok(spec.name.clone());
-        }
-        match specs {
-            [only] => Ok(only.name.clone()),
-            _ => Err(ConfigError::Invalid {
+        };
+        if matches!(
+            chosen.protocol,
+            SecurityProtocol::SaslPlaintext | SecurityProtocol::SaslSsl
+        ) {
+            return Err(ConfigError::Invalid {
                 key: "inter_broker_listener_name",
                 message: format!(
-                    "several listeners ({}) and none named PLAINTEXT: say which one brokers use",
-                    names()
+                    "{} is {}: brokers do not authenticate to each other with SASL yet; give them a PLAINTEXT or SSL listener of their own",
+                    chosen.name,
+                    chosen.protocol.name()
                 ),
-            }),
+            });
         }
+        Ok(chosen.name.clone())
     }
 }
 
@@ -382,7 +386,15 @@ mod tests {
         );
         assert!(error(config("PLAINTEXT://:1,PLAINTEXT://:2", None, None)).contains("twice"));
         assert!(error(config("0.0.0.0:9092", None, None)).contains("NAME://HOST:PORT"));
-        assert!(error(config("SSL://:9093", None, None)).contains("not support"));
+        let sasl_only = config("SASL_SSL://:9093", None, None);
+        let specs = sasl_only.listeners().expect("valid");
+        assert!(
+            sasl_only
+                .inter_broker_listener(&specs)
+                .expect_err("brokers need another")
+                .to_string()
+                .contains("SASL")
+        );
         assert!(error(config("A://:1", None, Some("A:TLS"))).contains("NAME:PROTOCOL"));
         let both = Config {
             kafka_addr: Some("0.0.0.0:9092".parse().expect("addr")),

@@ -76,6 +76,8 @@ pub struct Config {
     pub seal: SealConfig,
     pub cleaner: CleanerConfig,
     pub groups: GroupConfig,
+    pub tls: TlsConfig,
+    pub sasl: SaslConfig,
 }
 
 impl Default for Config {
@@ -102,7 +104,75 @@ impl Default for Config {
             seal: SealConfig::default(),
             cleaner: CleanerConfig::default(),
             groups: GroupConfig::default(),
+            tls: TlsConfig::default(),
+            sasl: SaslConfig::default(),
         }
+    }
+}
+
+/// TLS of the SSL (and SASL_SSL) listeners: PEM files, reloaded when they
+/// change (Kafka's `ssl.*` broker settings).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// The certificate chain, leaf first (PEM).
+    pub cert_file: Option<PathBuf>,
+    /// The certificate's private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key_file: Option<PathBuf>,
+    /// CA certificates that client certificates must chain to (PEM).
+    pub ca_file: Option<PathBuf>,
+    /// `ssl.client.auth`: `none`, `requested` or `required`.
+    pub client_auth: String,
+    /// `ssl.principal.mapping.rules`: how a client certificate's subject
+    /// becomes the principal's name.
+    pub principal_mapping_rules: String,
+    /// How often the files are checked for changes, in milliseconds.
+    pub reload_interval_ms: u64,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            cert_file: None,
+            key_file: None,
+            ca_file: None,
+            client_auth: "none".into(),
+            principal_mapping_rules: "DEFAULT".into(),
+            reload_interval_ms: 5_000,
+        }
+    }
+}
+
+/// SASL of the SASL_PLAINTEXT and SASL_SSL listeners.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SaslConfig {
+    /// `sasl.enabled.mechanisms`: of SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN.
+    pub enabled_mechanisms: String,
+    /// A user whose SCRAM credentials are created at start when it has
+    /// none (the first administrator), with `bootstrap_password`.
+    pub bootstrap_user: Option<String>,
+    pub bootstrap_password: Option<String>,
+}
+
+impl Default for SaslConfig {
+    fn default() -> Self {
+        Self {
+            enabled_mechanisms: "SCRAM-SHA-256,SCRAM-SHA-512".into(),
+            bootstrap_user: None,
+            bootstrap_password: None,
+        }
+    }
+}
+
+impl SaslConfig {
+    /// The enabled mechanisms, upper-cased.
+    pub fn mechanisms(&self) -> Vec<String> {
+        self.enabled_mechanisms
+            .split(',')
+            .map(|m| m.trim().to_ascii_uppercase())
+            .filter(|m| !m.is_empty())
+            .collect()
     }
 }
 
@@ -360,6 +430,34 @@ impl Config {
             return invalid(
                 "cache.read_ahead_bytes",
                 "must be between 4096 and 268435456",
+            );
+        }
+        if crate::broker::security::tls::ClientAuth::parse(&self.tls.client_auth).is_err() {
+            return invalid("tls.client_auth", "must be none, requested or required");
+        }
+        if let Err(e) = crate::broker::security::principal::PrincipalMapper::parse(
+            &self.tls.principal_mapping_rules,
+        ) {
+            return Err(ConfigError::Invalid {
+                key: "tls.principal_mapping_rules",
+                message: e,
+            });
+        }
+        let mechanisms = self.sasl.mechanisms();
+        if mechanisms.is_empty()
+            || mechanisms
+                .iter()
+                .any(|m| !crate::broker::security::sasl::MECHANISMS.contains(&m.as_str()))
+        {
+            return invalid(
+                "sasl.enabled_mechanisms",
+                "must list some of SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN",
+            );
+        }
+        if self.sasl.bootstrap_user.is_some() != self.sasl.bootstrap_password.is_some() {
+            return invalid(
+                "sasl.bootstrap_user",
+                "needs sasl.bootstrap_password, and the other way round",
             );
         }
         if self.cache.aborted_txns_per_partition < 1 {

@@ -229,6 +229,19 @@ pub struct AbortedTxn {
     pub last_offset: i64,
 }
 
+/// A user's SCRAM credential as stored (never the password): Kafka's
+/// mechanism code (1: SCRAM-SHA-256, 2: SCRAM-SHA-512), salt, iterations,
+/// StoredKey and ServerKey.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScramRecord {
+    pub user: String,
+    pub mechanism: i8,
+    pub salt: Vec<u8>,
+    pub iterations: i32,
+    pub stored_key: Vec<u8>,
+    pub server_key: Vec<u8>,
+}
+
 /// Kafka's transaction states (the coordinator's view of a transactional id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnState {
@@ -633,6 +646,14 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn delete_transactions(&self, ids: Vec<String>) -> Result<()>;
     /// Every partition's aborted transactions still within its log.
     async fn aborted_txns(&self) -> Result<Vec<(TopicId, i32, AbortedTxn)>>;
+
+    /// SCRAM credentials of `users` (every user's when `None`), by user
+    /// then mechanism.
+    async fn scram_credentials(&self, users: Option<Vec<String>>) -> Result<Vec<ScramRecord>>;
+    /// Stores a credential, replacing the user's one of that mechanism.
+    async fn put_scram_credential(&self, record: ScramRecord) -> Result<()>;
+    /// Deletes a user's credential of `mechanism`; false if there was none.
+    async fn delete_scram_credential(&self, user: &str, mechanism: i8) -> Result<bool>;
 }
 
 fn is_postgres(url: &str) -> bool {

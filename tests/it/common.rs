@@ -62,6 +62,11 @@ impl TestBroker {
         Self::start_in(tmp, &all, &[])
     }
 
+    /// A broker on `data` (a data directory prepared beforehand).
+    pub fn start_in_dir(data: TempDir, args: &[&str]) -> Self {
+        Self::start_in(data, args, &[])
+    }
+
     pub fn start_with_env(args: &[&str], envs: &[(&str, &str)]) -> Self {
         Self::start_in(tempfile::tempdir().expect("tempdir"), args, envs)
     }
@@ -146,7 +151,8 @@ impl TestBroker {
             }
         };
         cmd.arg("serve").arg("--data-dir").arg(&self.data_dir);
-        if self.service.is_none() {
+        // A broker given its own listeners does without the harness's.
+        if self.service.is_none() && !self.args.iter().any(|a| a == "--listeners") {
             cmd.arg("--kafka-addr")
                 .arg(self.listen_on.as_deref().unwrap_or("127.0.0.1:0"));
         }
@@ -161,15 +167,7 @@ impl TestBroker {
         self.child = Some(cmd.spawn().expect("spawn strata"));
         self.addr = self.wait_for_listen();
         if let Some(service) = &self.service {
-            let prefix = format!("strata listener {} on ", service.client_listener);
-            let text = self.log(self.starts);
-            self.addr = text
-                .lines()
-                .find(|l| l.starts_with(&prefix))
-                .and_then(|l| l.split(" advertised as ").nth(1))
-                .unwrap_or_else(|| panic!("no {prefix}... line:\n{text}"))
-                .trim()
-                .to_string();
+            self.addr = self.listener_addr(&service.client_listener.clone());
         }
     }
 
@@ -200,6 +198,19 @@ impl TestBroker {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
+    }
+
+    /// The advertised address of listener `name`, as its latest start
+    /// logged it.
+    pub fn listener_addr(&self, name: &str) -> String {
+        let prefix = format!("strata listener {name} on ");
+        let text = self.log(self.starts);
+        text.lines()
+            .find(|l| l.starts_with(&prefix))
+            .and_then(|l| l.split(" advertised as ").nth(1))
+            .unwrap_or_else(|| panic!("no {prefix}... line:\n{text}"))
+            .trim()
+            .to_string()
     }
 
     /// Everything the n-th start of the broker logged.

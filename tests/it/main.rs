@@ -24,6 +24,8 @@ mod produce_consume;
 mod record_rules;
 mod restore;
 mod s3;
+mod sasl;
 mod store;
 mod tiering;
+pub(crate) mod tls;
 pub(crate) mod transactions;

@@ -24,6 +24,7 @@ pub mod offset_commit;
 pub mod offset_fetch;
 pub mod offset_for_leader_epoch;
 pub mod produce;
+pub mod scram_users;
 pub mod sync_group;
 pub mod transactions;
 

@@ -38,12 +38,13 @@ mod producers;
 mod schema;
 mod topics;
 mod transactions;
+mod users;
 
 use super::{
     AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
     LeaderMove, MetadataError, MetadataStore, ObjectCommit, PartitionProducerState,
-    PartitionRecord, ProducerStateRecord, Result, SealedObject, StaleIntents, TopicId, TopicRecord,
-    TransactionRecord, UnsealedObjects, UploadIntent,
+    PartitionRecord, ProducerStateRecord, Result, ScramRecord, SealedObject, StaleIntents, TopicId,
+    TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
 };
 
 use connection::Client;
@@ -744,6 +745,30 @@ impl MetadataStore for PostgresStore {
         self.bounded("aborted_txns", async move {
             let client = self.client().await?;
             transactions::load_aborted(&client).await
+        })
+        .await
+    }
+
+    async fn scram_credentials(&self, users: Option<Vec<String>>) -> Result<Vec<ScramRecord>> {
+        self.bounded("scram_credentials", async move {
+            let client = self.client().await?;
+            users::scram_credentials(&client, users.as_deref()).await
+        })
+        .await
+    }
+
+    async fn put_scram_credential(&self, record: ScramRecord) -> Result<()> {
+        self.bounded("put_scram_credential", async move {
+            let client = self.client().await?;
+            users::put_scram_credential(&client, &record).await
+        })
+        .await
+    }
+
+    async fn delete_scram_credential(&self, user: &str, mechanism: i8) -> Result<bool> {
+        self.bounded("delete_scram_credential", async move {
+            let client = self.client().await?;
+            users::delete_scram_credential(&client, user, mechanism).await
         })
         .await
     }

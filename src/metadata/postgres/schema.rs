@@ -14,6 +14,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_txn_coordinator_epoch.sql"),
     include_str!("migrations/0005_backup_holds.sql"),
     include_str!("migrations/0006_listener_endpoints.sql"),
+    include_str!("migrations/0007_scram_credentials.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("strata" in ASCII).

@@ -20,12 +20,13 @@ mod producers;
 mod schema;
 mod topics;
 mod transactions;
+mod users;
 
 use super::{
     AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
     LeaderMove, MetadataError, MetadataStore, ObjectCommit, PartitionProducerState,
-    PartitionRecord, ProducerStateRecord, Result, SealedObject, StaleIntents, TopicId, TopicRecord,
-    TransactionRecord, UnsealedObjects, UploadIntent,
+    PartitionRecord, ProducerStateRecord, Result, ScramRecord, SealedObject, StaleIntents, TopicId,
+    TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
 };
 
 pub struct SqliteStore {
@@ -562,6 +563,22 @@ impl MetadataStore for SqliteStore {
 
     async fn aborted_txns(&self) -> Result<Vec<(TopicId, i32, AbortedTxn)>> {
         self.with_reader(transactions::load_aborted).await
+    }
+
+    async fn scram_credentials(&self, users: Option<Vec<String>>) -> Result<Vec<ScramRecord>> {
+        self.with_reader(move |conn| users::scram_credentials(conn, users.as_deref()))
+            .await
+    }
+
+    async fn put_scram_credential(&self, record: ScramRecord) -> Result<()> {
+        self.with_conn(move |conn| users::put_scram_credential(conn, &record))
+            .await
+    }
+
+    async fn delete_scram_credential(&self, user: &str, mechanism: i8) -> Result<bool> {
+        let user = user.to_string();
+        self.with_conn(move |conn| users::delete_scram_credential(conn, &user, mechanism))
+            .await
     }
 }
 

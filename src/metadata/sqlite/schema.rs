@@ -10,7 +10,7 @@ use crate::metadata::{MetadataError, Result};
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13,
 ];
 
 const SCHEMA_V1: &str = "
@@ -268,6 +268,20 @@ CREATE TABLE backup_holds (
 /// (`NAME://host:port,...`); `host`/`port` stay its inter-broker one.
 const SCHEMA_V12: &str = "
 ALTER TABLE brokers ADD COLUMN endpoints TEXT NOT NULL DEFAULT '';
+";
+
+/// v13: SCRAM credentials (salt, iterations, StoredKey, ServerKey; never
+/// a password), by user and Kafka's mechanism code.
+const SCHEMA_V13: &str = "
+CREATE TABLE scram_credentials (
+    user_name TEXT NOT NULL,
+    mechanism INTEGER NOT NULL,
+    salt BLOB NOT NULL,
+    iterations INTEGER NOT NULL,
+    stored_key BLOB NOT NULL,
+    server_key BLOB NOT NULL,
+    PRIMARY KEY (user_name, mechanism)
+) WITHOUT ROWID;
 ";
 
 pub(super) fn migrate(conn: &Connection) -> Result<()> {

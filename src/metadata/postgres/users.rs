@@ -1,0 +1,75 @@
+//! SCRAM credentials in PostgreSQL.
+
+use super::Client;
+use crate::metadata::{Result, ScramRecord};
+
+fn record(r: &tokio_postgres::Row) -> Result<ScramRecord> {
+    Ok(ScramRecord {
+        user: r.try_get(0)?,
+        mechanism: i8::try_from(r.try_get::<_, i16>(1)?).unwrap_or(0),
+        salt: r.try_get(2)?,
+        iterations: r.try_get(3)?,
+        stored_key: r.try_get(4)?,
+        server_key: r.try_get(5)?,
+    })
+}
+
+pub(super) async fn scram_credentials(
+    client: &Client,
+    users: Option<&[String]>,
+) -> Result<Vec<ScramRecord>> {
+    const COLUMNS: &str = "SELECT user_name, mechanism, salt, iterations, stored_key, server_key FROM scram_credentials";
+    let rows = match users {
+        None => {
+            client
+                .query(&format!("{COLUMNS} ORDER BY user_name, mechanism"), &[])
+                .await?
+        }
+        Some(users) => {
+            let users: Vec<String> = users.to_vec();
+            client
+                .query(
+                    &format!("{COLUMNS} WHERE user_name = ANY($1) ORDER BY user_name, mechanism"),
+                    &[&users],
+                )
+                .await?
+        }
+    };
+    rows.iter().map(record).collect()
+}
+
+pub(super) async fn put_scram_credential(client: &Client, r: &ScramRecord) -> Result<()> {
+    client
+        .execute(
+            "INSERT INTO scram_credentials
+                 (user_name, mechanism, salt, iterations, stored_key, server_key)
+             VALUES ($1, $2, $3, $4, $5, $6)
+             ON CONFLICT (user_name, mechanism) DO UPDATE SET salt = excluded.salt,
+                 iterations = excluded.iterations, stored_key = excluded.stored_key,
+                 server_key = excluded.server_key",
+            &[
+                &r.user,
+                &i16::from(r.mechanism),
+                &r.salt,
+                &r.iterations,
+                &r.stored_key,
+                &r.server_key,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub(super) async fn delete_scram_credential(
+    client: &Client,
+    user: &str,
+    mechanism: i8,
+) -> Result<bool> {
+    let deleted = client
+        .execute(
+            "DELETE FROM scram_credentials WHERE user_name = $1 AND mechanism = $2",
+            &[&user, &i16::from(mechanism)],
+        )
+        .await?;
+    Ok(deleted > 0)
+}
