@@ -17,8 +17,10 @@ use kafka_protocol::messages::ApiKey;
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion};
 
 use super::Broker;
+use super::authz::{self, Access};
 use super::connection::Session;
 use super::handlers;
+use super::security::acl::{Operation, ResourceType};
 use crate::protocol::frame::{RequestFrame, encode_response};
 use crate::protocol::versions::is_supported;
 
@@ -114,53 +116,73 @@ pub async fn dispatch(
             }
         };
     }
+    let access = Access::new(broker, session);
+    // A request refused as a whole: the API's response with `code`.
+    macro_rules! refuse {
+        ($response:ty, $code:expr) => {{
+            let mut answer = <$response>::default();
+            answer.error_code = $code.code();
+            return Ok(Dispatched::Response(encode(&meta, &answer)?));
+        }};
+    }
+    use kafka_protocol::error::ResponseError as E;
     let response = match api {
         ApiKey::ApiVersions => {
             let _request: kafka_protocol::messages::ApiVersionsRequest = decode(&mut frame)?;
             encode(&meta, &handlers::api_versions::handle())?
         }
         ApiKey::Metadata => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::metadata::handle(broker, listener, version, request).await,
-            )?
+            let mut request: kafka_protocol::messages::MetadataRequest = decode(&mut frame)?;
+            let asked: Option<Vec<String>> = request
+                .topics
+                .as_ref()
+                .filter(|t| !t.is_empty() || version > 0)
+                .map(|t| {
+                    t.iter()
+                        .filter_map(|t| t.name.as_ref().map(|n| n.to_string()))
+                        .collect()
+                });
+            access.metadata_request(&mut request);
+            let mut response = handlers::metadata::handle(broker, listener, version, request).await;
+            access.metadata_response(&asked, &mut response);
+            encode(&meta, &response)?
         }
         ApiKey::CreateTopics => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::create_topics::handle(broker, version, request).await,
-            )?
+            let mut request = decode(&mut frame)?;
+            let denied = access.create_topics(&mut request);
+            let mut response = handlers::create_topics::handle(broker, version, request).await;
+            response.topics.extend(denied);
+            encode(&meta, &response)?
         }
         ApiKey::DeleteTopics => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::delete_topics::handle(broker, version, request).await,
-            )?
+            let mut request = decode(&mut frame)?;
+            let denied = access.delete_topics(&mut request);
+            let mut response = handlers::delete_topics::handle(broker, version, request).await;
+            response.responses.extend(denied);
+            encode(&meta, &response)?
         }
         ApiKey::DescribeConfigs => {
             let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::describe_configs::handle(broker, version, request).await,
-            )?
+            let mut response = handlers::describe_configs::handle(broker, version, request).await;
+            access.describe_configs(&mut response);
+            encode(&meta, &response)?
         }
         ApiKey::ListOffsets => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::list_offsets::handle(broker, version, request).await,
-            )?
+            let mut request = decode(&mut frame)?;
+            let denied = access.list_offsets(&mut request);
+            let mut response = handlers::list_offsets::handle(broker, version, request).await;
+            response.topics.extend(denied);
+            encode(&meta, &response)?
         }
         ApiKey::Produce => {
-            let request = decode(&mut frame)?;
+            let mut request = decode(&mut frame)?;
+            let denied = access.produce(&mut request);
             return match handlers::produce::prepare(broker, version, request).await? {
                 None => Ok(Dispatched::NoResponse),
                 Some(pending) => Ok(Dispatched::Deferred(
                     async move {
-                        let response = pending.await;
+                        let mut response = pending.await;
+                        response.responses.extend(denied);
                         encode(&meta, &response)
                     }
                     .boxed(),
@@ -168,25 +190,35 @@ pub async fn dispatch(
             };
         }
         ApiKey::Fetch => {
-            let request = decode(&mut frame)?;
+            let mut request = decode(&mut frame)?;
+            let denied = access.fetch(&mut request);
             let pending = handlers::fetch::handle(Arc::clone(broker), version, request);
             return Ok(Dispatched::Deferred(
                 async move {
-                    let response = pending.await;
+                    let mut response = pending.await;
+                    response.responses.extend(denied);
                     encode(&meta, &response)
                 }
                 .boxed(),
             ));
         }
         ApiKey::FindCoordinator => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::find_coordinator::handle(broker, listener, version, request).await,
-            )?
+            let request: kafka_protocol::messages::FindCoordinatorRequest = decode(&mut frame)?;
+            let key_type = if version >= 1 { request.key_type } else { 0 };
+            let key = request.key.to_string();
+            let mut response =
+                handlers::find_coordinator::handle(broker, listener, version, request).await;
+            access.find_coordinator(key_type, &key, &mut response);
+            encode(&meta, &response)?
         }
         ApiKey::JoinGroup => {
             let request: kafka_protocol::messages::JoinGroupRequest = decode(&mut frame)?;
+            if !access.group_read(&request.group_id) {
+                refuse!(
+                    kafka_protocol::messages::JoinGroupResponse,
+                    E::GroupAuthorizationFailed
+                );
+            }
             elsewhere!(
                 request,
                 group_id,
@@ -214,6 +246,12 @@ pub async fn dispatch(
         }
         ApiKey::SyncGroup => {
             let request: kafka_protocol::messages::SyncGroupRequest = decode(&mut frame)?;
+            if !access.group_read(&request.group_id) {
+                refuse!(
+                    kafka_protocol::messages::SyncGroupResponse,
+                    E::GroupAuthorizationFailed
+                );
+            }
             elsewhere!(
                 request,
                 group_id,
@@ -235,6 +273,12 @@ pub async fn dispatch(
         }
         ApiKey::Heartbeat => {
             let request: kafka_protocol::messages::HeartbeatRequest = decode(&mut frame)?;
+            if !access.group_read(&request.group_id) {
+                refuse!(
+                    kafka_protocol::messages::HeartbeatResponse,
+                    E::GroupAuthorizationFailed
+                );
+            }
             elsewhere!(
                 request,
                 group_id,
@@ -249,6 +293,12 @@ pub async fn dispatch(
         }
         ApiKey::LeaveGroup => {
             let request: kafka_protocol::messages::LeaveGroupRequest = decode(&mut frame)?;
+            if !access.group_read(&request.group_id) {
+                refuse!(
+                    kafka_protocol::messages::LeaveGroupResponse,
+                    E::GroupAuthorizationFailed
+                );
+            }
             elsewhere!(
                 request,
                 group_id,
@@ -265,21 +315,29 @@ pub async fn dispatch(
             )?
         }
         ApiKey::OffsetCommit => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::offset_commit::handle(broker, request).await,
-            )?
+            let mut request = decode(&mut frame)?;
+            let denied = access.offset_commit(&mut request);
+            let mut response = handlers::offset_commit::handle(broker, request).await;
+            response.topics.extend(denied);
+            encode(&meta, &response)?
         }
         ApiKey::OffsetFetch => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::offset_fetch::handle(broker, version, request).await,
-            )?
+            let request: kafka_protocol::messages::OffsetFetchRequest = decode(&mut frame)?;
+            let group = request.group_id.to_string();
+            let mut response = handlers::offset_fetch::handle(broker, version, request).await;
+            access.offset_fetch(&mut response, &group);
+            encode(&meta, &response)?
         }
         ApiKey::OffsetDelete => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::OffsetDeleteRequest = decode(&mut frame)?;
+            if access.enabled()
+                && !access.can(Operation::Delete, ResourceType::Group, &request.group_id)
+            {
+                refuse!(
+                    kafka_protocol::messages::OffsetDeleteResponse,
+                    E::GroupAuthorizationFailed
+                );
+            }
             encode(
                 &meta,
                 &handlers::groups_admin::delete_offsets(broker, request).await,
@@ -287,28 +345,32 @@ pub async fn dispatch(
         }
         ApiKey::DescribeGroups => {
             let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::groups_admin::describe(broker, version, request).await,
-            )?
+            let mut response = handlers::groups_admin::describe(broker, version, request).await;
+            access.describe_groups(&mut response);
+            encode(&meta, &response)?
         }
         ApiKey::ListGroups => {
             let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::groups_admin::list(broker, version, request).await,
-            )?
+            let mut response = handlers::groups_admin::list(broker, version, request).await;
+            access.list_groups(&mut response);
+            encode(&meta, &response)?
         }
         ApiKey::DeleteGroups => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::groups_admin::delete(broker, request).await,
-            )?
+            let mut request = decode(&mut frame)?;
+            let denied = access.delete_groups(&mut request);
+            let mut response = handlers::groups_admin::delete(broker, request).await;
+            response.results.extend(denied);
+            encode(&meta, &response)?
         }
         ApiKey::ConsumerGroupHeartbeat => {
             let request: kafka_protocol::messages::ConsumerGroupHeartbeatRequest =
                 decode(&mut frame)?;
+            if !access.group_read(&request.group_id) {
+                refuse!(
+                    kafka_protocol::messages::ConsumerGroupHeartbeatResponse,
+                    E::GroupAuthorizationFailed
+                );
+            }
             elsewhere!(
                 request,
                 group_id,
@@ -332,13 +394,19 @@ pub async fn dispatch(
         }
         ApiKey::ConsumerGroupDescribe => {
             let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::consumer_group::describe(broker, version, request),
-            )?
+            let mut response = handlers::consumer_group::describe(broker, version, request);
+            access.consumer_group_describe(&mut response);
+            encode(&meta, &response)?
         }
         ApiKey::InitProducerId => {
             let request: kafka_protocol::messages::InitProducerIdRequest = decode(&mut frame)?;
+            if let Some(code) = access.init_producer_id(&request) {
+                let answer = kafka_protocol::messages::InitProducerIdResponse::default()
+                    .with_error_code(code.code())
+                    .with_producer_id(kafka_protocol::messages::ProducerId(-1))
+                    .with_producer_epoch(-1);
+                return Ok(Dispatched::Response(encode(&meta, &answer)?));
+            }
             // A transactional id belongs to its coordinator (idempotent
             // producers without one can ask any broker).
             if let Some(id) = request
@@ -359,32 +427,32 @@ pub async fn dispatch(
             )?
         }
         ApiKey::CreatePartitions => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::create_partitions::handle(broker, request).await,
-            )?
+            let mut request = decode(&mut frame)?;
+            let denied = access.create_partitions(&mut request);
+            let mut response = handlers::create_partitions::handle(broker, request).await;
+            response.results.extend(denied);
+            encode(&meta, &response)?
         }
         ApiKey::IncrementalAlterConfigs => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::alter_configs::incremental(broker, request).await,
-            )?
+            let mut request = decode(&mut frame)?;
+            let denied = access.incremental_alter_configs(&mut request);
+            let mut response = handlers::alter_configs::incremental(broker, request).await;
+            response.responses.extend(denied);
+            encode(&meta, &response)?
         }
         ApiKey::AlterConfigs => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::alter_configs::legacy(broker, request).await,
-            )?
+            let mut request = decode(&mut frame)?;
+            let denied = access.alter_configs(&mut request);
+            let mut response = handlers::alter_configs::legacy(broker, request).await;
+            response.responses.extend(denied);
+            encode(&meta, &response)?
         }
         ApiKey::DeleteRecords => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::delete_records::handle(broker, request).await,
-            )?
+            let mut request = decode(&mut frame)?;
+            let denied = access.delete_records(&mut request);
+            let mut response = handlers::delete_records::handle(broker, request).await;
+            response.topics.extend(denied);
+            encode(&meta, &response)?
         }
         ApiKey::DescribeCluster => {
             let request = decode(&mut frame)?;
@@ -394,28 +462,36 @@ pub async fn dispatch(
             )?
         }
         ApiKey::OffsetForLeaderEpoch => {
-            let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::offset_for_leader_epoch::handle(broker, request),
-            )?
+            let mut request = decode(&mut frame)?;
+            let denied = access.offset_for_leader_epoch(&mut request);
+            let mut response = handlers::offset_for_leader_epoch::handle(broker, request);
+            response.topics.extend(denied);
+            encode(&meta, &response)?
         }
         ApiKey::DescribeProducers => {
             let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::describe_producers::handle(broker, request),
-            )?
+            let mut response = handlers::describe_producers::handle(broker, request);
+            access.describe_producers(&mut response);
+            encode(&meta, &response)?
         }
         ApiKey::AddPartitionsToTxn => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::AddPartitionsToTxnRequest = decode(&mut frame)?;
+            if let Some(answer) = access.add_partitions_to_txn(version, &request) {
+                return Ok(Dispatched::Response(encode(&meta, &answer)?));
+            }
             encode(
                 &meta,
                 &handlers::transactions::add_partitions_to_txn(broker, version, request).await,
             )?
         }
         ApiKey::WriteTxnMarkers => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::WriteTxnMarkersRequest = decode(&mut frame)?;
+            if !access.cluster_op(Operation::ClusterAction) {
+                return Ok(Dispatched::Response(encode(
+                    &meta,
+                    &authz::refused_markers(&request),
+                )?));
+            }
             encode(
                 &meta,
                 &handlers::transactions::write_txn_markers(broker, request).await,
@@ -423,6 +499,18 @@ pub async fn dispatch(
         }
         ApiKey::AddOffsetsToTxn => {
             let request: kafka_protocol::messages::AddOffsetsToTxnRequest = decode(&mut frame)?;
+            if !access.txn_write(&request.transactional_id) {
+                refuse!(
+                    kafka_protocol::messages::AddOffsetsToTxnResponse,
+                    E::TransactionalIdAuthorizationFailed
+                );
+            }
+            if !access.group_read(&request.group_id) {
+                refuse!(
+                    kafka_protocol::messages::AddOffsetsToTxnResponse,
+                    E::GroupAuthorizationFailed
+                );
+            }
             elsewhere!(
                 request,
                 transactional_id,
@@ -434,7 +522,10 @@ pub async fn dispatch(
             )?
         }
         ApiKey::TxnOffsetCommit => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::TxnOffsetCommitRequest = decode(&mut frame)?;
+            if let Some(answer) = access.txn_offset_commit(&request) {
+                return Ok(Dispatched::Response(encode(&meta, &answer)?));
+            }
             encode(
                 &meta,
                 &handlers::transactions::txn_offset_commit(broker, version, request).await,
@@ -442,6 +533,12 @@ pub async fn dispatch(
         }
         ApiKey::EndTxn => {
             let request: kafka_protocol::messages::EndTxnRequest = decode(&mut frame)?;
+            if !access.txn_write(&request.transactional_id) {
+                refuse!(
+                    kafka_protocol::messages::EndTxnResponse,
+                    E::TransactionalIdAuthorizationFailed
+                );
+            }
             elsewhere!(
                 request,
                 transactional_id,
@@ -454,23 +551,71 @@ pub async fn dispatch(
         }
         ApiKey::DescribeTransactions => {
             let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::transactions::describe_transactions(broker, request).await,
-            )?
+            let mut response = handlers::transactions::describe_transactions(broker, request).await;
+            access.describe_transactions(&mut response);
+            encode(&meta, &response)?
         }
         ApiKey::ListTransactions => {
             let request = decode(&mut frame)?;
-            encode(
-                &meta,
-                &handlers::transactions::list_transactions(broker, request).await,
-            )?
+            let mut response = handlers::transactions::list_transactions(broker, request).await;
+            access.list_transactions(&mut response);
+            encode(&meta, &response)?
+        }
+        ApiKey::CreateAcls => {
+            let request: kafka_protocol::messages::CreateAclsRequest = decode(&mut frame)?;
+            if !access.cluster_op(Operation::Alter) {
+                let results = request
+                    .creations
+                    .iter()
+                    .map(|_| {
+                        kafka_protocol::messages::create_acls_response::AclCreationResult::default()
+                            .with_error_code(E::ClusterAuthorizationFailed.code())
+                    })
+                    .collect();
+                let answer =
+                    kafka_protocol::messages::CreateAclsResponse::default().with_results(results);
+                return Ok(Dispatched::Response(encode(&meta, &answer)?));
+            }
+            encode(&meta, &handlers::acls::create(broker, request).await)?
+        }
+        ApiKey::DescribeAcls => {
+            let request = decode(&mut frame)?;
+            if !access.cluster_op(Operation::Describe) {
+                refuse!(
+                    kafka_protocol::messages::DescribeAclsResponse,
+                    E::ClusterAuthorizationFailed
+                );
+            }
+            encode(&meta, &handlers::acls::describe(broker, request).await)?
+        }
+        ApiKey::DeleteAcls => {
+            let request: kafka_protocol::messages::DeleteAclsRequest = decode(&mut frame)?;
+            if !access.cluster_op(Operation::Alter) {
+                let results = request
+                    .filters
+                    .iter()
+                    .map(|_| {
+                        kafka_protocol::messages::delete_acls_response::DeleteAclsFilterResult::default()
+                            .with_error_code(E::ClusterAuthorizationFailed.code())
+                    })
+                    .collect();
+                let answer = kafka_protocol::messages::DeleteAclsResponse::default()
+                    .with_filter_results(results);
+                return Ok(Dispatched::Response(encode(&meta, &answer)?));
+            }
+            encode(&meta, &handlers::acls::delete(broker, request).await)?
         }
         ApiKey::DescribeClientQuotas => {
             // No client quota exists yet (nothing sets one): an empty
             // answer, which kafka-configs.sh --describe needs for users.
             let _request: kafka_protocol::messages::DescribeClientQuotasRequest =
                 decode(&mut frame)?;
+            if !access.cluster_op(Operation::DescribeConfigs) {
+                refuse!(
+                    kafka_protocol::messages::DescribeClientQuotasResponse,
+                    E::ClusterAuthorizationFailed
+                );
+            }
             encode(
                 &meta,
                 &kafka_protocol::messages::DescribeClientQuotasResponse::default()
@@ -479,13 +624,26 @@ pub async fn dispatch(
         }
         ApiKey::DescribeUserScramCredentials => {
             let request = decode(&mut frame)?;
+            if !access.cluster_op(Operation::Describe) {
+                refuse!(
+                    kafka_protocol::messages::DescribeUserScramCredentialsResponse,
+                    E::ClusterAuthorizationFailed
+                );
+            }
             encode(
                 &meta,
                 &handlers::scram_users::describe(broker, request).await,
             )?
         }
         ApiKey::AlterUserScramCredentials => {
-            let request = decode(&mut frame)?;
+            let request: kafka_protocol::messages::AlterUserScramCredentialsRequest =
+                decode(&mut frame)?;
+            if !access.cluster_op(Operation::Alter) {
+                return Ok(Dispatched::Response(encode(
+                    &meta,
+                    &authz::refused_scram_changes(&request),
+                )?));
+            }
             encode(&meta, &handlers::scram_users::alter(broker, request).await)?
         }
         // Outside a SASL listener's exchange (see connection.rs), as Kafka
@@ -531,7 +689,6 @@ fn unsupported(meta: &ResponseMeta) -> Option<Result<Bytes, String>> {
         };
     }
     answer!(
-        DescribeAcls => DescribeAclsResponse,
         DescribeLogDirs => DescribeLogDirsResponse,
         CreateDelegationToken => CreateDelegationTokenResponse,
         RenewDelegationToken => RenewDelegationTokenResponse,

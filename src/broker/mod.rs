@@ -5,6 +5,7 @@
 //! leadership of every partition (bumping epochs, fencing any earlier
 //! process), the write buffer's flusher, the object sweeper and the listener.
 
+mod authz;
 pub mod cluster;
 mod connection;
 mod dispatch;
@@ -54,6 +55,8 @@ pub struct Broker {
     pub tls: Option<Arc<security::tls::TlsServer>>,
     /// SASL mechanisms the SASL listeners offer (`sasl.enabled_mechanisms`).
     pub sasl_mechanisms: Arc<[String]>,
+    /// ACLs, as last read from the store.
+    pub authorizer: Arc<security::acl::Authorizer>,
     pub metadata: Arc<dyn MetadataStore>,
     pub storage: ObjectStorage,
     pub cache: Arc<BlockCache>,
@@ -319,6 +322,12 @@ impl Broker {
             Arc::clone(&seal_backlog),
         );
         let (catalog, node_id) = (Arc::new(catalog), config.node_id);
+        let authorizer = Arc::new(security::acl::Authorizer::new(
+            config.acl.enabled,
+            &config.acl.super_users,
+            config.acl.allow_everyone_if_no_acl_found,
+        ));
+        authorizer.set_bindings(metadata.acls().await?);
         // Other brokers are reached over TLS when the inter-broker listener is SSL.
         let peer_tls = tls.clone().filter(|_| {
             specs.iter().any(|s| {
@@ -334,6 +343,7 @@ impl Broker {
             inter_broker_listener,
             tls,
             sasl_mechanisms: config.sasl.mechanisms().into(),
+            authorizer: Arc::clone(&authorizer),
             metadata: Arc::clone(&metadata),
             storage: storage.clone(),
             cache,
@@ -422,6 +432,10 @@ impl Broker {
             tokio::spawn(replicas::run(Arc::clone(&broker), shutdown.clone())),
             tokio::spawn(Arc::clone(&broker.txn).run(Arc::clone(&broker), shutdown.clone())),
         ];
+        tasks.push(tokio::spawn(refresh_acls(
+            Arc::clone(&broker),
+            shutdown.clone(),
+        )));
         if let Some(tls) = &broker.tls {
             tasks.push(tokio::spawn(Arc::clone(tls).run_reload(shutdown.clone())));
         }
@@ -458,7 +472,29 @@ impl Broker {
     }
 }
 
+/// Re-reads the ACLs every `acl.refresh_interval_ms` until `shutdown`.
+async fn refresh_acls(broker: Arc<Broker>, shutdown: CancellationToken) {
+    let every = Duration::from_millis(broker.config.acl.refresh_interval_ms.max(100));
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = shutdown.cancelled() => return,
+        }
+        broker.refresh_acls().await;
+    }
+}
+
 impl Broker {
+    /// Re-reads the ACLs from the store (a failure keeps the last ones).
+    pub async fn refresh_acls(&self) {
+        match self.metadata.acls().await {
+            Ok(bindings) => self.authorizer.set_bindings(bindings),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the ACLs; enforcing the last ones read")
+            }
+        }
+    }
+
     /// The coordinator of a group or transactional id, as in Kafka: the
     /// leader of the `__consumer_offsets` partition the key hashes to (so
     /// coordinators spread and move with partition leadership). `None`

@@ -82,6 +82,21 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     pub sasl_bootstrap_password: Option<String>,
+    /// Enforce ACLs (Kafka's authorizer) [default: false].
+    #[arg(long, env = "STRATA_ACL_ENABLED", value_name = "BOOL")]
+    pub acl_enabled: Option<bool>,
+    /// Principals allowed everything, `;`-separated (Kafka's `super.users`),
+    /// for example User:admin;User:CN=broker.
+    #[arg(long, env = "STRATA_SUPER_USERS", value_name = "PRINCIPALS")]
+    pub super_users: Option<String>,
+    /// A resource no ACL names is open to everyone (Kafka's
+    /// `allow.everyone.if.no.acl.found`) [default: false].
+    #[arg(
+        long,
+        env = "STRATA_ALLOW_EVERYONE_IF_NO_ACL_FOUND",
+        value_name = "BOOL"
+    )]
+    pub allow_everyone_if_no_acl_found: Option<bool>,
     /// Address for HTTP /health and /metrics (Prometheus) [default: off].
     #[arg(long, env = "STRATA_HTTP_ADDR", value_name = "HOST:PORT")]
     pub http_addr: Option<SocketAddr>,
@@ -190,6 +205,9 @@ impl ServeArgs {
         set!(self.sasl_enabled_mechanisms => sasl.enabled_mechanisms);
         set!(self.sasl_bootstrap_user.map(Some) => sasl.bootstrap_user);
         set!(self.sasl_bootstrap_password.map(Some) => sasl.bootstrap_password);
+        set!(self.acl_enabled => acl.enabled);
+        set!(self.super_users => acl.super_users);
+        set!(self.allow_everyone_if_no_acl_found => acl.allow_everyone_if_no_acl_found);
         set!(self.node_id => node_id);
         set!(self.rack.map(Some) => cluster.rack);
         set!(self.heartbeat_interval_ms => cluster.heartbeat_interval_ms);

@@ -78,6 +78,7 @@ pub struct Config {
     pub groups: GroupConfig,
     pub tls: TlsConfig,
     pub sasl: SaslConfig,
+    pub acl: AclConfig,
 }
 
 impl Default for Config {
@@ -106,6 +107,7 @@ impl Default for Config {
             groups: GroupConfig::default(),
             tls: TlsConfig::default(),
             sasl: SaslConfig::default(),
+            acl: AclConfig::default(),
         }
     }
 }
@@ -173,6 +175,34 @@ impl SaslConfig {
             .map(|m| m.trim().to_ascii_uppercase())
             .filter(|m| !m.is_empty())
             .collect()
+    }
+}
+
+/// Authorization by ACLs (Kafka's `authorizer.class.name`, `super.users`,
+/// `allow.everyone.if.no.acl.found`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AclConfig {
+    /// Enforce ACLs (off: every request is allowed, as Kafka without an
+    /// authorizer).
+    pub enabled: bool,
+    /// `super.users`: principals allowed everything, `;`-separated
+    /// (`User:admin;User:CN=broker`).
+    pub super_users: String,
+    /// `allow.everyone.if.no.acl.found`: a resource no ACL names is open.
+    pub allow_everyone_if_no_acl_found: bool,
+    /// How often each broker re-reads the ACLs from the metadata store.
+    pub refresh_interval_ms: u64,
+}
+
+impl Default for AclConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            super_users: String::new(),
+            allow_everyone_if_no_acl_found: false,
+            refresh_interval_ms: 2_000,
+        }
     }
 }
 

@@ -242,6 +242,18 @@ pub struct ScramRecord {
     pub server_key: Vec<u8>,
 }
 
+/// An ACL binding, in Kafka's codes (see broker::security::acl).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AclRecord {
+    pub resource_type: i8,
+    pub resource_name: String,
+    pub pattern_type: i8,
+    pub principal: String,
+    pub host: String,
+    pub operation: i8,
+    pub permission_type: i8,
+}
+
 /// Kafka's transaction states (the coordinator's view of a transactional id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnState {
@@ -654,6 +666,13 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn put_scram_credential(&self, record: ScramRecord) -> Result<()>;
     /// Deletes a user's credential of `mechanism`; false if there was none.
     async fn delete_scram_credential(&self, user: &str, mechanism: i8) -> Result<bool>;
+
+    /// Every ACL binding.
+    async fn acls(&self) -> Result<Vec<AclRecord>>;
+    /// Adds bindings (one already stored is left as it is).
+    async fn create_acls(&self, bindings: Vec<AclRecord>) -> Result<()>;
+    /// Deletes these bindings; how many were stored.
+    async fn delete_acls(&self, bindings: Vec<AclRecord>) -> Result<usize>;
 }
 
 fn is_postgres(url: &str) -> bool {

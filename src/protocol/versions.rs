@@ -50,6 +50,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::DescribeClientQuotas, 0, 1),
+    (ApiKey::DescribeAcls, 0, 3),
+    (ApiKey::CreateAcls, 0, 3),
+    (ApiKey::DeleteAcls, 0, 3),
 ];
 
 /// The supported version range of `api`, if Strata implements it at all.
@@ -82,6 +85,7 @@ mod tests {
         assert!(is_supported(ApiKey::JoinGroup, 0));
         assert!(is_supported(ApiKey::InitProducerId, 0));
         assert!(is_supported(ApiKey::AddPartitionsToTxn, 0));
-        assert!(!is_supported(ApiKey::DescribeAcls, 0));
+        assert!(is_supported(ApiKey::DescribeAcls, 0));
+        assert!(!is_supported(ApiKey::DescribeLogDirs, 0));
     }
 }

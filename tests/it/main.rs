@@ -4,6 +4,7 @@
 //! store and against a real S3 server (MinIO) over HTTP; Parquet exports are
 //! read back with pyarrow and duckdb.
 
+mod acl;
 mod admin;
 pub(crate) mod bad_input;
 mod cleanup;

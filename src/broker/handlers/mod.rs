@@ -1,6 +1,7 @@
 //! One file per Kafka API. Handlers are the only place where errors become
 //! Kafka error codes.
 
+pub mod acls;
 pub mod alter_configs;
 pub mod api_versions;
 pub mod consumer_group;

@@ -41,7 +41,7 @@ mod transactions;
 mod users;
 
 use super::{
-    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
+    AbortedTxn, AclRecord, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
     LeaderMove, MetadataError, MetadataStore, ObjectCommit, PartitionProducerState,
     PartitionRecord, ProducerStateRecord, Result, ScramRecord, SealedObject, StaleIntents, TopicId,
     TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
@@ -769,6 +769,30 @@ impl MetadataStore for PostgresStore {
         self.bounded("delete_scram_credential", async move {
             let client = self.client().await?;
             users::delete_scram_credential(&client, user, mechanism).await
+        })
+        .await
+    }
+
+    async fn acls(&self) -> Result<Vec<AclRecord>> {
+        self.bounded("acls", async move {
+            let client = self.client().await?;
+            users::acls(&client).await
+        })
+        .await
+    }
+
+    async fn create_acls(&self, bindings: Vec<AclRecord>) -> Result<()> {
+        self.bounded("create_acls", async move {
+            let mut client = self.client().await?;
+            users::create_acls(&mut client, &bindings).await
+        })
+        .await
+    }
+
+    async fn delete_acls(&self, bindings: Vec<AclRecord>) -> Result<usize> {
+        self.bounded("delete_acls", async move {
+            let mut client = self.client().await?;
+            users::delete_acls(&mut client, &bindings).await
         })
         .await
     }

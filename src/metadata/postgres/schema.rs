@@ -15,6 +15,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_backup_holds.sql"),
     include_str!("migrations/0006_listener_endpoints.sql"),
     include_str!("migrations/0007_scram_credentials.sql"),
+    include_str!("migrations/0008_acls.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("strata" in ASCII).

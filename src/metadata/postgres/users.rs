@@ -1,7 +1,7 @@
-//! SCRAM credentials in PostgreSQL.
+//! SCRAM credentials and ACL bindings in PostgreSQL.
 
 use super::Client;
-use crate::metadata::{Result, ScramRecord};
+use crate::metadata::{AclRecord, Result, ScramRecord};
 
 fn record(r: &tokio_postgres::Row) -> Result<ScramRecord> {
     Ok(ScramRecord {
@@ -72,4 +72,79 @@ pub(super) async fn delete_scram_credential(
         )
         .await?;
     Ok(deleted > 0)
+}
+
+fn code(value: i16) -> i8 {
+    i8::try_from(value).unwrap_or(0)
+}
+
+pub(super) async fn acls(client: &Client) -> Result<Vec<AclRecord>> {
+    let rows = client
+        .query(
+            "SELECT resource_type, resource_name, pattern_type, principal, host, operation,
+                    permission_type FROM acls",
+            &[],
+        )
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(AclRecord {
+                resource_type: code(r.try_get(0)?),
+                resource_name: r.try_get(1)?,
+                pattern_type: code(r.try_get(2)?),
+                principal: r.try_get(3)?,
+                host: r.try_get(4)?,
+                operation: code(r.try_get(5)?),
+                permission_type: code(r.try_get(6)?),
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn create_acls(client: &mut Client, bindings: &[AclRecord]) -> Result<()> {
+    let tx = client.transaction().await?;
+    for b in bindings {
+        tx.execute(
+            "INSERT INTO acls (resource_type, resource_name, pattern_type, principal, host,
+                 operation, permission_type) VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT DO NOTHING",
+            &[
+                &i16::from(b.resource_type),
+                &b.resource_name,
+                &i16::from(b.pattern_type),
+                &b.principal,
+                &b.host,
+                &i16::from(b.operation),
+                &i16::from(b.permission_type),
+            ],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+pub(super) async fn delete_acls(client: &mut Client, bindings: &[AclRecord]) -> Result<usize> {
+    let tx = client.transaction().await?;
+    let mut deleted = 0;
+    for b in bindings {
+        deleted += tx
+            .execute(
+                "DELETE FROM acls WHERE resource_type = $1 AND resource_name = $2
+                     AND pattern_type = $3 AND principal = $4 AND host = $5
+                     AND operation = $6 AND permission_type = $7",
+                &[
+                    &i16::from(b.resource_type),
+                    &b.resource_name,
+                    &i16::from(b.pattern_type),
+                    &b.principal,
+                    &b.host,
+                    &i16::from(b.operation),
+                    &i16::from(b.permission_type),
+                ],
+            )
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
 }

@@ -23,7 +23,7 @@ mod transactions;
 mod users;
 
 use super::{
-    AbortedTxn, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
+    AbortedTxn, AclRecord, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
     LeaderMove, MetadataError, MetadataStore, ObjectCommit, PartitionProducerState,
     PartitionRecord, ProducerStateRecord, Result, ScramRecord, SealedObject, StaleIntents, TopicId,
     TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
@@ -578,6 +578,20 @@ impl MetadataStore for SqliteStore {
     async fn delete_scram_credential(&self, user: &str, mechanism: i8) -> Result<bool> {
         let user = user.to_string();
         self.with_conn(move |conn| users::delete_scram_credential(conn, &user, mechanism))
+            .await
+    }
+
+    async fn acls(&self) -> Result<Vec<AclRecord>> {
+        self.with_reader(users::acls).await
+    }
+
+    async fn create_acls(&self, bindings: Vec<AclRecord>) -> Result<()> {
+        self.with_conn(move |conn| users::create_acls(conn, &bindings))
+            .await
+    }
+
+    async fn delete_acls(&self, bindings: Vec<AclRecord>) -> Result<usize> {
+        self.with_conn(move |conn| users::delete_acls(conn, &bindings))
             .await
     }
 }

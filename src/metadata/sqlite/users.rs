@@ -1,8 +1,8 @@
-//! SCRAM credentials in SQLite.
+//! SCRAM credentials and ACL bindings in SQLite.
 
 use rusqlite::{Connection, params};
 
-use crate::metadata::{Result, ScramRecord};
+use crate::metadata::{AclRecord, Result, ScramRecord};
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScramRecord> {
     Ok(ScramRecord {
@@ -73,4 +73,71 @@ pub(super) fn delete_scram_credential(
         params![user, mechanism],
     )?;
     Ok(deleted > 0)
+}
+
+pub(super) fn acls(conn: &Connection) -> Result<Vec<AclRecord>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT resource_type, resource_name, pattern_type, principal, host, operation,
+                permission_type FROM acls",
+    )?;
+    let rows = stmt.query_map([], |r| {
+        Ok(AclRecord {
+            resource_type: r.get(0)?,
+            resource_name: r.get(1)?,
+            pattern_type: r.get(2)?,
+            principal: r.get(3)?,
+            host: r.get(4)?,
+            operation: r.get(5)?,
+            permission_type: r.get(6)?,
+        })
+    })?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn create_acls(conn: &mut Connection, bindings: &[AclRecord]) -> Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut stmt = tx.prepare_cached(
+            "INSERT OR IGNORE INTO acls (resource_type, resource_name, pattern_type, principal,
+                 host, operation, permission_type) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for b in bindings {
+            stmt.execute(params![
+                b.resource_type,
+                b.resource_name,
+                b.pattern_type,
+                b.principal,
+                b.host,
+                b.operation,
+                b.permission_type
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+pub(super) fn delete_acls(conn: &mut Connection, bindings: &[AclRecord]) -> Result<usize> {
+    let tx = conn.transaction()?;
+    let mut deleted = 0;
+    {
+        let mut stmt = tx.prepare_cached(
+            "DELETE FROM acls WHERE resource_type = ?1 AND resource_name = ?2
+                 AND pattern_type = ?3 AND principal = ?4 AND host = ?5 AND operation = ?6
+                 AND permission_type = ?7",
+        )?;
+        for b in bindings {
+            deleted += stmt.execute(params![
+                b.resource_type,
+                b.resource_name,
+                b.pattern_type,
+                b.principal,
+                b.host,
+                b.operation,
+                b.permission_type
+            ])?;
+        }
+    }
+    tx.commit()?;
+    Ok(deleted)
 }
