@@ -20,6 +20,13 @@ use crate::metadata::TopicId;
 
 const TOPIC_DENIED: i16 = 29; // TOPIC_AUTHORIZATION_FAILED
 
+/// Takes the items `keep` refuses out of `items`, and returns them.
+fn split<T>(items: &mut Vec<T>, mut keep: impl FnMut(&T) -> bool) -> Vec<T> {
+    let (allowed, denied) = std::mem::take(items).into_iter().partition(|t| keep(t));
+    *items = allowed;
+    denied
+}
+
 /// What one connection may do.
 pub struct Access {
     broker: Arc<Broker>,
@@ -74,17 +81,14 @@ impl Access {
             .transactional_id
             .as_ref()
             .is_some_and(|id| !self.can(Operation::Write, ResourceType::TransactionalId, id));
-        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topic_data)
-            .into_iter()
-            .partition(|t| {
-                !txn_denied
-                    && self.can(
-                        Operation::Write,
-                        ResourceType::Topic,
-                        &self.topic_name(&t.name, t.topic_id),
-                    )
-            });
-        request.topic_data = allowed;
+        let denied = split(&mut request.topic_data, |t| {
+            !txn_denied
+                && self.can(
+                    Operation::Write,
+                    ResourceType::Topic,
+                    &self.topic_name(&t.name, t.topic_id),
+                )
+        });
         let code = if txn_denied {
             ResponseError::TransactionalIdAuthorizationFailed.code()
         } else {
@@ -118,16 +122,13 @@ impl Access {
         if !self.enabled() {
             return Vec::new();
         }
-        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topics)
-            .into_iter()
-            .partition(|t| {
-                self.can(
-                    Operation::Read,
-                    ResourceType::Topic,
-                    &self.topic_name(&t.topic, t.topic_id),
-                )
-            });
-        request.topics = allowed;
+        let denied = split(&mut request.topics, |t| {
+            self.can(
+                Operation::Read,
+                ResourceType::Topic,
+                &self.topic_name(&t.topic, t.topic_id),
+            )
+        });
         denied
             .into_iter()
             .map(|t| {
@@ -159,10 +160,9 @@ impl Access {
         if !self.enabled() {
             return Vec::new();
         }
-        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topics)
-            .into_iter()
-            .partition(|t| self.can(Operation::Describe, ResourceType::Topic, &t.name));
-        request.topics = allowed;
+        let denied = split(&mut request.topics, |t| {
+            self.can(Operation::Describe, ResourceType::Topic, &t.name)
+        });
         denied
             .into_iter()
             .map(|t| {
@@ -250,10 +250,9 @@ impl Access {
             return Vec::new();
         }
         let any = self.on_cluster(Operation::Create);
-        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topics)
-            .into_iter()
-            .partition(|t| any || self.can(Operation::Create, ResourceType::Topic, &t.name));
-        request.topics = allowed;
+        let denied = split(&mut request.topics, |t| {
+            any || self.can(Operation::Create, ResourceType::Topic, &t.name)
+        });
         denied
             .into_iter()
             .map(|t| {
@@ -316,17 +315,14 @@ impl Access {
             return Vec::new();
         }
         let group_ok = self.can(Operation::Read, ResourceType::Group, &request.group_id);
-        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topics)
-            .into_iter()
-            .partition(|t| {
-                group_ok
-                    && self.can(
-                        Operation::Read,
-                        ResourceType::Topic,
-                        &self.topic_name(&t.name, t.topic_id),
-                    )
-            });
-        request.topics = allowed;
+        let denied = split(&mut request.topics, |t| {
+            group_ok
+                && self.can(
+                    Operation::Read,
+                    ResourceType::Topic,
+                    &self.topic_name(&t.name, t.topic_id),
+                )
+        });
         let code = if group_ok {
             TOPIC_DENIED
         } else {
@@ -426,10 +422,9 @@ impl Access {
         if !self.enabled() {
             return Vec::new();
         }
-        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.groups_names)
-            .into_iter()
-            .partition(|g| self.group(Operation::Delete, g));
-        request.groups_names = allowed;
+        let denied = split(&mut request.groups_names, |g| {
+            self.group(Operation::Delete, g)
+        });
         denied
             .into_iter()
             .map(|g| {
@@ -530,10 +525,9 @@ impl Access {
         if !self.enabled() {
             return Vec::new();
         }
-        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topics)
-            .into_iter()
-            .partition(|t| self.can(Operation::Alter, ResourceType::Topic, &t.name));
-        request.topics = allowed;
+        let denied = split(&mut request.topics, |t| {
+            self.can(Operation::Alter, ResourceType::Topic, &t.name)
+        });
         denied
             .into_iter()
             .map(|t| {
@@ -552,10 +546,9 @@ impl Access {
         if !self.enabled() {
             return Vec::new();
         }
-        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topics)
-            .into_iter()
-            .partition(|t| self.can(Operation::Delete, ResourceType::Topic, &t.name));
-        request.topics = allowed;
+        let denied = split(&mut request.topics, |t| {
+            self.can(Operation::Delete, ResourceType::Topic, &t.name)
+        });
         denied
             .into_iter()
             .map(|t| {
@@ -584,10 +577,9 @@ impl Access {
         if !self.enabled() {
             return Vec::new();
         }
-        let (allowed, denied): (Vec<_>, Vec<_>) = std::mem::take(&mut request.topics)
-            .into_iter()
-            .partition(|t| self.can(Operation::Describe, ResourceType::Topic, &t.topic));
-        request.topics = allowed;
+        let denied = split(&mut request.topics, |t| {
+            self.can(Operation::Describe, ResourceType::Topic, &t.topic)
+        });
         denied
             .into_iter()
             .map(|t| {

@@ -50,9 +50,9 @@ pub const SUPPORTED: &[(ApiKey, i16, i16)] = &[
     (ApiKey::DescribeUserScramCredentials, 0, 0),
     (ApiKey::AlterUserScramCredentials, 0, 0),
     (ApiKey::DescribeClientQuotas, 0, 1),
-    (ApiKey::DescribeAcls, 0, 3),
-    (ApiKey::CreateAcls, 0, 3),
-    (ApiKey::DeleteAcls, 0, 3),
+    (ApiKey::DescribeAcls, 1, 3),
+    (ApiKey::CreateAcls, 1, 3),
+    (ApiKey::DeleteAcls, 1, 3),
 ];
 
 /// The supported version range of `api`, if Strata implements it at all.
@@ -85,7 +85,8 @@ mod tests {
         assert!(is_supported(ApiKey::JoinGroup, 0));
         assert!(is_supported(ApiKey::InitProducerId, 0));
         assert!(is_supported(ApiKey::AddPartitionsToTxn, 0));
-        assert!(is_supported(ApiKey::DescribeAcls, 0));
+        assert!(is_supported(ApiKey::DescribeAcls, 1));
+        assert!(!is_supported(ApiKey::DescribeAcls, 0));
         assert!(!is_supported(ApiKey::DescribeLogDirs, 0));
     }
 }

@@ -42,27 +42,8 @@ fn user(addr: &str, name: &str) -> serde_json::Value {
 
 /// kafka-acls.sh as the super user `admin`.
 fn kafka_acls(addr: &str, dir: &std::path::Path, args: &[&str]) -> String {
-    let classpath = crate::transactions::java_classpath("ToolsCompat");
-    let config = crate::tls::write(
-        dir,
-        "admin.properties",
-        "security.protocol=SASL_PLAINTEXT\n\
-         sasl.mechanism=SCRAM-SHA-512\n\
-         sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"admin-secret\";\n",
-    );
-    let out = Command::new("java")
-        .args(["-cp", &classpath, "org.apache.kafka.tools.AclCommand"])
-        .args(["--bootstrap-server", addr])
-        .args(["--command-config", &config.display().to_string()])
-        .args(args)
-        .output()
-        .expect("java");
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(out.status.success(), "kafka-acls {args:?}: {text}");
+    let (ok, text) = crate::sasl::kafka_tool("org.apache.kafka.tools.AclCommand", addr, dir, args);
+    assert!(ok, "kafka-acls {args:?}: {text}");
     text
 }
 

@@ -301,7 +301,7 @@ fn api_versions_answers_unknown_versions_with_v0() {
         assert!(apis.contains(&api), "api {api} advertised");
     }
     assert!(
-        !apis.contains(&(ApiKey::DescribeAcls as i16)),
+        !apis.contains(&(ApiKey::DescribeLogDirs as i16)),
         "only implemented APIs are advertised"
     );
     // And the supported versions work.
@@ -324,22 +324,18 @@ fn api_versions_answers_unknown_versions_with_v0() {
 fn unimplemented_apis_answer_unsupported_version() {
     let broker = TestBroker::start(&[]);
     let mut raw = Raw::connect(&broker);
-    let acls: DescribeAclsResponse = raw.call(
-        ApiKey::DescribeAcls,
+    let dirs: DescribeLogDirsResponse = raw.call(
+        ApiKey::DescribeLogDirs,
+        4,
+        &DescribeLogDirsRequest::default(),
+    );
+    assert_eq!(dirs.error_code, 35, "UNSUPPORTED_VERSION");
+    let tokens: DescribeDelegationTokenResponse = raw.call(
+        ApiKey::DescribeDelegationToken,
         3,
-        &DescribeAclsRequest::default()
-            .with_resource_type_filter(1)
-            .with_pattern_type_filter(1)
-            .with_operation(1)
-            .with_permission_type(1),
+        &DescribeDelegationTokenRequest::default(),
     );
-    assert_eq!(acls.error_code, 35, "UNSUPPORTED_VERSION");
-    let quotas: DescribeClientQuotasResponse = raw.call(
-        ApiKey::DescribeClientQuotas,
-        1,
-        &DescribeClientQuotasRequest::default(),
-    );
-    assert_eq!(quotas.error_code, 35);
+    assert_eq!(tokens.error_code, 35);
     let ok: ApiVersionsResponse = raw.call(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
     assert_eq!(ok.error_code, 0, "the same connection still works");
 }

@@ -25,7 +25,7 @@ mod produce_consume;
 mod record_rules;
 mod restore;
 mod s3;
-mod sasl;
+pub(crate) mod sasl;
 mod store;
 mod tiering;
 pub(crate) mod tls;

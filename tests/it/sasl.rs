@@ -33,9 +33,15 @@ fn sasl_config(
     })
 }
 
-/// Kafka's ConfigCommand (kafka-configs.sh) against `addr`, authenticated
-/// as `admin` with SCRAM-SHA-512 over SASL_PLAINTEXT.
-fn kafka_configs(addr: &str, dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+/// A Kafka command-line tool (its main class) against `addr`,
+/// authenticated as `admin` with SCRAM-SHA-512 over SASL_PLAINTEXT:
+/// whether it succeeded, and what it printed.
+pub(crate) fn kafka_tool(
+    class: &str,
+    addr: &str,
+    dir: &std::path::Path,
+    args: &[&str],
+) -> (bool, String) {
     let classpath = crate::transactions::java_classpath("ToolsCompat");
     let config = write(
         dir,
@@ -45,7 +51,7 @@ fn kafka_configs(addr: &str, dir: &std::path::Path, args: &[&str]) -> (bool, Str
          sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule required username=\"admin\" password=\"admin-secret\";\n",
     );
     let out = Command::new("java")
-        .args(["-cp", &classpath, "org.apache.kafka.tools.ConfigCommand"])
+        .args(["-cp", &classpath, class])
         .args(["--bootstrap-server", addr])
         .args(["--command-config", &config.display().to_string()])
         .args(args)
@@ -59,6 +65,11 @@ fn kafka_configs(addr: &str, dir: &std::path::Path, args: &[&str]) -> (bool, Str
             String::from_utf8_lossy(&out.stderr)
         ),
     )
+}
+
+/// kafka-configs.sh as `admin`.
+fn kafka_configs(addr: &str, dir: &std::path::Path, args: &[&str]) -> (bool, String) {
+    kafka_tool("org.apache.kafka.tools.ConfigCommand", addr, dir, args)
 }
 
 #[test]
