@@ -77,7 +77,12 @@ pub async fn backup(args: BackupArgs) -> anyhow::Result<()> {
         std::time::Duration::from_millis(config.metadata_timeout_ms),
     )
     .await
-    .with_context(|| format!("cannot open the metadata store {url}"))?;
+    .with_context(|| {
+        format!(
+            "cannot open the metadata store {}",
+            crate::config::redact_url(&url)
+        )
+    })?;
     let hold_ms = i64::try_from(args.hold_hours.saturating_mul(3_600_000)).unwrap_or(i64::MAX);
     let hold = metadata
         .add_backup_hold(hold_ms)

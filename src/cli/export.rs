@@ -43,7 +43,12 @@ async fn parquet(args: ParquetArgs) -> anyhow::Result<()> {
     let metadata_url = config.metadata_url();
     let metadata = crate::metadata::open_read_only(&metadata_url)
         .await
-        .with_context(|| format!("cannot open the metadata store {metadata_url}"))?;
+        .with_context(|| {
+            format!(
+                "cannot open the metadata store {}",
+                crate::config::redact_url(&metadata_url)
+            )
+        })?;
     let source = ObjectStorage::open(&config.object_store_url(), &config.s3)
         .context("cannot open the broker's object store")?;
     let destination = ObjectStorage::open(&args.to, &config.s3)

@@ -100,6 +100,15 @@ pub struct ServeArgs {
     /// Address for HTTP /health and /metrics (Prometheus) [default: off].
     #[arg(long, env = "STRATA_HTTP_ADDR", value_name = "HOST:PORT")]
     pub http_addr: Option<SocketAddr>,
+    /// A bearer token required by every HTTP endpoint but /health
+    /// (prefer the environment variable) [default: none required].
+    #[arg(
+        long,
+        env = "STRATA_HTTP_AUTH_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    pub http_auth_token: Option<String>,
     /// This broker's node id, unique in the cluster [default: 0].
     #[arg(long, env = "STRATA_NODE_ID")]
     pub node_id: Option<i32>,
@@ -213,6 +222,7 @@ impl ServeArgs {
         set!(self.heartbeat_interval_ms => cluster.heartbeat_interval_ms);
         set!(self.session_timeout_ms => cluster.session_timeout_ms);
         set!(self.http_addr.map(Some) => http_addr);
+        set!(self.http_auth_token.clone().map(|t| Some(crate::config::Secret(t))) => http_auth_token);
         set!(self.wal_flush_bytes => wal.flush_bytes);
         set!(self.wal_flush_interval_ms.map(Some) => wal.flush_interval_ms);
         set!(self.wal_max_inflight_flushes => wal.max_inflight_flushes);

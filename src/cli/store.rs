@@ -23,7 +23,12 @@ pub struct StoreArgs {
     pub object_store: Option<String>,
     /// Metadata store: sqlite://PATH, or postgres://USER:PASSWORD@HOST:PORT/DATABASE for a
     /// cluster [default: sqlite://DATA_DIR/metadata.db].
-    #[arg(long, env = "STRATA_METADATA", value_name = "URL")]
+    #[arg(
+        long,
+        env = "STRATA_METADATA",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     pub metadata: Option<String>,
     /// S3 endpoint, e.g. http://localhost:9000 for MinIO [env AWS_ENDPOINT_URL also works].
     #[arg(long, env = "STRATA_S3_ENDPOINT", value_name = "URL")]
@@ -63,7 +68,7 @@ impl StoreArgs {
         }
         set!(self.data_dir.clone() => data_dir);
         set!(self.object_store.clone().map(Some) => object_store);
-        set!(self.metadata.clone().map(Some) => metadata);
+        set!(self.metadata.clone().map(|url| Some(crate::config::StoreUrl(url))) => metadata);
         set!(self.s3_endpoint.clone().map(Some) => s3.endpoint);
         set!(self.s3_region.clone().map(Some) => s3.region);
         set!(self.s3_access_key_id.clone().map(Some) => s3.access_key_id);

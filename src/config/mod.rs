@@ -11,7 +11,10 @@ use serde::Deserialize;
 use thiserror::Error;
 
 mod listeners;
+mod secret;
 mod sections;
+
+pub use secret::{Secret, StoreUrl, redact_url};
 
 pub use listeners::{ListenerSpec, SecurityProtocol, join_host_port, split_host_port};
 
@@ -58,7 +61,7 @@ pub struct Config {
     pub object_store: Option<String>,
     /// `sqlite:///path/to/file.db` or `postgres://user:password@host:port/db`;
     /// default `sqlite://<data_dir>/metadata.db`.
-    pub metadata: Option<String>,
+    pub metadata: Option<StoreUrl>,
     /// Bound of every call to a PostgreSQL metadata store, in milliseconds:
     /// from waiting for a connection to the last row. A call past it fails
     /// the request behind it with a retriable error.
@@ -67,6 +70,9 @@ pub struct Config {
     pub node_id: i32,
     /// Address of the HTTP endpoints (`/health`, `/metrics`); off when unset.
     pub http_addr: Option<SocketAddr>,
+    /// A bearer token every HTTP endpoint but `/health` requires
+    /// (`Authorization: Bearer TOKEN`); unset: no token needed.
+    pub http_auth_token: Option<Secret>,
     pub s3: S3Config,
     pub wal: WalConfig,
     pub cache: CacheConfig,
@@ -96,6 +102,7 @@ impl Default for Config {
             metadata_timeout_ms: 15_000,
             node_id: 0,
             http_addr: None,
+            http_auth_token: None,
             s3: S3Config::default(),
             wal: WalConfig::default(),
             cache: CacheConfig::default(),
@@ -146,7 +153,7 @@ impl Default for TlsConfig {
 }
 
 /// SASL of the SASL_PLAINTEXT and SASL_SSL listeners.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SaslConfig {
     /// `sasl.enabled.mechanisms`: of SCRAM-SHA-256, SCRAM-SHA-512 and PLAIN.
@@ -164,6 +171,19 @@ impl Default for SaslConfig {
             bootstrap_user: None,
             bootstrap_password: None,
         }
+    }
+}
+
+impl std::fmt::Debug for SaslConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SaslConfig")
+            .field("enabled_mechanisms", &self.enabled_mechanisms)
+            .field("bootstrap_user", &self.bootstrap_user)
+            .field(
+                "bootstrap_password",
+                &secret::Hidden(&self.bootstrap_password),
+            )
+            .finish()
     }
 }
 
@@ -208,7 +228,7 @@ impl Default for AclConfig {
 
 /// S3 connection settings. Unset fields fall back to the standard `AWS_*`
 /// environment variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, ...).
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct S3Config {
     pub endpoint: Option<String>,
@@ -219,6 +239,22 @@ pub struct S3Config {
     pub allow_http: Option<bool>,
     /// Path-style requests (`endpoint/bucket/key`), as MinIO needs.
     pub path_style: Option<bool>,
+}
+
+impl std::fmt::Debug for S3Config {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("S3Config")
+            .field("endpoint", &self.endpoint)
+            .field("region", &self.region)
+            .field("access_key_id", &self.access_key_id)
+            .field(
+                "secret_access_key",
+                &secret::Hidden(&self.secret_access_key),
+            )
+            .field("allow_http", &self.allow_http)
+            .field("path_style", &self.path_style)
+            .finish()
+    }
 }
 
 /// Default `wal.flush_interval_ms` with the embedded (local file) store.
@@ -397,7 +433,8 @@ impl Config {
     /// The metadata URL, defaulting to a SQLite file in the data dir.
     pub fn metadata_url(&self) -> String {
         self.metadata
-            .clone()
+            .as_ref()
+            .map(|url| url.0.clone())
             .unwrap_or_else(|| format!("sqlite://{}", self.data_dir.join("metadata.db").display()))
     }
 
@@ -411,6 +448,14 @@ impl Config {
         };
         let listeners = self.listeners()?;
         self.inter_broker_listener(&listeners)?;
+        if let Some(token) = &self.http_auth_token
+            && (token.0.len() < 16 || !token.0.bytes().all(|b| b.is_ascii_graphic()))
+        {
+            return invalid(
+                "http_auth_token",
+                "must be at least 16 printable characters, without spaces",
+            );
+        }
         if self.wal.flush_bytes == 0 {
             return invalid("wal.flush_bytes", "must be greater than 0");
         }

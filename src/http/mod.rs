@@ -1,5 +1,8 @@
 //! HTTP endpoints (axum): `/health` and Prometheus `/metrics`. Off unless
-//! `http_addr` is set. The admin REST API and console come later; this is the
+//! `http_addr` is set (its own address, apart from the Kafka listeners).
+//! With `http_auth_token`, every endpoint but `/health` (for load
+//! balancers' and orchestrators' probes) needs `Authorization: Bearer
+//! TOKEN`, else 401. The admin REST API and console come later; this is the
 //! only place errors become HTTP statuses.
 
 use std::net::SocketAddr;
@@ -7,9 +10,10 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use axum::Router;
-use axum::extract::State;
-use axum::http::header;
-use axum::response::IntoResponse;
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -34,6 +38,34 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
     )
 }
 
+/// Lets a request through only with the configured bearer token.
+async fn require_token(State(token): State<Arc<str>>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim);
+    let matches = given.is_some_and(|given| {
+        aws_lc_rs::constant_time::verify_slices_are_equal(given.as_bytes(), token.as_bytes())
+            .is_ok()
+    });
+    if matches {
+        return next.run(request).await;
+    }
+    let message = if given.is_some() {
+        "wrong bearer token\n"
+    } else {
+        "this endpoint needs an 'Authorization: Bearer TOKEN' header (http_auth_token)\n"
+    };
+    (
+        StatusCode::UNAUTHORIZED,
+        [(header::WWW_AUTHENTICATE, "Bearer")],
+        message,
+    )
+        .into_response()
+}
+
 /// Binds `addr` and serves until `shutdown`; returns the bound address.
 pub async fn serve(
     broker: Arc<Broker>,
@@ -44,9 +76,18 @@ pub async fn serve(
         .await
         .with_context(|| format!("cannot listen for HTTP on {addr}"))?;
     let local = listener.local_addr()?;
+    let token = broker
+        .config
+        .http_auth_token
+        .as_ref()
+        .map(|token| Arc::<str>::from(token.0.as_str()));
+    let mut protected = Router::new().route("/metrics", get(metrics));
+    if let Some(token) = token {
+        protected = protected.layer(middleware::from_fn_with_state(token, require_token));
+    }
     let app = Router::new()
         .route("/health", get(health))
-        .route("/metrics", get(metrics))
+        .merge(protected)
         .with_state(broker);
     let task = tokio::spawn(async move {
         let server = axum::serve(listener, app).with_graceful_shutdown(shutdown.cancelled_owned());

@@ -693,7 +693,10 @@ pub async fn open(url: &str, call_timeout: Duration) -> anyhow::Result<Arc<dyn M
             postgres::PostgresStore::open(url, call_timeout).await?,
         ));
     }
-    anyhow::bail!("unsupported metadata URL '{url}': expected {URL_FORMS}")
+    anyhow::bail!(
+        "unsupported metadata URL '{}': expected {URL_FORMS}",
+        crate::config::redact_url(url)
+    )
 }
 
 /// Opens the store named by a metadata URL for reading only (see
@@ -709,5 +712,8 @@ pub async fn open_read_only(url: &str) -> anyhow::Result<Arc<dyn MetadataStore>>
             postgres::PostgresStore::open_read_only(url).await?,
         ));
     }
-    anyhow::bail!("unsupported metadata URL '{url}': expected {URL_FORMS}")
+    anyhow::bail!(
+        "unsupported metadata URL '{}': expected {URL_FORMS}",
+        crate::config::redact_url(url)
+    )
 }

@@ -347,3 +347,55 @@ fn bench_produces_measures_and_reads_back() {
         "{err}"
     );
 }
+
+/// A password in the metadata store's URL never reaches an error message,
+/// a log line or `--help`, whichever tool fails to reach the store.
+#[test]
+fn passwords_stay_out_of_errors_logs_and_help() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().to_str().expect("utf-8 path");
+    // A PostgreSQL that is down (nothing listens on port 1).
+    let url = "postgres://strata:Sup3rS3cret@127.0.0.1:1/strata";
+    let backup = format!("{data}/backup.sql");
+    let runs: [&[&str]; 4] = [
+        &["export", "parquet", "t", "--to", data],
+        &["backup", "--to", &backup],
+        &["user", "list"],
+        &["serve", "--kafka-addr", "127.0.0.1:0"],
+    ];
+    for args in runs {
+        let out = Command::new(STRATA)
+            .args(args)
+            .args(["--data-dir", data, "--metadata", url])
+            .env("RUST_LOG", "debug")
+            .output()
+            .expect("run strata");
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(!out.status.success(), "{args:?} failed: {said}");
+        assert!(
+            said.contains("metadata store"),
+            "{args:?} says what failed: {said}"
+        );
+        assert!(
+            !said.contains("Sup3rS3cret"),
+            "{args:?} printed the password: {said}"
+        );
+    }
+    let help = Command::new(STRATA)
+        .args(["serve", "--help"])
+        .env("STRATA_METADATA", url)
+        .env("STRATA_S3_SECRET_ACCESS_KEY", "Sup3rS3cret")
+        .env("STRATA_SASL_BOOTSTRAP_PASSWORD", "Sup3rS3cret")
+        .output()
+        .expect("run strata");
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--metadata"), "{help}");
+    assert!(
+        !help.contains("Sup3rS3cret"),
+        "--help shows a secret: {help}"
+    );
+}

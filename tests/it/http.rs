@@ -90,3 +90,64 @@ async fn health_and_metrics() {
         "other APIs are timed under their own label"
     );
 }
+
+fn get_with(addr: &str, path: &str, authorization: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).expect("connect http");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nAuthorization: {authorization}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0)
+}
+
+/// With `http_auth_token`, /metrics answers Prometheus only with the
+/// token (401 otherwise), while /health stays open to probes; a token too
+/// short to be one is refused at start.
+#[test]
+fn metrics_need_the_bearer_token_when_one_is_set() {
+    let http = format!("127.0.0.1:{}", free_port());
+    let token = "9f1c2e7a5b3d4f6081a2c3e4d5f60718";
+    let broker = TestBroker::start(&["--http-addr", &http, "--http-auth-token", token]);
+    assert_eq!(get(&http, "/health"), (200, "ok\n".to_string()));
+    let (status, body) = get(&http, "/metrics");
+    assert_eq!(status, 401, "{body}");
+    assert!(body.contains("Authorization: Bearer"), "{body}");
+    assert_eq!(
+        get_with(&http, "/metrics", "Bearer wrong-token-of-some-length"),
+        401
+    );
+    assert_eq!(get_with(&http, "/metrics", &format!("Basic {token}")), 401);
+    assert_eq!(get_with(&http, "/metrics", &format!("Bearer {token}")), 200);
+    // The Kafka listener is another address and does not speak HTTP.
+    assert_ne!(broker.addr, http);
+
+    let out = std::process::Command::new(crate::common::STRATA)
+        .args([
+            "serve",
+            "--kafka-addr",
+            "127.0.0.1:0",
+            "--http-auth-token",
+            "short",
+        ])
+        .args([
+            "--data-dir",
+            &tempfile::tempdir()
+                .expect("tmp")
+                .path()
+                .display()
+                .to_string(),
+        ])
+        .output()
+        .expect("strata");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("http_auth_token"), "{stderr}");
+}
