@@ -15,11 +15,12 @@
 //! writers after it.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kafka_protocol::messages::ApiKey;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -68,6 +69,20 @@ pub async fn accept_loop(
         };
         match accepted {
             Ok((stream, peer)) => {
+                // As Kafka: the inter-broker listener is exempt from
+                // max_connections only when clients have listeners of
+                // their own.
+                let inter_broker =
+                    listener.name == broker.inter_broker_listener && broker.listeners.len() > 1;
+                let slot = match broker.connections.admit(peer.ip(), inter_broker) {
+                    Ok(slot) => slot,
+                    Err(refusal) => {
+                        // Closed before anything is read (as Kafka does).
+                        tracing::debug!(%peer, ?refusal, "connection refused: past its bound");
+                        drop(stream);
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
                 let readers = broker.readers.clone();
                 let broker = Arc::clone(&broker);
@@ -89,6 +104,7 @@ pub async fn accept_loop(
                     if let Err(reason) = result {
                         tracing::debug!(%peer, %reason, "connection closed");
                     }
+                    drop(slot);
                 });
             }
             Err(error) => {
@@ -181,7 +197,7 @@ where
     R: AsyncRead + Send + Unpin + 'static,
     W: AsyncWrite + Send + Unpin + 'static,
 {
-    let mut reader = BufReader::with_capacity(64 * 1024, read_half);
+    let mut reader = BufReader::with_capacity(8 * 1024, read_half);
     // SASL listeners: the exchange comes first (see security::sasl).
     let mut sasl = matches!(
         session.listener.protocol,
@@ -190,27 +206,68 @@ where
     .then(|| Authenticator::new(Arc::clone(&broker.sasl_mechanisms)));
     let mut failed_authentication = None;
     let (tx, mut rx) = mpsc::channel::<Pending>(broker.config.kafka.max_inflight_per_connection);
+    // Requests whose responses are not written yet: a connection waiting for
+    // them is not idle.
+    let unanswered = Arc::new(AtomicUsize::new(0));
+    let idle_after = Duration::from_millis(broker.config.kafka.connections_max_idle_ms);
+    let write_timeout = Duration::from_millis(broker.config.kafka.connection_write_timeout_ms);
     let metrics_broker = Arc::clone(&broker);
+    let answered = Arc::clone(&unanswered);
     let writer = broker.responders.spawn(async move {
         while let Some(pending) = rx.recv().await {
-            match pending.response.await {
+            let written = match pending.response.await {
                 Ok(Ok(response)) => {
-                    if let Err(error) = write_half.write_all(&response).await {
-                        return Err(format!("write failed: {error}"));
+                    match tokio::time::timeout(write_timeout, write_half.write_all(&response)).await
+                    {
+                        Ok(Ok(())) => Ok(()),
+                        Ok(Err(error)) => Err(format!("write failed: {error}")),
+                        Err(_) => Err(format!(
+                            "a response of {} bytes not taken by the client within {write_timeout:?}",
+                            response.len()
+                        )),
                     }
+                }
+                Ok(Err(reason)) => Err(reason),
+                Err(error) => Err(format!("request task failed: {error}")),
+            };
+            answered.fetch_sub(1, Ordering::AcqRel);
+            match written {
+                Ok(()) => {
                     metrics_broker
                         .requests
                         .record(pending.api, pending.received.elapsed());
                 }
-                Ok(Err(reason)) => return Err(reason),
-                Err(error) => return Err(format!("request task failed: {error}")),
+                Err(reason) => return Err(reason),
             }
         }
         Ok(())
     });
     let result = loop {
+        // Wait for the next request's first byte (fill_buf keeps what it
+        // read if the wait is given up), closing the connection once it
+        // has been idle for connections_max_idle_ms with nothing pending.
+        let arrived = loop {
+            tokio::select! {
+                filled = reader.fill_buf() => break filled.map(|bytes| !bytes.is_empty()),
+                _ = tokio::time::sleep(idle_after) => {
+                    if unanswered.load(Ordering::Acquire) == 0 {
+                        broker.connections.idle_closed();
+                        break Ok(false);
+                    }
+                }
+                _ = shutdown.cancelled() => break Ok(false),
+            }
+        };
+        match arrived {
+            Ok(true) => {}
+            Ok(false) => break Ok(()),
+            Err(e) => break Err(format!("read failed: {e}")),
+        }
         let size = tokio::select! {
-            size = reader.read_i32() => size,
+            size = tokio::time::timeout(FRAME_READ_TIMEOUT, reader.read_i32()) => match size {
+                Ok(size) => size,
+                Err(_) => break Err(format!("frame size not received within {FRAME_READ_TIMEOUT:?}")),
+            },
             _ = shutdown.cancelled() => break Ok(()),
         };
         let size = match size {
@@ -262,7 +319,7 @@ where
         if let Some(auth) = sasl.as_mut().filter(|a| !a.is_done())
             && api != ApiKey::ApiVersions
         {
-            let (bytes, close) = match auth.handle(&broker, request).await {
+            let (bytes, close) = match Box::pin(auth.handle(&broker, request)).await {
                 Step::Answer(bytes) => (bytes, None),
                 Step::Authenticated(bytes, principal) => {
                     tracing::debug!(peer = %session.peer, %principal, listener = %session.listener.name, "SASL authenticated");
@@ -280,6 +337,7 @@ where
                 api,
                 received,
             };
+            unanswered.fetch_add(1, Ordering::AcqRel);
             if tx.send(pending).await.is_err() {
                 break Err("writer stopped".into());
             }
@@ -291,7 +349,7 @@ where
             }
             continue;
         }
-        let response = match dispatch(&broker, request, &session).await {
+        let response = match Box::pin(dispatch(&broker, request, &session)).await {
             Ok(Dispatched::Response(bytes)) => tokio::spawn(async move { Ok(bytes) }),
             Ok(Dispatched::Deferred(future)) => tokio::spawn(future),
             Ok(Dispatched::NoResponse) => {
@@ -305,6 +363,7 @@ where
             api,
             received,
         };
+        unanswered.fetch_add(1, Ordering::AcqRel);
         if tx.send(pending).await.is_err() {
             break Err("writer stopped".into());
         }

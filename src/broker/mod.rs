@@ -11,6 +11,7 @@ mod connection;
 mod dispatch;
 pub mod group;
 mod handlers;
+pub mod limits;
 pub mod metrics;
 pub mod peers;
 pub mod replicas;
@@ -67,6 +68,8 @@ pub struct Broker {
     pub txn: Arc<txn::TxnCoordinator>,
     /// Budget of request bytes being read and decoded (all connections).
     pub request_memory: tokio::sync::Semaphore,
+    /// Connections open, bounded (max_connections and per IP).
+    pub connections: Arc<limits::ConnectionLimits>,
     /// Serialises topic creation and deletion.
     pub admin_lock: tokio::sync::Mutex<()>,
     /// Request latency per Kafka API.
@@ -366,6 +369,7 @@ impl Broker {
                     .max_request_memory_bytes
                     .min(tokio::sync::Semaphore::MAX_PERMITS),
             ),
+            connections: Arc::new(limits::ConnectionLimits::new(&config.kafka)),
             config,
         });
         let shutdown = CancellationToken::new();

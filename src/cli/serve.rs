@@ -139,6 +139,28 @@ pub struct ServeArgs {
     /// Partitions of auto-created topics [default: 1].
     #[arg(long, env = "STRATA_DEFAULT_PARTITIONS", value_name = "N")]
     pub default_partitions: Option<i32>,
+    /// Connections open at once (`max.connections`; with several listeners
+    /// the inter-broker one is exempt) [default: 10000].
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS", value_name = "N")]
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one IP address
+    /// (`max.connections.per.ip`) [default: no bound but --max-connections].
+    #[arg(long, env = "STRATA_MAX_CONNECTIONS_PER_IP", value_name = "N")]
+    pub max_connections_per_ip: Option<usize>,
+    /// Per-address bounds, ADDRESS:COUNT,... (`max.connections.per.ip.overrides`).
+    #[arg(
+        long,
+        env = "STRATA_MAX_CONNECTIONS_PER_IP_OVERRIDES",
+        value_name = "LIST"
+    )]
+    pub max_connections_per_ip_overrides: Option<String>,
+    /// Close connections idle this long (`connections.max.idle.ms`) [default: 600000].
+    #[arg(long, env = "STRATA_CONNECTIONS_MAX_IDLE_MS", value_name = "MS")]
+    pub connections_max_idle_ms: Option<u64>,
+    /// Close a connection whose response is not taken within this long
+    /// [default: 60000].
+    #[arg(long, env = "STRATA_CONNECTION_WRITE_TIMEOUT_MS", value_name = "MS")]
+    pub connection_write_timeout_ms: Option<u64>,
     /// Bound of every PostgreSQL metadata call, in milliseconds; a call past
     /// it fails its request with a retriable error [default: 15000].
     #[arg(long, env = "STRATA_METADATA_TIMEOUT_MS", value_name = "MS")]
@@ -228,6 +250,11 @@ impl ServeArgs {
         set!(self.wal_max_inflight_flushes => wal.max_inflight_flushes);
         set!(self.auto_create_topics => kafka.auto_create_topics);
         set!(self.default_partitions => kafka.default_partitions);
+        set!(self.max_connections => kafka.max_connections);
+        set!(self.max_connections_per_ip.map(Some) => kafka.max_connections_per_ip);
+        set!(self.max_connections_per_ip_overrides.clone() => kafka.max_connections_per_ip_overrides);
+        set!(self.connections_max_idle_ms => kafka.connections_max_idle_ms);
+        set!(self.connection_write_timeout_ms => kafka.connection_write_timeout_ms);
         set!(self.metadata_timeout_ms => metadata_timeout_ms);
         set!(self.gc_orphan_grace_secs => gc.orphan_grace_secs);
         set!(self.gc_delete_grace_secs => gc.delete_grace_secs);
@@ -245,8 +272,35 @@ impl ServeArgs {
     }
 }
 
+/// Raises the soft limit of open files to the hard one (as Go's runtime
+/// and many servers do), so max_connections is the bound that matters; warns
+/// when even the hard limit is below it.
+fn raise_open_files_limit(max_connections: usize) {
+    use rustix::process::{Resource, getrlimit, setrlimit};
+    let limit = getrlimit(Resource::Nofile);
+    let mut raised = limit;
+    raised.current = limit.maximum;
+    if raised.current != limit.current && setrlimit(Resource::Nofile, raised).is_ok() {
+        tracing::debug!(from = ?limit.current, to = ?raised.current, "raised the open files limit");
+    } else {
+        raised = limit;
+    }
+    // Files beside sockets: the cache, the store, listeners, peers.
+    let wanted = max_connections as u64 + 1_024;
+    if let Some(current) = raised.current
+        && current < wanted
+    {
+        tracing::warn!(
+            open_files_limit = current,
+            max_connections,
+            "the open files limit is below max_connections + 1024: raise it (ulimit -n, LimitNOFILE) or lower kafka.max_connections"
+        );
+    }
+}
+
 pub async fn run(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.into_config()?;
+    raise_open_files_limit(config.kafka.max_connections);
     let running = Broker::start(config)
         .await
         .context("cannot start the broker")?;

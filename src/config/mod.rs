@@ -338,6 +338,22 @@ pub struct KafkaConfig {
     pub delete_topic_enable: bool,
     /// Requests processed concurrently per connection (responses stay in order).
     pub max_inflight_per_connection: usize,
+    /// Connections open at once, all listeners together (`max.connections`);
+    /// one past it is closed at once. With several listeners, the
+    /// inter-broker one is exempt (as in Kafka).
+    pub max_connections: usize,
+    /// Connections open at once from one IP address
+    /// (`max.connections.per.ip`); unset: only `max_connections` bounds them.
+    pub max_connections_per_ip: Option<usize>,
+    /// `ADDRESS:COUNT,...` bounds for given addresses
+    /// (`max.connections.per.ip.overrides`).
+    pub max_connections_per_ip_overrides: String,
+    /// A connection with no request for this long, and none pending, is
+    /// closed (`connections.max.idle.ms`).
+    pub connections_max_idle_ms: u64,
+    /// A response that cannot be written within this long closes its
+    /// connection (a client that stopped reading).
+    pub connection_write_timeout_ms: u64,
     /// Largest Fetch response, whatever the client asks (`fetch.max.bytes`).
     pub fetch_max_bytes: usize,
     /// Bytes of requests being read and decoded at once, all connections
@@ -374,6 +390,11 @@ impl Default for KafkaConfig {
             retention_bytes: -1,
             delete_topic_enable: true,
             max_inflight_per_connection: 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: None,
+            max_connections_per_ip_overrides: String::new(),
+            connections_max_idle_ms: 600_000,
+            connection_write_timeout_ms: 60_000,
             fetch_max_bytes: 55 * 1024 * 1024,
             max_request_memory_bytes: 256 * 1024 * 1024,
             producer_id_expiration_ms: 86_400_000,
@@ -587,6 +608,20 @@ impl Config {
         }
         if self.kafka.max_request_memory_bytes < 1024 * 1024 {
             return invalid("kafka.max_request_memory_bytes", "must be at least 1048576");
+        }
+        if self.kafka.max_connections == 0 {
+            return invalid("kafka.max_connections", "must be at least 1");
+        }
+        if let Err(message) =
+            crate::broker::limits::parse_overrides(&self.kafka.max_connections_per_ip_overrides)
+        {
+            return invalid("kafka.max_connections_per_ip_overrides", &message);
+        }
+        if self.kafka.connections_max_idle_ms < 1_000 {
+            return invalid("kafka.connections_max_idle_ms", "must be at least 1000");
+        }
+        if self.kafka.connection_write_timeout_ms < 1_000 {
+            return invalid("kafka.connection_write_timeout_ms", "must be at least 1000");
         }
         if self.kafka.max_inflight_per_connection == 0 {
             return invalid("kafka.max_inflight_per_connection", "must be at least 1");

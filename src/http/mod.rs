@@ -25,17 +25,16 @@ async fn health() -> &'static str {
 }
 
 async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        format!(
-            "{}{}{}{}{}",
-            broker.storage.metrics().render_prometheus(),
-            broker.writer.flush_metrics().render_prometheus(),
-            broker.requests.render_prometheus(),
-            broker.txn.render_prometheus(),
-            crate::broker::cluster::render_prometheus(&broker)
-        ),
-    )
+    let mut text = format!(
+        "{}{}{}{}{}",
+        broker.storage.metrics().render_prometheus(),
+        broker.writer.flush_metrics().render_prometheus(),
+        broker.requests.render_prometheus(),
+        broker.txn.render_prometheus(),
+        crate::broker::cluster::render_prometheus(&broker)
+    );
+    broker.connections.render_prometheus(&mut text);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 
 /// Lets a request through only with the configured bearer token.

@@ -30,6 +30,14 @@ impl Raw {
         Self::connect_to(&broker.addr)
     }
 
+    /// A raw client over a connection opened elsewhere.
+    pub fn from_stream(stream: TcpStream) -> Self {
+        Raw {
+            stream,
+            correlation: 0,
+        }
+    }
+
     pub fn connect_to(addr: &str) -> Self {
         let stream = TcpStream::connect(addr).expect("connect");
         stream
@@ -487,12 +495,11 @@ fn produce_errors_carry_kafka_codes() {
     assert_serving(&broker);
 }
 
-/// (error code, high watermark, records bytes) of a one-partition fetch.
-pub(crate) fn fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64) -> (i16, i64, usize) {
-    let request = FetchRequest::default()
+fn fetch_request(topic: &str, partition: i32, offset: i64, max_bytes: i32) -> FetchRequest {
+    FetchRequest::default()
         .with_max_wait_ms(10)
         .with_min_bytes(1)
-        .with_max_bytes(1 << 20)
+        .with_max_bytes(max_bytes)
         .with_topics(vec![
             FetchTopic::default()
                 .with_topic(TopicName(StrBytes::from_string(topic.to_string())))
@@ -500,9 +507,23 @@ pub(crate) fn fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64) -> 
                     FetchPartition::default()
                         .with_partition(partition)
                         .with_fetch_offset(offset)
-                        .with_partition_max_bytes(1 << 20),
+                        .with_partition_max_bytes(max_bytes),
                 ]),
-        ]);
+        ])
+}
+
+/// Sends a one-partition Fetch (v11) without reading its response.
+pub(crate) fn send_fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64, max_bytes: i32) {
+    raw.send(
+        ApiKey::Fetch,
+        11,
+        &fetch_request(topic, partition, offset, max_bytes),
+    );
+}
+
+/// (error code, high watermark, records bytes) of a one-partition fetch.
+pub(crate) fn fetch(raw: &mut Raw, topic: &str, partition: i32, offset: i64) -> (i16, i64, usize) {
+    let request = fetch_request(topic, partition, offset, 1 << 20);
     let response: FetchResponse = raw.call(ApiKey::Fetch, 11, &request);
     let p = &response.responses[0].partitions[0];
     (

@@ -15,6 +15,7 @@ mod cluster_txn;
 mod common;
 mod compat;
 mod config;
+mod connections;
 mod crash;
 mod export;
 mod groups;
