@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use kafka_protocol::messages::ApiKey;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
@@ -35,7 +35,8 @@ use crate::protocol::frame::{check_frame_size, decode_request_header};
 
 /// A response on its way to the writer, in request order.
 struct Pending {
-    response: JoinHandle<Result<Bytes, String>>,
+    /// The response, with the response memory it holds until written.
+    response: JoinHandle<Result<(Bytes, Option<super::memory::ResponseMemory>), String>>,
     api: ApiKey,
     /// When the request's frame had been read in full.
     received: Instant,
@@ -48,6 +49,8 @@ pub struct Session {
     pub listener: Arc<Listener>,
     /// `User:NAME` (Kafka's form); `User:ANONYMOUS` when unauthenticated.
     pub principal: Arc<str>,
+    /// This connection's share of the response budget (memory.rs).
+    pub responses: Arc<tokio::sync::Semaphore>,
 }
 
 /// Longest time a TLS handshake may take.
@@ -95,6 +98,7 @@ pub async fn accept_loop(
                                 peer,
                                 listener,
                                 principal: Arc::from(ANONYMOUS),
+                                responses: broker.memory.connection_share(),
                             };
                             let (read_half, write_half) = stream.into_split();
                             serve(broker, read_half, write_half, session, shutdown).await
@@ -113,27 +117,6 @@ pub async fn accept_loop(
             }
         }
     }
-}
-
-/// Reads one frame body of `size` bytes without trusting `size` for the
-/// allocation: the buffer grows only as bytes actually arrive.
-async fn read_frame<R: AsyncReadExt + Unpin>(
-    reader: &mut R,
-    size: usize,
-) -> std::io::Result<Bytes> {
-    let mut buf = BytesMut::with_capacity(size.min(64 * 1024));
-    while buf.len() < size {
-        let want = (size - buf.len()).min(1024 * 1024);
-        buf.reserve(want);
-        let n = (&mut *reader).take(want as u64).read_buf(&mut buf).await?;
-        if n == 0 {
-            return Err(std::io::Error::new(
-                std::io::ErrorKind::UnexpectedEof,
-                format!("frame truncated at {} of {size} bytes", buf.len()),
-            ));
-        }
-    }
-    Ok(buf.freeze())
 }
 
 /// A connection to an SSL listener: the TLS handshake (bounded), the
@@ -180,6 +163,7 @@ async fn serve_tls(
         peer,
         listener,
         principal: Arc::from(principal),
+        responses: broker.memory.connection_share(),
     };
     tracing::debug!(%peer, principal = %session.principal, listener = %session.listener.name, "TLS connection authenticated");
     let (read_half, write_half) = tokio::io::split(stream);
@@ -216,7 +200,7 @@ where
     let writer = broker.responders.spawn(async move {
         while let Some(pending) = rx.recv().await {
             let written = match pending.response.await {
-                Ok(Ok(response)) => {
+                Ok(Ok((response, _memory))) => {
                     match tokio::time::timeout(write_timeout, write_half.write_all(&response)).await
                     {
                         Ok(Ok(())) => Ok(()),
@@ -285,31 +269,15 @@ where
             Ok(size) => size,
             Err(e) => break Err(e.to_string()),
         };
-        // Bytes of requests being read or decoded, across all connections,
-        // stay under kafka.max_request_memory_bytes (Kafka's
-        // queued.max.request.bytes); a large request waits for room.
-        let want = size
-            .min(broker.config.kafka.max_request_memory_bytes)
-            .min(u32::MAX as usize) as u32;
-        let _memory = tokio::select! {
-            permit = broker.request_memory.acquire_many(want) => match permit {
-                Ok(permit) => permit,
-                Err(_) => break Ok(()),
+        // Counted in the request budget as its bytes arrive (memory.rs).
+        let read = super::memory::read_frame(&broker.memory, &mut reader, size, FRAME_READ_TIMEOUT);
+        let (frame, _memory) = tokio::select! {
+            read = read => match read {
+                Ok(read) => read,
+                Err(reason) => break Err(reason),
             },
             _ = shutdown.cancelled() => break Ok(()),
         };
-        // A client that announces a frame must send it: a stalled one would
-        // hold its share of the request memory budget forever.
-        let frame =
-            match tokio::time::timeout(FRAME_READ_TIMEOUT, read_frame(&mut reader, size)).await {
-                Ok(Ok(frame)) => frame,
-                Ok(Err(e)) => break Err(e.to_string()),
-                Err(_) => {
-                    break Err(format!(
-                        "frame of {size} bytes not received within {FRAME_READ_TIMEOUT:?}"
-                    ));
-                }
-            };
         let received = Instant::now();
         let request = match decode_request_header(frame) {
             Ok(request) => request,
@@ -333,7 +301,7 @@ where
                 }
             };
             let pending = Pending {
-                response: tokio::spawn(async move { Ok(bytes) }),
+                response: tokio::spawn(async move { Ok((bytes, None)) }),
                 api,
                 received,
             };
@@ -349,15 +317,21 @@ where
             }
             continue;
         }
-        let response = match Box::pin(dispatch(&broker, request, &session)).await {
-            Ok(Dispatched::Response(bytes)) => tokio::spawn(async move { Ok(bytes) }),
-            Ok(Dispatched::Deferred(future)) => tokio::spawn(future),
-            Ok(Dispatched::NoResponse) => {
-                broker.requests.record(api, received.elapsed());
-                continue;
-            }
-            Err(reason) => break Err(reason),
-        };
+        let response =
+            match Box::pin(dispatch(&broker, request, &session)).await {
+                Ok(Dispatched::Response(bytes)) => tokio::spawn(async move { Ok((bytes, None)) }),
+                Ok(Dispatched::Deferred(future)) => {
+                    tokio::spawn(async move { future.await.map(|bytes| (bytes, None)) })
+                }
+                Ok(Dispatched::Held(future)) => tokio::spawn(async move {
+                    future.await.map(|(bytes, memory)| (bytes, Some(memory)))
+                }),
+                Ok(Dispatched::NoResponse) => {
+                    broker.requests.record(api, received.elapsed());
+                    continue;
+                }
+                Err(reason) => break Err(reason),
+            };
         let pending = Pending {
             response,
             api,

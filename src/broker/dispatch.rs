@@ -30,6 +30,8 @@ pub enum Dispatched {
     /// Computed by a task; written in order when done. An error closes the
     /// connection (a response we could not encode is our bug; say so loudly).
     Deferred(BoxFuture<'static, Result<Bytes, String>>),
+    /// Like `Deferred`, holding response memory until it is written.
+    Held(BoxFuture<'static, Result<(Bytes, super::memory::ResponseMemory), String>>),
     /// acks=0 produce: Kafka sends nothing back.
     NoResponse,
 }
@@ -190,14 +192,32 @@ pub async fn dispatch(
             };
         }
         ApiKey::Fetch => {
-            let mut request = decode(&mut frame)?;
+            let mut request: kafka_protocol::messages::FetchRequest = decode(&mut frame)?;
             let denied = access.fetch(&mut request);
-            let pending = handlers::fetch::handle(Arc::clone(broker), version, request);
-            return Ok(Dispatched::Deferred(
+            // The most this response may hold (one batch past max_bytes
+            // aside), reserved before anything is read.
+            let cap = broker.config.kafka.fetch_max_bytes;
+            let most = usize::try_from(request.max_bytes)
+                .ok()
+                .filter(|&m| m > 0)
+                .map_or(cap, |m| m.min(cap))
+                + 64 * 1024;
+            // Reserved here, in request order: the responses of one
+            // connection are written in order, so a later Fetch must not
+            // take the memory an earlier one waits for.
+            let mut memory = broker
+                .memory
+                .reserve_response(Arc::clone(&session.responses), most)
+                .await
+                .ok_or_else(|| "shutting down".to_string())?;
+            let broker = Arc::clone(broker);
+            return Ok(Dispatched::Held(
                 async move {
-                    let mut response = pending.await;
+                    let mut response = handlers::fetch::handle(broker, version, request).await;
                     response.responses.extend(denied);
-                    encode(&meta, &response)
+                    let bytes = encode(&meta, &response)?;
+                    memory.keep_only(bytes.len());
+                    Ok((bytes, memory))
                 }
                 .boxed(),
             ));

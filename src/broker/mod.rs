@@ -12,6 +12,7 @@ mod dispatch;
 pub mod group;
 mod handlers;
 pub mod limits;
+pub mod memory;
 pub mod metrics;
 pub mod peers;
 pub mod replicas;
@@ -67,7 +68,8 @@ pub struct Broker {
     /// Transaction coordinator of every transactional id.
     pub txn: Arc<txn::TxnCoordinator>,
     /// Budget of request bytes being read and decoded (all connections).
-    pub request_memory: tokio::sync::Semaphore,
+    /// Request, response and decompression budgets (see memory.rs).
+    pub memory: memory::Budgets,
     /// Connections open, bounded (max_connections and per IP).
     pub connections: Arc<limits::ConnectionLimits>,
     /// Serialises topic creation and deletion.
@@ -363,11 +365,10 @@ impl Broker {
             peers: peers::Peers::new(config.node_id, peer_tls),
             readers: TaskTracker::new(),
             responders: TaskTracker::new(),
-            request_memory: tokio::sync::Semaphore::new(
-                config
-                    .kafka
-                    .max_request_memory_bytes
-                    .min(tokio::sync::Semaphore::MAX_PERMITS),
+            memory: memory::Budgets::new(
+                config.kafka.max_request_memory_bytes,
+                config.kafka.max_response_memory_bytes,
+                config.kafka.fetch_max_bytes,
             ),
             connections: Arc::new(limits::ConnectionLimits::new(&config.kafka)),
             config,

@@ -357,8 +357,12 @@ pub struct KafkaConfig {
     /// Largest Fetch response, whatever the client asks (`fetch.max.bytes`).
     pub fetch_max_bytes: usize,
     /// Bytes of requests being read and decoded at once, all connections
-    /// together (`queued.max.request.bytes`).
+    /// together (`queued.max.request.bytes`): three quarters for Produce, a
+    /// quarter for the other APIs.
     pub max_request_memory_bytes: usize,
+    /// Bytes of Fetch responses being built or waiting to be written, all
+    /// connections together.
+    pub max_response_memory_bytes: usize,
     /// An idempotent producer's state in a partition is forgotten after this
     /// long without a write there (`producer.id.expiration.ms`).
     pub producer_id_expiration_ms: i64,
@@ -389,7 +393,7 @@ impl Default for KafkaConfig {
             retention_ms: 604_800_000,
             retention_bytes: -1,
             delete_topic_enable: true,
-            max_inflight_per_connection: 1024,
+            max_inflight_per_connection: 128,
             max_connections: 10_000,
             max_connections_per_ip: None,
             max_connections_per_ip_overrides: String::new(),
@@ -397,6 +401,7 @@ impl Default for KafkaConfig {
             connection_write_timeout_ms: 60_000,
             fetch_max_bytes: 55 * 1024 * 1024,
             max_request_memory_bytes: 256 * 1024 * 1024,
+            max_response_memory_bytes: 256 * 1024 * 1024,
             producer_id_expiration_ms: 86_400_000,
             producer_id_expiration_check_interval_ms: 600_000,
             transaction_max_timeout_ms: 900_000,
@@ -622,6 +627,12 @@ impl Config {
         }
         if self.kafka.connection_write_timeout_ms < 1_000 {
             return invalid("kafka.connection_write_timeout_ms", "must be at least 1000");
+        }
+        if self.kafka.max_response_memory_bytes < 1024 * 1024 {
+            return invalid(
+                "kafka.max_response_memory_bytes",
+                "must be at least 1048576",
+            );
         }
         if self.kafka.max_inflight_per_connection == 0 {
             return invalid("kafka.max_inflight_per_connection", "must be at least 1");

@@ -4,7 +4,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::create_topics_request::CreatableTopic;
@@ -688,36 +688,128 @@ fn list_offsets_max_timestamp_and_timestamps() {
     );
 }
 
+/// Latencies (ms) of `rounds` produce (acks=1) + fetch round trips.
+fn round_trips(raw: &mut Raw, topic: &str, rounds: usize) -> Vec<f64> {
+    let value = vec![b'v'; 1024];
+    (0..rounds)
+        .map(|_| {
+            let started = Instant::now();
+            let records = batch(&[value.as_slice()], Compression::None).freeze();
+            let produced: ProduceResponse =
+                raw.call(ApiKey::Produce, 9, &produce_request(topic, 0, records, 1));
+            let produced = &produced.responses[0].partition_responses[0];
+            assert_eq!(produced.error_code, 0);
+            let (error, _, bytes) = fetch(raw, topic, 0, produced.base_offset);
+            assert_eq!((error, bytes > 1024), (0, true), "the record read back");
+            started.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect()
+}
+
+fn p99(mut latencies: Vec<f64>) -> f64 {
+    latencies.sort_by(f64::total_cmp);
+    latencies[(latencies.len() * 99 / 100).min(latencies.len() - 1)]
+}
+
+/// Slow-trickle frames (Kafka's slowloris): 12 clients announce 100 MiB
+/// Produce and Metadata frames, more than the whole request budget, and
+/// send a byte every 50 ms. The request budget counts bytes as they arrive,
+/// so they hold almost nothing, and a normal client's produce and fetch
+/// round trips stay within 2x of their unloaded p99 (they waited for the
+/// 30 s frame deadline when the budget was taken at the size prefix).
 #[test]
-fn request_memory_is_bounded_across_connections() {
-    let broker = TestBroker::start_configured("[kafka]\nmax_request_memory_bytes = 2097152\n", &[]);
-    // One client announces a 2 MiB frame (the whole budget) and stalls.
-    let mut liar = Raw::connect(&broker);
-    liar.send_raw(&(2 * 1024 * 1024i32).to_be_bytes());
-    liar.send_raw(&[0, 3, 0, 12]);
-    // Another client's request waits for room instead of growing memory...
-    let mut waiting = Raw::connect(&broker);
-    let frame = waiting.frame(ApiKey::ApiVersions, 3, &ApiVersionsRequest::default());
-    waiting
-        .stream
-        .set_read_timeout(Some(Duration::from_millis(700)))
+fn slow_trickle_frames_do_not_starve_a_normal_client() {
+    let broker = TestBroker::start_configured("[kafka]\nmax_request_memory_bytes = 4194304\n", &[]);
+    let mut raw = Raw::connect(&broker);
+    assert_eq!(create_topic(&mut raw, "steady", &[]), 0);
+    round_trips(&mut raw, "steady", 50);
+    let unloaded = p99(round_trips(&mut raw, "steady", 300));
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tricklers: Vec<_> = (0..12)
+        .map(|i| {
+            let mut liar = Raw::connect(&broker);
+            let stop = std::sync::Arc::clone(&stop);
+            std::thread::spawn(move || {
+                liar.send_raw(&(100 * 1024 * 1024i32).to_be_bytes());
+                // Produce (0) or Metadata (3), version 9.
+                liar.send_raw(&[0, if i % 2 == 0 { 0 } else { 3 }, 0, 9]);
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    if liar.stream.write_all(&[0]).is_err() {
+                        break;
+                    }
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    raw.stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    // (give the liar's connection time to take the budget first)
-    std::thread::sleep(Duration::from_millis(200));
-    waiting.send_raw(&frame);
-    let mut byte = [0u8; 1];
-    assert!(
-        waiting.stream.peek(&mut byte).is_err(),
-        "no answer while the budget is taken"
+    let loaded = p99(round_trips(&mut raw, "steady", 300));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for trickler in tricklers {
+        trickler.join().expect("trickler");
+    }
+    eprintln!(
+        "produce+fetch round trip p99: {unloaded:.2} ms unloaded, {loaded:.2} ms beside 12 tricklers"
     );
-    // ...and is served as soon as the stalled client goes away.
-    drop(liar);
-    waiting
-        .stream
-        .set_read_timeout(Some(Duration::from_secs(15)))
-        .expect("timeout");
     assert!(
-        waiting.read_frame().is_some(),
-        "answered once memory is free"
+        loaded <= 2.0 * unloaded.max(2.0),
+        "p99 {loaded:.2} ms beside tricklers, {unloaded:.2} ms without"
     );
+}
+
+/// A decompression bomb (a gzip batch inflating past 128 MiB) is refused
+/// with INVALID_RECORD, twelve of them at once leave the broker's RSS
+/// under 512 MiB (inflation runs one batch per core at a time; without that
+/// bound 6 at once reached 696 MiB), and the broker goes on serving.
+#[test]
+fn decompression_bombs_are_refused_within_a_memory_bound() {
+    let broker = TestBroker::start(&[]);
+    let mut raw = Raw::connect(&broker);
+    assert_eq!(create_topic(&mut raw, "bombed", &[]), 0);
+    // One record of 129 MiB of zeros, gzipped to about 130 KiB.
+    let zeros = vec![0u8; 129 * 1024 * 1024];
+    let bomb = batch(&[zeros.as_slice()], Compression::Gzip).freeze();
+    drop(zeros);
+    assert!(bomb.len() < 1024 * 1024, "{} bytes", bomb.len());
+    let rss = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pid = broker.pid();
+    let watching = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let watcher = {
+        let (rss, watching) = (
+            std::sync::Arc::clone(&rss),
+            std::sync::Arc::clone(&watching),
+        );
+        std::thread::spawn(move || {
+            while watching.load(std::sync::atomic::Ordering::Relaxed) {
+                if let Ok(status) = std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    && let Some(kib) = status
+                        .lines()
+                        .find_map(|l| l.strip_prefix("VmRSS:"))
+                        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+                {
+                    rss.fetch_max(kib, std::sync::atomic::Ordering::Relaxed);
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+    let senders: Vec<_> = (0..12)
+        .map(|_| {
+            let mut raw = Raw::connect(&broker);
+            let bomb = bomb.clone();
+            std::thread::spawn(move || produce_error(&mut raw, "bombed", 0, bomb))
+        })
+        .collect();
+    for sender in senders {
+        assert_eq!(sender.join().expect("sender"), 87, "INVALID_RECORD");
+    }
+    watching.store(false, std::sync::atomic::Ordering::Relaxed);
+    watcher.join().expect("watcher");
+    let peak = rss.load(std::sync::atomic::Ordering::Relaxed);
+    eprintln!("peak RSS with 12 bombs at once: {} MiB", peak / 1024);
+    assert!(peak < 512 * 1024, "peak RSS {} MiB", peak / 1024);
+    assert_serving(&broker);
 }

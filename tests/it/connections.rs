@@ -195,12 +195,17 @@ fn idle_connections_close_and_per_address_bounds_hold() {
     assert!(answers(&mut busy));
 }
 
-/// A client that pipelines Fetches and never reads their responses is
-/// closed once a response waits longer than the write timeout, and the
-/// broker goes on serving others.
+/// A client that pipelines 64 Fetches of 8 MiB and never reads their
+/// responses holds at most its share of the response budget (the broker's
+/// memory does not grow by the 512 MiB it asked for), does not hold up
+/// another client's Fetches, and is closed once a response waits longer
+/// than the write timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
-    let broker = TestBroker::start(&["--connection-write-timeout-ms", "2000"]);
+async fn a_client_that_stops_reading_holds_its_share_then_is_closed() {
+    let broker = TestBroker::start_configured(
+        "[kafka]\nmax_response_memory_bytes = 33554432\nfetch_max_bytes = 8388608\n",
+        &["--connection-write-timeout-ms", "8000"],
+    );
     broker.create_topic("big", 1).await;
     let producer = broker.producer(&[]);
     let value = vec![7u8; 512 * 1024];
@@ -213,14 +218,32 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
             .await
             .expect("delivered");
     }
+    let rss_before = broker.rss_kib();
     let mut stalled = Raw::connect(&broker);
     for _ in 0..64 {
         crate::bad_input::send_fetch(&mut stalled, "big", 0, 0, 8 * 1024 * 1024);
     }
     stalled.stream.flush().expect("flush");
-    std::thread::sleep(Duration::from_secs(5));
-    // The broker gave up on it: reading now drains what was queued in the
-    // kernel, then finds the connection closed.
+    // Meanwhile another client's Fetches of the same data are served.
+    let mut other = Raw::connect(&broker);
+    other
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    for _ in 0..4 {
+        let (error, _, bytes) = crate::bad_input::fetch(&mut other, "big", 0, 0);
+        assert_eq!((error, bytes > 0), (0, true));
+    }
+    let rss_stalled = broker.rss_kib();
+    eprintln!("RSS {rss_before} KiB before, {rss_stalled} KiB with 64 unread 8 MiB Fetches");
+    assert!(
+        rss_stalled.saturating_sub(rss_before) < 128 * 1024,
+        "RSS grew from {rss_before} to {rss_stalled} KiB"
+    );
+    // After the write timeout the broker gives up on it: reading now
+    // drains what was queued in the kernel, then finds the connection
+    // closed, short of the 64 responses.
+    std::thread::sleep(Duration::from_secs(10));
     stalled
         .stream
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -231,6 +254,7 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
         match stalled.stream.read(&mut sink) {
             Ok(0) => break,
             Ok(n) => drained += n,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break,
             Err(e) => panic!("the stalled connection is still open after {drained} bytes: {e}"),
         }
     }
@@ -238,6 +262,5 @@ async fn a_client_that_stops_reading_is_closed_after_the_write_timeout() {
         drained < 64 * 8 * 1024 * 1024,
         "not every response was written ({drained} bytes)"
     );
-    let mut other = Raw::connect(&broker);
     assert!(answers(&mut other));
 }

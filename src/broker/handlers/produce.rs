@@ -170,10 +170,19 @@ async fn append_partition(
     // topic's rules record by record.
     let rules = record_rules(broker, topic);
     let checked = if summary.compressed {
-        let records = records.clone();
-        tokio::task::spawn_blocking(move || validate_records(&records, rules))
-            .await
-            .unwrap_or_else(|e| Err(BatchError::Records(format!("validation task failed: {e}"))))
+        // At most one inflating thread per core (memory.rs): each may
+        // hold an inflated batch of up to MAX_INFLATED_BYTES.
+        match broker.memory.inflating.acquire().await {
+            Ok(_inflating) => {
+                let records = records.clone();
+                tokio::task::spawn_blocking(move || validate_records(&records, rules))
+                    .await
+                    .unwrap_or_else(|e| {
+                        Err(BatchError::Records(format!("validation task failed: {e}")))
+                    })
+            }
+            Err(_) => Err(BatchError::Records("shutting down".into())),
+        }
     } else {
         validate_records(&records, rules)
     };
