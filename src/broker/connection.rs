@@ -51,6 +51,9 @@ pub struct Session {
     pub principal: Arc<str>,
     /// This connection's share of the response budget (memory.rs).
     pub responses: Arc<tokio::sync::Semaphore>,
+    /// Set when a quota throttles the client: no request is read until it
+    /// has passed (quotas.rs).
+    pub mute: Arc<super::quotas::Mute>,
 }
 
 /// Longest time a TLS handshake may take.
@@ -99,6 +102,7 @@ pub async fn accept_loop(
                                 listener,
                                 principal: Arc::from(ANONYMOUS),
                                 responses: broker.memory.connection_share(),
+                                mute: Arc::default(),
                             };
                             let (read_half, write_half) = stream.into_split();
                             serve(broker, read_half, write_half, session, shutdown).await
@@ -164,6 +168,7 @@ async fn serve_tls(
         listener,
         principal: Arc::from(principal),
         responses: broker.memory.connection_share(),
+        mute: Arc::default(),
     };
     tracing::debug!(%peer, principal = %session.principal, listener = %session.listener.name, "TLS connection authenticated");
     let (read_half, write_half) = tokio::io::split(stream);
@@ -227,6 +232,11 @@ where
         Ok(())
     });
     let result = loop {
+        // A throttled client's next request waits (Kafka's muting).
+        tokio::select! {
+            _ = session.mute.wait() => {}
+            _ = shutdown.cancelled() => break Ok(()),
+        }
         // Wait for the next request's first byte (fill_buf keeps what it
         // read if the wait is given up), closing the connection once it
         // has been idle for connections_max_idle_ms with nothing pending.
@@ -317,8 +327,28 @@ where
             }
             continue;
         }
+        // request_percentage: the time this request takes here.
+        let quota_client = broker.quotas.active().then(|| {
+            request
+                .header
+                .client_id
+                .as_deref()
+                .unwrap_or("")
+                .to_string()
+        });
+        let dispatched = Box::pin(dispatch(&broker, request, &session)).await;
+        if let Some(client) = quota_client {
+            let percent_seconds = received.elapsed().as_secs_f64() * 100.0;
+            let throttle = broker.quotas.record(
+                super::quotas::QuotaType::Request,
+                super::quotas::user_of(&session.principal),
+                &client,
+                percent_seconds,
+            );
+            session.mute.for_ms(throttle);
+        }
         let response =
-            match Box::pin(dispatch(&broker, request, &session)).await {
+            match dispatched {
                 Ok(Dispatched::Response(bytes)) => tokio::spawn(async move { Ok((bytes, None)) }),
                 Ok(Dispatched::Deferred(future)) => {
                     tokio::spawn(async move { future.await.map(|bytes| (bytes, None)) })

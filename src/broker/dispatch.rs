@@ -20,6 +20,7 @@ use super::Broker;
 use super::authz::{self, Access};
 use super::connection::Session;
 use super::handlers;
+use super::quotas::{QuotaType, user_of};
 use super::security::acl::{Operation, ResourceType};
 use crate::protocol::frame::{RequestFrame, encode_response};
 use crate::protocol::versions::is_supported;
@@ -177,13 +178,27 @@ pub async fn dispatch(
             encode(&meta, &response)?
         }
         ApiKey::Produce => {
+            let request_bytes = frame.body.len() as f64;
             let mut request = decode(&mut frame)?;
             let denied = access.produce(&mut request);
+            // producer_byte_rate: the request's bytes; past the quota the
+            // response says how long to wait and the connection is muted.
+            let throttle = match broker.quotas.active() {
+                true => broker.quotas.record(
+                    QuotaType::Produce,
+                    user_of(&session.principal),
+                    frame.header.client_id.as_deref().unwrap_or(""),
+                    request_bytes,
+                ),
+                false => 0,
+            };
+            session.mute.for_ms(throttle);
             return match handlers::produce::prepare(broker, version, request).await? {
                 None => Ok(Dispatched::NoResponse),
                 Some(pending) => Ok(Dispatched::Deferred(
                     async move {
                         let mut response = pending.await;
+                        response.throttle_time_ms = throttle.min(i32::MAX as u64) as i32;
                         response.responses.extend(denied);
                         encode(&meta, &response)
                     }
@@ -211,11 +226,41 @@ pub async fn dispatch(
                 .await
                 .ok_or_else(|| "shutting down".to_string())?;
             let broker = Arc::clone(broker);
+            let quota_client = broker.quotas.active().then(|| {
+                (
+                    user_of(&session.principal).to_string(),
+                    frame.header.client_id.as_deref().unwrap_or("").to_string(),
+                    Arc::clone(&session.mute),
+                )
+            });
             return Ok(Dispatched::Held(
                 async move {
-                    let mut response = handlers::fetch::handle(broker, version, request).await;
+                    let mut response =
+                        handlers::fetch::handle(Arc::clone(&broker), version, request).await;
                     response.responses.extend(denied);
-                    let bytes = encode(&meta, &response)?;
+                    let mut bytes = encode(&meta, &response)?;
+                    // consumer_byte_rate: the response's bytes. A client still
+                    // throttled gets no data, as in Kafka; either way a
+                    // throttle mutes the connection.
+                    if let Some((user, client, mute)) = quota_client {
+                        match broker.quotas.fetch(&user, &client, bytes.len() as f64) {
+                            Ok(throttle) => {
+                                if throttle > 0 {
+                                    mute.for_ms(throttle);
+                                    response.throttle_time_ms =
+                                        throttle.min(i32::MAX as u64) as i32;
+                                    bytes = encode(&meta, &response)?;
+                                }
+                            }
+                            Err(throttle) => {
+                                mute.for_ms(throttle);
+                                let throttled = kafka_protocol::messages::FetchResponse::default()
+                                    .with_throttle_time_ms(throttle.min(i32::MAX as u64) as i32)
+                                    .with_session_id(response.session_id);
+                                bytes = encode(&meta, &throttled)?;
+                            }
+                        }
+                    }
                     memory.keep_only(bytes.len());
                     Ok((bytes, memory))
                 }
@@ -626,10 +671,7 @@ pub async fn dispatch(
             encode(&meta, &handlers::acls::delete(broker, request).await)?
         }
         ApiKey::DescribeClientQuotas => {
-            // No client quota exists yet (nothing sets one): an empty
-            // answer, which kafka-configs.sh --describe needs for users.
-            let _request: kafka_protocol::messages::DescribeClientQuotasRequest =
-                decode(&mut frame)?;
+            let request = decode(&mut frame)?;
             if !access.cluster_op(Operation::DescribeConfigs) {
                 refuse!(
                     kafka_protocol::messages::DescribeClientQuotasResponse,
@@ -638,8 +680,38 @@ pub async fn dispatch(
             }
             encode(
                 &meta,
-                &kafka_protocol::messages::DescribeClientQuotasResponse::default()
-                    .with_entries(Some(Vec::new())),
+                &handlers::client_quotas::describe(broker, request).await,
+            )?
+        }
+        ApiKey::AlterClientQuotas => {
+            let request: kafka_protocol::messages::AlterClientQuotasRequest = decode(&mut frame)?;
+            if !access.cluster_op(Operation::AlterConfigs) {
+                let entries = request
+                    .entries
+                    .iter()
+                    .map(|entry| {
+                        kafka_protocol::messages::alter_client_quotas_response::EntryData::default()
+                            .with_error_code(E::ClusterAuthorizationFailed.code())
+                            .with_entity(
+                                entry
+                                    .entity
+                                    .iter()
+                                    .map(|e| {
+                                        kafka_protocol::messages::alter_client_quotas_response::EntityData::default()
+                                            .with_entity_type(e.entity_type.clone())
+                                            .with_entity_name(e.entity_name.clone())
+                                    })
+                                    .collect(),
+                            )
+                    })
+                    .collect();
+                let answer = kafka_protocol::messages::AlterClientQuotasResponse::default()
+                    .with_entries(entries);
+                return Ok(Dispatched::Response(encode(&meta, &answer)?));
+            }
+            encode(
+                &meta,
+                &handlers::client_quotas::alter(broker, request).await,
             )?
         }
         ApiKey::DescribeUserScramCredentials => {

@@ -15,6 +15,7 @@ pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod peers;
+pub mod quotas;
 pub mod replicas;
 pub mod security;
 pub mod topic_configs;
@@ -68,6 +69,8 @@ pub struct Broker {
     /// Transaction coordinator of every transactional id.
     pub txn: Arc<txn::TxnCoordinator>,
     /// Budget of request bytes being read and decoded (all connections).
+    /// Client quotas, re-read with the ACLs (see quotas.rs).
+    pub quotas: quotas::Quotas,
     /// Request, response and decompression budgets (see memory.rs).
     pub memory: memory::Budgets,
     /// Connections open, bounded (max_connections and per IP).
@@ -333,6 +336,8 @@ impl Broker {
             config.acl.allow_everyone_if_no_acl_found,
         ));
         authorizer.set_bindings(metadata.acls().await?);
+        let client_quotas = quotas::Quotas::default();
+        client_quotas.set(metadata.client_quotas().await?);
         // Other brokers are reached over TLS when the inter-broker listener is SSL.
         let peer_tls = tls.clone().filter(|_| {
             specs.iter().any(|s| {
@@ -365,6 +370,7 @@ impl Broker {
             peers: peers::Peers::new(config.node_id, peer_tls),
             readers: TaskTracker::new(),
             responders: TaskTracker::new(),
+            quotas: client_quotas,
             memory: memory::Budgets::new(
                 config.kafka.max_request_memory_bytes,
                 config.kafka.max_response_memory_bytes,
@@ -477,7 +483,8 @@ impl Broker {
     }
 }
 
-/// Re-reads the ACLs every `acl.refresh_interval_ms` until `shutdown`.
+/// Re-reads the ACLs and client quotas every `acl.refresh_interval_ms`
+/// until `shutdown`.
 async fn refresh_acls(broker: Arc<Broker>, shutdown: CancellationToken) {
     let every = Duration::from_millis(broker.config.acl.refresh_interval_ms.max(100));
     loop {
@@ -490,12 +497,19 @@ async fn refresh_acls(broker: Arc<Broker>, shutdown: CancellationToken) {
 }
 
 impl Broker {
-    /// Re-reads the ACLs from the store (a failure keeps the last ones).
+    /// Re-reads the ACLs and client quotas from the store (a failure
+    /// keeps the last ones).
     pub async fn refresh_acls(&self) {
         match self.metadata.acls().await {
             Ok(bindings) => self.authorizer.set_bindings(bindings),
             Err(error) => {
                 tracing::warn!(%error, "cannot read the ACLs; enforcing the last ones read")
+            }
+        }
+        match self.metadata.client_quotas().await {
+            Ok(quotas) => self.quotas.set(quotas),
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the client quotas; enforcing the last ones read")
             }
         }
     }

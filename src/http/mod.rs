@@ -34,6 +34,7 @@ async fn metrics(State(broker): State<Arc<Broker>>) -> impl IntoResponse {
         crate::broker::cluster::render_prometheus(&broker)
     );
     broker.connections.render_prometheus(&mut text);
+    broker.quotas.render_prometheus(&mut text);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text)
 }
 

@@ -254,6 +254,15 @@ pub struct AclRecord {
     pub permission_type: i8,
 }
 
+/// One client quota: an entity (its canonical text, see broker::quotas),
+/// a quota key (`producer_byte_rate`, ...) and its value.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaRecord {
+    pub entity: String,
+    pub key: String,
+    pub value: f64,
+}
+
 /// Kafka's transaction states (the coordinator's view of a transactional id).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TxnState {
@@ -673,6 +682,16 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn create_acls(&self, bindings: Vec<AclRecord>) -> Result<()>;
     /// Deletes these bindings; how many were stored.
     async fn delete_acls(&self, bindings: Vec<AclRecord>) -> Result<usize>;
+
+    /// Every client quota.
+    async fn client_quotas(&self) -> Result<Vec<QuotaRecord>>;
+    /// Sets `set` (replacing values) and removes `remove` (entity, key), in
+    /// one transaction.
+    async fn alter_client_quotas(
+        &self,
+        set: Vec<QuotaRecord>,
+        remove: Vec<(String, String)>,
+    ) -> Result<()>;
 }
 
 fn is_postgres(url: &str) -> bool {

@@ -23,6 +23,7 @@ mod http;
 pub(crate) mod idempotence;
 mod polyglot;
 mod produce_consume;
+mod quotas;
 mod record_rules;
 mod restore;
 mod s3;

@@ -43,8 +43,8 @@ mod users;
 use super::{
     AbortedTxn, AclRecord, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
     LeaderMove, MetadataError, MetadataStore, ObjectCommit, PartitionProducerState,
-    PartitionRecord, ProducerStateRecord, Result, ScramRecord, SealedObject, StaleIntents, TopicId,
-    TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
+    PartitionRecord, ProducerStateRecord, QuotaRecord, Result, ScramRecord, SealedObject,
+    StaleIntents, TopicId, TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
 };
 
 use connection::Client;
@@ -793,6 +793,26 @@ impl MetadataStore for PostgresStore {
         self.bounded("delete_acls", async move {
             let mut client = self.client().await?;
             users::delete_acls(&mut client, &bindings).await
+        })
+        .await
+    }
+
+    async fn client_quotas(&self) -> Result<Vec<QuotaRecord>> {
+        self.bounded("client_quotas", async move {
+            let client = self.client().await?;
+            users::client_quotas(&client).await
+        })
+        .await
+    }
+
+    async fn alter_client_quotas(
+        &self,
+        set: Vec<QuotaRecord>,
+        remove: Vec<(String, String)>,
+    ) -> Result<()> {
+        self.bounded("alter_client_quotas", async move {
+            let mut client = self.client().await?;
+            users::alter_client_quotas(&mut client, &set, &remove).await
         })
         .await
     }

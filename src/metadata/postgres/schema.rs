@@ -16,6 +16,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_listener_endpoints.sql"),
     include_str!("migrations/0007_scram_credentials.sql"),
     include_str!("migrations/0008_acls.sql"),
+    include_str!("migrations/0009_client_quotas.sql"),
 ];
 
 /// Key of the advisory lock held while migrating ("strata" in ASCII).

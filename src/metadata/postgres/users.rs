@@ -1,7 +1,7 @@
 //! SCRAM credentials and ACL bindings in PostgreSQL.
 
 use super::Client;
-use crate::metadata::{AclRecord, Result, ScramRecord};
+use crate::metadata::{AclRecord, QuotaRecord, Result, ScramRecord};
 
 fn record(r: &tokio_postgres::Row) -> Result<ScramRecord> {
     Ok(ScramRecord {
@@ -147,4 +147,44 @@ pub(super) async fn delete_acls(client: &mut Client, bindings: &[AclRecord]) -> 
     }
     tx.commit().await?;
     Ok(usize::try_from(deleted).unwrap_or(usize::MAX))
+}
+
+pub(super) async fn client_quotas(client: &Client) -> Result<Vec<QuotaRecord>> {
+    let rows = client
+        .query("SELECT entity, quota_key, value FROM client_quotas", &[])
+        .await?;
+    rows.iter()
+        .map(|r| {
+            Ok(QuotaRecord {
+                entity: r.try_get(0)?,
+                key: r.try_get(1)?,
+                value: r.try_get(2)?,
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn alter_client_quotas(
+    client: &mut Client,
+    set: &[QuotaRecord],
+    remove: &[(String, String)],
+) -> Result<()> {
+    let tx = client.transaction().await?;
+    for (entity, key) in remove {
+        tx.execute(
+            "DELETE FROM client_quotas WHERE entity = $1 AND quota_key = $2",
+            &[entity, key],
+        )
+        .await?;
+    }
+    for q in set {
+        tx.execute(
+            "INSERT INTO client_quotas (entity, quota_key, value) VALUES ($1, $2, $3)
+             ON CONFLICT (entity, quota_key) DO UPDATE SET value = EXCLUDED.value",
+            &[&q.entity, &q.key, &q.value],
+        )
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(())
 }

@@ -25,8 +25,8 @@ mod users;
 use super::{
     AbortedTxn, AclRecord, BrokerRecord, ChunkOutcome, ChunkRecord, CommittedOffset, GroupStateRow,
     LeaderMove, MetadataError, MetadataStore, ObjectCommit, PartitionProducerState,
-    PartitionRecord, ProducerStateRecord, Result, ScramRecord, SealedObject, StaleIntents, TopicId,
-    TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
+    PartitionRecord, ProducerStateRecord, QuotaRecord, Result, ScramRecord, SealedObject,
+    StaleIntents, TopicId, TopicRecord, TransactionRecord, UnsealedObjects, UploadIntent,
 };
 
 pub struct SqliteStore {
@@ -592,6 +592,19 @@ impl MetadataStore for SqliteStore {
 
     async fn delete_acls(&self, bindings: Vec<AclRecord>) -> Result<usize> {
         self.with_conn(move |conn| users::delete_acls(conn, &bindings))
+            .await
+    }
+
+    async fn client_quotas(&self) -> Result<Vec<QuotaRecord>> {
+        self.with_reader(users::client_quotas).await
+    }
+
+    async fn alter_client_quotas(
+        &self,
+        set: Vec<QuotaRecord>,
+        remove: Vec<(String, String)>,
+    ) -> Result<()> {
+        self.with_conn(move |conn| users::alter_client_quotas(conn, &set, &remove))
             .await
     }
 }

@@ -10,7 +10,7 @@ use crate::metadata::{MetadataError, Result};
 /// Migrations in order; entry `i` takes the schema from version `i` to `i + 1`.
 pub(super) const MIGRATIONS: &[&str] = &[
     SCHEMA_V1, SCHEMA_V2, SCHEMA_V3, SCHEMA_V4, SCHEMA_V5, SCHEMA_V6, SCHEMA_V7, SCHEMA_V8,
-    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13, SCHEMA_V14,
+    SCHEMA_V9, SCHEMA_V10, SCHEMA_V11, SCHEMA_V12, SCHEMA_V13, SCHEMA_V14, SCHEMA_V15,
 ];
 
 const SCHEMA_V1: &str = "
@@ -296,6 +296,17 @@ CREATE TABLE acls (
     permission_type INTEGER NOT NULL,
     PRIMARY KEY (resource_type, resource_name, pattern_type, principal, host, operation,
                  permission_type)
+) WITHOUT ROWID;
+";
+
+/// v15: client quotas (Kafka's AlterClientQuotas), one row per entity and
+/// quota key.
+const SCHEMA_V15: &str = "
+CREATE TABLE client_quotas (
+    entity TEXT NOT NULL,
+    quota_key TEXT NOT NULL,
+    value REAL NOT NULL,
+    PRIMARY KEY (entity, quota_key)
 ) WITHOUT ROWID;
 ";
 

@@ -2,7 +2,7 @@
 
 use rusqlite::{Connection, params};
 
-use crate::metadata::{AclRecord, Result, ScramRecord};
+use crate::metadata::{AclRecord, QuotaRecord, Result, ScramRecord};
 
 fn record(r: &rusqlite::Row<'_>) -> rusqlite::Result<ScramRecord> {
     Ok(ScramRecord {
@@ -140,4 +140,40 @@ pub(super) fn delete_acls(conn: &mut Connection, bindings: &[AclRecord]) -> Resu
     }
     tx.commit()?;
     Ok(deleted)
+}
+
+pub(super) fn client_quotas(conn: &Connection) -> Result<Vec<QuotaRecord>> {
+    let mut stmt = conn.prepare_cached("SELECT entity, quota_key, value FROM client_quotas")?;
+    let rows = stmt.query_map([], |r| {
+        Ok(QuotaRecord {
+            entity: r.get(0)?,
+            key: r.get(1)?,
+            value: r.get(2)?,
+        })
+    })?;
+    Ok(rows.collect::<std::result::Result<Vec<_>, _>>()?)
+}
+
+pub(super) fn alter_client_quotas(
+    conn: &mut Connection,
+    set: &[QuotaRecord],
+    remove: &[(String, String)],
+) -> Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut delete =
+            tx.prepare_cached("DELETE FROM client_quotas WHERE entity = ?1 AND quota_key = ?2")?;
+        for (entity, key) in remove {
+            delete.execute(params![entity, key])?;
+        }
+        let mut upsert = tx.prepare_cached(
+            "INSERT INTO client_quotas (entity, quota_key, value) VALUES (?1, ?2, ?3)
+             ON CONFLICT (entity, quota_key) DO UPDATE SET value = excluded.value",
+        )?;
+        for q in set {
+            upsert.execute(params![q.entity, q.key, q.value])?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
 }
