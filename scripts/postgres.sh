@@ -6,7 +6,9 @@
 #   scripts/postgres.sh url     prints the URL tests connect to
 # STRATA_PG_DIR and STRATA_TEST_PG_PORT choose another server (directory, port).
 # Port 55432 on 127.0.0.1 (the next free one if that is taken), user
-# `strata` (trust auth: test data only).
+# `strata` (trust auth: test data only). The server also speaks TLS, with a
+# certificate for 127.0.0.1 and localhost signed by a CA of its own
+# ($dir/tls/ca.pem), for the sslmode=verify-full tests.
 # PostgreSQL refuses to run as root: as root, the server runs as the
 # `postgres` user the package creates.
 set -euo pipefail
@@ -29,6 +31,25 @@ as_owner() {
   if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
 }
 
+# A CA and a server certificate (127.0.0.1, localhost) under $1.
+tls() {
+  mkdir -p "$1"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=strata test CA" \
+    -keyout "$1/ca.key" -out "$1/ca.pem" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=127.0.0.1" \
+    -keyout "$1/server.key" -out "$1/server.csr" >/dev/null 2>&1
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$1/ext.cnf"
+  openssl x509 -req -in "$1/server.csr" -CA "$1/ca.pem" -CAkey "$1/ca.key" -CAcreateserial \
+    -days 3650 -extfile "$1/ext.cnf" -out "$1/server.pem" >/dev/null 2>&1
+  chmod 600 "$1/server.key"
+  if [ "$(id -u)" = 0 ]; then chown -R postgres "$1"; fi
+}
+
+server_options() {
+  echo "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400" \
+    "-c ssl=on -c ssl_cert_file=$dir/tls/server.pem -c ssl_key_file=$dir/tls/server.key"
+}
+
 case "${1:-}" in
   start)
     if [ -z "$(bin_dir)" ]; then
@@ -39,6 +60,11 @@ case "${1:-}" in
     fi
     bin=$(bin_dir)
     [ -n "$bin" ] || { echo "PostgreSQL is not installed and could not be installed" >&2; exit 1; }
+    if ! command -v openssl >/dev/null; then
+      echo "==> installing openssl (the test server's TLS certificate)"
+      if [ "$(id -u)" = 0 ]; then sudo=(); else sudo=(sudo); fi
+      "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openssl
+    fi
     if [ -f "$dir/data/postmaster.pid" ]; then
       as_owner "$bin/pg_ctl" -D "$dir/data" -m immediate stop >/dev/null 2>&1 || true
     fi
@@ -55,8 +81,9 @@ case "${1:-}" in
       || { cat "$dir/initdb.log" >&2; exit 1; }
     # Tests create many connections (a pool per broker) and need no durability
     # beyond the process: fsync stays on anyway, to test what users run.
+    tls "$dir/tls"
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
+      -o "$(server_options)" start >/dev/null
     as_owner "$bin/psql" -h 127.0.0.1 -p "$port" -U strata -d postgres -qc "CREATE DATABASE strata" >/dev/null
     echo "postgres://strata@127.0.0.1:$port/strata"
     ;;
@@ -72,7 +99,7 @@ case "${1:-}" in
     as_owner "$bin/pg_ctl" -D "$dir/data" -m fast stop >/dev/null
     sleep "${2:-2}"
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-      -o "-p $port -k $dir -c listen_addresses=127.0.0.1 -c max_connections=400" start >/dev/null
+      -o "$(server_options)" start >/dev/null
     ;;
   url)
     echo "postgres://strata@127.0.0.1:$port/strata"

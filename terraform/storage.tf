@@ -77,9 +77,11 @@ resource "aws_db_parameter_group" "metadata" {
     name  = "log_min_duration_statement"
     value = "500"
   }
+  # Brokers connect with sslmode=verify-full against RDS's CA bundle
+  # (cloud-init.yaml.tftpl); plaintext connections are refused.
   parameter {
     name  = "rds.force_ssl"
-    value = "0"
+    value = "1"
   }
 }
 

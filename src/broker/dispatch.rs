@@ -212,10 +212,17 @@ pub async fn dispatch(
             // The most this response may hold (one batch past max_bytes
             // aside), reserved before anything is read.
             let cap = broker.config.kafka.fetch_max_bytes;
+            let partition_bytes: usize = request
+                .topics
+                .iter()
+                .flat_map(|t| &t.partitions)
+                .map(|p| usize::try_from(p.partition_max_bytes).unwrap_or(0) + 64 * 1024)
+                .sum();
             let most = usize::try_from(request.max_bytes)
                 .ok()
                 .filter(|&m| m > 0)
                 .map_or(cap, |m| m.min(cap))
+                .min(partition_bytes.max(64 * 1024))
                 + 64 * 1024;
             // Reserved here, in request order: the responses of one
             // connection are written in order, so a later Fetch must not
@@ -236,7 +243,8 @@ pub async fn dispatch(
             return Ok(Dispatched::Held(
                 async move {
                     let mut response =
-                        handlers::fetch::handle(Arc::clone(&broker), version, request).await;
+                        handlers::fetch::handle(Arc::clone(&broker), version, request, &mut memory)
+                            .await;
                     response.responses.extend(denied);
                     let mut bytes = encode(&meta, &response)?;
                     // consumer_byte_rate: the response's bytes. A client still

@@ -94,30 +94,64 @@ impl Budgets {
         let want = max_bytes
             .clamp(1, self.share_bytes.min(Semaphore::MAX_PERMITS))
             .min(u32::MAX as usize) as u32;
-        let mine = share.acquire_many_owned(want).await.ok()?;
+        let mine = Arc::clone(&share).acquire_many_owned(want).await.ok()?;
         let all = Arc::clone(&self.responses)
             .acquire_many_owned(want)
             .await
             .ok()?;
-        Some(ResponseMemory { mine, all })
+        Some(ResponseMemory {
+            share,
+            budget: Arc::clone(&self.responses),
+            want,
+            mine: Some(mine),
+            all: Some(all),
+        })
     }
 }
 
-/// Response memory held by a response until it is written.
+/// Response memory held by a response until it is written. A long-polling
+/// Fetch gives it back while it waits and takes it again (without waiting)
+/// to read, so waiting consumers hold nothing.
 pub struct ResponseMemory {
-    mine: OwnedSemaphorePermit,
-    all: OwnedSemaphorePermit,
+    share: Arc<Semaphore>,
+    budget: Arc<Semaphore>,
+    want: u32,
+    mine: Option<OwnedSemaphorePermit>,
+    all: Option<OwnedSemaphorePermit>,
 }
 
 impl ResponseMemory {
     /// Keeps `bytes` of the reservation and gives back the rest.
     pub fn keep_only(&mut self, bytes: usize) {
-        for permit in [&mut self.mine, &mut self.all] {
+        for permit in [&mut self.mine, &mut self.all].into_iter().flatten() {
             let held = permit.num_permits();
             if held > bytes.max(1) {
                 drop(permit.split(held - bytes.max(1)));
             }
         }
+    }
+
+    /// Gives the reservation back (while a Fetch waits for data).
+    pub fn pause(&mut self) {
+        self.mine = None;
+        self.all = None;
+    }
+
+    /// Takes the reservation again if there is room now; false if not (the
+    /// Fetch then answers with what it has).
+    pub fn resume(&mut self) -> bool {
+        if self.mine.is_some() {
+            return true;
+        }
+        let Ok(mine) = Arc::clone(&self.share).try_acquire_many_owned(self.want) else {
+            return false;
+        };
+        let Ok(all) = Arc::clone(&self.budget).try_acquire_many_owned(self.want) else {
+            return false;
+        };
+        self.mine = Some(mine);
+        self.all = Some(all);
+        true
     }
 }
 
@@ -281,8 +315,14 @@ mod tests {
         memory.keep_only(300);
         assert_eq!(share.available_permits(), 1_000_000 - 300);
         assert_eq!(budgets.responses.available_permits(), 4_000_000 - 300);
-        drop(memory);
+        memory.pause();
         assert_eq!(budgets.responses.available_permits(), 4_000_000);
+        assert_eq!(share.available_permits(), 1_000_000);
+        assert!(memory.resume());
+        assert_eq!(share.available_permits(), 0);
+        memory.pause();
+        let _other = budgets.responses.try_acquire_many(3_500_000).expect("room");
+        assert!(!memory.resume(), "no room: answers with what it has");
         assert_eq!(share.available_permits(), 1_000_000);
     }
 }

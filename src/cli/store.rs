@@ -48,6 +48,10 @@ pub struct StoreArgs {
     /// Path-style S3 requests (MinIO needs them).
     #[arg(long, env = "STRATA_S3_PATH_STYLE", value_name = "BOOL")]
     pub s3_path_style: Option<bool>,
+    /// CA certificates (PEM bundle) an https S3 endpoint may chain to,
+    /// besides the system's (a private CA in front of MinIO, say).
+    #[arg(long, env = "STRATA_S3_CA_FILE", value_name = "FILE")]
+    pub s3_ca_file: Option<PathBuf>,
 }
 
 impl StoreArgs {
@@ -75,6 +79,7 @@ impl StoreArgs {
         set!(self.s3_secret_access_key.clone().map(Some) => s3.secret_access_key);
         set!(self.s3_allow_http.map(Some) => s3.allow_http);
         set!(self.s3_path_style.map(Some) => s3.path_style);
+        set!(self.s3_ca_file.clone().map(Some) => s3.ca_file);
         Ok(config)
     }
 }

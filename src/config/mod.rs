@@ -239,6 +239,9 @@ pub struct S3Config {
     pub allow_http: Option<bool>,
     /// Path-style requests (`endpoint/bucket/key`), as MinIO needs.
     pub path_style: Option<bool>,
+    /// CA certificates (a PEM bundle) an https endpoint may chain to,
+    /// besides the system's.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for S3Config {
@@ -253,6 +256,7 @@ impl std::fmt::Debug for S3Config {
             )
             .field("allow_http", &self.allow_http)
             .field("path_style", &self.path_style)
+            .field("ca_file", &self.ca_file)
             .finish()
     }
 }

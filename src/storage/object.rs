@@ -149,6 +149,21 @@ impl ObjectStorage {
                 max_retries: RETRY_ATTEMPTS - 1,
                 retry_timeout: RETRY_BUDGET,
             };
+            let roots = match &s3.ca_file {
+                Some(path) => {
+                    let pem = std::fs::read(path).map_err(|e| {
+                        anyhow::anyhow!("cannot read s3.ca_file {}: {e}", path.display())
+                    })?;
+                    let roots = object_store::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                        anyhow::anyhow!("s3.ca_file {} is not a PEM bundle: {e}", path.display())
+                    })?;
+                    if roots.is_empty() {
+                        anyhow::bail!("s3.ca_file {} holds no certificate", path.display());
+                    }
+                    roots
+                }
+                None => Vec::new(),
+            };
             let metrics = Arc::new(ObjectStoreMetrics::default());
             // Set timeouts key by key: `with_client_options` would replace the
             // options (allow_http among them) taken from flags and AWS_* vars.
@@ -156,6 +171,7 @@ impl ObjectStorage {
                 .with_retry(retry)
                 .with_http_connector(CountingConnector {
                     metrics: Arc::clone(&metrics),
+                    roots,
                 })
                 .with_config(
                     AmazonS3ConfigKey::Client(ClientConfigKey::ConnectTimeout),

@@ -17,12 +17,18 @@ use super::metrics::ObjectStoreMetrics;
 #[derive(Debug)]
 pub(super) struct CountingConnector {
     pub(super) metrics: Arc<ObjectStoreMetrics>,
+    /// CA certificates trusted besides the system's (`s3.ca_file`).
+    pub(super) roots: Vec<object_store::Certificate>,
 }
 
 impl HttpConnector for CountingConnector {
     fn connect(&self, options: &ClientOptions) -> object_store::Result<HttpClient> {
+        let mut options = options.clone();
+        for root in &self.roots {
+            options = options.with_root_certificate(root.clone());
+        }
         Ok(HttpClient::new(CountingClient {
-            inner: ReqwestConnector::default().connect(options)?,
+            inner: ReqwestConnector::default().connect(&options)?,
             metrics: Arc::clone(&self.metrics),
         }))
     }
@@ -145,6 +151,7 @@ mod tests {
                 secret_access_key: Some("s".into()),
                 allow_http: Some(true),
                 path_style: Some(true),
+                ca_file: None,
             },
         )
         .expect("open")

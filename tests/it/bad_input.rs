@@ -746,16 +746,25 @@ fn slow_trickle_frames_do_not_starve_a_normal_client() {
     raw.stream
         .set_read_timeout(Some(Duration::from_secs(20)))
         .expect("timeout");
-    let loaded = p99(round_trips(&mut raw, "steady", 300));
+    let during = round_trips(&mut raw, "steady", 300);
+    let worst = during.iter().copied().fold(0.0, f64::max);
+    let loaded = p99(during);
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for trickler in tricklers {
         trickler.join().expect("trickler");
     }
     eprintln!(
-        "produce+fetch round trip p99: {unloaded:.2} ms unloaded, {loaded:.2} ms beside 12 tricklers"
+        "produce+fetch round trip p99: {unloaded:.2} ms unloaded, {loaded:.2} ms beside 12 tricklers (worst {worst:.1} ms)"
     );
+    // Starved, a round trip waited for the tricklers' 30 s frame deadline.
     assert!(
-        loaded <= 2.0 * unloaded.max(2.0),
+        worst < 2_000.0,
+        "a round trip took {worst:.0} ms beside tricklers"
+    );
+    // Within 2x of unloaded (an idle machine: 6.0 and 8.5 ms); the 25 ms
+    // allow for the rest of the suite sharing this machine's cores.
+    assert!(
+        loaded <= 2.0 * unloaded.max(2.0) || loaded <= unloaded + 25.0,
         "p99 {loaded:.2} ms beside tricklers, {unloaded:.2} ms without"
     );
 }

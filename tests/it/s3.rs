@@ -118,15 +118,27 @@ fn minio_binary() -> PathBuf {
 /// A MinIO server on a free port with `buckets` (directories of its fresh
 /// drive, which MinIO takes as buckets), answering once it is ready.
 pub(crate) fn start_s3(buckets: &[&str]) -> S3Server {
+    start_s3_with(buckets, None)
+}
+
+/// As `start_s3`, serving HTTPS with the certificate and key in `certs`
+/// (MinIO's `public.crt` and `private.key`) when given.
+pub(crate) fn start_s3_with(buckets: &[&str], certs: Option<&std::path::Path>) -> S3Server {
     let data = tempfile::tempdir().expect("minio drive");
     for bucket in buckets {
         std::fs::create_dir(data.path().join(bucket)).expect("bucket directory");
     }
     let port = free_port();
-    let child = Command::new(minio_binary())
-        .arg("server")
-        .arg(data.path())
-        .args(["--address", &format!("127.0.0.1:{port}"), "--quiet"])
+    let mut command = Command::new(minio_binary());
+    command.arg("server").arg(data.path()).args([
+        "--address",
+        &format!("127.0.0.1:{port}"),
+        "--quiet",
+    ]);
+    if let Some(certs) = certs {
+        command.arg("--certs-dir").arg(certs);
+    }
+    let child = command
         .env("MINIO_ROOT_USER", ACCESS_KEY)
         .env("MINIO_ROOT_PASSWORD", SECRET_KEY)
         .env("MINIO_BROWSER", "off")
@@ -135,7 +147,8 @@ pub(crate) fn start_s3(buckets: &[&str]) -> S3Server {
         .stderr(Stdio::null())
         .spawn()
         .expect("start minio");
-    let endpoint = format!("http://127.0.0.1:{port}");
+    let scheme = if certs.is_some() { "https" } else { "http" };
+    let endpoint = format!("{scheme}://127.0.0.1:{port}");
     let server = S3Server {
         child,
         endpoint,
@@ -144,7 +157,23 @@ pub(crate) fn start_s3(buckets: &[&str]) -> S3Server {
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
         let ready = TcpStream::connect(("127.0.0.1", port)).is_ok()
-            && http_request(&format!("127.0.0.1:{port}"), "GET", "/minio/health/ready").0 == 200;
+            && match certs {
+                None => {
+                    http_request(&format!("127.0.0.1:{port}"), "GET", "/minio/health/ready").0
+                        == 200
+                }
+                Some(certs) => Command::new("python3")
+                    .args([
+                        "-c",
+                        "import ssl, sys, urllib.request\n\
+                         ctx = ssl.create_default_context(cafile=sys.argv[2])\n\
+                         urllib.request.urlopen(sys.argv[1], context=ctx)",
+                        &format!("{}/minio/health/ready", server.endpoint),
+                        &certs.join("ca.pem").display().to_string(),
+                    ])
+                    .output()
+                    .is_ok_and(|out| out.status.success()),
+            };
         if ready {
             return server;
         }
@@ -254,4 +283,46 @@ fn unreachable_s3_is_a_clear_startup_error_or_retry_not_a_panic() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("has no bucket"), "{stderr}");
+}
+
+/// MinIO over HTTPS with a certificate of a private CA: the broker trusts
+/// it through --s3-ca-file and every acknowledged record is read back;
+/// without the CA its flushes fail on the certificate and nothing is
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_over_https_with_a_private_ca() {
+    let certs = tempfile::tempdir().expect("certs");
+    let ca = crate::tls::Authority::new("private S3 CA");
+    let (cert, key) = ca.sign(
+        &["127.0.0.1", "localhost"],
+        &[(rcgen::DnType::CommonName, "minio")],
+    );
+    crate::tls::write(certs.path(), "public.crt", &cert);
+    crate::tls::write(certs.path(), "private.key", &key);
+    let ca_file = crate::tls::write(certs.path(), "ca.pem", &ca.pem);
+    let s3 = start_s3_with(&["secure"], Some(certs.path()));
+    let mut args = s3.broker_args("s3://secure/tls");
+    args.extend(["--s3-ca-file".to_string(), ca_file.display().to_string()]);
+    let broker = TestBroker::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    broker.create_topic("remote", 2).await;
+    produce(&broker, "remote", 200).await;
+    assert_all(&broker, "remote", 200);
+    drop(broker);
+
+    // Without the CA: the certificate is refused, nothing is acknowledged.
+    let args = s3.broker_args("s3://secure/untrusted");
+    let broker = TestBroker::start(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    let producer = broker.producer(&[("message.timeout.ms", "4000")]);
+    let refused = producer
+        .send(
+            FutureRecord::<(), _>::to("untrusted").payload("x"),
+            Duration::from_secs(10),
+        )
+        .await;
+    assert!(
+        refused.is_err(),
+        "acknowledged without a trusted certificate"
+    );
+    let log = broker.log(1);
+    assert!(log.to_lowercase().contains("certificate"), "{log}");
 }

@@ -434,3 +434,88 @@ fn brokers_reach_each_other_over_tls() {
         "no broker was reached over TLS by the other"
     );
 }
+
+/// The test PostgreSQL server's CA (scripts/postgres.sh makes one).
+fn postgres_ca() -> std::path::PathBuf {
+    let dir = std::env::var("STRATA_PG_DIR").map_or_else(
+        |_| std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/pg"),
+        std::path::PathBuf::from,
+    );
+    dir.join("tls/ca.pem")
+}
+
+/// Whether the connections named `application` are encrypted, from the
+/// server's own view (pg_stat_ssl).
+fn postgres_ssl(application: &str) -> Vec<String> {
+    let base = std::env::var("STRATA_TEST_POSTGRES").expect("STRATA_TEST_POSTGRES");
+    crate::common::psql(
+        &base,
+        &format!(
+            "SELECT s.ssl FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.application_name = '{application}'"
+        ),
+    )
+    .into_iter()
+    .map(|row| row.join(""))
+    .collect()
+}
+
+/// A broker whose metadata store URL says sslmode=verify-full checks the
+/// server against sslrootcert and talks to it over TLS (the server says
+/// so); with a CA that did not sign the server it refuses to start, saying
+/// why; sslmode=disable stays in plaintext.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metadata_store_is_reached_over_verified_tls() {
+    let ca = postgres_ca();
+    assert!(
+        ca.is_file(),
+        "{} is missing: scripts/postgres.sh start makes it",
+        ca.display()
+    );
+    let url = crate::common::fresh_postgres_url();
+    let verified = format!(
+        "{url}&sslmode=verify-full&sslrootcert={}&application_name=strata-verified",
+        ca.display()
+    );
+    let broker = TestBroker::start(&["--metadata", &verified]);
+    broker.create_topic("over-tls", 1).await;
+    let producer = broker.producer(&[]);
+    producer
+        .send(
+            rdkafka::producer::FutureRecord::<(), _>::to("over-tls").payload("sealed"),
+            std::time::Duration::from_secs(10),
+        )
+        .await
+        .expect("delivered");
+    let read = broker.consume_all("over-tls", 0, rdkafka::Offset::Beginning);
+    assert_eq!(read[0].value.as_deref(), Some(&b"sealed"[..]));
+    let ssl = postgres_ssl("strata-verified");
+    assert!(!ssl.is_empty() && ssl.iter().all(|s| s == "t"), "{ssl:?}");
+
+    // A CA that did not sign the server's certificate: refused at start.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let other = write(
+        dir.path(),
+        "other-ca.pem",
+        &Authority::new("another CA").pem,
+    );
+    let wrong = format!("{url}&sslmode=verify-full&sslrootcert={}", other.display());
+    let out = Command::new(crate::common::STRATA)
+        .args(["serve", "--kafka-addr", "127.0.0.1:0", "--metadata", &wrong])
+        .args(["--data-dir", &dir.path().join("data").display().to_string()])
+        .output()
+        .expect("strata");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("metadata store") && stderr.to_lowercase().contains("certificate"),
+        "{stderr}"
+    );
+
+    // sslmode=disable: plaintext, as asked.
+    let plain = format!("{url}&sslmode=disable&application_name=strata-plain");
+    let broker = TestBroker::start(&["--metadata", &plain]);
+    broker.create_topic("in-clear", 1).await;
+    let ssl = postgres_ssl("strata-plain");
+    assert!(!ssl.is_empty() && ssl.iter().all(|s| s == "f"), "{ssl:?}");
+}

@@ -42,7 +42,12 @@ struct Target {
     partitions: Vec<(i32, i64, i32)>, // (partition, fetch offset, partition max bytes)
 }
 
-pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) -> FetchResponse {
+pub async fn handle(
+    broker: Arc<Broker>,
+    version: i16,
+    request: FetchRequest,
+    memory: &mut crate::broker::memory::ResponseMemory,
+) -> FetchResponse {
     let targets: Vec<Target> = request
         .topics
         .into_iter()
@@ -106,11 +111,20 @@ pub async fn handle(broker: Arc<Broker>, version: i16, request: FetchRequest) ->
         }
         let any_change = select_all(watches.iter_mut().map(|w| w.changed()));
         let _waiting = broker.requests.fetch_waiting();
+        // Waiting holds no response memory; reading again needs it back,
+        // and without room the Fetch answers with what it read.
+        memory.pause();
         tokio::select! {
             _ = any_change => {}
             _ = tokio::time::sleep_until(deadline) => {
+                if !memory.resume() {
+                    return response;
+                }
                 return read_once(&broker, version, &targets, &limits).await.0;
             }
+        }
+        if !memory.resume() {
+            return response;
         }
     }
 }

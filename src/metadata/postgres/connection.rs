@@ -7,7 +7,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod, Runtime};
-use tokio_postgres::NoTls;
 
 use super::{PostgresStore, schema};
 use crate::metadata::{MetadataError, Result};
@@ -80,6 +79,7 @@ impl PostgresStore {
     }
 
     fn connect(url: &str, read_only: bool, call_timeout: Duration) -> Result<Self> {
+        let (url, tls) = super::tls::split(url)?;
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| {
             MetadataError::Backend(format!(
                 "invalid PostgreSQL URL (expected postgres://user:password@host:port/database): {e}"
@@ -114,9 +114,10 @@ impl PostgresStore {
             options = format!("{given} {options}");
         }
         config.options(&options);
+        config.ssl_mode(tls.ssl_mode());
         let manager = Manager::from_config(
             config,
-            NoTls,
+            tls.connector()?,
             ManagerConfig {
                 // Connections of abandoned calls are closed (`Client`), so
                 // a pooled one is known good without a round trip.
@@ -140,7 +141,17 @@ impl PostgresStore {
                 "no PostgreSQL connection within {} ms: {e}",
                 self.call_timeout.as_millis()
             )),
-            other => MetadataError::Unavailable(format!("postgres connection: {other}")),
+            other => {
+                // The causes too: a TLS handshake failure says why only there
+                // (an unknown issuer, a name mismatch).
+                let mut text = format!("postgres connection: {other}");
+                let mut source = std::error::Error::source(&other);
+                while let Some(cause) = source {
+                    text.push_str(&format!(": {cause}"));
+                    source = cause.source();
+                }
+                MetadataError::Unavailable(text)
+            }
         })?;
         Ok(Client {
             object: Some(object),

@@ -36,6 +36,7 @@ mod groups;
 mod objects;
 mod producers;
 mod schema;
+mod tls;
 mod topics;
 mod transactions;
 mod users;
