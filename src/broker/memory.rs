@@ -259,8 +259,14 @@ mod tests {
         let trickled = read(server, 2 * 1024 * 1024);
         client.write_all(&[0, 3]).await.expect("write");
         client.write_all(&[9; 100]).await.expect("write");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        assert_eq!(budgets.other.available_permits(), 1024 * 1024 - 100);
+        // Counted once read: wait for that, not for a guessed time.
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while budgets.other.available_permits() != 1024 * 1024 - 100 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .expect("the 100 bytes counted");
         assert_eq!(budgets.produce.available_permits(), 3 * 1024 * 1024);
         // A Produce frame past its pool is read whole, counted as the pool;
         // the trickler's 100 bytes are no obstacle to the other pool.

@@ -167,8 +167,13 @@ fn idle_connections_close_and_per_address_bounds_hold() {
         TcpStream::connect(&broker.addr).expect("connect"),
         TcpStream::connect(&broker.addr).expect("connect"),
     ];
-    // 127.0.0.1 may hold 3 (its override), not 1: the fourth is closed.
-    std::thread::sleep(Duration::from_millis(300));
+    // 127.0.0.1 may hold 3 (its override), not 1: once the broker holds
+    // the three, the fourth is closed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while gauge(&http, "strata_connections ") < 3 {
+        assert!(Instant::now() < deadline, "the broker did not accept 3");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     let mut fourth = TcpStream::connect(&broker.addr).expect("the kernel accepts");
     assert!(closed_within(&mut fourth, Duration::from_secs(5)));
     assert_eq!(
